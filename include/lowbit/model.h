@@ -1,0 +1,44 @@
+// lowbit: the Llama-family graph (Llama 1/2/3, Mistral, Qwen2, SmolLM, TinyLlama) as one graph with options:
+// GQA/MQA, tied or separate output head, q/k/v bias, RoPE style and scaling. fp32 activations; weights are
+// read in place from the model file (F32/F16/BF16). Batched prefill uses BLAS GEMM, decode a threaded GEMV.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "lowbit/model_file.h"
+
+namespace lowbit {
+
+class Model {
+ public:
+  // max_context: positions the KV cache may hold (0: the model's context length). The cache grows on demand.
+  explicit Model(std::shared_ptr<const ModelFile> file, int max_context = 0);
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  const ModelConfig& config() const;
+  const ModelFile& file() const;
+  int max_context() const;
+
+  // Runs `tokens` at positions pos .. pos+n-1, appending their keys/values to the cache (positions >= pos are
+  // overwritten). Writes logits for every position (n x n_vocab) when all_logits, else for the last one only.
+  // Throws lowbit::Error for token ids outside the vocabulary or positions past max_context.
+  void forward(std::span<const int32_t> tokens, int pos, float* logits, bool all_logits);
+
+  // Bytes of weights one decode step reads (every matrix once, plus one embedding row).
+  uint64_t weight_bytes_per_token() const;
+
+  // Time spent per op kind since the last reset (for bench --profile). Off unless enabled.
+  void enable_profile(bool on);
+  std::vector<std::pair<std::string, double>> profile() const;  // op -> seconds
+  void reset_profile();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace lowbit

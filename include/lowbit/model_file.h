@@ -1,0 +1,123 @@
+// lowbit: the model file as a tensor store. Every input format (GGUF, Hugging Face safetensors directory,
+// llama2.c checkpoint) is turned into one ModelFile: the architecture config, the tokenizer description and
+// named tensors as typed views into memory-mapped bytes (never copied when the bytes can be used as they are).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "lowbit/dtype.h"
+
+namespace lowbit {
+
+// How RoPE pairs the dimensions of a head.
+//  Interleaved: (x[2i], x[2i+1]) -- llama2.c, and GGUF "llama" (whose Q/K rows were permuted by the converter).
+//  HalfSplit:   (x[i], x[i + d/2]) -- Hugging Face Llama/Qwen2 ("rotate_half"), GGUF qwen2 (NeoX style).
+enum class RopeStyle { Interleaved, HalfSplit };
+
+struct RopeScaling {
+  // "none" | "linear" | "llama3" (HF config) | "freq_factors" (GGUF: divisors in tensor rope_freqs.weight)
+  std::string type = "none";
+  float factor = 1.0f;
+  float low_freq_factor = 1.0f;    // llama3
+  float high_freq_factor = 4.0f;   // llama3
+  int original_context = 8192;     // llama3: original_max_position_embeddings
+};
+
+struct ModelConfig {
+  std::string arch = "llama";  // llama, mistral, qwen2, ... (all run by the one Llama-family graph)
+  std::string name;
+  int n_vocab = 0;
+  int dim = 0;          // hidden size
+  int n_layers = 0;
+  int n_heads = 0;
+  int n_kv_heads = 0;   // GQA/MQA when < n_heads
+  int head_dim = 0;     // usually dim / n_heads
+  int ffn_dim = 0;
+  int context_length = 0;
+  float norm_eps = 1e-5f;
+  float rope_theta = 10000.0f;
+  int rope_dim = 0;     // dimensions rotated per head (== head_dim for these models)
+  RopeStyle rope_style = RopeStyle::Interleaved;
+  RopeScaling rope_scaling;
+  bool tied_embeddings = false;  // output head reuses token_embd
+  bool qkv_bias = false;         // Qwen2
+};
+
+// One tensor, annotated with its shape (outermost dimension first, like numpy / PyTorch):
+// a linear layer's weight is {out_features, in_features}; rows are contiguous along in_features.
+struct TensorInfo {
+  std::string name;           // canonical (GGUF-style) name: "token_embd.weight", "blk.3.attn_q.weight", ...
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+  const std::byte* data = nullptr;
+  uint64_t nbytes = 0;
+  std::string file;           // where the bytes live (for messages)
+  uint64_t file_offset = 0;
+
+  int64_t numel() const;
+  int64_t cols() const { return shape.empty() ? 1 : shape.back(); }
+  int64_t rows() const { return cols() == 0 ? 0 : numel() / cols(); }
+  std::string shape_str() const;  // "[2048, 128]"
+};
+
+// Everything a tokenizer needs, as read from the model files. The tokenizer module turns it into a Tokenizer.
+struct TokenizerSpec {
+  // "llama"  : SentencePiece-style BPE on scores with byte fallback (GGUF llama vocab, llama2.c tokenizer.bin)
+  // "gpt2"   : byte-level BPE on merges with a pre-tokenizer regex (GGUF gpt2 vocab)
+  // "hf-json": a Hugging Face tokenizer.json (parsed by the tokenizer module from json_path)
+  // "none"   : the model has no tokenizer
+  std::string model = "none";
+  std::string pre;                 // GGUF tokenizer.ggml.pre ("default", "llama3", "qwen2", ...)
+  std::vector<std::string> tokens;
+  std::vector<float> scores;       // empty when the file has none
+  std::vector<int32_t> types;      // GGUF token types (1 normal, 2 unknown, 3 control, 4 user, 5 unused, 6 byte)
+  std::vector<std::string> merges; // "a b" pairs, rank = index
+  int32_t bos = -1, eos = -1, unk = -1, pad = -1;
+  bool add_bos = true;
+  bool add_eos = false;
+  bool add_space_prefix = true;    // SPM: prepend "▁" to the text
+  std::string json_path;           // hf-json only
+  std::string source;              // the file the tokenizer came from (for messages)
+};
+
+// One metadata entry, kept for `lowbit inspect`.
+struct MetaEntry {
+  std::string key;
+  std::string type;   // "u32", "string", "array[string]", ...
+  std::string value;  // printable, arrays abbreviated
+};
+
+class MappedFile;
+
+struct ModelFile {
+  std::string path;     // what the user gave
+  std::string format;   // "gguf", "safetensors", "llama2c"
+  ModelConfig config;
+  TokenizerSpec tokenizer;
+  std::vector<MetaEntry> metadata;
+  std::vector<TensorInfo> tensors;  // in file order
+
+  const TensorInfo* find(std::string_view name) const;
+  // The tensor or a clear error naming the model file and the missing tensor.
+  const TensorInfo& get(std::string_view name) const;
+  uint64_t total_bytes() const;     // bytes of all tensors
+  int64_t total_params() const;
+
+  // Keeps the bytes the views point into alive.
+  std::vector<std::shared_ptr<const MappedFile>> mappings;
+  std::vector<std::shared_ptr<const std::vector<std::byte>>> owned;
+};
+
+struct LoadOptions {
+  std::string tokenizer_path;  // llama2.c: tokenizer.bin to use (default: tokenizer.bin or the one tok*.bin beside the model)
+};
+
+// Opens a model: a .gguf file, a Hugging Face directory (config.json + safetensors) or a llama2.c checkpoint.
+// Throws lowbit::Error with a one-line message naming the file, the field and what was expected.
+std::shared_ptr<const ModelFile> load_model(const std::string& path, const LoadOptions& opts = {});
+
+}  // namespace lowbit

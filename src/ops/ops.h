@@ -1,0 +1,58 @@
+// lowbit ops (floor 2): the numeric kernels the model graph calls. Highway SIMD with runtime dispatch,
+// multi-threaded with OpenMP (thread count from lowbit::num_threads()), scalar references in ops/reference.h.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "lowbit/dtype.h"
+#include "lowbit/model_file.h"
+
+namespace lowbit::ops {
+
+// A weight matrix {rows, cols} stored row-major (each row contiguous along cols), as in every model file.
+struct WeightView {
+  DType dtype = DType::F32;  // F32, F16 or BF16 for now
+  int64_t rows = 0;
+  int64_t cols = 0;
+  const std::byte* data = nullptr;
+  size_t row_bytes = 0;      // stride between rows
+};
+WeightView view_of(const TensorInfo& t);  // checks the dtype is supported and the tensor is 2-D
+
+// Y[t, r] = sum_c W[r, c] * X[t, c] for t < n_tokens. X is n_tokens x cols, Y is n_tokens x rows (row-major).
+// n_tokens == 1: multi-threaded SIMD GEMV straight from the weight bytes (memory-bound decode path).
+// n_tokens > 1 : BLAS SGEMM (F16/BF16 weights are widened to f32 in panels, never the whole matrix).
+void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y);
+
+// Single-threaded GEMV over a row range [r0, r1): y[r - r0] for r in range. Building block of matmul.
+void gemv_rows(const WeightView& w, const float* x, int64_t r0, int64_t r1, float* y);
+
+// Row r of w widened to f32 (embedding lookup).
+void get_row(const WeightView& w, int64_t r, float* out);
+
+// out[i] = x[i] / sqrt(mean(x^2) + eps) * weight[i]
+void rmsnorm(float* out, const float* x, const float* weight, int64_t n, float eps);
+// In place numerically stable softmax.
+void softmax(float* x, int64_t n);
+// gate[i] = silu(gate[i]) * up[i]
+void silu_mul(float* gate, const float* up, int64_t n);
+float dot(const float* a, const float* b, int64_t n);
+// y[i] += a * x[i]
+void axpy(float a, const float* x, float* y, int64_t n);
+// Widen a run of f16 / bf16 values to f32.
+void f16_to_f32(const uint16_t* in, float* out, int64_t n);
+void bf16_to_f32(const uint16_t* in, float* out, int64_t n);
+
+// Rotary embedding on n_heads heads of head_dim floats each (contiguous), at position pos.
+// inv_freq has rope_dim/2 entries (already including any rope scaling). Only the first rope_dim
+// dimensions of each head rotate.
+void rope(float* x, int n_heads, int head_dim, int rope_dim, int pos, const float* inv_freq, RopeStyle style);
+
+// Measures the machine's read bandwidth in GB/s (1e9 bytes/s): streaming reduction over a buffer of
+// `bytes` (much larger than the caches) with `threads` threads, best of `reps`.
+double measure_read_bandwidth(size_t bytes, int threads, int reps = 5);
+
+// The SIMD target Highway chose at run time ("AVX3_ZEN4", "AVX3_DL", "AVX2", ...).
+const char* simd_target();
+
+}  // namespace lowbit::ops
