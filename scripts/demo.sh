@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install what is missing, build, and run the main job on the default model (TinyStories-656K from ../shared):
+# the model summary, a generated story and its perplexity on WikiText-2.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+BUILD_DIR=build scripts/build.sh
+SHARED=${LOWBIT_SHARED:-../shared}
+MODEL=${1:-$SHARED/models/TinyStories-656K}
+if [ ! -e "$MODEL" ]; then
+  echo "demo: $MODEL not found (expected ../shared beside the checkout, or pass a model path)" >&2
+  exit 1
+fi
+echo "== lowbit inspect $MODEL"
+build/lowbit inspect "$MODEL"
+echo
+echo "== lowbit run (greedy story from BOS)"
+build/lowbit run -m "$MODEL" -n 120 --temp 0
+echo
+echo "== lowbit perplexity (WikiText-2 test, ctx 512, 50 chunks)"
+TEXT=$SHARED/data/wikitext-2-raw/wiki.test.raw.656K-charset
+build/lowbit perplexity -m "$MODEL" -f "$TEXT" --ctx 512 --chunks 50

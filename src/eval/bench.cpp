@@ -1,0 +1,70 @@
+#include "lowbit/bench.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "lowbit/threads.h"
+#include "ops/ops.h"
+
+namespace lowbit {
+
+BenchResult run_bench(Model& model, const BenchOptions& o) {
+  using clock = std::chrono::steady_clock;
+  BenchResult r;
+  r.threads = num_threads();
+  r.prompt_tokens = o.prompt_tokens;
+  r.gen_tokens = o.gen_tokens;
+  r.bytes_per_token = model.weight_bytes_per_token();
+  const int n_vocab = model.config().n_vocab;
+  std::vector<int32_t> ids(static_cast<size_t>(std::max(o.prompt_tokens, o.gen_tokens)));
+  uint64_t s = 0x9e3779b97f4a7c15ull;
+  for (auto& id : ids) {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    id = static_cast<int32_t>((s >> 33) % static_cast<uint64_t>(n_vocab));
+  }
+  std::vector<float> logits(static_cast<size_t>(n_vocab));
+  const int reps = std::max(1, o.reps);
+
+  // Warm-up: touch every weight once so page faults do not count.
+  model.forward(std::span<const int32_t>(ids.data(), 1), 0, logits.data(), false);
+
+  if (o.prompt_tokens > 0) {
+    double best = 1e30;
+    for (int rep = 0; rep < reps; ++rep) {
+      model.reset_profile();
+      model.enable_profile(o.profile);
+      auto t0 = clock::now();
+      model.forward(std::span<const int32_t>(ids.data(), static_cast<size_t>(o.prompt_tokens)), 0, logits.data(),
+                    false);
+      double sec = std::chrono::duration<double>(clock::now() - t0).count();
+      if (sec < best) {
+        best = sec;
+        r.pp_profile = model.profile();
+      }
+    }
+    r.pp_tok_s = o.prompt_tokens / best;
+  }
+  if (o.gen_tokens > 0) {
+    double best = 1e30;
+    for (int rep = 0; rep < reps; ++rep) {
+      model.reset_profile();
+      model.enable_profile(o.profile);
+      auto t0 = clock::now();
+      for (int i = 0; i < o.gen_tokens; ++i)
+        model.forward(std::span<const int32_t>(ids.data() + i, 1), i, logits.data(), false);
+      double sec = std::chrono::duration<double>(clock::now() - t0).count();
+      if (sec < best) {
+        best = sec;
+        r.tg_profile = model.profile();
+      }
+    }
+    r.tg_tok_s = o.gen_tokens / best;
+  }
+  model.enable_profile(false);
+  r.tg_gb_s = static_cast<double>(r.bytes_per_token) * r.tg_tok_s / 1e9;
+  r.machine_gb_s = ops::measure_read_bandwidth(size_t{1} << 30, r.threads);
+  r.roofline_pct = r.machine_gb_s > 0 ? 100.0 * r.tg_gb_s / r.machine_gb_s : 0;
+  return r;
+}
+
+}  // namespace lowbit
