@@ -1,0 +1,216 @@
+// End-to-end tests of the lowbit binary: outputs on the fixture models, and bad input producing exactly one
+// clear error line (naming the file) with a non-zero exit, never a crash.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "test_util.h"
+
+namespace lowbit {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Result {
+  int code = -1;
+  std::string out, err;
+};
+
+std::string quote(const std::string& s) {
+  std::string r = "'";
+  for (char c : s) r += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return r + "'";
+}
+
+Result lowbit(const std::string& args) {
+  static int counter = 0;
+  const fs::path dir = fs::temp_directory_path() / ("lowbit_cli_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string err = (dir / ("err" + std::to_string(counter++))).string();
+  const std::string cmd = std::string(LOWBIT_BINARY) + " " + args + " 2>" + quote(err);
+  Result r;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  int status = ::pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.err = test::read_file(err);
+  return r;
+}
+
+class TempDir {
+ public:
+  TempDir() : path_(fs::temp_directory_path() / ("lowbit_t_" + std::to_string(::getpid()) + "_" + std::to_string(n_++))) {
+    fs::create_directories(path_);
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  std::string file(const std::string& name, const std::string& bytes) const {
+    std::string p = (path_ / name).string();
+    std::ofstream(p, std::ios::binary) << bytes;
+    return p;
+  }
+  std::string path(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  static inline int n_ = 0;
+  fs::path path_;
+};
+
+// A clean failure: exit code 1, exactly one line on stderr, starting with "error: " and naming `what`.
+void expect_clean_error(const Result& r, const std::string& what) {
+  EXPECT_EQ(r.code, 1) << r.err;
+  ASSERT_FALSE(r.err.empty());
+  EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find(what), std::string::npos) << "expected '" << what << "' in: " << r.err;
+}
+
+const char* kStories = "models/stories260K/stories260K.gguf";
+
+TEST(Cli, Stories260KGreedyStoryFromBos) {
+  LOWBIT_REQUIRE_SHARED("models/stories260K/stories260K.bin");
+  Result r = lowbit("run -m " + test::shared("models/stories260K/stories260K.bin") + " -n 60 --temp 0");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string want =
+      "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she "
+      "saw a big, red ball.";
+  EXPECT_EQ(r.out.rfind(want, 0), 0u) << r.out;
+}
+
+TEST(Cli, TinyStories656KGreedyStory) {
+  LOWBIT_REQUIRE_SHARED("models/TinyStories-656K");
+  Result r = lowbit("run -m " + test::shared("models/TinyStories-656K") + " -n 20 --temp 0");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("Once upon a time, there was a little girl named Lily.", 0), 0u) << r.out;
+}
+
+TEST(Cli, SamplingIsSeeded) {
+  LOWBIT_REQUIRE_SHARED(kStories);
+  const std::string cmd = "run -m " + test::shared(kStories) + " -n 40 --temp 1 --top-k 20 --top-p 0.9 --json -s ";
+  Result a = lowbit(cmd + "7"), b = lowbit(cmd + "7"), c = lowbit(cmd + "8");
+  ASSERT_EQ(a.code, 0) << a.err;
+  auto ja = nlohmann::json::parse(a.out), jb = nlohmann::json::parse(b.out), jc = nlohmann::json::parse(c.out);
+  EXPECT_EQ(ja["token_ids"], jb["token_ids"]);
+  EXPECT_NE(ja["token_ids"], jc["token_ids"]);
+}
+
+TEST(Cli, InspectJson) {
+  LOWBIT_REQUIRE_SHARED(kStories);
+  Result r = lowbit("inspect --json " + test::shared(kStories));
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["architecture"]["dim"], 64);
+  EXPECT_EQ(j["architecture"]["n_layers"], 5);
+  EXPECT_EQ(j["architecture"]["n_kv_heads"], 4);
+  EXPECT_EQ(j["n_tensors"], 48);
+  EXPECT_NEAR(j["bits_per_weight"].get<double>(), 32.0, 1e-9);
+  bool found = false;
+  for (const auto& t : j["tensors"])
+    if (t["name"] == "blk.0.ffn_gate.weight") {
+      found = true;
+      EXPECT_EQ(t["shape"], nlohmann::json::array({172, 64}));
+      EXPECT_EQ(t["dtype"], "f32");
+      EXPECT_EQ(t["bytes"], 172 * 64 * 4);
+    }
+  EXPECT_TRUE(found);
+}
+
+TEST(Cli, PerplexityJsonSmall) {
+  LOWBIT_REQUIRE_SHARED(kStories);
+  Result r = lowbit("perplexity --json -m " + test::shared(kStories) + " -f " +
+                    test::shared("data/tinystories/sample-5-stories.txt") + " --ctx 128 --chunks 2");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["chunks"], 2);
+  EXPECT_EQ(j["scored"], 2 * 63);
+  EXPECT_GT(j["ppl"].get<double>(), 1.0);
+  EXPECT_LT(j["ppl"].get<double>(), 20.0);  // in-domain text for a stories model
+}
+
+TEST(Cli, BenchJson) {
+  LOWBIT_REQUIRE_SHARED(kStories);
+  Result r = lowbit("bench --json -m " + test::shared(kStories) + " -p 16 -n 8 -t 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["results"].size(), 1u);
+  const auto& row = j["results"][0];
+  EXPECT_EQ(row["threads"], 1);
+  EXPECT_GT(row["pp_tok_s"].get<double>(), 0);
+  EXPECT_GT(row["tg_tok_s"].get<double>(), 0);
+  EXPECT_GT(row["machine_gb_s"].get<double>(), 0);
+}
+
+// ---- Bad input.
+
+TEST(CliErrors, MissingFile) { expect_clean_error(lowbit("inspect /nonexistent/model.gguf"), "/nonexistent/model.gguf"); }
+
+TEST(CliErrors, WrongMagic) {
+  TempDir d;
+  std::string p = d.file("bad.gguf", std::string("GGUX") + std::string(60, '\0'));
+  expect_clean_error(lowbit("inspect " + p), "magic");
+}
+
+TEST(CliErrors, TruncatedGgufAtEveryRegion) {
+  LOWBIT_REQUIRE_SHARED(kStories);
+  const std::string full = test::read_file(test::shared(kStories));
+  TempDir d;
+  // Cut inside the header, the metadata, the tensor infos and the tensor data.
+  for (size_t cut : {size_t{2}, size_t{10}, size_t{100}, size_t{5000}, full.size() / 2, full.size() - 1}) {
+    std::string p = d.file("cut" + std::to_string(cut) + ".gguf", full.substr(0, cut));
+    Result r = lowbit("inspect " + p);
+    SCOPED_TRACE("cut at " + std::to_string(cut));
+    expect_clean_error(r, p);
+  }
+}
+
+TEST(CliErrors, TensorDataPastEndOfFile) {
+  LOWBIT_REQUIRE_SHARED(kStories);
+  std::string full = test::read_file(test::shared(kStories));
+  TempDir d;
+  std::string p = d.file("short.gguf", full.substr(0, full.size() - 4));
+  expect_clean_error(lowbit("inspect " + p), "past the end");
+}
+
+TEST(CliErrors, NonUtf8Text) {
+  LOWBIT_REQUIRE_SHARED(kStories);
+  TempDir d;
+  std::string p = d.file("bad.txt", std::string("Once upon a time \xff\xfe there was") + std::string(2000, 'a'));
+  expect_clean_error(lowbit("perplexity -m " + test::shared(kStories) + " -f " + p), "UTF-8");
+}
+
+TEST(CliErrors, TextTooShortForOneWindow) {
+  LOWBIT_REQUIRE_SHARED(kStories);
+  TempDir d;
+  std::string p = d.file("short.txt", "Once upon a time.");
+  expect_clean_error(lowbit("perplexity -m " + test::shared(kStories) + " -f " + p + " --ctx 512"), "tokens");
+}
+
+TEST(CliErrors, MissingConfigKey) {
+  LOWBIT_REQUIRE_SHARED("models/TinyStories-656K");
+  TempDir d;
+  fs::path dir = d.path("hf");
+  fs::create_directories(dir);
+  for (const char* f : {"model.safetensors", "tokenizer.json", "tokenizer_config.json"})
+    fs::copy_file(test::shared(std::string("models/TinyStories-656K/") + f), dir / f);
+  auto cfg = nlohmann::json::parse(test::read_file(test::shared("models/TinyStories-656K/config.json")));
+  cfg.erase("hidden_size");
+  std::ofstream(dir / "config.json") << cfg.dump();
+  expect_clean_error(lowbit("inspect " + dir.string()), "hidden_size");
+}
+
+TEST(CliErrors, UnknownVerbAndMissingOption) {
+  Result r = lowbit("frobnicate");
+  EXPECT_NE(r.code, 0);
+  r = lowbit("run");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("--model"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace lowbit

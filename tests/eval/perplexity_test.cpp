@@ -1,0 +1,54 @@
+// Perplexity against llama.cpp's figures (../shared/reference/perplexity.md): same tokenization, ctx and chunks.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "lowbit/perplexity.h"
+#include "lowbit/tokenizer.h"
+#include "test_util.h"
+
+namespace lowbit {
+namespace {
+
+struct PplCase {
+  const char* model;
+  const char* text;
+  double ppl, stderr_;
+};
+
+void check_ppl(const PplCase& c) {
+  LOWBIT_REQUIRE_SHARED(c.model);
+  LOWBIT_REQUIRE_SHARED(c.text);
+  auto file = load_model(test::shared(c.model));
+  auto tok = make_tokenizer(file->tokenizer);
+  Model model(file, 512);
+  PerplexityOptions o;
+  o.ctx = 512;
+  o.chunks = 50;
+  PerplexityResult r = perplexity(model, *tok, test::read_file(test::shared(c.text)), o);
+  EXPECT_EQ(r.chunks, 50);
+  EXPECT_EQ(r.scored, 50 * 255);
+  EXPECT_NEAR(r.ppl, c.ppl, c.ppl * 0.002) << c.model;
+  EXPECT_NEAR(r.ppl_stderr, c.stderr_, c.stderr_ * 0.01) << c.model;
+  EXPECT_EQ(r.running.size(), 50u);
+  EXPECT_DOUBLE_EQ(r.running.back(), r.ppl);
+}
+
+TEST(PerplexityReference, Stories260KGguf) {
+  check_ppl({"models/stories260K/stories260K.gguf", "data/wikitext-2-raw/wiki.test.raw", 125.9583, 4.24376});
+}
+
+TEST(PerplexityReference, TinyStories656KGguf) {
+  check_ppl({"models/TinyStories-656K-gguf/TinyStories-656K-f32.gguf", "data/wikitext-2-raw/wiki.test.raw.656K-charset",
+             466.8581, 13.55465});
+}
+
+TEST(Perplexity, TokenNllIsLogSoftmax) {
+  const float logits[4] = {1.0f, 2.0f, -3.0f, 0.5f};
+  double z = std::exp(1.0) + std::exp(2.0) + std::exp(-3.0) + std::exp(0.5);
+  EXPECT_NEAR(token_nll(logits, 4, 1), -std::log(std::exp(2.0) / z), 1e-12);
+  EXPECT_NEAR(token_nll(logits, 4, 2), -std::log(std::exp(-3.0) / z), 1e-12);
+}
+
+}  // namespace
+}  // namespace lowbit

@@ -1,0 +1,203 @@
+// The Llama-family graph against an independent double-precision reference (synthetic configurations covering
+// every option) and against reference logits from a float64 numpy forward pass of the real fixture models.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "io/loaders.h"
+#include "lowbit/model.h"
+#include "lowbit/sampler.h"
+#include "lowbit/threads.h"
+#include "model/reference_forward.h"
+#include "model/synthetic.h"
+#include "test_util.h"
+
+namespace lowbit {
+namespace {
+
+using test::reference_forward;
+using test::small_config;
+using test::synthetic_model;
+
+std::vector<int32_t> some_tokens(int n, int vocab, uint32_t seed = 7) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> t(n);
+  for (auto& v : t) v = static_cast<int32_t>(rng() % vocab);
+  return t;
+}
+
+// Max |a - b| / max|b| over all positions.
+double rel_err(const std::vector<float>& got, const std::vector<std::vector<double>>& want) {
+  double num = 0, den = 0;
+  const size_t vocab = want[0].size();
+  for (size_t p = 0; p < want.size(); ++p)
+    for (size_t i = 0; i < vocab; ++i) {
+      num = std::max(num, std::abs(static_cast<double>(got[p * vocab + i]) - want[p][i]));
+      den = std::max(den, std::abs(want[p][i]));
+    }
+  return num / den;
+}
+
+void check_against_reference(const ModelConfig& c, DType dt, double tol) {
+  auto m = synthetic_model(c, dt);
+  io::validate_model(*m);
+  const auto tokens = some_tokens(11, c.n_vocab);
+  const auto want = reference_forward(*m, tokens);
+  Model model(m);
+  std::vector<float> got(tokens.size() * c.n_vocab);
+  model.forward(tokens, 0, got.data(), true);  // one batched prefill
+  EXPECT_LT(rel_err(got, want), tol) << "batched prefill";
+  // Token-by-token decode through the KV cache must agree as well.
+  std::vector<float> step(tokens.size() * c.n_vocab);
+  for (size_t p = 0; p < tokens.size(); ++p)
+    model.forward(std::span<const int32_t>(&tokens[p], 1), static_cast<int>(p), step.data() + p * c.n_vocab, false);
+  EXPECT_LT(rel_err(step, want), tol) << "decode";
+}
+
+TEST(ModelReference, LlamaGqa) { check_against_reference(small_config(), DType::F32, 1e-5); }
+
+TEST(ModelReference, MultiQueryAndTiedHalfSplit) {
+  ModelConfig c = small_config();
+  c.n_kv_heads = 1;
+  c.tied_embeddings = true;
+  c.rope_style = RopeStyle::HalfSplit;
+  check_against_reference(c, DType::F32, 1e-5);
+}
+
+TEST(ModelReference, Qwen2BiasAndMultiHead) {
+  ModelConfig c = small_config();
+  c.arch = "qwen2";
+  c.n_kv_heads = 4;
+  c.qkv_bias = true;
+  c.rope_style = RopeStyle::HalfSplit;
+  c.rope_theta = 1000000.0f;
+  c.norm_eps = 1e-6f;
+  check_against_reference(c, DType::F32, 1e-5);
+}
+
+TEST(ModelReference, RopeScalingLinearLlama3AndFreqFactors) {
+  for (const char* type : {"linear", "llama3", "freq_factors"}) {
+    ModelConfig c = small_config();
+    c.rope_scaling.type = type;
+    c.rope_scaling.factor = 8.0f;
+    c.rope_scaling.low_freq_factor = 1.0f;
+    c.rope_scaling.high_freq_factor = 4.0f;
+    c.rope_scaling.original_context = 64;  // small, so all three llama3 bands occur with head_dim 16
+    c.rope_theta = 500000.0f;
+    SCOPED_TRACE(type);
+    check_against_reference(c, DType::F32, 1e-5);
+  }
+}
+
+TEST(ModelReference, PartialRopeDims) {
+  ModelConfig c = small_config();
+  c.rope_dim = 8;  // only the first 8 of 16 head dimensions rotate
+  check_against_reference(c, DType::F32, 1e-5);
+}
+
+TEST(ModelReference, HalfPrecisionWeights) {
+  check_against_reference(small_config(), DType::F16, 1e-5);
+  check_against_reference(small_config(), DType::BF16, 1e-5);
+}
+
+TEST(ModelReference, ThreadCountDoesNotChangeLogits) {
+  auto m = synthetic_model(small_config());
+  const auto tokens = some_tokens(9, 97);
+  std::vector<float> a(tokens.size() * 97), b(tokens.size() * 97);
+  set_num_threads(1);
+  Model(m).forward(tokens, 0, a.data(), true);
+  set_num_threads(2);
+  Model(m).forward(tokens, 0, b.data(), true);
+  set_num_threads(0);
+  for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], 1e-5f * (1 + std::abs(a[i])));
+}
+
+TEST(ModelErrors, TokenOutOfVocabularyAndContextOverflow) {
+  auto m = synthetic_model(small_config());
+  Model model(m, 8);
+  std::vector<float> logits(97);
+  std::vector<int32_t> bad = {5, 97};
+  EXPECT_THROW(model.forward(bad, 0, logits.data(), false), Error);
+  std::vector<int32_t> ok = {1, 2};
+  EXPECT_THROW(model.forward(ok, 7, logits.data(), false), Error);
+}
+
+// ---- Real fixture models against the float64 numpy reference logits.
+
+void check_reference_logits(const std::string& model_rel, const std::string& logits_rel,
+                            const std::vector<int32_t>& ids, double tol) {
+  LOWBIT_REQUIRE_SHARED(model_rel);
+  LOWBIT_REQUIRE_SHARED(logits_rel);
+  auto file = load_model(test::shared(model_rel));
+  const int vocab = file->config.n_vocab;
+  const auto want = test::read_f32(test::shared(logits_rel));
+  ASSERT_EQ(want.size(), ids.size() * vocab);
+  Model model(file);
+  std::vector<float> got(ids.size() * vocab);
+  model.forward(ids, 0, got.data(), true);
+  double maxabs = 0, maxref = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    maxabs = std::max(maxabs, std::abs(static_cast<double>(got[i]) - want[i]));
+    maxref = std::max(maxref, std::abs(static_cast<double>(want[i])));
+  }
+  EXPECT_LT(maxabs / maxref, tol) << "max abs diff " << maxabs << " (max |logit| " << maxref << ")";
+}
+
+const std::vector<int32_t> kStories260KIds = {1,   403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395,
+                                              317, 426, 338, 401, 396, 267, 337, 410, 408, 419, 292, 411, 426};
+const std::vector<int32_t> k656KIds = {1, 80, 147, 201, 282, 215, 286, 598, 1662, 887, 610, 57, 10};
+
+TEST(ModelFixtures, Stories260KLlama2cMatchesNumpyLogits) {
+  check_reference_logits("models/stories260K/stories260K.bin", "reference/logits/stories260K.logits.f32",
+                         kStories260KIds, 1e-4);
+}
+
+TEST(ModelFixtures, Stories260KGgufMatchesNumpyLogits) {
+  check_reference_logits("models/stories260K/stories260K.gguf", "reference/logits/stories260K.logits.f32",
+                         kStories260KIds, 1e-4);
+}
+
+TEST(ModelFixtures, TinyStories656KSafetensorsMatchesNumpyLogits) {
+  check_reference_logits("models/TinyStories-656K", "reference/logits/TinyStories-656K.logits.f32", k656KIds, 1e-4);
+}
+
+TEST(ModelFixtures, TinyStories656KGgufMatchesNumpyLogits) {
+  check_reference_logits("models/TinyStories-656K-gguf/TinyStories-656K-f32.gguf",
+                         "reference/logits/TinyStories-656K.logits.f32", k656KIds, 1e-4);
+}
+
+// The same weights in different containers must give the same logits (to 1e-5).
+void check_same_logits(const std::string& a_rel, const std::string& b_rel, const std::vector<int32_t>& ids) {
+  LOWBIT_REQUIRE_SHARED(a_rel);
+  LOWBIT_REQUIRE_SHARED(b_rel);
+  auto fa = load_model(test::shared(a_rel));
+  auto fb = load_model(test::shared(b_rel));
+  ASSERT_EQ(fa->config.n_vocab, fb->config.n_vocab);
+  const size_t n = ids.size() * fa->config.n_vocab;
+  std::vector<float> la(n), lb(n);
+  Model(fa).forward(ids, 0, la.data(), true);
+  Model(fb).forward(ids, 0, lb.data(), true);
+  for (size_t i = 0; i < n; ++i) ASSERT_NEAR(la[i], lb[i], 1e-5 * (1 + std::abs(la[i]))) << "at " << i;
+}
+
+TEST(ModelFixtures, Stories260KGgufEqualsLlama2c) {
+  check_same_logits("models/stories260K/stories260K.gguf", "models/stories260K/stories260K.bin", kStories260KIds);
+}
+
+TEST(ModelFixtures, TinyStories656KGgufEqualsSafetensors) {
+  check_same_logits("models/TinyStories-656K-gguf/TinyStories-656K-f32.gguf", "models/TinyStories-656K", k656KIds);
+}
+
+// The reference README: the argmax at each of the first 25 positions is the next id (the model's own greedy story).
+TEST(ModelFixtures, Stories260KGreedyFollowsItsStory) {
+  LOWBIT_REQUIRE_SHARED("models/stories260K/stories260K.bin");
+  auto file = load_model(test::shared("models/stories260K/stories260K.bin"));
+  Model model(file);
+  std::vector<float> logits(kStories260KIds.size() * 512);
+  model.forward(kStories260KIds, 0, logits.data(), true);
+  for (size_t p = 0; p + 2 < kStories260KIds.size(); ++p)
+    EXPECT_EQ(argmax(logits.data() + p * 512, 512), kStories260KIds[p + 1]) << "position " << p;
+}
+
+}  // namespace
+}  // namespace lowbit
