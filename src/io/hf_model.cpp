@@ -1,0 +1,331 @@
+// Hugging Face directory -> ModelFile: config.json for the architecture, model.safetensors (or an index and its
+// shards) for the tensors, renamed to the canonical GGUF names. No Q/K permutation: the graph rotates
+// half-split pairs (RopeStyle::HalfSplit), as HF Llama does.
+#include <algorithm>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+
+#include "io/loaders.h"
+#include "io/safetensors.h"
+#include "lowbit/error.h"
+
+#if __has_include("tokenizer/hf_tokenizer.h")
+#include "tokenizer/hf_tokenizer.h"
+#define LOWBIT_HAVE_HF_TOKENIZER 1
+#endif
+
+namespace lowbit::io {
+
+namespace {
+
+using nlohmann::json;
+
+json read_json(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(path, "", "cannot open for reading");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  try {
+    return json::parse(ss.str());
+  } catch (const json::exception& e) {
+    fail(path, "", std::string("invalid JSON: ") + e.what());
+  }
+}
+
+std::string describe(const json& v) {
+  std::string d = v.dump();
+  if (d.size() > 40) d = d.substr(0, 40) + "...";
+  return std::string(v.type_name()) + " " + d;
+}
+
+// Typed, range-checked access to config.json; every error names the file and the key.
+struct ConfigReader {
+  std::string file;
+  const json& j;
+
+  const json* find(const std::string& key) const {
+    auto it = j.find(key);
+    return it == j.end() || it->is_null() ? nullptr : &*it;
+  }
+  int64_t as_int(const json& v, const std::string& key, int64_t lo, int64_t hi) const {
+    if (!v.is_number_integer()) fail(file, key, "expected an integer, found " + describe(v));
+    const bool ok = v.is_number_unsigned() ? v.get<uint64_t>() <= static_cast<uint64_t>(hi) && v.get<int64_t>() >= lo
+                                           : v.get<int64_t>() >= lo && v.get<int64_t>() <= hi;
+    if (!ok)
+      fail(file, key, "value " + v.dump() + " out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    return v.get<int64_t>();
+  }
+  int req_int(const std::string& key, int64_t lo, int64_t hi) const {
+    const json* v = find(key);
+    if (!v) fail(file, key, "missing required key (expected an integer)");
+    return static_cast<int>(as_int(*v, key, lo, hi));
+  }
+  std::optional<int64_t> opt_int(const std::string& key, int64_t lo, int64_t hi) const {
+    const json* v = find(key);
+    if (!v) return std::nullopt;
+    return as_int(*v, key, lo, hi);
+  }
+  std::optional<double> opt_num(const json& obj, const std::string& key, const std::string& field) const {
+    auto it = obj.find(key);
+    if (it == obj.end() || it->is_null()) return std::nullopt;
+    if (!it->is_number()) fail(file, field, "expected a number, found " + describe(*it));
+    return it->get<double>();
+  }
+  std::optional<bool> opt_bool(const std::string& key) const {
+    const json* v = find(key);
+    if (!v) return std::nullopt;
+    if (!v->is_boolean()) fail(file, key, "expected true or false, found " + describe(*v));
+    return v->get<bool>();
+  }
+  std::optional<std::string> opt_str(const json& obj, const std::string& key, const std::string& field) const {
+    auto it = obj.find(key);
+    if (it == obj.end() || it->is_null()) return std::nullopt;
+    if (!it->is_string()) fail(file, field, "expected a string, found " + describe(*it));
+    return it->get<std::string>();
+  }
+  // bos/eos ids: an integer, or (Llama 3) a list whose first entry is used.
+  int32_t token_id(const std::string& key) const {
+    const json* v = find(key);
+    if (!v) return -1;
+    if (v->is_array() && !v->empty()) return static_cast<int32_t>(as_int((*v)[0], key, 0, INT32_MAX));
+    return static_cast<int32_t>(as_int(*v, key, 0, INT32_MAX));
+  }
+};
+
+void read_config(const ConfigReader& r, ModelConfig& c) {
+  constexpr int64_t kBig = 1 << 20;
+  std::optional<std::string> model_type = r.opt_str(r.j, "model_type", "model_type");
+  if (!model_type) {
+    // Older configs: infer from the architecture class.
+    model_type = "llama";
+    if (const json* a = r.find("architectures"); a && a->is_array() && !a->empty() && (*a)[0].is_string()) {
+      const std::string cls = (*a)[0].get<std::string>();
+      if (cls.rfind("Mistral", 0) == 0) model_type = "mistral";
+      if (cls.rfind("Qwen2", 0) == 0) model_type = "qwen2";
+    }
+  }
+  if (*model_type != "llama" && *model_type != "mistral" && *model_type != "qwen2")
+    fail(r.file, "model_type", "unsupported model type \"" + *model_type + "\" (expected llama, mistral or qwen2)");
+  c.arch = *model_type;
+
+  c.dim = r.req_int("hidden_size", 1, kBig);
+  c.n_layers = r.req_int("num_hidden_layers", 1, 4096);
+  c.n_heads = r.req_int("num_attention_heads", 1, 4096);
+  c.ffn_dim = r.req_int("intermediate_size", 1, 4 * kBig);
+  c.n_vocab = r.req_int("vocab_size", 1, 16 * kBig);
+  c.n_kv_heads = static_cast<int>(r.opt_int("num_key_value_heads", 1, 4096).value_or(c.n_heads));
+  if (auto hd = r.opt_int("head_dim", 1, 4096)) {
+    c.head_dim = static_cast<int>(*hd);
+  } else {
+    if (c.dim % c.n_heads != 0)
+      fail(r.file, "num_attention_heads",
+           std::to_string(c.n_heads) + " does not divide hidden_size " + std::to_string(c.dim) + " (and no head_dim)");
+    c.head_dim = c.dim / c.n_heads;
+  }
+  c.rope_dim = c.head_dim;
+  c.context_length = static_cast<int>(r.opt_int("max_position_embeddings", 1, 1 << 24).value_or(2048));
+  c.norm_eps = static_cast<float>(r.opt_num(r.j, "rms_norm_eps", "rms_norm_eps").value_or(1e-6));
+  if (!(c.norm_eps > 0 && c.norm_eps < 1)) fail(r.file, "rms_norm_eps", "expected 0 < eps < 1");
+  c.rope_theta = static_cast<float>(r.opt_num(r.j, "rope_theta", "rope_theta").value_or(10000.0));
+  if (!(c.rope_theta > 0)) fail(r.file, "rope_theta", "expected a positive number");
+  c.rope_style = RopeStyle::HalfSplit;
+  // transformers' LlamaConfig, MistralConfig and Qwen2Config all default to untied embeddings.
+  c.tied_embeddings = r.opt_bool("tie_word_embeddings").value_or(false);
+  c.qkv_bias = c.arch == "qwen2" || r.opt_bool("attention_bias").value_or(false);
+
+  if (const json* rs = r.find("rope_scaling")) {
+    if (!rs->is_object()) fail(r.file, "rope_scaling", "expected an object or null, found " + describe(*rs));
+    auto type = r.opt_str(*rs, "rope_type", "rope_scaling.rope_type");
+    if (!type) type = r.opt_str(*rs, "type", "rope_scaling.type");
+    if (!type) fail(r.file, "rope_scaling.type", "missing (expected linear or llama3)");
+    auto num = [&](const char* key, bool required, double def) {
+      auto v = r.opt_num(*rs, key, std::string("rope_scaling.") + key);
+      if (!v && required) fail(r.file, std::string("rope_scaling.") + key, "missing required key (expected a number)");
+      const double x = v.value_or(def);
+      if (!(x > 0)) fail(r.file, std::string("rope_scaling.") + key, "expected a positive number");
+      return x;
+    };
+    if (*type == "default") {
+      // no scaling
+    } else if (*type == "linear") {
+      c.rope_scaling.type = "linear";
+      c.rope_scaling.factor = static_cast<float>(num("factor", true, 1));
+    } else if (*type == "llama3") {
+      c.rope_scaling.type = "llama3";
+      c.rope_scaling.factor = static_cast<float>(num("factor", true, 1));
+      c.rope_scaling.low_freq_factor = static_cast<float>(num("low_freq_factor", false, 1));
+      c.rope_scaling.high_freq_factor = static_cast<float>(num("high_freq_factor", false, 4));
+      c.rope_scaling.original_context = static_cast<int>(num("original_max_position_embeddings", false, 8192));
+    } else {
+      fail(r.file, "rope_scaling.type", "unsupported rope scaling \"" + *type + "\" (expected linear or llama3)");
+    }
+  }
+}
+
+// HF parameter name -> canonical GGUF name. "" = ignore (buffers, not weights); nullopt = unknown.
+std::optional<std::string> canonical_name(const std::string& hf, int n_layers, const std::string& file) {
+  if (hf == "model.embed_tokens.weight") return "token_embd.weight";
+  if (hf == "model.norm.weight") return "output_norm.weight";
+  if (hf == "lm_head.weight") return "output.weight";
+  const std::string prefix = "model.layers.";
+  if (hf.rfind(prefix, 0) != 0) return std::nullopt;
+  size_t p = prefix.size(), q = p;
+  while (q < hf.size() && q - p < 6 && hf[q] >= '0' && hf[q] <= '9') ++q;
+  if (q == p || q >= hf.size() || hf[q] != '.') return std::nullopt;
+  const int layer = std::stoi(hf.substr(p, q - p));
+  const std::string rest = hf.substr(q + 1);
+  if (rest == "self_attn.rotary_emb.inv_freq") return "";
+  static const std::pair<const char*, const char*> kMap[] = {
+      {"self_attn.q_proj", "attn_q"},     {"self_attn.k_proj", "attn_k"},   {"self_attn.v_proj", "attn_v"},
+      {"self_attn.o_proj", "attn_output"}, {"mlp.gate_proj", "ffn_gate"},   {"mlp.up_proj", "ffn_up"},
+      {"mlp.down_proj", "ffn_down"},       {"input_layernorm", "attn_norm"}, {"post_attention_layernorm", "ffn_norm"},
+  };
+  for (const auto& [from, to] : kMap) {
+    for (const char* suffix : {".weight", ".bias"}) {
+      if (rest == std::string(from) + suffix) {
+        if (layer >= n_layers)
+          fail(file, hf, "layer " + std::to_string(layer) + " is beyond num_hidden_layers " + std::to_string(n_layers));
+        return "blk." + std::to_string(layer) + "." + to + suffix;
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+std::string dir_name(const std::string& dir) {
+  std::filesystem::path p(dir);
+  if (!p.has_filename()) p = p.parent_path();
+  return p.filename().string();
+}
+
+}  // namespace
+
+std::shared_ptr<const ModelFile> load_hf_model(const std::string& dir) {
+  namespace fs = std::filesystem;
+  auto m = std::make_shared<ModelFile>();
+  m->path = dir;
+  m->format = "safetensors";
+
+  const std::string config_path = (fs::path(dir) / "config.json").string();
+  if (!fs::exists(config_path)) fail(config_path, "", "missing: a Hugging Face model directory needs config.json");
+  const json cj = read_json(config_path);
+  if (!cj.is_object()) fail(config_path, "", std::string("expected a JSON object, found ") + cj.type_name());
+  const ConfigReader cfg{config_path, cj};
+  ModelConfig& c = m->config;
+  read_config(cfg, c);
+  c.name = dir_name(dir);
+  for (auto it = cj.begin(); it != cj.end(); ++it) {
+    const json& v = it.value();
+    std::string type = v.is_number_integer() ? "int" : v.is_number_float() ? "float" : v.is_boolean() ? "bool" : v.type_name();
+    std::string value = v.dump();
+    if (value.size() > 200) value = value.substr(0, 200) + "...";
+    m->metadata.push_back({it.key(), type, value});
+  }
+
+  // The safetensors files: one file, or an index naming the shard of every tensor.
+  std::vector<std::string> files;
+  const std::string single = (fs::path(dir) / "model.safetensors").string();
+  const std::string index_path = (fs::path(dir) / "model.safetensors.index.json").string();
+  std::map<std::string, std::string> weight_map;  // tensor -> shard file name
+  if (fs::exists(index_path)) {
+    const json ij = read_json(index_path);
+    auto wm = ij.is_object() ? ij.find("weight_map") : ij.end();
+    if (!ij.is_object() || wm == ij.end() || !wm->is_object())
+      fail(index_path, "weight_map", "missing or not an object");
+    for (auto it = wm->begin(); it != wm->end(); ++it) {
+      if (!it->is_string()) fail(index_path, "weight_map." + it.key(), "expected a file name, found " + describe(*it));
+      const std::string shard = it->get<std::string>();
+      if (shard.empty() || shard.find('/') != std::string::npos || shard == "." || shard == "..")
+        fail(index_path, "weight_map." + it.key(), "\"" + shard + "\" is not a file name in the model directory");
+      weight_map[it.key()] = shard;
+      if (std::find(files.begin(), files.end(), shard) == files.end()) files.push_back(shard);
+    }
+    if (files.empty()) fail(index_path, "weight_map", "names no tensors");
+  } else if (fs::exists(single)) {
+    files.push_back("model.safetensors");
+  } else {
+    fail(dir, "model.safetensors", "missing: expected model.safetensors or model.safetensors.index.json");
+  }
+
+  for (const std::string& name : files) {
+    const std::string path = (fs::path(dir) / name).string();
+    auto sf = SafetensorsFile::open(path);
+    m->mappings.push_back(sf->mapping());
+    for (const auto& st : sf->tensors()) {
+      if (!weight_map.empty()) {
+        auto w = weight_map.find(st.name);
+        if (w == weight_map.end() || w->second != name) continue;  // the index assigns it elsewhere (or nowhere)
+      }
+      auto canon = canonical_name(st.name, c.n_layers, path);
+      if (!canon)
+        fail(path, "tensor '" + st.name + "'", "unexpected tensor (not part of a Llama/Mistral/Qwen2 model)");
+      if (canon->empty()) continue;
+      if (m->find(*canon)) fail(path, "tensor '" + st.name + "'", "appears twice (as " + *canon + ")");
+      TensorInfo t;
+      t.name = *canon;
+      t.dtype = st.dtype;
+      t.shape = st.shape;
+      t.nbytes = st.nbytes();
+      t.file = path;
+      t.file_offset = sf->data_offset() + st.begin;
+      t.data = sf->tensor_data(st);
+      // Views must be aligned to their element size; copy the rare tensor that is not.
+      const size_t esize = st.dtype == DType::F32 ? 4 : 2;
+      if (reinterpret_cast<uintptr_t>(t.data) % esize != 0) {
+        auto copy = std::make_shared<std::vector<std::byte>>(t.data, t.data + t.nbytes);
+        t.data = copy->data();
+        m->owned.push_back(std::move(copy));
+      }
+      m->tensors.push_back(std::move(t));
+    }
+  }
+  if (!weight_map.empty()) {
+    // Every tensor the index names must be in its shard.
+    for (const auto& [tensor, shard] : weight_map) {
+      auto canon = canonical_name(tensor, c.n_layers, index_path);
+      if (!canon) fail(index_path, "weight_map." + tensor, "unexpected tensor (not part of a Llama/Mistral/Qwen2 model)");
+      if (!canon->empty() && !m->find(*canon))
+        fail((fs::path(dir) / shard).string(), "tensor '" + tensor + "'", "named by the index but not in the shard");
+    }
+  }
+
+  // Tied embeddings: one matrix serves both ends. safetensors often keeps only one copy (e.g. lm_head.weight,
+  // with "model.embed_tokens.weight" recorded as an alias in __metadata__).
+  auto idx = [&](const char* name) {
+    for (size_t i = 0; i < m->tensors.size(); ++i)
+      if (m->tensors[i].name == name) return static_cast<ptrdiff_t>(i);
+    return ptrdiff_t{-1};
+  };
+  if (c.tied_embeddings) {
+    const ptrdiff_t emb = idx("token_embd.weight"), out = idx("output.weight");
+    if (emb < 0 && out >= 0) m->tensors[out].name = "token_embd.weight";
+    else if (emb >= 0 && out >= 0) m->tensors.erase(m->tensors.begin() + out);
+  }
+
+  // Tokenizer.
+#ifdef LOWBIT_HAVE_HF_TOKENIZER
+  m->tokenizer = tokenizer_spec_from_hf_dir(dir);
+#else
+  {
+    TokenizerSpec& t = m->tokenizer;
+    const std::string tj = (fs::path(dir) / "tokenizer.json").string();
+    if (fs::exists(tj)) {
+      t.model = "hf-json";
+      t.json_path = tj;
+      t.source = tj;
+      t.bos = cfg.token_id("bos_token_id");
+      t.eos = cfg.token_id("eos_token_id");
+    }
+  }
+#endif
+
+  validate_model(*m);
+  return m;
+}
+
+}  // namespace lowbit::io

@@ -1,0 +1,188 @@
+#include "io/synth.h"
+
+#include <sys/stat.h>
+
+#include <cstring>
+
+#include "core/half.h"
+#include "io/gguf_writer.h"
+#include "lowbit/error.h"
+
+namespace lowbit::io {
+
+const std::vector<SynthArch>& synth_archs() {
+  static const std::vector<SynthArch> kArchs = {
+      // name, gguf arch, dim, layers, heads, kv heads, ffn, vocab, context, eps, rope theta, tied, qkv bias
+      {"tiny", "llama", 64, 2, 4, 2, 192, 512, 256, 1e-5f, 10000.0f, false, false},
+      {"llama-1b", "llama", 2048, 16, 32, 8, 8192, 32000, 4096, 1e-5f, 10000.0f, false, false},
+      {"llama-7b", "llama", 4096, 32, 32, 32, 11008, 32000, 4096, 1e-5f, 10000.0f, false, false},
+      {"llama-13b", "llama", 5120, 40, 40, 40, 13824, 32000, 4096, 1e-5f, 10000.0f, false, false},
+      {"llama-70b", "llama", 8192, 80, 64, 8, 28672, 32000, 4096, 1e-5f, 10000.0f, false, false},
+      {"qwen2-0.5b", "qwen2", 896, 24, 14, 2, 4864, 151936, 32768, 1e-6f, 1000000.0f, true, true},
+  };
+  return kArchs;
+}
+
+const SynthArch& synth_arch(const std::string& name) {
+  std::string known;
+  for (const auto& a : synth_archs()) {
+    if (a.name == name) return a;
+    known += (known.empty() ? "" : ", ") + a.name;
+  }
+  fail("", "--arch", "unknown architecture \"" + name + "\" (known: " + known + ")");
+}
+
+namespace {
+
+constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ull;
+
+inline uint64_t mix64(uint64_t z) {  // splitmix64's finaliser
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// normal(0, std) from one 64-bit draw: the sum of four 16-bit uniforms (Irwin-Hall, n = 4), standardised.
+// Integer arithmetic up to one float multiply, so the bytes do not depend on the math library.
+inline float normal_from(uint64_t r, float scale) {
+  const int32_t s = static_cast<int32_t>(r & 0xffff) + static_cast<int32_t>((r >> 16) & 0xffff) +
+                    static_cast<int32_t>((r >> 32) & 0xffff) + static_cast<int32_t>(r >> 48);
+  return static_cast<float>(2 * s - 4 * 65535) * scale;
+}
+
+size_t elem_bytes(DType t) { return t == DType::F32 ? 4 : 2; }
+
+// Fills out[0..n) with elements first..first+n of a tensor's stream, converted to dtype.
+void fill(std::byte* out, DType dtype, uint64_t key, uint64_t first, size_t n, bool ones, float std) {
+  // (2s - 4*65535) has standard deviation 2 * 65536 / sqrt(3) (four uniforms of variance 65536^2 / 12).
+  const float scale = std / (2.0f * 65536.0f / 1.7320508f);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) {
+    const float x = ones ? 1.0f : normal_from(mix64(key + (first + static_cast<uint64_t>(i) + 1) * kGolden), scale);
+    if (dtype == DType::F32) {
+      std::memcpy(out + 4 * i, &x, 4);
+    } else {
+      const uint16_t h = dtype == DType::F16 ? f32_to_f16(x) : f32_to_bf16(x);
+      std::memcpy(out + 2 * i, &h, 2);
+    }
+  }
+}
+
+std::vector<std::string> synth_vocab(int n) {
+  std::vector<std::string> v = {"<unk>", "<s>", "</s>"};
+  static const char* hex = "0123456789ABCDEF";
+  for (int b = 0; b < 256; ++b) v.push_back(std::string("<0x") + hex[b >> 4] + hex[b & 15] + ">");
+  v.push_back("\xE2\x96\x81");  // "▁"
+  // Filler: every lowercase string in length-then-alphabetical order, bare and with the SPM space prefix.
+  for (uint64_t k = 0; static_cast<int>(v.size()) < n; ++k) {
+    std::string s;
+    uint64_t x = k;
+    for (;;) {
+      s.insert(s.begin(), static_cast<char>('a' + x % 26));
+      if (x < 26) break;
+      x = x / 26 - 1;
+    }
+    v.push_back(s);
+    if (static_cast<int>(v.size()) < n) v.push_back("\xE2\x96\x81" + s);
+  }
+  v.resize(static_cast<size_t>(n));
+  return v;
+}
+
+}  // namespace
+
+SynthResult write_synth_model(const SynthOptions& o) {
+  SynthArch a = synth_arch(o.arch);
+  if (o.dtype != DType::F32 && o.dtype != DType::F16 && o.dtype != DType::BF16)
+    fail("", "--dtype", "synth writes f32, f16 or bf16, not " + std::string(dtype_name(o.dtype)));
+  if (o.layers < 0 || o.layers > 4096) fail("", "--layers", "expected 1..4096, got " + std::to_string(o.layers));
+  if (o.layers > 0) a.n_layers = o.layers;
+  if (o.out.empty()) fail("", "-o", "no output file given");
+  const int head_dim = a.dim / a.n_heads;
+  const int64_t q_dim = static_cast<int64_t>(a.n_heads) * head_dim, kv_dim = static_cast<int64_t>(a.n_kv_heads) * head_dim;
+
+  GgufWriter w;
+  const std::string p = a.gguf_arch + ".";
+  w.set_string("general.architecture", a.gguf_arch);
+  w.set_string("general.name", "lowbit-synth-" + a.name);
+  w.set_u32("general.file_type", o.dtype == DType::F32 ? 0 : o.dtype == DType::F16 ? 1 : 32);  // llama_ftype
+  w.set_u32(p + "context_length", static_cast<uint32_t>(a.context));
+  w.set_u32(p + "embedding_length", static_cast<uint32_t>(a.dim));
+  w.set_u32(p + "block_count", static_cast<uint32_t>(a.n_layers));
+  w.set_u32(p + "feed_forward_length", static_cast<uint32_t>(a.ffn_dim));
+  w.set_u32(p + "rope.dimension_count", static_cast<uint32_t>(head_dim));
+  w.set_u32(p + "attention.head_count", static_cast<uint32_t>(a.n_heads));
+  w.set_u32(p + "attention.head_count_kv", static_cast<uint32_t>(a.n_kv_heads));
+  w.set_f32(p + "attention.layer_norm_rms_epsilon", a.norm_eps);
+  w.set_f32(p + "rope.freq_base", a.rope_theta);
+  w.set_u32(p + "vocab_size", static_cast<uint32_t>(a.n_vocab));
+
+  const std::vector<std::string> tokens = synth_vocab(a.n_vocab);
+  std::vector<float> scores(tokens.size(), 0.0f);
+  std::vector<int32_t> types(tokens.size(), 1);
+  types[0] = 2;
+  types[1] = types[2] = 3;
+  for (int i = 3; i < 259; ++i) types[static_cast<size_t>(i)] = 6;
+  for (size_t i = 259; i < tokens.size(); ++i) scores[i] = -static_cast<float>(i - 259);
+  w.set_string("tokenizer.ggml.model", "llama");
+  w.set_string("tokenizer.ggml.pre", "default");
+  w.set_strings("tokenizer.ggml.tokens", tokens);
+  w.set_f32s("tokenizer.ggml.scores", scores);
+  w.set_i32s("tokenizer.ggml.token_type", types);
+  w.set_u32("tokenizer.ggml.bos_token_id", 1);
+  w.set_u32("tokenizer.ggml.eos_token_id", 2);
+  w.set_u32("tokenizer.ggml.unknown_token_id", 0);
+  w.set_bool("tokenizer.ggml.add_bos_token", true);
+  w.set_bool("tokenizer.ggml.add_eos_token", false);
+  w.set_u64("lowbit.synth.seed", o.seed);
+  w.set_string("lowbit.synth.arch", a.name);
+  w.set_u32("lowbit.synth.layers", static_cast<uint32_t>(a.n_layers));
+
+  SynthResult res;
+  const uint64_t seed_key = mix64(o.seed ^ 0x6C6F77626974ull);  // "lowbit"
+  auto tensor = [&](const std::string& name, std::vector<int64_t> shape, bool ones) {
+    const uint64_t key = mix64(seed_key + (w.n_tensors() + 1) * kGolden);
+    int64_t numel = 1;
+    for (int64_t d : shape) numel *= d;
+    res.params += numel;
+    const DType dt = shape.size() == 1 ? DType::F32 : o.dtype;  // norms and biases stay f32, as llama.cpp writes them
+    w.add_tensor(name, dt, shape, [=](const GgufWriter::Sink& sink) {
+      constexpr size_t kChunk = size_t{1} << 22;  // elements per write: 16 MiB of f32
+      std::vector<std::byte> buf(std::min<size_t>(kChunk, static_cast<size_t>(numel)) * elem_bytes(dt));
+      for (uint64_t first = 0; first < static_cast<uint64_t>(numel); first += kChunk) {
+        const size_t n = static_cast<size_t>(std::min<uint64_t>(kChunk, static_cast<uint64_t>(numel) - first));
+        fill(buf.data(), dt, key, first, n, ones, 0.02f);
+        sink(buf.data(), n * elem_bytes(dt));
+      }
+    });
+  };
+
+  tensor("token_embd.weight", {a.n_vocab, a.dim}, false);
+  for (int l = 0; l < a.n_layers; ++l) {
+    const std::string b = "blk." + std::to_string(l) + ".";
+    tensor(b + "attn_norm.weight", {a.dim}, true);
+    tensor(b + "attn_q.weight", {q_dim, a.dim}, false);
+    tensor(b + "attn_k.weight", {kv_dim, a.dim}, false);
+    tensor(b + "attn_v.weight", {kv_dim, a.dim}, false);
+    if (a.qkv_bias) {
+      tensor(b + "attn_q.bias", {q_dim}, false);
+      tensor(b + "attn_k.bias", {kv_dim}, false);
+      tensor(b + "attn_v.bias", {kv_dim}, false);
+    }
+    tensor(b + "attn_output.weight", {a.dim, q_dim}, false);
+    tensor(b + "ffn_norm.weight", {a.dim}, true);
+    tensor(b + "ffn_gate.weight", {a.ffn_dim, a.dim}, false);
+    tensor(b + "ffn_up.weight", {a.ffn_dim, a.dim}, false);
+    tensor(b + "ffn_down.weight", {a.dim, a.ffn_dim}, false);
+  }
+  tensor("output_norm.weight", {a.dim}, true);
+  if (!a.tied) tensor("output.weight", {a.n_vocab, a.dim}, false);
+
+  w.write(o.out, o.progress);
+  res.tensors = w.n_tensors();
+  struct stat st {};
+  if (::stat(o.out.c_str(), &st) == 0) res.file_bytes = static_cast<uint64_t>(st.st_size);
+  return res;
+}
+
+}  // namespace lowbit::io

@@ -1,0 +1,47 @@
+// Synthetic models: real Llama-family shapes with seeded random weights, written as GGUF that llama.cpp and lowbit
+// both load. Honest for speed and memory measurements, never for quality. Tensors are generated and written one
+// chunk at a time, so even a 70B file is produced in bounded memory.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "lowbit/dtype.h"
+
+namespace lowbit::io {
+
+struct SynthArch {
+  std::string name;        // "llama-7b", ...
+  std::string gguf_arch;   // "llama" | "qwen2"
+  int dim, n_layers, n_heads, n_kv_heads, ffn_dim, n_vocab, context;
+  float norm_eps, rope_theta;
+  bool tied, qkv_bias;
+};
+
+// tiny, llama-1b, llama-7b, llama-13b, llama-70b, qwen2-0.5b.
+const std::vector<SynthArch>& synth_archs();
+// The named architecture, or a lowbit::Error listing the known names.
+const SynthArch& synth_arch(const std::string& name);
+
+struct SynthOptions {
+  std::string arch = "tiny";
+  DType dtype = DType::F32;   // F32, F16 or BF16
+  uint64_t seed = 0;
+  int layers = 0;             // > 0: override the architecture's layer count (small-but-wide test models)
+  std::string out;            // the .gguf to write (atomically)
+  std::function<void(size_t done, size_t total)> progress;  // per tensor written
+};
+
+struct SynthResult {
+  int64_t params = 0;
+  uint64_t file_bytes = 0;
+  size_t tensors = 0;
+};
+
+// Weights: normal(0, 0.02) (Irwin-Hall approximation from a counter-based PRNG, so every element depends only on
+// seed, tensor and position: the same options give the same bytes); norm weights 1. Vocabulary: a synthetic SPM
+// "llama" vocab: <unk> <s> </s>, the 256 <0xXX> byte tokens, then filler pieces.
+SynthResult write_synth_model(const SynthOptions& opts);
+
+}  // namespace lowbit::io
