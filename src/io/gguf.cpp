@@ -275,6 +275,11 @@ class GgufParser {
         fail_at(path_, field, static_cast<int64_t>(t.info_offset),
                 "row length " + std::to_string(t.ne[0]) + " is not a multiple of " + std::string(info->name) +
                     "'s block size " + std::to_string(info->block));
+      // Bound by the file before multiplying: numel up to 2^63 times the block bytes would wrap.
+      if (numel / info->block > size_ / info->block_bytes)
+        fail_at(path_, field, static_cast<int64_t>(t.info_offset),
+                std::to_string(numel) + " " + std::string(info->name) + " elements cannot fit in the file (" +
+                    std::to_string(size_) + " bytes)");
       t.nbytes = numel / info->block * info->block_bytes;
       uint64_t oat = pos_;
       t.offset = read<uint64_t>(field + " offset");

@@ -137,6 +137,14 @@ TEST_F(Gguf, NDims) {
   EXPECT_ERROR_NAMES(open_error(one_tensor({4, 0})), path("x.gguf"), "ne[1]");
 }
 
+TEST_F(Gguf, TensorSizeOverflow) {
+  // 2^31 x 2^31 f32 = 2^64 bytes: the byte count must not wrap to 0 and pass the bounds check.
+  const std::string msg = open_error(one_tensor({uint64_t{1} << 31, uint64_t{1} << 31}));
+  EXPECT_ERROR_NAMES(msg, path("x.gguf"), "tensor 'w'");
+  // Same for a block type (q8_0: 34 bytes per 32 elements).
+  EXPECT_ERROR_NAMES(open_error(one_tensor({uint64_t{1} << 40, uint64_t{1} << 22}, 8)), path("x.gguf"), "tensor 'w'");
+}
+
 TEST_F(Gguf, MisalignedOffset) {
   const std::string msg = open_error(one_tensor({4}, 0, 4, 64));
   EXPECT_ERROR_NAMES(msg, path("x.gguf"), "tensor 'w' offset");
