@@ -13,11 +13,7 @@
 #include "io/loaders.h"
 #include "io/safetensors.h"
 #include "lowbit/error.h"
-
-#if __has_include("tokenizer/hf_tokenizer.h")
 #include "tokenizer/hf_tokenizer.h"
-#define LOWBIT_HAVE_HF_TOKENIZER 1
-#endif
 
 namespace lowbit::io {
 
@@ -87,13 +83,6 @@ struct ConfigReader {
     if (it == obj.end() || it->is_null()) return std::nullopt;
     if (!it->is_string()) fail(file, field, "expected a string, found " + describe(*it));
     return it->get<std::string>();
-  }
-  // bos/eos ids: an integer, or (Llama 3) a list whose first entry is used.
-  int32_t token_id(const std::string& key) const {
-    const json* v = find(key);
-    if (!v) return -1;
-    if (v->is_array() && !v->empty()) return static_cast<int32_t>(as_int((*v)[0], key, 0, INT32_MAX));
-    return static_cast<int32_t>(as_int(*v, key, 0, INT32_MAX));
   }
 };
 
@@ -307,22 +296,9 @@ std::shared_ptr<const ModelFile> load_hf_model(const std::string& dir) {
     else if (emb >= 0 && out >= 0) m->tensors.erase(m->tensors.begin() + out);
   }
 
-  // Tokenizer.
-#ifdef LOWBIT_HAVE_HF_TOKENIZER
-  m->tokenizer = tokenizer_spec_from_hf_dir(dir);
-#else
-  {
-    TokenizerSpec& t = m->tokenizer;
-    const std::string tj = (fs::path(dir) / "tokenizer.json").string();
-    if (fs::exists(tj)) {
-      t.model = "hf-json";
-      t.json_path = tj;
-      t.source = tj;
-      t.bos = cfg.token_id("bos_token_id");
-      t.eos = cfg.token_id("eos_token_id");
-    }
-  }
-#endif
+  // Tokenizer: tokenizer.json when the directory has one (else the model has none, and the verbs that need
+  // one say so).
+  if (fs::exists(fs::path(dir) / "tokenizer.json")) m->tokenizer = tokenizer_spec_from_hf_dir(dir);
 
   validate_model(*m);
   return m;

@@ -7,47 +7,13 @@
 #include "core/mapped_file.h"
 #include "io/loaders.h"
 #include "lowbit/error.h"
-
-#if __has_include("tokenizer/llama2c_vocab.h")
 #include "tokenizer/llama2c_vocab.h"
-#define LOWBIT_HAVE_LLAMA2C_VOCAB 1
-#endif
 
 namespace lowbit::io {
 
 namespace {
 
 constexpr uint64_t kHeaderBytes = 7 * 4;
-
-#ifndef LOWBIT_HAVE_LLAMA2C_VOCAB
-// Interim reader until the tokenizer module's tokenizer_spec_from_llama2c lands: int32 max_token_length, then per
-// token float score, int32 length, bytes.
-TokenizerSpec read_llama2c_vocab(const std::string& path) {
-  MappedFile f(path);
-  const std::byte* p = f.data();
-  const uint64_t n = f.size();
-  TokenizerSpec t;
-  t.model = "llama";
-  t.source = path;
-  t.bos = 1, t.eos = 2, t.unk = 0;
-  uint64_t pos = 4;
-  if (n < 4) fail_at(path, "max_token_length", 0, "file truncated");
-  while (pos < n) {
-    float score;
-    int32_t len;
-    if (n - pos < 8) fail_at(path, "token #" + std::to_string(t.tokens.size()), static_cast<int64_t>(pos), "file truncated");
-    std::memcpy(&score, p + pos, 4);
-    std::memcpy(&len, p + pos + 4, 4);
-    pos += 8;
-    if (len < 0 || static_cast<uint64_t>(len) > n - pos)
-      fail_at(path, "token #" + std::to_string(t.tokens.size()), static_cast<int64_t>(pos - 4), "bad token length");
-    t.tokens.emplace_back(reinterpret_cast<const char*>(p + pos), static_cast<size_t>(len));
-    t.scores.push_back(score);
-    pos += static_cast<uint64_t>(len);
-  }
-  return t;
-}
-#endif
 
 }  // namespace
 
@@ -157,17 +123,8 @@ std::shared_ptr<const ModelFile> load_llama2c_model(const std::string& path, con
   }
   for (auto& t : m->tensors) t.data = base + t.file_offset;
 
-  if (!tokenizer_path.empty()) {
-#ifdef LOWBIT_HAVE_LLAMA2C_VOCAB
-    m->tokenizer = tokenizer_spec_from_llama2c(tokenizer_path);
-#else
-    m->tokenizer = read_llama2c_vocab(tokenizer_path);
-#endif
-    if (m->tokenizer.tokens.size() != static_cast<size_t>(vocab))
-      fail(tokenizer_path, "vocab_size",
-           std::to_string(m->tokenizer.tokens.size()) + " tokens, but the model " + path + " has a vocabulary of " +
-               std::to_string(vocab));
-  }
+  // Without a tokenizer.bin the model has tokenizer "none"; the verbs that need one say so.
+  if (!tokenizer_path.empty()) m->tokenizer = tokenizer_spec_from_llama2c(tokenizer_path, static_cast<int32_t>(vocab));
   validate_model(*m);
   return m;
 }
