@@ -1,0 +1,188 @@
+// Microbenchmarks of the ops layer: decode GEMV (weight GB/s), batch-512 prefill matmul (GFLOP/s) and the
+// machine's read bandwidth, at 1 and 2 threads.
+//   ./build-ops/lowbit_bench --benchmark_filter='Gemv|ReadBandwidth'
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <iterator>
+#include <string>
+#include <utility>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "lowbit/threads.h"
+#include "ops/kernels.h"
+#include "ops/ops.h"
+
+namespace {
+
+using lowbit::DType;
+using lowbit::ops::WeightView;
+
+// One pass over this many bytes of weights comfortably exceeds the caches (the VM reports a large L3), so
+// the GEMV benchmarks stream from DRAM like a real decode step does over a whole model.
+constexpr size_t kPoolBytes = size_t{1} << 30;
+
+// A shared pool of weight bytes. Every 16-bit word is in [0x3800, 0x3c00): a normal number whether read
+// as f16 (0.5..1), bf16 (~1e-5..1e-4) or as the high half of an f32, so no dtype sees NaN or subnormals.
+const std::byte* weight_pool() {
+  static std::byte* pool = [] {
+    auto* p = static_cast<std::byte*>(std::aligned_alloc(size_t{2} << 20, kPoolBytes));
+    auto* w = reinterpret_cast<uint16_t*>(p);
+    std::mt19937 rng(1);
+    std::vector<uint16_t> block(1 << 16);
+    for (auto& v : block) v = static_cast<uint16_t>(0x3800 + (rng() & 0x3ff));
+    for (size_t i = 0; i < kPoolBytes / 2; i += block.size())
+      std::memcpy(w + i, block.data(), std::min(block.size(), kPoolBytes / 2 - i) * 2);
+    return p;
+  }();
+  return pool;
+}
+
+size_t element_bytes(DType t) { return t == DType::F32 ? 4 : 2; }
+
+// Views of consecutive rows x cols matrices in the pool (as many as fit).
+std::vector<WeightView> pool_views(DType dt, int64_t rows, int64_t cols) {
+  const size_t bytes = static_cast<size_t>(rows * cols) * element_bytes(dt);
+  std::vector<WeightView> views;
+  for (size_t off = 0; off + bytes <= kPoolBytes; off += bytes)
+    views.push_back({dt, rows, cols, weight_pool() + off, static_cast<size_t>(cols) * element_bytes(dt)});
+  return views;
+}
+
+// Wall-clock seconds of the benchmark loop: the work runs on OpenMP/OpenBLAS threads, so rates are per real
+// second (a plain counter, so the report reads "GB/s=16.5", not a kIsRate "GB/s=16.5/s").
+struct LoopTimer {
+  std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+  double seconds() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); }
+};
+
+std::vector<float> random_floats(size_t n) {
+  std::mt19937 rng(2);
+  std::uniform_real_distribution<float> d(-1, 1);
+  std::vector<float> v(n);
+  for (auto& f : v) f = d(rng);
+  return v;
+}
+
+// Args: dtype, rows, cols, threads.
+void BM_Gemv(benchmark::State& state) {
+  const auto dt = static_cast<DType>(state.range(0));
+  const int64_t rows = state.range(1), cols = state.range(2);
+  lowbit::set_num_threads(static_cast<int>(state.range(3)));
+  const std::vector<WeightView> views = pool_views(dt, rows, cols);
+  const std::vector<float> x = random_floats(static_cast<size_t>(cols));
+  std::vector<float> y(static_cast<size_t>(rows));
+  size_t i = 0;
+  LoopTimer timer;
+  for (auto _ : state) {
+    lowbit::ops::matmul(views[i], x.data(), 1, y.data());
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+    i = i + 1 == views.size() ? 0 : i + 1;
+  }
+  const double bytes = static_cast<double>(rows * cols) * element_bytes(dt);
+  const double sec = timer.seconds();
+  state.counters["GB/s"] = bytes * static_cast<double>(state.iterations()) / sec / 1e9;
+  state.SetLabel(std::string(lowbit::dtype_name(dt)) + " " + lowbit::ops::simd_target());
+}
+
+void GemvArgs(benchmark::internal::Benchmark* b) {
+  for (int threads : {1, 2})
+    for (DType dt : {DType::F32, DType::F16, DType::BF16})
+      for (auto [rows, cols] : {std::pair{2048, 2048}, {2048, 8192}, {8192, 2048}, {4096, 4096}})
+        b->Args({static_cast<int64_t>(dt), rows, cols, threads});
+  b->ArgNames({"dtype", "rows", "cols", "threads"});
+}
+BENCHMARK(BM_Gemv)->Apply(GemvArgs)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+// The matmuls of one decode step of a hidden-2048 Llama (TinyLlama-1.1B shapes: GQA k/v 256 x 2048, FFN 5632),
+// layer after layer through the pool, as the model graph issues them. Args: dtype, threads.
+void BM_DecodeLayerHidden2048(benchmark::State& state) {
+  const auto dt = static_cast<DType>(state.range(0));
+  lowbit::set_num_threads(static_cast<int>(state.range(1)));
+  const std::pair<int64_t, int64_t> shapes[] = {{2048, 2048}, {256, 2048}, {256, 2048}, {2048, 2048},
+                                                {5632, 2048}, {5632, 2048}, {2048, 5632}};
+  std::vector<WeightView> layer_mats;  // as many whole layers as fit in the pool
+  size_t off = 0, layer_bytes = 0;
+  for (auto [r, c] : shapes) layer_bytes += static_cast<size_t>(r * c) * element_bytes(dt);
+  for (; off + layer_bytes <= kPoolBytes;) {
+    for (auto [r, c] : shapes) {
+      layer_mats.push_back({dt, r, c, weight_pool() + off, static_cast<size_t>(c) * element_bytes(dt)});
+      off += static_cast<size_t>(r * c) * element_bytes(dt);
+    }
+  }
+  const std::vector<float> x = random_floats(5632);
+  std::vector<float> y(5632);
+  size_t i = 0;
+  LoopTimer timer;
+  for (auto _ : state) {
+    for (size_t m = 0; m < std::size(shapes); ++m) lowbit::ops::matmul(layer_mats[i + m], x.data(), 1, y.data());
+    benchmark::DoNotOptimize(y.data());
+    i = i + std::size(shapes) >= layer_mats.size() ? 0 : i + std::size(shapes);
+  }
+  state.counters["GB/s"] = static_cast<double>(layer_bytes) * static_cast<double>(state.iterations()) / timer.seconds() / 1e9;
+  state.SetLabel(std::string(lowbit::dtype_name(dt)));
+}
+BENCHMARK(BM_DecodeLayerHidden2048)
+    ->ArgsProduct({{static_cast<int64_t>(DType::F32), static_cast<int64_t>(DType::F16), static_cast<int64_t>(DType::BF16)}, {1, 2}})
+    ->ArgNames({"dtype", "threads"})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+// Prefill: n_tokens x cols activations times a rows x cols weight. Args: dtype, rows, cols, n_tokens, threads.
+void BM_Matmul(benchmark::State& state) {
+  const auto dt = static_cast<DType>(state.range(0));
+  const int64_t rows = state.range(1), cols = state.range(2), n = state.range(3);
+  lowbit::set_num_threads(static_cast<int>(state.range(4)));
+  const WeightView w = pool_views(dt, rows, cols).front();
+  const std::vector<float> x = random_floats(static_cast<size_t>(n * cols));
+  std::vector<float> y(static_cast<size_t>(n * rows));
+  LoopTimer timer;
+  for (auto _ : state) {
+    lowbit::ops::matmul(w, x.data(), n, y.data());
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  const double flops = 2.0 * static_cast<double>(n) * rows * cols;
+  const double sec = timer.seconds();
+  state.counters["GFLOP/s"] = flops * static_cast<double>(state.iterations()) / sec / 1e9;
+  state.counters["tok/s"] = static_cast<double>(n) * static_cast<double>(state.iterations()) / sec;
+  state.SetLabel(std::string(lowbit::dtype_name(dt)));
+}
+
+void MatmulArgs(benchmark::internal::Benchmark* b) {
+  for (int threads : {1, 2})
+    for (DType dt : {DType::F32, DType::F16, DType::BF16}) b->Args({static_cast<int64_t>(dt), 2048, 2048, 512, threads});
+  b->ArgNames({"dtype", "rows", "cols", "n_tokens", "threads"});
+}
+BENCHMARK(BM_Matmul)->Apply(MatmulArgs)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// The read loop behind ops::measure_read_bandwidth over `bytes` of the pool. Args: bytes (MiB), threads.
+void BM_ReadBandwidth(benchmark::State& state) {
+  const size_t bytes = static_cast<size_t>(state.range(0)) << 20;
+  const int threads = static_cast<int>(state.range(1));
+  const auto* p = reinterpret_cast<const float*>(weight_pool());
+  LoopTimer timer;
+  for (auto _ : state) benchmark::DoNotOptimize(lowbit::ops::detail::parallel_stream_sum(p, bytes / 4, threads));
+  state.counters["GB/s"] = static_cast<double>(bytes) * static_cast<double>(state.iterations()) / timer.seconds() / 1e9;
+}
+BENCHMARK(BM_ReadBandwidth)
+    ->ArgsProduct({{16, 256, 1024}, {1, 2}})
+    ->ArgNames({"MiB", "threads"})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+// The public API as the `bench` command uses it (fresh 1 GiB buffer, best of 5). Args: threads.
+void BM_MeasureReadBandwidth(benchmark::State& state) {
+  double gbs = 0;
+  for (auto _ : state) gbs = lowbit::ops::measure_read_bandwidth(kPoolBytes, static_cast<int>(state.range(0)));
+  state.counters["GB/s"] = gbs;
+}
+BENCHMARK(BM_MeasureReadBandwidth)->Arg(1)->Arg(2)->ArgName("threads")->Iterations(1)->Unit(benchmark::kMillisecond);
+
+}  // namespace

@@ -1,0 +1,22 @@
+// Internal entry points of the SIMD kernels (ops/kernels.cpp) that are not part of the public ops API.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "ops/ops.h"
+
+namespace lowbit::ops::detail {
+
+// Rotates the first rope_dim dims of each head using precomputed tables (see ops.cpp: rope()).
+//  Interleaved: cos_t[j] = cos(theta_{j/2}), sin_t[j] = (j even ? -1 : +1) * sin(theta_{j/2}), j < rope_dim.
+//  HalfSplit:   cos_t[i] = cos(theta_i), sin_t[i] = sin(theta_i), i < rope_dim / 2.
+void rope_tables(float* x, int n_heads, int head_dim, int rope_dim, const float* cos_t, const float* sin_t,
+                 RopeStyle style);
+
+// Single-threaded streaming sum of n floats: the read loop behind measure_read_bandwidth.
+float stream_sum(const float* p, size_t n);
+
+// Sum over a buffer split across `threads` OpenMP threads (each reads one contiguous chunk).
+float parallel_stream_sum(const float* p, size_t n, int threads);
+
+}  // namespace lowbit::ops::detail

@@ -1,0 +1,194 @@
+// ops: threading, BLAS and table set-up around the SIMD kernels of ops/kernels.cpp.
+#include "ops/ops.h"
+
+#include <cblas.h>
+#include <omp.h>
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lowbit/error.h"
+#include "lowbit/threads.h"
+#include "ops/kernels.h"
+
+namespace lowbit::ops {
+
+namespace {
+
+size_t element_bytes(DType t) {
+  switch (t) {
+    case DType::F32: return 4;
+    case DType::F16:
+    case DType::BF16: return 2;
+    default: return 0;
+  }
+}
+
+void check_dtype(const WeightView& w, const char* what) {
+  if (element_bytes(w.dtype) == 0)
+    fail("", what, "weight dtype " + std::string(dtype_name(w.dtype)) + " is not supported (f32, f16, bf16)");
+}
+
+// Below this many weight bytes a GEMV is not worth waking the thread team for.
+constexpr uint64_t kMinParallelGemvBytes = 256 << 10;
+
+// Decode: rows split into one contiguous block per thread, on multiples of 4 rows (the kernel's row group).
+void gemv_parallel(const WeightView& w, const float* x, float* y) {
+  const int threads = num_threads();
+  const int64_t rows = w.rows;
+  if (threads <= 1 || static_cast<uint64_t>(rows) * w.row_bytes < kMinParallelGemvBytes || rows < 8) {
+    gemv_rows(w, x, 0, rows, y);
+    return;
+  }
+  const int64_t groups = (rows + 3) / 4;
+#pragma omp parallel num_threads(threads)
+  {
+    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t r0 = std::min(rows, groups * t / nt * 4);
+    const int64_t r1 = std::min(rows, groups * (t + 1) / nt * 4);
+    if (r1 > r0) gemv_rows(w, x, r0, r1, y + r0);
+  }
+}
+
+// Rows of W widened per SGEMM call in the F16/BF16 prefill path: about 4 MiB of f32 scratch, 16..256 rows.
+int64_t panel_rows(int64_t cols) {
+  const int64_t fit = (int64_t{4} << 20) / (4 * std::max<int64_t>(cols, 1));
+  return std::clamp<int64_t>(fit / 16 * 16, 16, 256);
+}
+
+// Rows [r0, r0 + n) of w as f32, row-major with stride w.cols. Deliberately on the calling thread: an OpenMP
+// team here would spin-wait against OpenBLAS's own pthread pool between panels (measured 5x slower on 2 cores).
+void widen_rows(const WeightView& w, int64_t r0, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) get_row(w, r0 + i, out + i * w.cols);
+}
+
+}  // namespace
+
+WeightView view_of(const TensorInfo& t) {
+  const size_t esize = element_bytes(t.dtype);
+  if (esize == 0)
+    fail(t.file, t.name,
+         "dtype " + std::string(dtype_name(t.dtype)) + " is not supported by matmul (expected f32, f16 or bf16)");
+  if (t.shape.size() != 2) fail(t.file, t.name, "expected a 2-D weight matrix, got shape " + t.shape_str());
+  const int64_t rows = t.shape[0], cols = t.shape[1];
+  if (rows < 0 || cols < 0) fail(t.file, t.name, "negative dimension in shape " + t.shape_str());
+  const uint64_t need = static_cast<uint64_t>(rows) * static_cast<uint64_t>(cols) * esize;
+  if (t.nbytes < need)
+    fail(t.file, t.name,
+         "holds " + std::to_string(t.nbytes) + " bytes but shape " + t.shape_str() + " needs " + std::to_string(need));
+  if (need > 0 && t.data == nullptr) fail(t.file, t.name, "tensor has no data");
+  WeightView w;
+  w.dtype = t.dtype;
+  w.rows = rows;
+  w.cols = cols;
+  w.data = t.data;
+  w.row_bytes = static_cast<size_t>(cols) * esize;
+  return w;
+}
+
+void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y) {
+  check_dtype(w, "matmul");
+  if (n_tokens <= 0 || w.rows <= 0) return;
+  if (w.cols <= 0) {
+    std::fill(y, y + n_tokens * w.rows, 0.0f);
+    return;
+  }
+  if (n_tokens == 1) {
+    gemv_parallel(w, x, y);
+    return;
+  }
+  const auto M = static_cast<blasint>(n_tokens), K = static_cast<blasint>(w.cols);
+  if (w.dtype == DType::F32 && w.row_bytes % sizeof(float) == 0) {
+    // Y (n x rows) = X (n x cols) * W^T, straight from the weight bytes.
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, static_cast<blasint>(w.rows), K, 1.0f, x, K,
+                reinterpret_cast<const float*>(w.data), static_cast<blasint>(w.row_bytes / sizeof(float)), 0.0f, y,
+                static_cast<blasint>(w.rows));
+    return;
+  }
+  // F16/BF16: widen a panel of rows to f32, multiply it into its columns of Y, next panel. The scratch is
+  // per thread and bounded by panel_rows(), never the whole matrix.
+  const int64_t panel = std::min(panel_rows(w.cols), w.rows);
+  thread_local std::vector<float> scratch;
+  scratch.resize(static_cast<size_t>(panel * w.cols));
+  for (int64_t r0 = 0; r0 < w.rows; r0 += panel) {
+    const int64_t p = std::min(panel, w.rows - r0);
+    widen_rows(w, r0, p, scratch.data());
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, static_cast<blasint>(p), K, 1.0f, x, K, scratch.data(), K,
+                0.0f, y + r0, static_cast<blasint>(w.rows));
+  }
+}
+
+void get_row(const WeightView& w, int64_t r, float* out) {
+  if (r < 0 || r >= w.rows)
+    fail("", "get_row", "row " + std::to_string(r) + " is out of range [0, " + std::to_string(w.rows) + ")");
+  const std::byte* p = w.data + static_cast<size_t>(r) * w.row_bytes;
+  switch (w.dtype) {
+    case DType::F32: std::memcpy(out, p, static_cast<size_t>(w.cols) * sizeof(float)); return;
+    case DType::F16: f16_to_f32(reinterpret_cast<const uint16_t*>(p), out, w.cols); return;
+    case DType::BF16: bf16_to_f32(reinterpret_cast<const uint16_t*>(p), out, w.cols); return;
+    default: check_dtype(w, "get_row");
+  }
+}
+
+void rope(float* x, int n_heads, int head_dim, int rope_dim, int pos, const float* inv_freq, RopeStyle style) {
+  if (rope_dim < 0 || rope_dim > head_dim)
+    fail("", "rope", "rope_dim " + std::to_string(rope_dim) + " must be within [0, head_dim=" +
+                         std::to_string(head_dim) + "]");
+  const int half = rope_dim / 2;
+  // cos/sin once per call, shared by all heads. The angle is formed in f32 (as llama.cpp and HF do).
+  thread_local std::vector<float> cos_t, sin_t;
+  const bool interleaved = style == RopeStyle::Interleaved;
+  cos_t.resize(static_cast<size_t>(interleaved ? 2 * half : half));
+  sin_t.resize(cos_t.size());
+  for (int i = 0; i < half; ++i) {
+    const float angle = static_cast<float>(pos) * inv_freq[i];
+    const float c = static_cast<float>(std::cos(static_cast<double>(angle)));
+    const float s = static_cast<float>(std::sin(static_cast<double>(angle)));
+    if (interleaved) {
+      cos_t[2 * i] = cos_t[2 * i + 1] = c;
+      sin_t[2 * i] = -s;
+      sin_t[2 * i + 1] = s;
+    } else {
+      cos_t[i] = c;
+      sin_t[i] = s;
+    }
+  }
+  detail::rope_tables(x, n_heads, head_dim, rope_dim, cos_t.data(), sin_t.data(), style);
+}
+
+double measure_read_bandwidth(size_t bytes, int threads, int reps) {
+  if (threads <= 0) threads = num_threads();
+  reps = std::max(reps, 1);
+  const size_t n = std::max<size_t>(bytes / sizeof(float), 1024);
+  // 2 MiB aligned and huge-page backed where possible: fewer TLB misses, i.e. the real ceiling.
+  constexpr size_t kAlign = size_t{2} << 20;
+  const size_t alloc = (n * sizeof(float) + kAlign - 1) / kAlign * kAlign;
+  std::unique_ptr<float, decltype(&std::free)> buf(static_cast<float*>(std::aligned_alloc(kAlign, alloc)), &std::free);
+  if (!buf) fail("", "measure_read_bandwidth", "cannot allocate " + std::to_string(alloc) + " bytes");
+  float* p = buf.get();
+#ifdef MADV_HUGEPAGE
+  ::madvise(p, alloc, MADV_HUGEPAGE);  // also where THP is "madvise" only; a failure just means 4 KiB pages
+#endif
+  // Written (not just mapped) so reads hit real memory rather than the shared zero page.
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (size_t i = 0; i < n; ++i) p[i] = 1.0f;
+
+  double best = std::numeric_limits<double>::infinity();
+  volatile float sink = 0;
+  for (int rep = 0; rep < reps; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    sink = sink + detail::parallel_stream_sum(p, n, threads);
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return static_cast<double>(n * sizeof(float)) / best / 1e9;
+}
+
+}  // namespace lowbit::ops

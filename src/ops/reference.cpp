@@ -1,0 +1,108 @@
+#include "ops/reference.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "core/half.h"
+
+namespace lowbit::ops {
+
+float weight_at_ref(const WeightView& w, int64_t r, int64_t c) {
+  const std::byte* row = w.data + static_cast<size_t>(r) * w.row_bytes;
+  switch (w.dtype) {
+    case DType::F32: {
+      float f;
+      std::memcpy(&f, row + c * 4, 4);
+      return f;
+    }
+    case DType::F16:
+    case DType::BF16: {
+      uint16_t h;
+      std::memcpy(&h, row + c * 2, 2);
+      return w.dtype == DType::F16 ? lowbit::f16_to_f32(h) : lowbit::bf16_to_f32(h);
+    }
+    default:
+      return NAN;
+  }
+}
+
+void gemv_rows_ref(const WeightView& w, const float* x, int64_t r0, int64_t r1, float* y) {
+  for (int64_t r = r0; r < r1; ++r) {
+    double s = 0;
+    for (int64_t c = 0; c < w.cols; ++c) s += static_cast<double>(weight_at_ref(w, r, c)) * x[c];
+    y[r - r0] = static_cast<float>(s);
+  }
+}
+
+void matmul_ref(const WeightView& w, const float* x, int64_t n_tokens, float* y) {
+  for (int64_t t = 0; t < n_tokens; ++t) gemv_rows_ref(w, x + t * w.cols, 0, w.rows, y + t * w.rows);
+}
+
+void get_row_ref(const WeightView& w, int64_t r, float* out) {
+  for (int64_t c = 0; c < w.cols; ++c) out[c] = weight_at_ref(w, r, c);
+}
+
+void rmsnorm_ref(float* out, const float* x, const float* weight, int64_t n, float eps) {
+  double ss = 0;
+  for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+  const float scale = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(n) + eps));
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * scale * weight[i];
+}
+
+void softmax_ref(float* x, int64_t n) {
+  if (n <= 0) return;
+  float mx = x[0];
+  for (int64_t i = 1; i < n; ++i) mx = std::fmax(mx, x[i]);
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - mx);
+    sum += x[i];
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+void silu_mul_ref(float* gate, const float* up, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const double g = gate[i];
+    gate[i] = static_cast<float>(g / (1.0 + std::exp(-g)) * up[i]);
+  }
+}
+
+float dot_ref(const float* a, const float* b, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += static_cast<double>(a[i]) * b[i];
+  return static_cast<float>(s);
+}
+
+void axpy_ref(float a, const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+void f16_to_f32_ref(const uint16_t* in, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = lowbit::f16_to_f32(in[i]);
+}
+
+void bf16_to_f32_ref(const uint16_t* in, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = lowbit::bf16_to_f32(in[i]);
+}
+
+void rope_ref(float* x, int n_heads, int head_dim, int rope_dim, int pos, const float* inv_freq, RopeStyle style) {
+  const int half = rope_dim / 2;
+  for (int h = 0; h < n_heads; ++h) {
+    float* v = x + static_cast<size_t>(h) * head_dim;
+    for (int i = 0; i < half; ++i) {
+      // The angle is formed in f32 like llama.cpp and HF do; only cos/sin are taken in double.
+      const float angle = static_cast<float>(pos) * inv_freq[i];
+      const float c = static_cast<float>(std::cos(static_cast<double>(angle)));
+      const float s = static_cast<float>(std::sin(static_cast<double>(angle)));
+      const int i0 = style == RopeStyle::Interleaved ? 2 * i : i;
+      const int i1 = style == RopeStyle::Interleaved ? 2 * i + 1 : i + half;
+      const float a = v[i0], b = v[i1];
+      v[i0] = a * c - b * s;
+      v[i1] = a * s + b * c;
+    }
+  }
+}
+
+}  // namespace lowbit::ops
