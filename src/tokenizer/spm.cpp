@@ -93,6 +93,11 @@ class SpmTokenizer final : public BaseTokenizer {
         fail(source_, "tokenizer.ggml.scores", "score of token " + std::to_string(i) + " is NaN");
     }
     specials_.finish();
+    std::array<bool, 256> in_multi{};
+    for (const std::string& t : text_)
+      if (t.size() > 1)
+        for (unsigned char c : t) in_multi[c] = true;
+    for (int c = 0; c < 0x80; ++c) isolated_[c] = !in_multi[c];
     // Byte fallback: the <0xXX> token, else the one-byte token (as llama.cpp looks them up), else unk.
     for (int b = 0; b < 256; ++b) {
       char buf[8];
@@ -165,7 +170,20 @@ class SpmTokenizer final : public BaseTokenizer {
     return kNormal;
   }
 
+  // Bytes that occur in no multi-byte piece can never be part of a merge, so the text splits there into
+  // independent runs (same result as one pass over the whole text, much less heap traffic).
   void tokenize(const std::string& s, std::vector<int32_t>& out) const {
+    size_t begin = 0;
+    for (size_t i = 0; i < s.size(); ++i) {
+      if (!isolated_[static_cast<unsigned char>(s[i])]) continue;
+      if (i > begin) tokenize_run(std::string_view(s).substr(begin, i - begin), out);
+      tokenize_run(std::string_view(s).substr(i, 1), out);
+      begin = i + 1;
+    }
+    if (begin < s.size()) tokenize_run(std::string_view(s).substr(begin), out);
+  }
+
+  void tokenize_run(std::string_view s, std::vector<int32_t>& out) const {
     std::vector<Sym> sym;
     sym.reserve(s.size());
     for (size_t i = 0; i < s.size();) {
@@ -177,9 +195,7 @@ class SpmTokenizer final : public BaseTokenizer {
     if (sym.empty()) return;
     sym.back().next = -1;
 
-    std::vector<Bigram> heap_storage;
-    heap_storage.reserve(sym.size());
-    std::priority_queue<Bigram, std::vector<Bigram>, BigramLess> queue(BigramLess{}, std::move(heap_storage));
+    std::priority_queue<Bigram, std::vector<Bigram>, BigramLess> queue;
     auto try_add = [&](int32_t l, int32_t r) {
       if (l < 0 || r < 0) return;
       size_t size = sym[l].n + sym[r].n;
@@ -230,6 +246,7 @@ class SpmTokenizer final : public BaseTokenizer {
   }
 
   std::vector<std::string> text_;
+  std::array<bool, 256> isolated_{};
   std::vector<float> scores_;
   std::vector<int32_t> types_;
   PieceMap lookup_;
