@@ -113,7 +113,8 @@ TEST_P(Gemv, ThreadedDecodeMatchesRef) {
 }
 
 TEST_P(Gemv, PrefillMatchesRef) {
-  // n_tokens > 1 goes through SGEMM; F16/BF16 through widened panels (300 x 4096 needs more than one panel).
+  // n_tokens > 1 goes through SGEMM; F16/BF16 through widened panels (300 x 4096 needs more than one panel:
+  // 4 MiB / (4 * 4096) = 256 rows).
   struct Case {
     int64_t rows, cols, n;
   };
