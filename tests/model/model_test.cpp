@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "io/loaders.h"
+#include "lowbit/error.h"
 #include "lowbit/model.h"
 #include "lowbit/sampler.h"
 #include "lowbit/threads.h"
