@@ -75,6 +75,7 @@ void run(const RunArgs& a) {
     print_json(j);
   } else {
     std::fputc('\n', stdout);
+    std::fflush(stdout);
     std::fprintf(stderr, "prompt: %zu tokens in %.3fs (%.1f tok/s); generated %zu tokens in %.3fs (%.1f tok/s)\n",
                  ids.size(), pp_s, ids.size() / pp_s, generated.size(), tg_s,
                  generated.empty() ? 0.0 : generated.size() / tg_s);

@@ -131,7 +131,9 @@ struct Model::Impl {
     const int span = pos + n;  // longest attention span in this batch
     if (scores.size() < static_cast<size_t>(nthreads) * span) scores.resize(static_cast<size_t>(nthreads) * span);
     const int64_t jobs = static_cast<int64_t>(n) * c.n_heads;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+    // Fork only when there is enough work: tiny models decode faster on one thread than through a barrier.
+    const bool parallel = nthreads > 1 && jobs * static_cast<int64_t>(span) * hd >= (1 << 16);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (parallel)
     for (int64_t job = 0; job < jobs; ++job) {
       const int t = static_cast<int>(job / c.n_heads);
       const int h = static_cast<int>(job % c.n_heads);
