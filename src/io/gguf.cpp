@@ -14,7 +14,9 @@ constexpr uint64_t kMaxDims = 4;             // GGML_MAX_DIMS
 constexpr int kMaxArrayDepth = 4;            // nested arrays deeper than this are rejected
 constexpr uint64_t kMaxStringBytes = 1ull << 30;
 
-size_t scalar_size(GgufType t) {
+}  // namespace
+
+size_t gguf_scalar_size(GgufType t) {
   switch (t) {
     case GgufType::U8: case GgufType::I8: case GgufType::BOOL: return 1;
     case GgufType::U16: case GgufType::I16: return 2;
@@ -23,6 +25,8 @@ size_t scalar_size(GgufType t) {
     default: return 0;
   }
 }
+
+namespace {
 
 bool valid_type(uint32_t t) { return t <= static_cast<uint32_t>(GgufType::F64); }
 
@@ -168,7 +172,7 @@ class GgufParser {
     v.elem_type = static_cast<GgufType>(et);
     uint64_t n = read<uint64_t>(field + " (array length)");
     // Every element takes at least one byte (strings and arrays at least 8): bound the count by the file.
-    uint64_t min_elem = scalar_size(v.elem_type);
+    uint64_t min_elem = gguf_scalar_size(v.elem_type);
     if (min_elem == 0) min_elem = 8;
     if (n > (size_ - pos_) / min_elem)
       fail_at(path_, field, static_cast<int64_t>(at),

@@ -19,6 +19,8 @@ enum class GgufType : uint32_t {
   STRING = 8, ARRAY = 9, U64 = 10, I64 = 11, F64 = 12,
 };
 const char* gguf_type_name(GgufType t);
+// Bytes of one scalar of type t; 0 for STRING and ARRAY.
+size_t gguf_scalar_size(GgufType t);
 
 struct GgufValue {
   GgufType type = GgufType::U8;

@@ -68,15 +68,6 @@ class Out {
   uint64_t written_ = 0;
 };
 
-size_t scalar_bytes(GgufType t) {
-  switch (t) {
-    case GgufType::U8: case GgufType::I8: case GgufType::BOOL: return 1;
-    case GgufType::U16: case GgufType::I16: return 2;
-    case GgufType::U32: case GgufType::I32: case GgufType::F32: return 4;
-    case GgufType::U64: case GgufType::I64: case GgufType::F64: return 8;
-    default: return 0;
-  }
-}
 
 bool is_float_type(GgufType t) { return t == GgufType::F32 || t == GgufType::F64; }
 
@@ -136,7 +127,7 @@ void check_value(const std::string& key, const GgufValue& v, int depth) {
   if (static_cast<uint32_t>(e) > static_cast<uint32_t>(GgufType::F64))
     fail("", key, "unknown array element type " + std::to_string(static_cast<uint32_t>(e)));
   const size_t others = (e == GgufType::STRING ? 0 : v.strings.size()) + (e == GgufType::ARRAY ? 0 : v.items.size()) +
-                        (scalar_bytes(e) && !is_float_type(e) ? 0 : v.ints.size()) +
+                        (gguf_scalar_size(e) && !is_float_type(e) ? 0 : v.ints.size()) +
                         (is_float_type(e) ? 0 : v.floats.size());
   if (others != 0)
     fail("", key, std::string("array of ") + gguf_type_name(e) + " has elements stored for another type");

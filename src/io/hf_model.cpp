@@ -12,6 +12,7 @@
 
 #include "io/loaders.h"
 #include "io/safetensors.h"
+#include "core/json_file.h"
 #include "lowbit/error.h"
 #include "tokenizer/hf_tokenizer.h"
 
@@ -21,17 +22,6 @@ namespace {
 
 using nlohmann::json;
 
-json read_json(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, "", "cannot open for reading");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  try {
-    return json::parse(ss.str());
-  } catch (const json::exception& e) {
-    fail(path, "", std::string("invalid JSON: ") + e.what());
-  }
-}
 
 std::string describe(const json& v) {
   std::string d = v.dump();
@@ -202,7 +192,7 @@ std::shared_ptr<const ModelFile> load_hf_model(const std::string& dir) {
 
   const std::string config_path = (fs::path(dir) / "config.json").string();
   if (!fs::exists(config_path)) fail(config_path, "", "missing: a Hugging Face model directory needs config.json");
-  const json cj = read_json(config_path);
+  const json cj = read_json_file(config_path);
   if (!cj.is_object()) fail(config_path, "", std::string("expected a JSON object, found ") + cj.type_name());
   const ConfigReader cfg{config_path, cj};
   ModelConfig& c = m->config;
@@ -222,7 +212,7 @@ std::shared_ptr<const ModelFile> load_hf_model(const std::string& dir) {
   const std::string index_path = (fs::path(dir) / "model.safetensors.index.json").string();
   std::map<std::string, std::string> weight_map;  // tensor -> shard file name
   if (fs::exists(index_path)) {
-    const json ij = read_json(index_path);
+    const json ij = read_json_file(index_path);
     auto wm = ij.is_object() ? ij.find("weight_map") : ij.end();
     if (!ij.is_object() || wm == ij.end() || !wm->is_object())
       fail(index_path, "weight_map", "missing or not an object");

@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/json_file.h"
 #include "lowbit/error.h"
 #include "tokenizer/pretokenize.h"
 #include "tokenizer/tokenizer_impl.h"
@@ -25,17 +26,6 @@ namespace {
 
 using json = nlohmann::json;
 
-json read_json_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, "", "cannot open");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  try {
-    return json::parse(ss.str());
-  } catch (const json::exception& e) {
-    fail(path, "", std::string("invalid JSON: ") + e.what());
-  }
-}
 
 // Typed field access with errors naming the JSON path.
 struct Ctx {
@@ -737,7 +727,7 @@ TokenizerSpec tokenizer_spec_from_hf_dir(const std::string& dir) {
 
   auto read_optional = [&](const fs::path& p) -> json {
     if (!fs::is_regular_file(p, ec)) return json();
-    return tok::read_json_file(p.string());
+    return lowbit::read_json_file(p.string());
   };
   const json tc = read_optional(base / "tokenizer_config.json");
   const json cfg = read_optional(base / "config.json");
