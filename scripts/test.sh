@@ -14,7 +14,6 @@ ctest --test-dir build --output-on-failure -j "$JOBS" --timeout 600
 echo "== Sanitizer build (ASan + UBSan)"
 BUILD_DIR=build-asan BUILD_TYPE=RelWithDebInfo scripts/build.sh -DLOWBIT_SANITIZE=ON -DLOWBIT_BUILD_BENCH=OFF
 echo "== Tests (ASan + UBSan)"
-# The Release-only end-to-end checks are slow under the sanitizers; they carry the label 'slow'.
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  ctest --test-dir build-asan --output-on-failure -j "$JOBS" --timeout 900 -LE slow
+  ctest --test-dir build-asan --output-on-failure -j "$JOBS" --timeout 900
 echo "== All tests passed"
