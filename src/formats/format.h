@@ -1,0 +1,55 @@
+// lowbit formats (floor 1): how quantized weights are stored. An algorithm (quant/) chooses values; a format
+// stores them. Each format is one file with: fitting a block's parameters, rounding to the nearest
+// representable value, encode, decode (the scalar reference) and a dot product on the encoded bytes.
+//
+// Blocks run along a row (the input dimension of a linear layer): a row of n weights is n / block() blocks of
+// block_bytes() bytes each, laid out one after another.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace lowbit::formats {
+
+// A block's fitted parameters: what a format needs to round and encode the block's weights.
+struct BlockParams {
+  float scale = 0.0f;  // step between adjacent levels
+  float zero = 0.0f;   // asymmetric: the level (in [0, 2^bits - 1]) that represents 0.0
+  // Formats with sub-blocks or codebooks may use these.
+  std::vector<float> sub_scales;
+  std::vector<float> sub_mins;
+};
+
+class Format {
+ public:
+  virtual ~Format() = default;
+  virtual std::string name() const = 0;          // e.g. "int4g64a" (bits, group, asymmetric)
+  virtual int block() const = 0;                 // weights per block
+  virtual size_t block_bytes() const = 0;
+  double bits_per_weight() const { return 8.0 * static_cast<double>(block_bytes()) / block(); }
+
+  // Fits a block's parameters from its weights; importance (may be empty) weights the squared error.
+  virtual BlockParams fit(std::span<const float> w, std::span<const float> importance) const = 0;
+  // The representable value nearest to w under p (for weight index i within the block).
+  virtual float round(float w, const BlockParams& p, int index_in_block) const = 0;
+  // Encodes one block (w.size() == block()) using p; the stored values are round(w[i], p, i).
+  virtual void encode(std::span<const float> w, const BlockParams& p, std::byte* out) const = 0;
+  // Decodes one block: out.size() == block().
+  virtual void decode(const std::byte* in, std::span<float> out) const = 0;
+  // Dot product of one encoded block with block() activations (scalar reference).
+  virtual float dot(const std::byte* in, const float* x) const = 0;
+};
+
+// Row helpers built on the block calls: n must be a multiple of block().
+void encode_row(const Format& f, std::span<const float> w, std::span<const float> importance, std::byte* out);
+void decode_row(const Format& f, const std::byte* in, std::span<float> out);
+size_t row_bytes(const Format& f, int64_t n);
+
+// The format named `name` ("int4g64a", "int3g128s", ...), or a clear lowbit::Error listing what exists.
+std::unique_ptr<Format> make_format(std::string_view name);
+
+}  // namespace lowbit::formats
