@@ -9,5 +9,6 @@ void add_run(CLI::App& app);
 void add_perplexity(CLI::App& app);
 void add_bench(CLI::App& app);
 void add_synth(CLI::App& app);
+void add_eval(CLI::App& app);
 
 }  // namespace lowbit::cli

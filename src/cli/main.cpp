@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   lowbit::cli::add_perplexity(app);
   lowbit::cli::add_bench(app);
   lowbit::cli::add_synth(app);
+  lowbit::cli::add_eval(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
