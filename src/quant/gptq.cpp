@@ -1,0 +1,188 @@
+// GPTQ (Frantar et al. 2022): columns are quantized left to right and each column's rounding error is spread
+// over the not-yet-quantized columns through the upper Cholesky factor U of H^-1 (H^-1 = U^T U):
+//   err = (w_j - q_j) / U_jj,   w_k -= err * U_jk  (k > j).
+// Updates inside a lazy batch of block_size columns are applied immediately; the rest of the row gets them in one
+// product per batch. Rows are independent given U, so rows are processed in chunks in parallel.
+//
+// Format blocks: when the pass reaches the first column of a block, fmt.fit runs on that block's current
+// (error-updated) weights; the batch width is a multiple of fmt.block() so a block never straddles two batches.
+// act_order processes columns by decreasing diag(H); it uses static groups (all block params fitted on the original
+// weights first), so the stored layout is exactly the plain one and needs no permutation at inference.
+#include <omp.h>
+
+#include <Eigen/Dense>
+#include <algorithm>
+#include <numeric>
+#include <span>
+
+#include "lowbit/error.h"
+#include "lowbit/threads.h"
+#include "quant/quantizer.h"
+
+namespace lowbit::quant {
+namespace {
+
+using MatD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+class GptqQuantizer final : public Quantizer {
+ public:
+  explicit GptqQuantizer(const QuantOptions& opts) : opts_(opts) {}
+  std::string name() const override { return "gptq"; }
+
+  QuantResult quantize(const float* W, int64_t rows, int64_t cols, const formats::Format& fmt,
+                       const LayerStats* stats) const override {
+    QuantResult res;
+    res.rows = rows;
+    res.cols = cols;
+    res.row_bytes = detail::checked_row_bytes(fmt, rows, cols, "gptq");
+    if (stats == nullptr) fail("gptq", "stats", "GPTQ needs the layer's input Hessian (calibration statistics)");
+    if (stats->cols != cols || static_cast<int64_t>(stats->H.size()) != cols * cols)
+      fail("gptq", "stats.cols", "does not match the weight matrix (" + std::to_string(stats->cols) + " vs " +
+                                     std::to_string(cols) + ")");
+    if (opts_.percdamp < 0) fail("gptq", "percdamp", "must be >= 0");
+    const int64_t n = cols;
+    const int64_t gb = fmt.block();
+    const int64_t nblocks = n / gb;
+    const bool static_groups = opts_.static_groups || opts_.act_order;
+
+    // Hessian, dead columns, weights in double.
+    MatD H = Eigen::Map<const MatD>(stats->H.data(), n, n);
+    MatD Wd = Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(W, rows, n)
+                  .cast<double>();
+    for (int64_t j = 0; j < n; ++j) {
+      if (H(j, j) == 0.0) {
+        H(j, j) = 1.0;
+        Wd.col(j).setZero();
+      }
+    }
+    std::vector<float> importance;
+    if (opts_.use_importance) {
+      importance.resize(static_cast<size_t>(n));
+      for (int64_t j = 0; j < n; ++j) importance[j] = static_cast<float>(H(j, j));
+    }
+
+    // Each block's params: fitted up front (static groups, from the original dead-zeroed weights) or during the
+    // pass when it reaches the block's first column.
+    std::vector<formats::BlockParams> params(static_cast<size_t>(rows * nblocks));
+    if (static_groups) {
+#pragma omp parallel for num_threads(lowbit::num_threads()) schedule(static)
+      for (int64_t r = 0; r < rows; ++r) {
+        std::vector<float> w(static_cast<size_t>(gb));
+        for (int64_t k = 0; k < nblocks; ++k) {
+          for (int64_t i = 0; i < gb; ++i) w[i] = static_cast<float>(Wd(r, k * gb + i));
+          params[r * nblocks + k] = fmt.fit(w, block_importance(importance, k, gb));
+        }
+      }
+    }
+
+    // Column order.
+    std::vector<int64_t> perm(static_cast<size_t>(n));
+    std::iota(perm.begin(), perm.end(), 0);
+    if (opts_.act_order)
+      std::stable_sort(perm.begin(), perm.end(), [&](int64_t a, int64_t b) { return H(a, a) > H(b, b); });
+    MatD Hp(n, n);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < n; ++j) Hp(i, j) = H(perm[i], perm[j]);
+    MatD Wp(rows, n);
+    for (int64_t j = 0; j < n; ++j) Wp.col(j) = Wd.col(perm[j]);
+
+    const MatD U = inverse_cholesky_upper(Hp);
+
+    // Lazy batch width: a multiple of the format block so a block's fit sees fully updated weights.
+    int64_t B = std::max<int64_t>(1, opts_.block_size);
+    B = std::max<int64_t>(gb, (B / gb) * gb);
+
+    // Pre-rounding (updated) weights in original column order: encode() of them stores exactly the chosen values.
+    MatD Wpre(rows, n);
+    const int64_t chunk = 16;
+    const int64_t nchunks = (rows + chunk - 1) / chunk;
+#pragma omp parallel for num_threads(lowbit::num_threads()) schedule(dynamic)
+    for (int64_t c = 0; c < nchunks; ++c) {
+      const int64_t r0 = c * chunk;
+      const int64_t nr = std::min(chunk, rows - r0);
+      MatD Wc = Wp.middleRows(r0, nr);
+      MatD Err(nr, B);
+      std::vector<float> wblk(static_cast<size_t>(gb));
+      for (int64_t i1 = 0; i1 < n; i1 += B) {
+        const int64_t i2 = std::min(i1 + B, n);
+        const int64_t cnt = i2 - i1;
+        for (int64_t i = i1; i < i2; ++i) {
+          const int64_t col = perm[i];  // original column
+          const int64_t blk = col / gb;
+          const int idx = static_cast<int>(col % gb);
+          if (!static_groups && idx == 0) {
+            // (no permutation here: i == col) fit on the current weights of this block, for each row
+            for (int64_t r = 0; r < nr; ++r) {
+              for (int64_t t = 0; t < gb; ++t) wblk[t] = static_cast<float>(Wc(r, i + t));
+              params[(r0 + r) * nblocks + blk] = fmt.fit(wblk, block_importance(importance, blk, gb));
+            }
+          }
+          const double d = U(i, i);
+          for (int64_t r = 0; r < nr; ++r) {
+            const formats::BlockParams& p = params[(r0 + r) * nblocks + blk];
+            const double w = Wc(r, i);
+            const float wf = static_cast<float>(w);
+            const double q = fmt.round(wf, p, idx);
+            Wpre(r0 + r, col) = wf;
+            const double e = (w - q) / d;
+            Err(r, i - i1) = e;
+            for (int64_t k = i + 1; k < i2; ++k) Wc(r, k) -= e * U(i, k);
+          }
+        }
+        if (i2 < n) Wc.rightCols(n - i2).noalias() -= Err.leftCols(cnt) * U.block(i1, i2, cnt, n - i2);
+      }
+    }
+
+    // Encode with the params each block was rounded under; decode for the f32 result.
+    res.data.resize(res.row_bytes * static_cast<size_t>(rows));
+    res.dequant.resize(static_cast<size_t>(rows * n));
+    const size_t bb = fmt.block_bytes();
+#pragma omp parallel for num_threads(lowbit::num_threads()) schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      std::vector<float> w(static_cast<size_t>(gb));
+      for (int64_t k = 0; k < nblocks; ++k) {
+        for (int64_t i = 0; i < gb; ++i) w[i] = static_cast<float>(Wpre(r, k * gb + i));
+        std::byte* out = res.data.data() + static_cast<size_t>(r) * res.row_bytes + static_cast<size_t>(k) * bb;
+        fmt.encode(w, params[r * nblocks + k], out);
+        fmt.decode(out, std::span<float>(res.dequant.data() + r * n + k * gb, static_cast<size_t>(gb)));
+      }
+    }
+    return res;
+  }
+
+ private:
+  static std::span<const float> block_importance(const std::vector<float>& imp, int64_t k, int64_t gb) {
+    if (imp.empty()) return {};
+    return std::span<const float>(imp.data() + k * gb, static_cast<size_t>(gb));
+  }
+
+  // Upper Cholesky factor of (H + damp I)^-1; raises the damping if H is not numerically positive definite.
+  MatD inverse_cholesky_upper(const MatD& Hp) const {
+    const int64_t n = Hp.rows();
+    const double mean_diag = Hp.diagonal().mean();
+    double damp = opts_.percdamp * mean_diag;
+    for (int attempt = 0; attempt < 6; ++attempt) {
+      MatD Hd = Hp;
+      Hd.diagonal().array() += damp;
+      Eigen::LLT<MatD> llt(Hd);
+      if (llt.info() == Eigen::Success) {
+        MatD Hinv = llt.solve(MatD::Identity(n, n));
+        Hinv = 0.5 * (Hinv + Hinv.transpose()).eval();
+        Eigen::LLT<MatD> llt2(Hinv);
+        if (llt2.info() == Eigen::Success) return llt2.matrixU();
+      }
+      damp = damp > 0 ? damp * 10.0 : 1e-6 * std::max(mean_diag, 1e-30);
+    }
+    fail("gptq", "H", "the Hessian is not positive definite even after dampening");
+  }
+
+  QuantOptions opts_;
+};
+
+}  // namespace
+
+std::unique_ptr<Quantizer> make_gptq_quantizer(const QuantOptions& opts) {
+  return std::make_unique<GptqQuantizer>(opts);
+}
+
+}  // namespace lowbit::quant

@@ -1,0 +1,82 @@
+// lowbit quant (floor 5): matrix-level quantization algorithms. An algorithm decides WHICH representable value
+// each weight gets; a formats::Format stores them (fit / round / encode). Any algorithm targets any format.
+//
+// Weights are row-major (rows x cols): a row is one output channel, cols is the input dimension, and the format's
+// blocks run along the row. Every algorithm returns the encoded rows and their dequantized f32 values.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "formats/format.h"
+
+namespace lowbit::quant {
+
+// Second-order statistics of a linear layer's inputs.
+struct LayerStats {
+  int64_t cols = 0;
+  std::vector<double> H;             // cols x cols, row-major, H = 2/N * sum_x x x^T (symmetric, full)
+  std::vector<double> act_sq_mean;   // cols: mean of x_j^2 over the samples (= diag(H) / 2)
+  int64_t n_samples = 0;
+};
+
+// Accumulates H = 2/N * sum x x^T over batches of input rows X (n x cols, row-major), in double (BLAS dsyrk).
+class HessianAccumulator {
+ public:
+  explicit HessianAccumulator(int64_t cols);
+  void add(const float* X, int64_t n);
+  int64_t cols() const { return cols_; }
+  int64_t n_samples() const { return n_; }
+  LayerStats stats() const;  // H and act_sq_mean normalised by the samples seen so far
+
+ private:
+  int64_t cols_;
+  int64_t n_ = 0;
+  std::vector<double> sum_;  // sum x x^T, upper triangle valid (row-major)
+  std::vector<double> scratch_;
+};
+
+struct QuantResult {
+  int64_t rows = 0;
+  int64_t cols = 0;
+  size_t row_bytes = 0;             // bytes of one encoded row
+  std::vector<std::byte> data;      // rows * row_bytes: each row is cols / fmt.block() blocks, in order
+  std::vector<float> dequant;       // rows * cols: the decoded weights (fmt.decode of data)
+};
+
+struct QuantOptions {
+  // rtn + gptq: pass the activation importance diag(H) (per column) to fmt.fit.
+  bool use_importance = false;
+  // gptq
+  double percdamp = 0.01;     // H += percdamp * mean(diag H) * I
+  int block_size = 128;       // lazy-batch width (rounded up to a multiple of fmt.block())
+  bool act_order = false;     // quantize columns by decreasing diag(H); implies static_groups
+  bool static_groups = false; // fit every block's params on the original weights before the pass
+};
+
+class Quantizer {
+ public:
+  virtual ~Quantizer() = default;
+  virtual std::string name() const = 0;
+  // W: rows x cols row-major; cols must be a multiple of fmt.block(). stats may be null where the method allows
+  // (rtn); gptq needs it (stats->cols == cols).
+  virtual QuantResult quantize(const float* W, int64_t rows, int64_t cols, const formats::Format& fmt,
+                               const LayerStats* stats) const = 0;
+};
+
+// "rtn" or "gptq", or a lowbit::Error naming the methods that exist.
+std::unique_ptr<Quantizer> make_quantizer(std::string_view name, const QuantOptions& opts = {});
+std::vector<std::string> quantizer_names();
+
+// sum over rows of (w - q)^T H (w - q) = 2/N * ||W X^T - Q X^T||^2: the layer output error under the stats.
+double layer_error(const float* W, const float* Q, int64_t rows, int64_t cols, const LayerStats& stats);
+
+namespace detail {
+// Shared by the algorithms: bytes of one encoded row; validates cols against the block size.
+size_t checked_row_bytes(const formats::Format& fmt, int64_t rows, int64_t cols, const char* who);
+}  // namespace detail
+
+}  // namespace lowbit::quant

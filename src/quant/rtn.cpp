@@ -1,0 +1,61 @@
+// Round-to-nearest: every block's parameters fitted on its own weights (optionally weighted by diag(H)), then
+// each weight rounded independently.
+#include <omp.h>
+
+#include <span>
+
+#include "lowbit/error.h"
+#include "lowbit/threads.h"
+#include "quant/quantizer.h"
+
+namespace lowbit::quant {
+namespace {
+
+class RtnQuantizer final : public Quantizer {
+ public:
+  explicit RtnQuantizer(const QuantOptions& opts) : opts_(opts) {}
+  std::string name() const override { return "rtn"; }
+
+  QuantResult quantize(const float* W, int64_t rows, int64_t cols, const formats::Format& fmt,
+                       const LayerStats* stats) const override {
+    QuantResult res;
+    res.rows = rows;
+    res.cols = cols;
+    res.row_bytes = detail::checked_row_bytes(fmt, rows, cols, "rtn");
+    const bool use_imp = opts_.use_importance && stats != nullptr;
+    if (use_imp && (stats->cols != cols || static_cast<int64_t>(stats->H.size()) != cols * cols))
+      fail("rtn", "stats.cols", "does not match the weight matrix");
+    std::vector<float> importance;
+    if (use_imp) {
+      importance.resize(static_cast<size_t>(cols));
+      for (int64_t j = 0; j < cols; ++j) importance[j] = static_cast<float>(stats->H[j * cols + j]);
+    }
+    res.data.resize(res.row_bytes * static_cast<size_t>(rows));
+    res.dequant.resize(static_cast<size_t>(rows * cols));
+    const int64_t b = fmt.block();
+    const int64_t nblocks = cols / b;
+    const size_t bb = fmt.block_bytes();
+#pragma omp parallel for num_threads(lowbit::num_threads()) schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t k = 0; k < nblocks; ++k) {
+        std::span<const float> w(W + r * cols + k * b, static_cast<size_t>(b));
+        std::span<const float> imp;
+        if (use_imp) imp = std::span<const float>(importance.data() + k * b, static_cast<size_t>(b));
+        const formats::BlockParams p = fmt.fit(w, imp);
+        std::byte* out = res.data.data() + static_cast<size_t>(r) * res.row_bytes + static_cast<size_t>(k) * bb;
+        fmt.encode(w, p, out);
+        fmt.decode(out, std::span<float>(res.dequant.data() + r * cols + k * b, static_cast<size_t>(b)));
+      }
+    }
+    return res;
+  }
+
+ private:
+  QuantOptions opts_;
+};
+
+}  // namespace
+
+std::unique_ptr<Quantizer> make_rtn_quantizer(const QuantOptions& opts) { return std::make_unique<RtnQuantizer>(opts); }
+
+}  // namespace lowbit::quant

@@ -1,0 +1,295 @@
+// quant: RTN and GPTQ against brute-force references on small problems, the Hessian accumulator against a naive
+// loop, and the error ordering GPTQ <= RTN on correlated activations.
+#include <gtest/gtest.h>
+
+#include <Eigen/Dense>
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "lowbit/error.h"
+#include "lowbit/threads.h"
+#include "quant/quantizer.h"
+
+namespace lowbit::quant {
+namespace {
+
+using MatD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+// A small asymmetric uniform-grid format written for these tests: per block a float scale and float zero, then
+// one byte per code. value = scale * (code - zero), code in [0, 2^bits - 1].
+class GridFormat final : public formats::Format {
+ public:
+  GridFormat(int bits, int block) : bits_(bits), block_(block), maxq_(static_cast<float>((1 << bits) - 1)) {}
+  std::string name() const override { return "testgrid" + std::to_string(bits_) + "g" + std::to_string(block_); }
+  int block() const override { return block_; }
+  size_t block_bytes() const override { return 8 + static_cast<size_t>(block_); }
+  formats::BlockParams fit(std::span<const float> w, std::span<const float>) const override {
+    float mn = 0.0f, mx = 0.0f;
+    for (float v : w) {
+      mn = std::min(mn, v);
+      mx = std::max(mx, v);
+    }
+    formats::BlockParams p;
+    p.scale = (mx - mn) / maxq_;
+    if (p.scale == 0.0f) p.scale = 1.0f;
+    p.zero = std::nearbyint(-mn / p.scale);
+    return p;
+  }
+  float code(float w, const formats::BlockParams& p) const {
+    return std::clamp(std::nearbyint(w / p.scale) + p.zero, 0.0f, maxq_);
+  }
+  float round(float w, const formats::BlockParams& p, int) const override { return p.scale * (code(w, p) - p.zero); }
+  void encode(std::span<const float> w, const formats::BlockParams& p, std::byte* out) const override {
+    std::memcpy(out, &p.scale, 4);
+    std::memcpy(out + 4, &p.zero, 4);
+    for (int i = 0; i < block_; ++i) out[8 + i] = static_cast<std::byte>(static_cast<int>(code(w[i], p)));
+  }
+  void decode(const std::byte* in, std::span<float> out) const override {
+    float s, z;
+    std::memcpy(&s, in, 4);
+    std::memcpy(&z, in + 4, 4);
+    for (int i = 0; i < block_; ++i) out[i] = s * (static_cast<float>(static_cast<uint8_t>(in[8 + i])) - z);
+  }
+  float dot(const std::byte* in, const float* x) const override {
+    std::vector<float> v(static_cast<size_t>(block_));
+    decode(in, v);
+    float acc = 0.0f;
+    for (int i = 0; i < block_; ++i) acc += v[i] * x[i];
+    return acc;
+  }
+
+ private:
+  int bits_, block_;
+  float maxq_;
+};
+
+std::vector<float> randn(std::mt19937& rng, size_t n, float sd = 1.0f) {
+  std::normal_distribution<float> d(0.0f, sd);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+// Correlated activations: X = Z * M (n x cols), optionally with a few channels scaled up.
+std::vector<float> correlated_x(std::mt19937& rng, int64_t n, int64_t cols, int n_loud = 0, float loud = 1.0f) {
+  auto z = randn(rng, static_cast<size_t>(n * cols));
+  auto m = randn(rng, static_cast<size_t>(cols * cols), 0.3f);
+  for (int64_t i = 0; i < cols; ++i) m[i * cols + i] += 1.0f;
+  std::vector<float> x(static_cast<size_t>(n * cols), 0.0f);
+  for (int64_t s = 0; s < n; ++s)
+    for (int64_t k = 0; k < cols; ++k)
+      for (int64_t j = 0; j < cols; ++j) x[s * cols + j] += z[s * cols + k] * m[k * cols + j];
+  std::uniform_int_distribution<int64_t> pick(0, cols - 1);
+  for (int i = 0; i < n_loud; ++i) {
+    const int64_t c = pick(rng);
+    for (int64_t s = 0; s < n; ++s) x[s * cols + c] *= loud;
+  }
+  return x;
+}
+
+LayerStats stats_of(const std::vector<float>& x, int64_t n, int64_t cols) {
+  HessianAccumulator acc(cols);
+  acc.add(x.data(), n);
+  return acc.stats();
+}
+
+// Obviously-correct OBQ-style reference for one row: quantize columns left to right; after column j, update the
+// remaining columns with the inverse of H restricted to the not-yet-quantized columns, recomputed from scratch.
+std::vector<double> obq_reference_row(const formats::Format& fmt, std::vector<double> w, MatD H, double percdamp) {
+  const int64_t n = static_cast<int64_t>(w.size());
+  for (int64_t j = 0; j < n; ++j)
+    if (H(j, j) == 0.0) {
+      H(j, j) = 1.0;
+      w[j] = 0.0;
+    }
+  H.diagonal().array() += percdamp * H.diagonal().mean();
+  std::vector<double> q(static_cast<size_t>(n));
+  formats::BlockParams p;
+  const int64_t g = fmt.block();
+  for (int64_t j = 0; j < n; ++j) {
+    if (j % g == 0) {
+      std::vector<float> blk(static_cast<size_t>(g));
+      for (int64_t t = 0; t < g; ++t) blk[t] = static_cast<float>(w[j + t]);
+      p = fmt.fit(blk, {});
+    }
+    q[j] = fmt.round(static_cast<float>(w[j]), p, static_cast<int>(j % g));
+    const int64_t m = n - j;
+    const MatD Hinv = MatD(H.block(j, j, m, m)).inverse();
+    for (int64_t k = j + 1; k < n; ++k) w[k] -= (w[j] - q[j]) * Hinv(0, k - j) / Hinv(0, 0);
+  }
+  return q;
+}
+
+TEST(HessianAccumulator, MatchesNaiveLoop) {
+  std::mt19937 rng(1);
+  const int64_t cols = 13;
+  auto x1 = randn(rng, 7 * cols), x2 = randn(rng, 11 * cols);
+  HessianAccumulator acc(cols);
+  acc.add(x1.data(), 7);
+  acc.add(x2.data(), 11);
+  const LayerStats s = acc.stats();
+  ASSERT_EQ(s.n_samples, 18);
+  std::vector<float> all = x1;
+  all.insert(all.end(), x2.begin(), x2.end());
+  for (int64_t i = 0; i < cols; ++i) {
+    for (int64_t j = 0; j < cols; ++j) {
+      double sum = 0.0;
+      for (int64_t t = 0; t < 18; ++t) sum += static_cast<double>(all[t * cols + i]) * all[t * cols + j];
+      EXPECT_NEAR(s.H[i * cols + j], 2.0 * sum / 18.0, 1e-12 * (1.0 + std::abs(sum)));
+      if (i == j) EXPECT_NEAR(s.act_sq_mean[i], sum / 18.0, 1e-12 * (1.0 + sum));
+    }
+  }
+}
+
+TEST(Registry, NamesAndErrors) {
+  EXPECT_EQ(make_quantizer("rtn")->name(), "rtn");
+  EXPECT_EQ(make_quantizer("gptq")->name(), "gptq");
+  EXPECT_EQ(quantizer_names().size(), 2u);
+  EXPECT_THROW(make_quantizer("awq-nope"), lowbit::Error);
+  GridFormat fmt(4, 8);
+  std::vector<float> w(2 * 12, 0.5f);
+  EXPECT_THROW(make_quantizer("rtn")->quantize(w.data(), 2, 12, fmt, nullptr), lowbit::Error);  // 12 % 8 != 0
+  std::vector<float> w16(2 * 16, 0.5f);
+  EXPECT_THROW(make_quantizer("gptq")->quantize(w16.data(), 2, 16, fmt, nullptr), lowbit::Error);  // no stats
+}
+
+TEST(Rtn, EqualsPerBlockFitAndRound) {
+  std::mt19937 rng(2);
+  GridFormat fmt(3, 8);
+  const int64_t rows = 5, cols = 32;
+  auto w = randn(rng, rows * cols);
+  const QuantResult res = make_quantizer("rtn")->quantize(w.data(), rows, cols, fmt, nullptr);
+  ASSERT_EQ(res.row_bytes, 4 * fmt.block_bytes());
+  ASSERT_EQ(res.data.size(), rows * res.row_bytes);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < cols / 8; ++k) {
+      std::span<const float> blk(w.data() + r * cols + k * 8, 8);
+      const auto p = fmt.fit(blk, {});
+      for (int i = 0; i < 8; ++i) EXPECT_EQ(res.dequant[r * cols + k * 8 + i], fmt.round(blk[i], p, i));
+    }
+}
+
+void expect_gptq_matches_obq(uint32_t seed, int64_t rows, int64_t cols, int g, int block_size, int dead) {
+  std::mt19937 rng(seed);
+  GridFormat fmt(3, g);
+  auto w = randn(rng, static_cast<size_t>(rows * cols));
+  const int64_t ns = 3 * cols;
+  auto x = correlated_x(rng, ns, cols);
+  for (int d = 0; d < dead; ++d)
+    for (int64_t s = 0; s < ns; ++s) x[s * cols + (3 * d + 1) % cols] = 0.0f;
+  const LayerStats st = stats_of(x, ns, cols);
+  QuantOptions opts;
+  opts.block_size = block_size;
+  const QuantResult res = make_quantizer("gptq", opts)->quantize(w.data(), rows, cols, fmt, &st);
+  const MatD H = Eigen::Map<const MatD>(st.H.data(), cols, cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    std::vector<double> wr(w.begin() + r * cols, w.begin() + (r + 1) * cols);
+    const auto q = obq_reference_row(fmt, wr, H, opts.percdamp);
+    for (int64_t j = 0; j < cols; ++j)
+      ASSERT_NEAR(res.dequant[r * cols + j], q[j], 1e-5) << "seed " << seed << " row " << r << " col " << j;
+  }
+}
+
+TEST(Gptq, EqualsBruteForceObq) {
+  for (uint32_t seed = 0; seed < 12; ++seed) {
+    const int64_t rows = 3 + seed % 6;
+    const int64_t cols = (seed % 2) ? 16 : 12;
+    expect_gptq_matches_obq(seed, rows, cols, 4, 4 + 4 * (seed % 2), 0);  // lazy batch < cols
+  }
+  expect_gptq_matches_obq(100, 5, 16, 8, 4, 0);  // batch rounded up to the format block
+  expect_gptq_matches_obq(101, 4, 8, 8, 128, 0);  // one batch
+}
+
+TEST(Gptq, DeadColumnsMatchBruteForceAndAreZero) {
+  for (uint32_t seed = 20; seed < 24; ++seed) expect_gptq_matches_obq(seed, 6, 16, 4, 8, 2);
+  std::mt19937 rng(7);
+  GridFormat fmt(4, 8);
+  const int64_t rows = 6, cols = 32, ns = 100;
+  auto w = randn(rng, rows * cols);
+  auto x = correlated_x(rng, ns, cols);
+  for (int64_t s = 0; s < ns; ++s) x[s * cols + 5] = x[s * cols + 17] = 0.0f;
+  const LayerStats st = stats_of(x, ns, cols);
+  const QuantResult res = make_quantizer("gptq")->quantize(w.data(), rows, cols, fmt, &st);
+  for (float v : res.dequant) ASSERT_TRUE(std::isfinite(v));
+  for (int64_t r = 0; r < rows; ++r) {
+    EXPECT_EQ(res.dequant[r * cols + 5], 0.0f);
+    EXPECT_EQ(res.dequant[r * cols + 17], 0.0f);
+  }
+}
+
+double err_of(const std::string& method, const QuantOptions& opts, const std::vector<float>& w, int64_t rows,
+              int64_t cols, const formats::Format& fmt, const LayerStats& st, QuantResult* out = nullptr) {
+  QuantResult res = make_quantizer(method, opts)->quantize(w.data(), rows, cols, fmt, &st);
+  const double e = layer_error(w.data(), res.dequant.data(), rows, cols, st);
+  if (out) *out = std::move(res);
+  return e;
+}
+
+TEST(Gptq, LowerLayerErrorThanRtn) {
+  GridFormat fmt(3, 16);
+  const int64_t rows = 32, cols = 64, ns = 256;
+  double sum_rtn = 0, sum_gptq = 0;
+  for (uint32_t seed = 0; seed < 5; ++seed) {
+    std::mt19937 rng(1000 + seed);
+    auto w = randn(rng, rows * cols);
+    const LayerStats st = stats_of(correlated_x(rng, ns, cols), ns, cols);
+    const double e_rtn = err_of("rtn", {}, w, rows, cols, fmt, st);
+    const double e_gptq = err_of("gptq", {}, w, rows, cols, fmt, st);
+    EXPECT_LE(e_gptq, e_rtn) << "seed " << seed;
+    sum_rtn += e_rtn;
+    sum_gptq += e_gptq;
+  }
+  EXPECT_LT(sum_gptq, 0.9 * sum_rtn);
+}
+
+TEST(Gptq, ActOrderStaticGroupsPlainLayoutAndLowerError) {
+  GridFormat fmt(3, 16);
+  const int64_t rows = 32, cols = 64, ns = 256;
+  QuantOptions ao;
+  ao.act_order = true;
+  double sum_plain = 0, sum_ao = 0;
+  for (uint32_t seed = 0; seed < 5; ++seed) {
+    std::mt19937 rng(2000 + seed);
+    auto w = randn(rng, rows * cols);
+    const LayerStats st = stats_of(correlated_x(rng, ns, cols, 4, 10.0f), ns, cols);
+    QuantResult plain, act;
+    sum_plain += err_of("gptq", {}, w, rows, cols, fmt, st, &plain);
+    sum_ao += err_of("gptq", ao, w, rows, cols, fmt, st, &act);
+    ASSERT_EQ(act.row_bytes, plain.row_bytes);
+    ASSERT_EQ(act.data.size(), plain.data.size());
+    // Plain decoder on the act-order bytes; each block's params are those fitted on the original weights.
+    std::vector<float> dec(16);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t k = 0; k < cols / 16; ++k) {
+        const std::byte* blk = act.data.data() + r * act.row_bytes + k * fmt.block_bytes();
+        fmt.decode(blk, dec);
+        for (int i = 0; i < 16; ++i) ASSERT_EQ(dec[i], act.dequant[r * cols + k * 16 + i]);
+        const auto p = fmt.fit(std::span<const float>(w.data() + r * cols + k * 16, 16), {});
+        float s, z;
+        std::memcpy(&s, blk, 4);
+        std::memcpy(&z, blk + 4, 4);
+        EXPECT_EQ(s, p.scale);
+        EXPECT_EQ(z, p.zero);
+      }
+  }
+  EXPECT_LT(sum_ao, sum_plain);
+}
+
+TEST(Gptq, SameResultForAnyThreadCount) {
+  std::mt19937 rng(5);
+  GridFormat fmt(4, 8);
+  const int64_t rows = 40, cols = 32, ns = 64;
+  auto w = randn(rng, rows * cols);
+  const LayerStats st = stats_of(correlated_x(rng, ns, cols), ns, cols);
+  const int before = lowbit::num_threads();
+  lowbit::set_num_threads(1);
+  const QuantResult a = make_quantizer("gptq")->quantize(w.data(), rows, cols, fmt, &st);
+  lowbit::set_num_threads(2);
+  const QuantResult b = make_quantizer("gptq")->quantize(w.data(), rows, cols, fmt, &st);
+  lowbit::set_num_threads(before);
+  EXPECT_EQ(a.data, b.data);
+}
+
+}  // namespace
+}  // namespace lowbit::quant
