@@ -1,0 +1,244 @@
+// intN format: layout, bit-exact round trips, nearest-level rounding, dot, bad names, pinned distortion bands.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/half.h"
+#include "formats/format.h"
+#include "formats/intn.h"
+#include "lowbit/error.h"
+
+namespace lf = lowbit::formats;
+
+namespace {
+
+struct Cfg {
+  int bits, group;
+  bool asym;
+  std::string name() const {
+    return "int" + std::to_string(bits) + "g" + std::to_string(group) + (asym ? "a" : "s");
+  }
+};
+
+std::vector<Cfg> all_cfgs() {
+  std::vector<Cfg> v;
+  for (int b = 2; b <= 8; ++b)
+    for (int g : {32, 64, 128})
+      for (bool a : {false, true}) v.push_back({b, g, a});
+  return v;
+}
+
+std::vector<float> gaussian(size_t n, uint32_t seed, float sigma = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, sigma);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+std::vector<float> student_t(size_t n, uint32_t seed, float dof) {
+  std::mt19937 rng(seed);
+  std::student_t_distribution<float> d(dof);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+uint32_t bits_of(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+
+// ||w - deq|| / ||w|| over a row encoded with f.
+double rel_rmse(const lf::Format& f, const std::vector<float>& w) {
+  std::vector<std::byte> enc(lf::row_bytes(f, static_cast<int64_t>(w.size())));
+  lf::encode_row(f, w, {}, enc.data());
+  std::vector<float> deq(w.size());
+  lf::decode_row(f, enc.data(), deq);
+  double num = 0, den = 0;
+  for (size_t i = 0; i < w.size(); ++i) {
+    num += (double(w[i]) - deq[i]) * (double(w[i]) - deq[i]);
+    den += double(w[i]) * w[i];
+  }
+  return std::sqrt(num / den);
+}
+
+}  // namespace
+
+TEST(IntN, NamesAndBlockBytes) {
+  for (const Cfg& c : all_cfgs()) {
+    auto f = lf::make_format(c.name());
+    EXPECT_EQ(f->name(), c.name());
+    EXPECT_EQ(f->block(), c.group);
+    EXPECT_EQ(f->block_bytes(), size_t(2 + (c.asym ? 2 : 0) + c.group * c.bits / 8)) << c.name();
+    EXPECT_EQ(lf::row_bytes(*f, 3 * c.group), 3 * f->block_bytes());
+  }
+  EXPECT_DOUBLE_EQ(lf::make_format("int4g32s")->bits_per_weight(), 4.5);
+  EXPECT_DOUBLE_EQ(lf::make_format("int4g64a")->bits_per_weight(), 4.5);
+  EXPECT_DOUBLE_EQ(lf::make_format("int3g128s")->bits_per_weight(), 3.125);
+}
+
+TEST(IntN, BadNamesAreOneLineErrors) {
+  for (const char* name : {"int1g64a", "int9g64a", "int4g48s", "int4g64", "int4g64x", "int4g64ss", "q4_0", "",
+                           "int", "intg64a", "int4a", "INT4G64A", "int04g064a0", "int4g64a ", "int99999g64a"}) {
+    try {
+      lf::make_format(name);
+      ADD_FAILURE() << "accepted '" << name << "'";
+    } catch (const lowbit::Error& e) {
+      std::string msg = e.what();
+      EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+      EXPECT_NE(msg.find("unknown format '" + std::string(name) + "'"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("int{2..8}g{32,64,128}{s,a}"), std::string::npos) << msg;
+    }
+  }
+  EXPECT_THROW(lf::IntNFormat(1, 64, true), lowbit::Error);
+  EXPECT_THROW(lf::IntNFormat(9, 64, true), lowbit::Error);
+  EXPECT_THROW(lf::IntNFormat(4, 48, false), lowbit::Error);
+  auto f = lf::make_format("int4g32s");
+  std::vector<float> w(33, 1.0f);
+  EXPECT_THROW(lf::row_bytes(*f, 33), lowbit::Error);
+  std::vector<std::byte> buf(1024);
+  EXPECT_THROW(lf::encode_row(*f, w, {}, buf.data()), lowbit::Error);
+}
+
+// decode(encode(w)) == round(w, fit(w)) bit for bit; dot on the bytes matches dot on the decode; 3-block rows.
+TEST(IntN, RoundTripIsBitExactForAllConfigs) {
+  uint32_t seed = 1;
+  for (const Cfg& c : all_cfgs()) {
+    for (bool clip : {true, false}) {
+      lf::IntNFormat f(c.bits, c.group, c.asym, {.clip_search = clip});
+      const int g = c.group, nb = 3;
+      std::vector<float> w = gaussian(size_t(nb) * g, seed++, 0.02f);
+      w[5] = 0.3f;  // an outlier in block 0
+      for (int i = 0; i < g; ++i) w[2 * g + i] = std::abs(w[2 * g + i]);  // an all-positive block
+      std::vector<float> imp = gaussian(w.size(), seed++);
+      for (auto& v : imp) v = v * v + 0.01f;
+      for (bool use_imp : {false, true}) {
+        std::span<const float> is = use_imp ? std::span<const float>(imp) : std::span<const float>();
+        std::vector<std::byte> enc(lf::row_bytes(f, w.size()));
+        lf::encode_row(f, w, is, enc.data());
+        std::vector<float> deq(w.size()), fast(w.size());
+        lf::decode_row(f, enc.data(), deq);
+        lf::intn_decode_row_f32(f, enc.data(), int64_t(w.size()), fast.data());
+        std::vector<float> x = gaussian(g, seed++);
+        for (int b = 0; b < nb; ++b) {
+          std::span<const float> wb(w.data() + b * g, g);
+          lf::BlockParams p = f.fit(wb, use_imp ? is.subspan(b * g, g) : std::span<const float>());
+          for (int i = 0; i < g; ++i) {
+            const float r = f.round(wb[i], p, i);
+            ASSERT_EQ(bits_of(deq[b * g + i]), bits_of(r)) << f.name() << " block " << b << " i " << i;
+            ASSERT_EQ(bits_of(fast[b * g + i]), bits_of(r)) << f.name();
+          }
+          const std::byte* blk = enc.data() + b * f.block_bytes();
+          double ref = 0, mag = 0;
+          for (int i = 0; i < g; ++i) {
+            ref += double(deq[b * g + i]) * x[i];
+            mag += std::abs(double(deq[b * g + i]) * x[i]);
+          }
+          EXPECT_NEAR(f.dot(blk, x.data()), ref, 1e-5 * mag + 1e-30) << f.name();
+        }
+      }
+    }
+  }
+}
+
+// A block whose weights are exactly the levels decodes to them exactly, every code included.
+TEST(IntN, EveryLevelRoundTrips) {
+  for (const Cfg& c : all_cfgs()) {
+    lf::IntNFormat f(c.bits, c.group, c.asym);
+    const int levels = 1 << c.bits;
+    const float scale = 0.0078125f;  // exact in fp16
+    lf::BlockParams p;
+    p.scale = scale;
+    p.zero = c.asym ? float(levels / 3) : 0.0f;
+    const float off = c.asym ? p.zero : float(levels / 2);
+    std::vector<std::byte> enc(f.block_bytes());
+    std::vector<float> out(c.group);
+    for (int start = 0; start < levels; start += c.group) {
+      std::vector<float> w(c.group);
+      for (int i = 0; i < c.group; ++i) w[i] = scale * (float((start + i) % levels) - off);
+      f.encode(w, p, enc.data());
+      f.decode(enc.data(), out);
+      for (int i = 0; i < c.group; ++i) {
+        ASSERT_EQ(bits_of(out[i] + 0.0f), bits_of(w[i] + 0.0f)) << f.name() << " level " << (start + i) % levels;
+        ASSERT_EQ(f.code_of(w[i], p), (start + i) % levels) << f.name();
+      }
+      // Fitting such a block (it spans every level) also reproduces it exactly with min/max.
+      lf::IntNFormat mm(c.bits, c.group, c.asym, {.clip_search = false});
+      if (c.group >= levels) {
+        mm.encode(w, mm.fit(w, {}), enc.data());
+        mm.decode(enc.data(), out);
+        for (int i = 0; i < c.group; ++i) ASSERT_NEAR(out[i], w[i], 1e-7f) << mm.name();
+      }
+    }
+  }
+}
+
+// The bit layout is LSB-first contiguous: check a 3-bit block byte for byte.
+TEST(IntN, PackedLayoutIsLsbFirst) {
+  lf::IntNFormat f(3, 32, false);
+  lf::BlockParams p;
+  p.scale = 1.0f;
+  std::vector<float> w(32);
+  for (int i = 0; i < 32; ++i) w[i] = float(i % 8) - 4.0f;  // codes 0..7 repeating
+  std::vector<std::byte> enc(f.block_bytes());
+  f.encode(w, p, enc.data());
+  ASSERT_EQ(enc.size(), 2u + 12u);
+  EXPECT_EQ(unsigned(enc[0]) | (unsigned(enc[1]) << 8), 0x3c00u);  // fp16 1.0
+  // codes 0,1,...,7 as 3-bit LSB-first = 0b111'110'101'100'011'010'001'000 = 0xFAC688 -> bytes 88 C6 FA
+  for (int k = 0; k < 4; ++k) {
+    EXPECT_EQ(unsigned(enc[2 + 3 * k]), 0x88u);
+    EXPECT_EQ(unsigned(enc[3 + 3 * k]), 0xC6u);
+    EXPECT_EQ(unsigned(enc[4 + 3 * k]), 0xFAu);
+  }
+  lf::IntNFormat a(2, 32, true);
+  p.zero = 1.0f;
+  a.encode(std::vector<float>(32, 0.0f), p, enc.data());
+  EXPECT_EQ(unsigned(enc[2]) | (unsigned(enc[3]) << 8), 0x3c00u);  // zero point 1.0 as fp16
+  EXPECT_EQ(unsigned(enc[4]), 0x55u);                               // code 1 everywhere
+}
+
+// round() picks the nearest level: compare with an exhaustive search over all 2^B codes.
+TEST(IntN, RoundingPicksNearestLevel) {
+  uint32_t seed = 100;
+  for (const Cfg& c : all_cfgs()) {
+    if (c.group != 32) continue;
+    lf::IntNFormat f(c.bits, c.group, c.asym);
+    for (int trial = 0; trial < 20; ++trial) {
+      std::vector<float> w = gaussian(c.group, seed++, 0.05f);
+      lf::BlockParams p = f.fit(w, {});
+      std::vector<float> probe = w;
+      for (int i = 0; i < 64; ++i) probe.push_back(0.25f * (float(i) - 32.0f) * 0.01f);  // incl. outside range
+      for (float v : probe) {
+        const float r = f.round(v, p, 0);
+        float best = INFINITY;
+        for (int code = 0; code < (1 << c.bits); ++code) {
+          const float off = c.asym ? p.zero : float(1 << (c.bits - 1));
+          best = std::min(best, std::abs(v - p.scale * (float(code) - off)));
+        }
+        ASSERT_EQ(std::abs(v - r), best) << f.name() << " w=" << v;
+      }
+    }
+  }
+}
+
+TEST(IntN, ZeroBlockAndFp16Scale) {
+  for (const Cfg& c : all_cfgs()) {
+    lf::IntNFormat f(c.bits, c.group, c.asym);
+    std::vector<float> w(c.group, 0.0f), out(c.group, 1.0f);
+    std::vector<std::byte> enc(f.block_bytes());
+    lf::BlockParams p = f.fit(w, {});
+    f.encode(w, p, enc.data());
+    f.decode(enc.data(), out);
+    for (float v : out) ASSERT_EQ(v, 0.0f);
+    w = gaussian(c.group, 7, 0.1f);
+    p = f.fit(w, {});
+    EXPECT_EQ(p.scale, lowbit::f16_to_f32(lowbit::f32_to_f16(p.scale)));  // fit returns fp16-exact params
+    EXPECT_EQ(p.zero, std::nearbyint(p.zero));
+  }
+}
