@@ -65,6 +65,28 @@ size_t IntNFormat::block_bytes() const {
   return 2 + (asym_ ? 2 : 0) + static_cast<size_t>(group_) * bits_ / 8;
 }
 
+namespace {
+// The nearest code to w for a step s > 0 and offset off (both already fp16-exact), codes 0..maxc.
+inline int nearest_code(float w, float s, float off, int maxc) {
+  float x = w / s + off;
+  if (!(x >= 0.0f)) x = 0.0f;  // also NaN
+  if (!(x <= static_cast<float>(maxc))) x = static_cast<float>(maxc);
+  int c = static_cast<int>(std::nearbyint(x));
+  // The division may be off by an ulp near a midpoint: settle on the neighbour with the smaller float error.
+  int best = c;
+  float best_err = std::fabs(w - s * (static_cast<float>(c) - off));
+  if (c > 0) {
+    float e = std::fabs(w - s * (static_cast<float>(c - 1) - off));
+    if (e < best_err) best = c - 1, best_err = e;
+  }
+  if (c < maxc) {
+    float e = std::fabs(w - s * (static_cast<float>(c + 1) - off));
+    if (e < best_err) best = c + 1;
+  }
+  return best;
+}
+}  // namespace
+
 int IntNFormat::code_of(float w, const BlockParams& p) const {
   const int maxc = (1 << bits_) - 1;
   const float s = f16_scale(p.scale);
@@ -73,19 +95,7 @@ int IntNFormat::code_of(float w, const BlockParams& p) const {
     float z = std::nearbyint(off);
     return z < 0.0f ? 0 : (z > static_cast<float>(maxc) ? maxc : static_cast<int>(z));
   }
-  float x = w / s + off;
-  if (!(x >= 0.0f)) x = 0.0f;  // also NaN
-  if (!(x <= static_cast<float>(maxc))) x = static_cast<float>(maxc);
-  int c = static_cast<int>(std::nearbyint(x));
-  // The division may be off by an ulp near a midpoint: settle on the neighbour with the smaller float error.
-  int best = c;
-  float best_err = std::fabs(w - s * (static_cast<float>(c) - off));
-  for (int d : {c - 1, c + 1}) {
-    if (d < 0 || d > maxc) continue;
-    float e = std::fabs(w - s * (static_cast<float>(d) - off));
-    if (e < best_err) best = d, best_err = e;
-  }
-  return best;
+  return nearest_code(w, s, off, maxc);
 }
 
 float IntNFormat::round(float w, const BlockParams& p, int /*index_in_block*/) const {
@@ -126,9 +136,12 @@ BlockParams IntNFormat::fit(std::span<const float> w, std::span<const float> imp
   if (!opt_.clip_search || opt_.grid_steps == 0 || best.scale == 0.0f) return best;
 
   auto error = [&](const BlockParams& p) {
+    const float s = p.scale, off = asym_ ? p.zero : half;  // fp16-exact already (candidate() made them so)
+    if (s == 0.0f) return std::numeric_limits<double>::infinity();
     double e = 0.0;
     for (size_t i = 0; i < w.size(); ++i) {
-      const double d = static_cast<double>(w[i]) - round(w[i], p, static_cast<int>(i));
+      const float q = s * (static_cast<float>(nearest_code(w[i], s, off, maxc)) - off);  // == round(w[i], p, i)
+      const double d = static_cast<double>(w[i]) - q;
       e += (importance.empty() ? 1.0 : static_cast<double>(importance[i])) * d * d;
     }
     return e;
@@ -195,18 +208,39 @@ float IntNFormat::dot(const std::byte* in, const float* x) const {
   return s * acc;
 }
 
-void intn_decode_row_f32(const IntNFormat& f, const std::byte* in, int64_t n, float* out) {
-  const int g = f.block(), bits = f.bits();
-  if (n < 0 || n % g != 0)
-    fail("", "format", f.name() + ": row length " + std::to_string(n) + " is not a multiple of " + std::to_string(g));
-  const bool asym = f.asymmetric();
-  const size_t bb = f.block_bytes();
-  const float sym_off = static_cast<float>(1 << (bits - 1));
-  for (int64_t b = 0; b < n / g; ++b, in += bb, out += g) {
+namespace {
+// One instantiation per bit width so the eight-code unpack unrolls into constant shifts.
+template <int B>
+void decode_row_bits(const std::byte* in, int64_t blocks, int g, bool asym, size_t bb, float* out) {
+  constexpr uint64_t mask = (uint64_t{1} << B) - 1;
+  constexpr float sym_off = static_cast<float>(1 << (B - 1));
+  for (int64_t b = 0; b < blocks; ++b, in += bb, out += g) {
     const float s = f16_to_f32(load_u16(in));
     const float off = asym ? f16_to_f32(load_u16(in + 2)) : sym_off;
-    float* o = out;
-    for_each_code(in + (asym ? 4 : 2), bits, g, [&](int i, float c) { o[i] = s * (c - off); });
+    const std::byte* codes = in + (asym ? 4 : 2);
+    for (int i = 0; i < g; i += 8, codes += B) {
+      const uint64_t v = load_chunk(codes, B);
+      for (int j = 0; j < 8; ++j) out[i + j] = s * (static_cast<float>((v >> (j * B)) & mask) - off);
+    }
+  }
+}
+}  // namespace
+
+void intn_decode_row_f32(const IntNFormat& f, const std::byte* in, int64_t n, float* out) {
+  const int g = f.block();
+  if (n < 0 || n % g != 0)
+    fail("", "format", f.name() + ": row length " + std::to_string(n) + " is not a multiple of " + std::to_string(g));
+  const int64_t blocks = n / g;
+  const bool asym = f.asymmetric();
+  const size_t bb = f.block_bytes();
+  switch (f.bits()) {
+    case 2: return decode_row_bits<2>(in, blocks, g, asym, bb, out);
+    case 3: return decode_row_bits<3>(in, blocks, g, asym, bb, out);
+    case 4: return decode_row_bits<4>(in, blocks, g, asym, bb, out);
+    case 5: return decode_row_bits<5>(in, blocks, g, asym, bb, out);
+    case 6: return decode_row_bits<6>(in, blocks, g, asym, bb, out);
+    case 7: return decode_row_bits<7>(in, blocks, g, asym, bb, out);
+    default: return decode_row_bits<8>(in, blocks, g, asym, bb, out);
   }
 }
 

@@ -313,3 +313,18 @@ TEST(IntN, ImportanceWeightedClipSearch) {
     EXPECT_LE(e_clip, e_plain * (1 + 1e-12)) << c.name() << ": importance-aware fit should beat the unweighted fit";
   }
 }
+
+TEST(IntN, BadInputsToFitAndEncode) {
+  lf::IntNFormat f(4, 32, true);
+  std::vector<float> w = gaussian(32, 9);
+  std::vector<float> imp(31, 1.0f);
+  EXPECT_THROW(f.fit(w, imp), lowbit::Error);                                  // importance size
+  EXPECT_THROW(f.fit(std::span<const float>(w).first(16), {}), lowbit::Error);  // short block
+  w[3] = NAN;
+  EXPECT_THROW(f.fit(w, {}), lowbit::Error);                                   // non-finite weight
+  w[3] = INFINITY;
+  EXPECT_THROW(f.fit(w, {}), lowbit::Error);
+  std::vector<float> out(64);
+  std::vector<std::byte> buf(f.block_bytes() * 2);
+  EXPECT_THROW(lf::intn_decode_row_f32(f, buf.data(), 33, out.data()), lowbit::Error);
+}
