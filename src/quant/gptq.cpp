@@ -1,5 +1,5 @@
 // GPTQ (Frantar et al. 2022): columns are quantized left to right and each column's rounding error is spread
-// over the not-yet-quantized columns through the upper Cholesky factor U of H^-1 (H^-1 = U^T U):
+// over the not-yet-quantized columns through the upper Cholesky factor U of H^-1 (H^-1 = U^T U, via LAPACK potrf/potri/potrf):
 //   err = (w_j - q_j) / U_jj,   w_k -= err * U_jk  (k > j).
 // Updates inside a lazy batch of block_size columns are applied immediately; the rest of the row gets them in one
 // product per batch. Rows are independent given U, so rows are processed in chunks in parallel.
@@ -18,6 +18,12 @@
 #include "lowbit/error.h"
 #include "lowbit/threads.h"
 #include "quant/quantizer.h"
+
+extern "C" {
+// LAPACK from OpenBLAS (Fortran symbols; no LAPACKE header on this system).
+void dpotrf_(const char* uplo, const int* n, double* a, const int* lda, int* info);
+void dpotri_(const char* uplo, const int* n, double* a, const int* lda, int* info);
+}
 
 namespace lowbit::quant {
 namespace {
@@ -156,20 +162,27 @@ class GptqQuantizer final : public Quantizer {
     return std::span<const float>(imp.data() + k * gb, static_cast<size_t>(gb));
   }
 
-  // Upper Cholesky factor of (H + damp I)^-1; raises the damping if H is not numerically positive definite.
+  // Upper Cholesky factor U of (H + damp I)^-1 = U^T U, with LAPACK (OpenBLAS, threaded): potrf, potri, potrf.
+  // Raises the damping if H is not numerically positive definite.
   MatD inverse_cholesky_upper(const MatD& Hp) const {
-    const int64_t n = Hp.rows();
+    const int n = static_cast<int>(Hp.rows());
     const double mean_diag = Hp.diagonal().mean();
     double damp = opts_.percdamp * mean_diag;
+    const char uplo = 'U';
     for (int attempt = 0; attempt < 6; ++attempt) {
-      MatD Hd = Hp;
-      Hd.diagonal().array() += damp;
-      Eigen::LLT<MatD> llt(Hd);
-      if (llt.info() == Eigen::Success) {
-        MatD Hinv = llt.solve(MatD::Identity(n, n));
-        Hinv = 0.5 * (Hinv + Hinv.transpose()).eval();
-        Eigen::LLT<MatD> llt2(Hinv);
-        if (llt2.info() == Eigen::Success) return llt2.matrixU();
+      Eigen::MatrixXd A = Hp;  // column-major for LAPACK; symmetric, so the layout change is harmless
+      A.diagonal().array() += damp;
+      int info = 0;
+      dpotrf_(&uplo, &n, A.data(), &n, &info);
+      if (info == 0) dpotri_(&uplo, &n, A.data(), &n, &info);
+      if (info == 0) {
+        A.triangularView<Eigen::StrictlyLower>() = A.transpose();
+        dpotrf_(&uplo, &n, A.data(), &n, &info);
+        if (info == 0) {
+          MatD U = MatD::Zero(n, n);
+          U.triangularView<Eigen::Upper>() = A.triangularView<Eigen::Upper>();
+          return U;
+        }
       }
       damp = damp > 0 ? damp * 10.0 : 1e-6 * std::max(mean_diag, 1e-30);
     }
