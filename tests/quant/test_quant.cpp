@@ -206,9 +206,9 @@ TEST(Rtn, EqualsPerBlockFitAndRound) {
     }
 }
 
-void expect_gptq_matches_obq(uint32_t seed, int64_t rows, int64_t cols, int g, int block_size, int dead) {
+void expect_gptq_matches_obq(const formats::Format& fmt, uint32_t seed, int64_t rows, int64_t cols, int block_size,
+                             int dead) {
   std::mt19937 rng(seed);
-  GridFormat fmt(3, g);
   auto w = randn(rng, static_cast<size_t>(rows * cols));
   const int64_t ns = 3 * cols;
   auto x = correlated_x(rng, ns, cols);
@@ -231,14 +231,14 @@ TEST(Gptq, EqualsBruteForceObq) {
   for (uint32_t seed = 0; seed < 12; ++seed) {
     const int64_t rows = 3 + seed % 6;
     const int64_t cols = (seed % 2) ? 16 : 12;
-    expect_gptq_matches_obq(seed, rows, cols, 4, 4 + 4 * (seed % 2), 0);  // lazy batch < cols
+    expect_gptq_matches_obq(GridFormat(3, 4), seed, rows, cols, 4 + 4 * (seed % 2), 0);  // lazy batch < cols
   }
-  expect_gptq_matches_obq(100, 5, 16, 8, 4, 0);  // batch rounded up to the format block
-  expect_gptq_matches_obq(101, 4, 8, 8, 128, 0);  // one batch
+  expect_gptq_matches_obq(GridFormat(3, 8), 100, 5, 16, 4, 0);   // batch rounded up to the format block
+  expect_gptq_matches_obq(GridFormat(3, 8), 101, 4, 8, 128, 0);  // one batch
 }
 
 TEST(Gptq, DeadColumnsMatchBruteForceAndAreZero) {
-  for (uint32_t seed = 20; seed < 24; ++seed) expect_gptq_matches_obq(seed, 6, 16, 4, 8, 2);
+  for (uint32_t seed = 20; seed < 24; ++seed) expect_gptq_matches_obq(GridFormat(3, 4), seed, 6, 16, 8, 2);
   std::mt19937 rng(7);
   GridFormat fmt(4, 8);
   const int64_t rows = 6, cols = 32, ns = 100;
@@ -358,6 +358,86 @@ TEST(Gptq, SameResultForAnyThreadCount) {
   const QuantResult b = make_quantizer("gptq")->quantize(w.data(), rows, cols, fmt, &st);
   lowbit::set_num_threads(before);
   EXPECT_EQ(a.data, b.data);
+}
+
+// The same checks with lowbit's real intN formats (clip-search fit, fp16 params, packed codes).
+TEST(GptqIntN, EqualsBruteForceObq) {
+  const auto f3 = formats::make_format("int3g32a");
+  const auto f4 = formats::make_format("int4g32s");
+  expect_gptq_matches_obq(*f3, 300, 4, 96, 32, 0);
+  expect_gptq_matches_obq(*f4, 301, 3, 64, 32, 1);
+  expect_gptq_matches_obq(*f3, 302, 3, 64, 128, 0);
+}
+
+TEST(GptqIntN, LowerErrorThanRtnAndPlainRowLayout) {
+  for (const char* name : {"int3g32a", "int4g64s", "int2g128a"}) {
+    const auto fmt = formats::make_format(name);
+    const int64_t rows = 24, cols = 256, ns = 384;
+    double sum_rtn = 0, sum_gptq = 0, sum_ao = 0;
+    QuantOptions ao;
+    ao.act_order = true;
+    for (uint32_t seed = 0; seed < 3; ++seed) {
+      std::mt19937 rng(3000 + seed);
+      auto w = randn(rng, rows * cols);
+      const LayerStats st = stats_of(correlated_x(rng, ns, cols, 6, 8.0f), ns, cols);
+      QuantResult act;
+      const double e_rtn = err_of("rtn", {}, w, rows, cols, *fmt, st);
+      const double e_gptq = err_of("gptq", {}, w, rows, cols, *fmt, st);
+      EXPECT_LE(e_gptq, e_rtn) << name << " seed " << seed;
+      sum_rtn += e_rtn;
+      sum_gptq += e_gptq;
+      sum_ao += err_of("gptq", ao, w, rows, cols, *fmt, st, &act);
+      ASSERT_EQ(act.row_bytes, formats::row_bytes(*fmt, cols));
+      std::vector<float> dec(static_cast<size_t>(cols));
+      for (int64_t r = 0; r < rows; ++r) {
+        formats::decode_row(*fmt, act.data.data() + r * act.row_bytes, dec);
+        for (int64_t j = 0; j < cols; ++j) ASSERT_EQ(dec[j], act.dequant[r * cols + j]);
+      }
+    }
+    std::printf("%s layer error over 3 seeds: rtn %.4g gptq %.4g gptq act-order %.4g\n", name, sum_rtn, sum_gptq,
+                sum_ao);
+    EXPECT_LT(sum_gptq, sum_rtn) << name;
+    EXPECT_LT(sum_ao, sum_rtn) << name;
+  }
+}
+
+TEST(RtnIntN, ImportanceIsDiagH) {
+  // A format wrapper that records the importance each fit receives.
+  struct Recording final : formats::Format {
+    std::unique_ptr<formats::Format> f = formats::make_format("int4g32a");
+    mutable std::vector<std::vector<float>> seen;
+    std::string name() const override { return f->name(); }
+    int block() const override { return f->block(); }
+    size_t block_bytes() const override { return f->block_bytes(); }
+    formats::BlockParams fit(std::span<const float> w, std::span<const float> imp) const override {
+#pragma omp critical
+      seen.emplace_back(imp.begin(), imp.end());
+      return f->fit(w, imp);
+    }
+    float round(float w, const formats::BlockParams& p, int i) const override { return f->round(w, p, i); }
+    void encode(std::span<const float> w, const formats::BlockParams& p, std::byte* o) const override {
+      f->encode(w, p, o);
+    }
+    void decode(const std::byte* in, std::span<float> out) const override { f->decode(in, out); }
+    float dot(const std::byte* in, const float* x) const override { return f->dot(in, x); }
+  } fmt;
+  std::mt19937 rng(9);
+  const int64_t rows = 2, cols = 64, ns = 50;
+  auto w = randn(rng, rows * cols);
+  const LayerStats st = stats_of(correlated_x(rng, ns, cols), ns, cols);
+  QuantOptions opts;
+  opts.use_importance = true;
+  make_quantizer("rtn", opts)->quantize(w.data(), rows, cols, fmt, &st);
+  ASSERT_EQ(fmt.seen.size(), 4u);
+  for (const auto& imp : fmt.seen) {
+    ASSERT_EQ(imp.size(), 32u);
+    const bool first = imp[0] == static_cast<float>(st.H[0]);
+    const int64_t base = first ? 0 : 32;
+    for (int64_t i = 0; i < 32; ++i) EXPECT_EQ(imp[i], static_cast<float>(st.H[(base + i) * cols + base + i]));
+  }
+  fmt.seen.clear();
+  make_quantizer("rtn")->quantize(w.data(), rows, cols, fmt, &st);
+  for (const auto& imp : fmt.seen) EXPECT_TRUE(imp.empty());
 }
 
 }  // namespace
