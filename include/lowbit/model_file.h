@@ -57,6 +57,11 @@ struct TensorInfo {
   uint64_t nbytes = 0;
   std::string file;           // where the bytes live (for messages)
   uint64_t file_offset = 0;
+  // Tensors the file stores in one of lowbit's packed formats are decoded at load time: `packed` names the
+  // format ("int4g64a") and stored_bytes is what the file holds (nbytes is then the decoded f32 size).
+  std::string packed;
+  uint64_t stored_bytes = 0;
+  uint64_t file_bytes() const { return packed.empty() ? nbytes : stored_bytes; }
 
   int64_t numel() const;
   int64_t cols() const { return shape.empty() ? 1 : shape.back(); }
@@ -104,7 +109,7 @@ struct ModelFile {
   const TensorInfo* find(std::string_view name) const;
   // The tensor or a clear error naming the model file and the missing tensor.
   const TensorInfo& get(std::string_view name) const;
-  uint64_t total_bytes() const;     // bytes of all tensors
+  uint64_t total_bytes() const;     // bytes of all tensors as stored in the file
   int64_t total_params() const;
 
   // Keeps the bytes the views point into alive.

@@ -23,7 +23,8 @@ void inspect(const InspectArgs& a) {
   const double bits = 8.0 * static_cast<double>(f.total_bytes());
   const double bpw = f.total_params() > 0 ? bits / static_cast<double>(f.total_params()) : 0;
   std::map<std::string, int> dtype_count;
-  for (const auto& t : f.tensors) dtype_count[std::string(dtype_name(t.dtype))]++;
+  auto type_of = [](const TensorInfo& t) { return t.packed.empty() ? std::string(dtype_name(t.dtype)) : t.packed; };
+  for (const auto& t : f.tensors) dtype_count[type_of(t)]++;
   const std::string tok_desc = m.tok ? m.tok->describe() : std::string("none");
 
   if (a.json) {
@@ -52,7 +53,7 @@ void inspect(const InspectArgs& a) {
                       {"bos", f.tokenizer.bos}, {"eos", f.tokenizer.eos}, {"add_bos", f.tokenizer.add_bos}};
     nlohmann::json ts = nlohmann::json::array();
     for (const auto& t : f.tensors)
-      ts.push_back({{"name", t.name}, {"shape", t.shape}, {"dtype", dtype_name(t.dtype)}, {"bytes", t.nbytes},
+      ts.push_back({{"name", t.name}, {"shape", t.shape}, {"dtype", type_of(t)}, {"bytes", t.file_bytes()},
                     {"offset", t.file_offset}});
     j["tensors"] = ts;
     j["n_tensors"] = f.tensors.size();
@@ -85,7 +86,7 @@ void inspect(const InspectArgs& a) {
   std::printf("  %-32s %-22s %-8s %14s\n", "name", "shape", "dtype", "bytes");
   for (const auto& t : f.tensors)
     std::printf("  %-32s %-22s %-8s %14llu\n", t.name.c_str(), t.shape_str().c_str(),
-                std::string(dtype_name(t.dtype)).c_str(), static_cast<unsigned long long>(t.nbytes));
+                type_of(t).c_str(), static_cast<unsigned long long>(t.file_bytes()));
   std::printf("types:       ");
   for (const auto& [k, v] : dtype_count) std::printf(" %s x%d", k.c_str(), v);
   std::printf("\ntotal:        %lld parameters, %.2f MiB, %.4f bits per weight\n",

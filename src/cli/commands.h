@@ -10,5 +10,6 @@ void add_perplexity(CLI::App& app);
 void add_bench(CLI::App& app);
 void add_synth(CLI::App& app);
 void add_eval(CLI::App& app);
+void add_quantize(CLI::App& app);
 
 }  // namespace lowbit::cli

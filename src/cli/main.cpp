@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   lowbit::cli::add_bench(app);
   lowbit::cli::add_synth(app);
   lowbit::cli::add_eval(app);
+  lowbit::cli::add_quantize(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -4,6 +4,7 @@
 
 #include "io/gguf.h"
 #include "io/loaders.h"
+#include "io/packed.h"
 #include "lowbit/error.h"
 
 namespace lowbit::io {
@@ -159,6 +160,7 @@ std::shared_ptr<const ModelFile> load_gguf_model(const std::string& path) {
     c.n_vocab = static_cast<int>(emb->shape[0]);
 
   m->tokenizer = tokenizer_spec_from_gguf(f);
+  decode_packed_tensors(*m, f);
   validate_model(*m);
   return m;
 }

@@ -37,7 +37,7 @@ const TensorInfo& ModelFile::get(std::string_view name) const {
 
 uint64_t ModelFile::total_bytes() const {
   uint64_t n = 0;
-  for (const auto& t : tensors) n += t.nbytes;
+  for (const auto& t : tensors) n += t.file_bytes();
   return n;
 }
 

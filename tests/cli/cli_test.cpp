@@ -146,6 +146,40 @@ TEST(Cli, BenchJson) {
   EXPECT_GT(row["machine_gb_s"].get<double>(), 0);
 }
 
+TEST(Cli, QuantizeThenInspectAndEval) {
+  LOWBIT_REQUIRE_SHARED("models/TinyStories-656K-gguf/TinyStories-656K-f32.gguf");
+  const std::string src = test::shared("models/TinyStories-656K-gguf/TinyStories-656K-f32.gguf");
+  TempDir d;
+  const std::string out = d.path("q.gguf");
+  Result r = lowbit("quantize --json -m " + src + " -o " + out + " --bits 4 --group 64 --bits-for attn_v=8");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  int v8 = 0, q4 = 0;
+  for (const auto& t : j["tensors"]) {
+    if (t["stored"] == "int8g64a") ++v8;
+    if (t["stored"] == "int4g64a") ++q4;
+  }
+  EXPECT_EQ(v8, 2);   // attn_v of both layers
+  EXPECT_EQ(q4, 12);
+  r = lowbit("inspect --json " + out);
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto ji = nlohmann::json::parse(r.out);
+  EXPECT_NEAR(ji["bits_per_weight"].get<double>(), j["bits_per_weight"].get<double>(), 1e-9);
+  r = lowbit("eval --json -m " + out + " --base " + src + " -f " +
+             test::shared("data/tinystories/sample-5-stories.txt") + " --ctx 128 --chunks 2");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto je = nlohmann::json::parse(r.out);
+  EXPECT_GT(je["kld_mean"].get<double>(), 0.0);
+  EXPECT_LT(je["kld_mean"].get<double>(), 0.5);
+}
+
+TEST(CliErrors, QuantizeToUnwritablePath) {
+  LOWBIT_REQUIRE_SHARED(kStories);
+  expect_clean_error(lowbit("quantize -m " + test::shared(kStories) + " -o /nonexistent_dir_lowbit/x.gguf"),
+                     "/nonexistent_dir_lowbit");
+  EXPECT_FALSE(fs::exists("/nonexistent_dir_lowbit/x.gguf"));
+}
+
 // ---- Bad input.
 
 TEST(CliErrors, MissingFile) { expect_clean_error(lowbit("inspect /nonexistent/model.gguf"), "/nonexistent/model.gguf"); }

@@ -1,0 +1,99 @@
+// lowbit quantize -m SRC -o OUT --method rtn --format int4g64a: writes a lowbit packed GGUF and a summary table.
+#include <cstdio>
+#include <memory>
+
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "core/progress.h"
+#include "lowbit/error.h"
+#include "lowbit/threads.h"
+#include "quant/quantize_model.h"
+
+namespace lowbit::cli {
+
+namespace {
+
+struct QuantizeArgs {
+  std::string model, out, method = "rtn", format;
+  int bits = 4, group = 64, threads = 0;
+  std::string keep_dtype = "f16";
+  bool sym = false, json = false;
+  std::vector<std::string> keep, bits_override;
+};
+
+std::string int_format(int bits, int group, bool sym) {
+  return "int" + std::to_string(bits) + "g" + std::to_string(group) + (sym ? "s" : "a");
+}
+
+void quantize_cmd(const QuantizeArgs& a) {
+  set_num_threads(a.threads);
+  quant::QuantizeModelOptions o;
+  o.method = a.method;
+  auto kd = dtype_from_name(a.keep_dtype);
+  if (!kd || (*kd != DType::F16 && *kd != DType::BF16 && *kd != DType::F32))
+    fail("", "--keep-dtype", "expected f16, bf16 or f32, got '" + a.keep_dtype + "'");
+  o.keep_dtype = *kd;
+  o.format = a.format.empty() ? int_format(a.bits, a.group, a.sym) : a.format;
+  if (!a.keep.empty()) {
+    for (const auto& k : a.keep) o.keep.push_back(k == "output" ? "output.weight" : k);
+  }
+  for (const auto& ov : a.bits_override) {  // NAME=BITS or NAME=FORMAT
+    const auto eq = ov.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == ov.size())
+      fail("", "--bits-for", "expected NAME=BITS or NAME=FORMAT, got '" + ov + "'");
+    std::string name = ov.substr(0, eq), val = ov.substr(eq + 1);
+    if (val.find_first_not_of("0123456789") == std::string::npos) val = int_format(std::stoi(val), a.group, a.sym);
+    o.overrides.emplace_back(name, val);
+  }
+  std::unique_ptr<ProgressBar> bar;
+  o.progress = [&](size_t done, size_t total, const std::string& name) {
+    if (!bar) bar = std::make_unique<ProgressBar>("quantize", static_cast<int64_t>(total), !a.json);
+    bar->update(static_cast<int64_t>(done), name);
+  };
+  quant::QuantizeReport r = quant::quantize_model(a.model, a.out, o);
+  if (bar) bar->finish();
+  if (a.json) {
+    nlohmann::json ts = nlohmann::json::array();
+    for (const auto& t : r.tensors)
+      ts.push_back({{"name", t.name}, {"shape", t.shape}, {"stored", t.stored}, {"bits_per_weight", t.bits_per_weight},
+                    {"rel_error", t.rel_error}, {"note", t.note}});
+    print_json({{"source", a.model}, {"output", a.out}, {"method", o.method}, {"format", o.format}, {"tensors", ts},
+                {"params", r.params}, {"bytes", r.bytes}, {"bits_per_weight", r.bits_per_weight},
+                {"seconds", r.seconds}});
+    return;
+  }
+  std::printf("%-32s %-16s %-10s %8s %12s\n", "tensor", "shape", "stored", "bpw", "rel. error");
+  for (const auto& t : r.tensors) {
+    std::string shape = "[";
+    for (size_t i = 0; i < t.shape.size(); ++i) shape += (i ? ", " : "") + std::to_string(t.shape[i]);
+    shape += "]";
+    std::printf("%-32s %-16s %-10s %8.3f %12.5f%s%s\n", t.name.c_str(), shape.c_str(), t.stored.c_str(),
+                t.bits_per_weight, t.rel_error, t.note.empty() ? "" : "  kept: ", t.note.c_str());
+  }
+  std::printf("wrote %s: %lld parameters, %.2f MiB of tensors, %.4f bits per weight, %.1fs\n", a.out.c_str(),
+              static_cast<long long>(r.params), static_cast<double>(r.bytes) / (1 << 20), r.bits_per_weight, r.seconds);
+}
+
+}  // namespace
+
+void add_quantize(CLI::App& app) {
+  auto a = std::make_shared<QuantizeArgs>();
+  auto* cmd = app.add_subcommand("quantize", "Quantize a model into lowbit's packed GGUF");
+  cmd->add_option("-m,--model", a->model, "source model (GGUF with f32/f16/bf16 tensors)")->required();
+  cmd->add_option("-o,--output", a->out, "output GGUF file (written atomically)")->required();
+  cmd->add_option("--method", a->method, "rtn (gptq needs calibration, which is not wired in yet)");
+  cmd->add_option("--bits", a->bits, "bits per weight for the linear layers")->check(CLI::Range(2, 8));
+  cmd->add_option("--group", a->group, "group size")->check(CLI::IsMember({32, 64, 128}));
+  cmd->add_flag("--sym", a->sym, "symmetric (no zero point)");
+  cmd->add_option("--format", a->format, "explicit format name, e.g. int4g64a (overrides --bits/--group/--sym)");
+  cmd->add_option("--keep", a->keep, "more tensors to keep unquantized (name parts: attn_v, blk.0, ...; output and token_embd always)")
+      ->delimiter(',');
+  cmd->add_option("--bits-for", a->bits_override, "per-tensor override NAME=BITS or NAME=FORMAT, e.g. attn_v=6")
+      ->delimiter(',');
+  cmd->add_option("--keep-dtype", a->keep_dtype, "dtype of kept matrices (f16, bf16, f32; norms stay f32)");
+  cmd->add_option("-t,--threads", a->threads, "threads (default: all cores)")->check(CLI::Range(0, 1024));
+  cmd->add_flag("--json", a->json, "machine-readable summary");
+  cmd->callback([a] { quantize_cmd(*a); });
+}
+
+}  // namespace lowbit::cli

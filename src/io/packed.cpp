@@ -1,0 +1,52 @@
+#include "io/packed.h"
+
+#include "formats/format.h"
+#include "lowbit/error.h"
+
+namespace lowbit::io {
+
+std::string packed_format_key(const std::string& tensor) { return "lowbit.tensor." + tensor + ".format"; }
+std::string packed_shape_key(const std::string& tensor) { return "lowbit.tensor." + tensor + ".shape"; }
+
+void decode_packed_tensors(ModelFile& m, const GgufFile& f) {
+  for (TensorInfo& t : m.tensors) {
+    const std::string fkey = packed_format_key(t.name);
+    auto fname = f.get_string(fkey);
+    if (!fname) continue;
+    std::unique_ptr<formats::Format> fmt;
+    try {
+      fmt = formats::make_format(*fname);
+    } catch (const Error& e) {
+      fail(f.path(), fkey, e.what());
+    }
+    const std::string skey = packed_shape_key(t.name);
+    auto shape = f.get_numbers(skey);
+    if (!shape || shape->size() != 2) fail(f.path(), skey, "expected [rows, cols] for packed tensor '" + t.name + "'");
+    const double rows_d = (*shape)[0], cols_d = (*shape)[1];
+    if (!(rows_d >= 1 && cols_d >= 1 && rows_d < 1e9 && cols_d < 1e9))
+      fail(f.path(), skey, "absurd shape for packed tensor '" + t.name + "'");
+    const int64_t rows = static_cast<int64_t>(rows_d), cols = static_cast<int64_t>(cols_d);
+    if (cols % fmt->block() != 0)
+      fail(f.path(), skey, std::to_string(cols) + " columns are not a multiple of " + *fname + "'s block of " +
+                               std::to_string(fmt->block()));
+    const size_t rb = formats::row_bytes(*fmt, cols);
+    if (t.dtype != DType::I8 || t.shape.size() != 2 || t.shape[0] != rows || t.shape[1] != static_cast<int64_t>(rb))
+      fail(f.path(), "tensor '" + t.name + "'",
+           "packed " + *fname + " data must be i8 [" + std::to_string(rows) + ", " + std::to_string(rb) + "], found " +
+               std::string(dtype_name(t.dtype)) + " " + t.shape_str());
+    auto buf = std::make_shared<std::vector<std::byte>>(static_cast<size_t>(rows * cols) * sizeof(float));
+    float* out = reinterpret_cast<float*>(buf->data());
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; ++r)
+      formats::decode_row(*fmt, t.data + r * rb, std::span<float>(out + r * cols, static_cast<size_t>(cols)));
+    t.packed = *fname;
+    t.stored_bytes = t.nbytes;
+    t.dtype = DType::F32;
+    t.shape = {rows, cols};
+    t.data = buf->data();
+    t.nbytes = buf->size();
+    m.owned.push_back(std::move(buf));
+  }
+}
+
+}  // namespace lowbit::io
