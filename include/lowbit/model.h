@@ -3,6 +3,7 @@
 // read in place from the model file (F32/F16/BF16). Batched prefill uses BLAS GEMM, decode a threaded GEMV.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <vector>
@@ -11,8 +12,15 @@
 
 namespace lowbit {
 
+// Which linear layers read a captured input: Attention feeds attn_q/k/v, AttentionOutput feeds attn_output,
+// Ffn feeds ffn_gate/ffn_up, FfnDown feeds ffn_down.
+enum class LinearInput { Attention, AttentionOutput, Ffn, FfnDown };
+
 class Model {
  public:
+  // Sees the input rows (rows x cols, row-major) of a layer's linear layers during forward_layer.
+  using CaptureFn = std::function<void(int layer, LinearInput which, const float* x, int64_t rows, int64_t cols)>;
+
   // max_context: positions the KV cache may hold (0: the model's context length). The cache grows on demand.
   explicit Model(std::shared_ptr<const ModelFile> file, int max_context = 0);
   ~Model();
@@ -27,6 +35,15 @@ class Model {
   // overwritten). Writes logits for every position (n x n_vocab) when all_logits, else for the last one only.
   // Throws lowbit::Error for token ids outside the vocabulary or positions past max_context.
   void forward(std::span<const int32_t> tokens, int pos, float* logits, bool all_logits);
+
+  // Calibration building blocks. embed: hidden states (n x dim) of the tokens. forward_layer: runs block l on
+  // one sequence's hidden states x (n x dim, positions 0..n-1) in place; capture (may be empty) sees each
+  // linear layer's input. Running embed and every layer in turn equals forward() up to the final norm.
+  void embed(std::span<const int32_t> tokens, float* x);
+  void forward_layer(int l, float* x, int n, const CaptureFn& capture);
+  // Replaces a weight matrix (t.name canonical, same shape, F32/F16/BF16) by t's values, e.g. its quantized
+  // decoding. The caller keeps t's bytes alive while the model uses them.
+  void replace_weight(const TensorInfo& t);
 
   // Bytes of weights one decode step reads (every matrix once, plus one embedding row).
   uint64_t weight_bytes_per_token() const;

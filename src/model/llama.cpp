@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <map>
 
@@ -149,6 +150,77 @@ struct Model::Impl {
     }
   }
 
+  // One transformer block on the n hidden states in x (positions pos..pos+n-1), in place. capture, when set,
+  // sees the input of every linear layer (for calibration).
+  void layer(int l, int n, int pos, const Model::CaptureFn* capture) {
+    const int dim = c.dim;
+    const size_t qd = static_cast<size_t>(c.n_heads) * c.head_dim;
+    const size_t kvd = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
+    auto cap = [&](LinearInput which, const float* in, int64_t cols) {
+      if (capture && *capture) (*capture)(l, which, in, n, cols);
+    };
+    const Layer& L = layers[l];
+    {
+      Timer tm(*this, "norm");
+      for (int t = 0; t < n; ++t)
+        ops::rmsnorm(xb.data() + static_cast<size_t>(t) * dim, x.data() + static_cast<size_t>(t) * dim,
+                     L.attn_norm.data(), dim, c.norm_eps);
+    }
+    {
+      Timer tm(*this, "matmul");
+      cap(LinearInput::Attention, xb.data(), dim);
+      ops::matmul(L.wq, xb.data(), n, q.data());
+      ops::matmul(L.wk, xb.data(), n, k.data());
+      ops::matmul(L.wv, xb.data(), n, v.data());
+    }
+    {
+      Timer tm(*this, "rope");
+      for (int t = 0; t < n; ++t) {
+        if (c.qkv_bias) {
+          ops::axpy(1.0f, L.bq.data(), q.data() + t * qd, static_cast<int64_t>(qd));
+          ops::axpy(1.0f, L.bk.data(), k.data() + t * kvd, static_cast<int64_t>(kvd));
+          ops::axpy(1.0f, L.bv.data(), v.data() + t * kvd, static_cast<int64_t>(kvd));
+        }
+        ops::rope(q.data() + t * qd, c.n_heads, c.head_dim, c.rope_dim, pos + t, inv_freq.data(), c.rope_style);
+        ops::rope(k.data() + t * kvd, c.n_kv_heads, c.head_dim, c.rope_dim, pos + t, inv_freq.data(), c.rope_style);
+      }
+      std::memcpy(kcache[l].data() + static_cast<size_t>(pos) * kvd, k.data(), n * kvd * sizeof(float));
+      std::memcpy(vcache[l].data() + static_cast<size_t>(pos) * kvd, v.data(), n * kvd * sizeof(float));
+    }
+    {
+      Timer tm(*this, "attention");
+      attention(l, n, pos);
+    }
+    {
+      Timer tm(*this, "matmul");
+      cap(LinearInput::AttentionOutput, att.data(), static_cast<int64_t>(qd));
+      ops::matmul(L.wo, att.data(), n, xb.data());
+    }
+    {
+      Timer tm(*this, "norm");
+      ops::axpy(1.0f, xb.data(), x.data(), static_cast<int64_t>(n) * dim);
+      for (int t = 0; t < n; ++t)
+        ops::rmsnorm(xb.data() + static_cast<size_t>(t) * dim, x.data() + static_cast<size_t>(t) * dim,
+                     L.ffn_norm.data(), dim, c.norm_eps);
+    }
+    {
+      Timer tm(*this, "matmul");
+      cap(LinearInput::Ffn, xb.data(), dim);
+      ops::matmul(L.wgate, xb.data(), n, ffg.data());
+      ops::matmul(L.wup, xb.data(), n, ffu.data());
+    }
+    {
+      Timer tm(*this, "silu");
+      ops::silu_mul(ffg.data(), ffu.data(), static_cast<int64_t>(n) * c.ffn_dim);
+    }
+    {
+      Timer tm(*this, "matmul");
+      cap(LinearInput::FfnDown, ffg.data(), c.ffn_dim);
+      ops::matmul(L.wdown, ffg.data(), n, xb.data());
+    }
+    ops::axpy(1.0f, xb.data(), x.data(), static_cast<int64_t>(n) * dim);
+  }
+
   void forward(std::span<const int32_t> tokens, int pos, float* logits, bool all_logits) {
     const int n = static_cast<int>(tokens.size());
     if (n == 0) return;
@@ -161,70 +233,11 @@ struct Model::Impl {
     ensure_cache(pos + n);
     ensure_scratch(n);
     const int dim = c.dim;
-    const size_t qd = static_cast<size_t>(c.n_heads) * c.head_dim;
-    const size_t kvd = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
     {
       Timer tm(*this, "embed");
       for (int t = 0; t < n; ++t) ops::get_row(tok_embd, tokens[t], x.data() + static_cast<size_t>(t) * dim);
     }
-    for (int l = 0; l < c.n_layers; ++l) {
-      const Layer& L = layers[l];
-      {
-        Timer tm(*this, "norm");
-        for (int t = 0; t < n; ++t)
-          ops::rmsnorm(xb.data() + static_cast<size_t>(t) * dim, x.data() + static_cast<size_t>(t) * dim,
-                       L.attn_norm.data(), dim, c.norm_eps);
-      }
-      {
-        Timer tm(*this, "matmul");
-        ops::matmul(L.wq, xb.data(), n, q.data());
-        ops::matmul(L.wk, xb.data(), n, k.data());
-        ops::matmul(L.wv, xb.data(), n, v.data());
-      }
-      {
-        Timer tm(*this, "rope");
-        for (int t = 0; t < n; ++t) {
-          if (c.qkv_bias) {
-            ops::axpy(1.0f, L.bq.data(), q.data() + t * qd, static_cast<int64_t>(qd));
-            ops::axpy(1.0f, L.bk.data(), k.data() + t * kvd, static_cast<int64_t>(kvd));
-            ops::axpy(1.0f, L.bv.data(), v.data() + t * kvd, static_cast<int64_t>(kvd));
-          }
-          ops::rope(q.data() + t * qd, c.n_heads, c.head_dim, c.rope_dim, pos + t, inv_freq.data(), c.rope_style);
-          ops::rope(k.data() + t * kvd, c.n_kv_heads, c.head_dim, c.rope_dim, pos + t, inv_freq.data(), c.rope_style);
-        }
-        std::memcpy(kcache[l].data() + static_cast<size_t>(pos) * kvd, k.data(), n * kvd * sizeof(float));
-        std::memcpy(vcache[l].data() + static_cast<size_t>(pos) * kvd, v.data(), n * kvd * sizeof(float));
-      }
-      {
-        Timer tm(*this, "attention");
-        attention(l, n, pos);
-      }
-      {
-        Timer tm(*this, "matmul");
-        ops::matmul(L.wo, att.data(), n, xb.data());
-      }
-      {
-        Timer tm(*this, "norm");
-        ops::axpy(1.0f, xb.data(), x.data(), static_cast<int64_t>(n) * dim);
-        for (int t = 0; t < n; ++t)
-          ops::rmsnorm(xb.data() + static_cast<size_t>(t) * dim, x.data() + static_cast<size_t>(t) * dim,
-                       L.ffn_norm.data(), dim, c.norm_eps);
-      }
-      {
-        Timer tm(*this, "matmul");
-        ops::matmul(L.wgate, xb.data(), n, ffg.data());
-        ops::matmul(L.wup, xb.data(), n, ffu.data());
-      }
-      {
-        Timer tm(*this, "silu");
-        ops::silu_mul(ffg.data(), ffu.data(), static_cast<int64_t>(n) * c.ffn_dim);
-      }
-      {
-        Timer tm(*this, "matmul");
-        ops::matmul(L.wdown, ffg.data(), n, xb.data());
-      }
-      ops::axpy(1.0f, xb.data(), x.data(), static_cast<int64_t>(n) * dim);
-    }
+    for (int l = 0; l < c.n_layers; ++l) layer(l, n, pos, nullptr);
     const int first = all_logits ? 0 : n - 1;
     const int rows = n - first;
     {
@@ -282,6 +295,60 @@ int Model::max_context() const { return impl_->max_ctx; }
 
 void Model::forward(std::span<const int32_t> tokens, int pos, float* logits, bool all_logits) {
   impl_->forward(tokens, pos, logits, all_logits);
+}
+
+void Model::embed(std::span<const int32_t> tokens, float* x) {
+  Impl& m = *impl_;
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    if (tokens[t] < 0 || tokens[t] >= m.c.n_vocab)
+      fail(m.file->path, "token id", std::to_string(tokens[t]) + " is outside the vocabulary");
+    ops::get_row(m.tok_embd, tokens[t], x + t * static_cast<size_t>(m.c.dim));
+  }
+}
+
+void Model::forward_layer(int l, float* x, int n, const CaptureFn& capture) {
+  Impl& m = *impl_;
+  if (l < 0 || l >= m.c.n_layers) fail(m.file->path, "layer", std::to_string(l) + " does not exist");
+  if (n <= 0 || n > m.max_ctx)
+    fail(m.file->path, "context", std::to_string(n) + " tokens exceed the context of " + std::to_string(m.max_ctx));
+  m.ensure_cache(n);
+  m.ensure_scratch(n);
+  const size_t count = static_cast<size_t>(n) * m.c.dim;
+  std::memcpy(m.x.data(), x, count * sizeof(float));
+  m.layer(l, n, 0, &capture);
+  std::memcpy(x, m.x.data(), count * sizeof(float));
+}
+
+void Model::replace_weight(const TensorInfo& t) {
+  Impl& m = *impl_;
+  ops::WeightView v = ops::view_of(t);
+  auto set = [&](ops::WeightView& dst) {
+    if (dst.rows != v.rows || dst.cols != v.cols)
+      fail(t.file, t.name, "shape " + t.shape_str() + " does not match the model's weight");
+    dst = v;
+  };
+  const std::string& n = t.name;
+  if (n == "token_embd.weight") {
+    const bool tied_output = m.c.tied_embeddings;
+    set(m.tok_embd);
+    if (tied_output) m.output = m.tok_embd;
+    return;
+  }
+  if (n == "output.weight" && !m.c.tied_embeddings) return set(m.output);
+  int l = -1;
+  char role[64] = {0};
+  if (std::sscanf(n.c_str(), "blk.%d.%63[a-z_].weight", &l, role) == 2 && l >= 0 && l < m.c.n_layers) {
+    Layer& L = m.layers[l];
+    const std::string r = role;
+    if (r == "attn_q") return set(L.wq);
+    if (r == "attn_k") return set(L.wk);
+    if (r == "attn_v") return set(L.wv);
+    if (r == "attn_output") return set(L.wo);
+    if (r == "ffn_gate") return set(L.wgate);
+    if (r == "ffn_up") return set(L.wup);
+    if (r == "ffn_down") return set(L.wdown);
+  }
+  fail(t.file, n, "is not a weight matrix of the model");
 }
 
 uint64_t Model::weight_bytes_per_token() const {

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 
 #include "io/loaders.h"
 #include "lowbit/error.h"
@@ -198,6 +199,69 @@ TEST(ModelFixtures, Stories260KGreedyFollowsItsStory) {
   model.forward(kStories260KIds, 0, logits.data(), true);
   for (size_t p = 0; p + 2 < kStories260KIds.size(); ++p)
     EXPECT_EQ(argmax(logits.data() + p * 512, 512), kStories260KIds[p + 1]) << "position " << p;
+}
+
+}  // namespace
+}  // namespace lowbit
+
+namespace lowbit {
+namespace {
+
+// The calibration building blocks: embed + forward_layer for every layer, then the output norm and head,
+// reproduce forward(); capture sees each linear's input with the right shape; replace_weight swaps a matrix.
+TEST(ModelLayers, LayerByLayerEqualsForwardAndCaptures) {
+  auto m = synthetic_model(small_config());
+  const ModelConfig& c = m->config;
+  const auto tokens = some_tokens(10, c.n_vocab);
+  Model model(m);
+  std::vector<float> want(tokens.size() * c.n_vocab);
+  model.forward(tokens, 0, want.data(), true);
+
+  std::vector<float> x(tokens.size() * c.dim);
+  model.embed(tokens, x.data());
+  std::map<LinearInput, int> seen;
+  for (int l = 0; l < c.n_layers; ++l)
+    model.forward_layer(l, x.data(), static_cast<int>(tokens.size()),
+                        [&](int layer, LinearInput which, const float* in, int64_t rows, int64_t cols) {
+                          EXPECT_EQ(layer, l);
+                          EXPECT_EQ(rows, static_cast<int64_t>(tokens.size()));
+                          EXPECT_EQ(cols, which == LinearInput::FfnDown ? c.ffn_dim
+                                          : which == LinearInput::AttentionOutput ? c.n_heads * c.head_dim
+                                                                                  : c.dim);
+                          EXPECT_TRUE(std::isfinite(in[rows * cols - 1]));
+                          seen[which]++;
+                        });
+  EXPECT_EQ(seen.size(), 4u);
+  for (const auto& [k, v] : seen) EXPECT_EQ(v, c.n_layers);
+  for (size_t p = 0; p < tokens.size(); ++p) {
+    std::vector<double> h(x.begin() + p * c.dim, x.begin() + (p + 1) * c.dim);
+    auto logits = test::ref_linear(m->get("output.weight"), test::ref_rmsnorm(h, m->get("output_norm.weight"), c.norm_eps));
+    for (int i = 0; i < c.n_vocab; ++i) ASSERT_NEAR(logits[i], want[p * c.n_vocab + i], 1e-4) << p << "," << i;
+  }
+}
+
+TEST(ModelLayers, ReplaceWeight) {
+  auto m = synthetic_model(small_config());
+  const auto tokens = some_tokens(6, 97);
+  Model model(m);
+  std::vector<float> a(tokens.size() * 97), b(a.size()), z(a.size());
+  model.forward(tokens, 0, a.data(), true);
+  TensorInfo copy = m->get("blk.1.ffn_down.weight");  // same bytes: logits must not move
+  model.replace_weight(copy);
+  model.forward(tokens, 0, b.data(), true);
+  EXPECT_EQ(a, b);
+  std::vector<float> zeros(static_cast<size_t>(copy.numel()), 0.0f);
+  copy.data = reinterpret_cast<const std::byte*>(zeros.data());
+  copy.dtype = DType::F32;
+  copy.nbytes = zeros.size() * 4;
+  model.replace_weight(copy);
+  model.forward(tokens, 0, z.data(), true);
+  EXPECT_NE(a, z);
+  TensorInfo wrong = m->get("blk.0.attn_q.weight");
+  wrong.name = "blk.0.attn_k.weight";  // 64 rows where attn_k has 32
+  EXPECT_THROW(model.replace_weight(wrong), Error);
+  wrong.name = "blk.9.attn_q.weight";
+  EXPECT_THROW(model.replace_weight(wrong), Error);
 }
 
 }  // namespace
