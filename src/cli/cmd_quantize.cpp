@@ -7,6 +7,7 @@
 #include "core/progress.h"
 #include "lowbit/error.h"
 #include "lowbit/threads.h"
+#include "calib/calib_data.h"
 #include "quant/quantize_model.h"
 
 namespace lowbit::cli {
@@ -17,6 +18,11 @@ struct QuantizeArgs {
   std::string model, out, method = "rtn", format;
   int bits = 4, group = 64, threads = 0;
   std::string keep_dtype = "f16";
+  std::string calib;
+  int calib_samples = 128, calib_len = 512;
+  uint64_t seed = 0;
+  bool act_order = false, importance = false;
+  double percdamp = 0.01;
   bool sym = false, json = false;
   std::vector<std::string> keep, bits_override;
 };
@@ -50,25 +56,44 @@ void quantize_cmd(const QuantizeArgs& a) {
     if (!bar) bar = std::make_unique<ProgressBar>("quantize", static_cast<int64_t>(total), !a.json);
     bar->update(static_cast<int64_t>(done), name);
   };
+  o.qopts.act_order = a.act_order;
+  o.qopts.percdamp = a.percdamp;
+  o.qopts.use_importance = a.importance;
+  if (!a.calib.empty()) {
+    // Tokenize the calibration text with the source model's tokenizer and draw the windows.
+    Loaded src = load(a.model, "");
+    const Tokenizer& tok = need_tokenizer(src);
+    const std::vector<int32_t> tokens = tok.encode(read_text_file(a.calib), tok.add_bos());
+    calib::CalibOptions co;
+    co.samples = a.calib_samples;
+    co.len = a.calib_len;
+    co.seed = a.seed;
+    co.bos = tok.add_bos() ? tok.bos() : -1;
+    o.calib = calib::sample_windows(tokens, co, a.calib);
+    o.calib_source = a.calib;
+  }
   quant::QuantizeReport r = quant::quantize_model(a.model, a.out, o);
   if (bar) bar->finish();
   if (a.json) {
     nlohmann::json ts = nlohmann::json::array();
     for (const auto& t : r.tensors)
       ts.push_back({{"name", t.name}, {"shape", t.shape}, {"stored", t.stored}, {"bits_per_weight", t.bits_per_weight},
-                    {"rel_error", t.rel_error}, {"note", t.note}});
+                    {"rel_error", t.rel_error}, {"rel_output_error", t.rel_output_error}, {"note", t.note}});
     print_json({{"source", a.model}, {"output", a.out}, {"method", o.method}, {"format", o.format}, {"tensors", ts},
                 {"params", r.params}, {"bytes", r.bytes}, {"bits_per_weight", r.bits_per_weight},
                 {"seconds", r.seconds}});
     return;
   }
-  std::printf("%-32s %-16s %-10s %8s %12s\n", "tensor", "shape", "stored", "bpw", "rel. error");
+  std::printf("%-32s %-16s %-10s %8s %12s %14s\n", "tensor", "shape", "stored", "bpw", "rel. W error",
+              "rel. WX error");
   for (const auto& t : r.tensors) {
     std::string shape = "[";
     for (size_t i = 0; i < t.shape.size(); ++i) shape += (i ? ", " : "") + std::to_string(t.shape[i]);
     shape += "]";
-    std::printf("%-32s %-16s %-10s %8.3f %12.5f%s%s\n", t.name.c_str(), shape.c_str(), t.stored.c_str(),
-                t.bits_per_weight, t.rel_error, t.note.empty() ? "" : "  kept: ", t.note.c_str());
+    char out_err[32] = "-";
+    if (t.rel_output_error >= 0) std::snprintf(out_err, sizeof out_err, "%.5f", t.rel_output_error);
+    std::printf("%-32s %-16s %-10s %8.3f %12.5f %14s%s%s\n", t.name.c_str(), shape.c_str(), t.stored.c_str(),
+                t.bits_per_weight, t.rel_error, out_err, t.note.empty() ? "" : "  kept: ", t.note.c_str());
   }
   std::printf("wrote %s: %lld parameters, %.2f MiB of tensors, %.4f bits per weight, %.1fs\n", a.out.c_str(),
               static_cast<long long>(r.params), static_cast<double>(r.bytes) / (1 << 20), r.bits_per_weight, r.seconds);
@@ -81,7 +106,14 @@ void add_quantize(CLI::App& app) {
   auto* cmd = app.add_subcommand("quantize", "Quantize a model into lowbit's packed GGUF");
   cmd->add_option("-m,--model", a->model, "source model (GGUF with f32/f16/bf16 tensors)")->required();
   cmd->add_option("-o,--output", a->out, "output GGUF file (written atomically)")->required();
-  cmd->add_option("--method", a->method, "rtn (gptq needs calibration, which is not wired in yet)");
+  cmd->add_option("--method", a->method, "rtn or gptq (gptq needs --calib)");
+  cmd->add_option("--calib", a->calib, "calibration text (use text you will not evaluate on)");
+  cmd->add_option("--calib-samples", a->calib_samples, "calibration windows")->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--calib-len", a->calib_len, "tokens per calibration window")->check(CLI::Range(2, 1 << 16));
+  cmd->add_option("--seed", a->seed, "seed for drawing the calibration windows");
+  cmd->add_flag("--act-order", a->act_order, "gptq: quantize columns by decreasing activation (static groups)");
+  cmd->add_option("--percdamp", a->percdamp, "gptq: Hessian dampening, fraction of mean diag")->check(CLI::Range(0.0, 1.0));
+  cmd->add_flag("--importance", a->importance, "weight the format's clipping search by activation energy");
   cmd->add_option("--bits", a->bits, "bits per weight for the linear layers")->check(CLI::Range(2, 8));
   cmd->add_option("--group", a->group, "group size")->check(CLI::IsMember({32, 64, 128}));
   cmd->add_flag("--sym", a->sym, "symmetric (no zero point)");

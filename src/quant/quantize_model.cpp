@@ -1,7 +1,10 @@
 #include "quant/quantize_model.h"
 
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
+#include <map>
 #include <mutex>
 
 #include "core/half.h"
@@ -10,13 +13,14 @@
 #include "io/gguf_writer.h"
 #include "io/packed.h"
 #include "lowbit/error.h"
+#include "lowbit/model.h"
 #include "ops/ops.h"
 
 namespace lowbit::quant {
 
 namespace {
 
-bool is_linear_weight(const TensorInfo& t) {
+bool is_matrix_weight(const TensorInfo& t) {
   return t.shape.size() == 2 && t.name.size() > 7 && t.name.compare(t.name.size() - 7, 7, ".weight") == 0;
 }
 
@@ -31,21 +35,146 @@ bool matches(const std::string& name, const std::string& pattern) {
   return false;
 }
 
+// Layer index and role of "blk.<l>.<role>.weight", or -1.
+int layer_of(const std::string& name, std::string* role) {
+  int l = -1;
+  char r[64] = {0};
+  if (std::sscanf(name.c_str(), "blk.%d.%63[a-z_].weight", &l, r) != 2) return -1;
+  if (role) *role = r;
+  return l;
+}
+
+// Which captured input feeds a block's linear layer.
+int input_of(const std::string& role) {
+  if (role == "attn_q" || role == "attn_k" || role == "attn_v") return static_cast<int>(LinearInput::Attention);
+  if (role == "attn_output") return static_cast<int>(LinearInput::AttentionOutput);
+  if (role == "ffn_gate" || role == "ffn_up") return static_cast<int>(LinearInput::Ffn);
+  if (role == "ffn_down") return static_cast<int>(LinearInput::FfnDown);
+  return -1;
+}
+
+std::vector<float> widen(const TensorInfo& t) {
+  std::vector<float> W(static_cast<size_t>(t.numel()));
+  const ops::WeightView v = ops::view_of(t);
+  for (int64_t r = 0; r < v.rows; ++r) ops::get_row(v, r, W.data() + r * v.cols);
+  return W;
+}
+
+double rel_weight_error(const std::vector<float>& W, const std::vector<float>& Q) {
+  double num = 0, den = 0;
+  for (size_t k = 0; k < W.size(); ++k) {
+    const double d = static_cast<double>(W[k]) - Q[k];
+    num += d * d;
+    den += static_cast<double>(W[k]) * W[k];
+  }
+  return den > 0 ? std::sqrt(num / den) : 0.0;
+}
+
+// What to do with one tensor.
+struct Plan {
+  bool keep = true;
+  DType keep_dtype = DType::F32;
+  std::shared_ptr<formats::Format> fmt;
+  int layer = -1;
+  int input = -1;  // LinearInput of a block linear quantized with calibration
+};
+
+// Layer-by-layer calibrated quantization: produces each block's encoded tensors when the writer first asks.
+class CalibratedRun {
+ public:
+  CalibratedRun(std::shared_ptr<const ModelFile> model, const std::vector<Plan>& plans, const Quantizer& q,
+                const std::vector<std::vector<int32_t>>& windows, std::vector<TensorReport>& reports)
+      : file_(model), plans_(plans), quantizer_(q), reports_(reports), model_(model, static_cast<int>(windows[0].size())) {
+    len_ = static_cast<int>(windows[0].size());
+    dim_ = model->config.dim;
+    x_.resize(windows.size() * static_cast<size_t>(len_) * dim_);
+    for (size_t s = 0; s < windows.size(); ++s) model_.embed(windows[s], x_.data() + s * len_ * dim_);
+  }
+
+  // Encoded bytes of tensor i (a block linear); runs blocks up to its layer first.
+  std::vector<std::byte> take(size_t i) {
+    const int l = plans_[i].layer;
+    while (done_layers_ <= l) run_layer(done_layers_++);
+    auto it = encoded_.find(i);
+    std::vector<std::byte> out = std::move(it->second);
+    encoded_.erase(it);
+    return out;
+  }
+
+ private:
+  void run_layer(int l) {
+    const ModelConfig& c = file_->config;
+    const std::array<int64_t, 4> cols = {c.dim, static_cast<int64_t>(c.n_heads) * c.head_dim, c.dim, c.ffn_dim};
+    std::vector<HessianAccumulator> acc;
+    for (int64_t k : cols) acc.emplace_back(k);
+    const size_t n_seq = x_.size() / (static_cast<size_t>(len_) * dim_);
+    std::vector<float> tmp(static_cast<size_t>(len_) * dim_);
+    Model::CaptureFn capture = [&](int, LinearInput which, const float* in, int64_t rows, int64_t) {
+      acc[static_cast<int>(which)].add(in, rows);
+    };
+    for (size_t s = 0; s < n_seq; ++s) {  // capture on the unmodified block, inputs from quantized blocks < l
+      std::copy_n(x_.data() + s * tmp.size(), tmp.size(), tmp.data());
+      model_.forward_layer(l, tmp.data(), len_, capture);
+    }
+    std::array<LayerStats, 4> stats;
+    for (int k = 0; k < 4; ++k) stats[k] = acc[k].stats();
+    decoded_.clear();
+    for (size_t i = 0; i < plans_.size(); ++i) {
+      const Plan& p = plans_[i];
+      if (p.layer != l || p.keep) continue;
+      const TensorInfo& t = file_->tensors[i];
+      std::vector<float> W = widen(t);
+      const LayerStats& st = stats[p.input];
+      QuantResult q = quantizer_.quantize(W.data(), t.rows(), t.cols(), *p.fmt, &st);
+      TensorReport& r = reports_[i];
+      r.rel_error = rel_weight_error(W, q.dequant);
+      const double err = layer_error(W.data(), q.dequant.data(), t.rows(), t.cols(), st);
+      const std::vector<float> zero(W.size(), 0.0f);
+      const double ref = layer_error(W.data(), zero.data(), t.rows(), t.cols(), st);
+      r.rel_output_error = ref > 0 ? std::sqrt(err / ref) : 0.0;
+      encoded_[i] = std::move(q.data);
+      auto buf = std::make_shared<std::vector<float>>(std::move(q.dequant));
+      TensorInfo dq = t;
+      dq.dtype = DType::F32;
+      dq.data = reinterpret_cast<const std::byte*>(buf->data());
+      dq.nbytes = buf->size() * sizeof(float);
+      model_.replace_weight(dq);
+      decoded_.push_back(buf);
+    }
+    for (size_t s = 0; s < n_seq; ++s)  // the next block sees what the quantized block outputs
+      model_.forward_layer(l, x_.data() + s * tmp.size(), len_, {});
+  }
+
+  std::shared_ptr<const ModelFile> file_;
+  const std::vector<Plan>& plans_;
+  const Quantizer& quantizer_;
+  std::vector<TensorReport>& reports_;
+  Model model_;
+  int len_ = 0, dim_ = 0, done_layers_ = 0;
+  std::vector<float> x_;  // n_seq x len x dim activations entering the next block
+  std::map<size_t, std::vector<std::byte>> encoded_;
+  std::vector<std::shared_ptr<std::vector<float>>> decoded_;  // the current block's decoded weights
+};
+
 }  // namespace
 
 QuantizeReport quantize_model(const std::string& src, const std::string& out, const QuantizeModelOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
   auto quantizer = make_quantizer(o.method, o.qopts);
-  if (o.method != "rtn")
-    fail(src, "--method", "'" + o.method + "' needs calibration statistics; this quantize pipeline runs rtn only so far");
+  const bool calibrated = !o.calib.empty();
+  if (!calibrated && (o.method != "rtn" || o.qopts.use_importance))
+    fail(src, "--method", "'" + o.method + "'" + (o.qopts.use_importance ? " with importance" : "") +
+                              " needs calibration statistics: pass --calib FILE");
   formats::make_format(o.format);  // reject a bad name before any work
+  for (const auto& ov : o.overrides) formats::make_format(ov.second);
   if (o.keep_dtype != DType::F16 && o.keep_dtype != DType::BF16 && o.keep_dtype != DType::F32)
     fail(src, "keep dtype", "expected f16, bf16 or f32");
-  for (const auto& [pat, fname] : o.overrides) formats::make_format(fname);
+  if (calibrated)
+    for (const auto& w : o.calib)
+      if (w.size() != o.calib[0].size() || w.size() < 2) fail(o.calib_source, "calibration", "windows must share one length >= 2");
 
   auto model = load_model(src);
-  if (model->format != "gguf")
-    fail(src, "source", "quantize reads GGUF sources for now (found " + model->format + ")");
+  if (model->format != "gguf") fail(src, "source", "quantize reads GGUF sources for now (found " + model->format + ")");
   for (const auto& t : model->tensors)
     if (!t.packed.empty()) fail(src, "tensor '" + t.name + "'", "is already quantized (" + t.packed + ")");
   auto gguf = io::GgufFile::open(src);
@@ -56,41 +185,77 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
   w.set_string("lowbit.quantize.method", o.method);
   w.set_string("lowbit.quantize.format", o.format);
   w.set_string("lowbit.quantize.source", src);
+  if (calibrated) {
+    w.set_string("lowbit.quantize.calib_source", o.calib_source);
+    w.set_u32("lowbit.quantize.calib_samples", static_cast<uint32_t>(o.calib.size()));
+    w.set_u32("lowbit.quantize.calib_len", static_cast<uint32_t>(o.calib[0].size()));
+  }
 
-  QuantizeReport rep;
-  rep.tensors.resize(model->tensors.size());
-  std::mutex mu;
-  size_t done = 0;
+  // Decide every tensor's fate first.
   const size_t total = model->tensors.size();
+  std::vector<Plan> plans(total);
+  QuantizeReport rep;
+  rep.tensors.resize(total);
   for (size_t i = 0; i < total; ++i) {
     const TensorInfo& t = model->tensors[i];
+    Plan& p = plans[i];
     TensorReport& r = rep.tensors[i];
     r.name = t.name;
     r.shape = t.shape;
     std::string fname = o.format;
     for (const auto& [pat, f] : o.overrides)
       if (matches(t.name, pat)) fname = f;
-    bool keep = !is_linear_weight(t) || (t.dtype != DType::F32 && t.dtype != DType::F16 && t.dtype != DType::BF16);
+    p.keep = !is_matrix_weight(t) || (t.dtype != DType::F32 && t.dtype != DType::F16 && t.dtype != DType::BF16);
     for (const auto& k : o.keep)
-      if (matches(t.name, k)) keep = true;
-    std::unique_ptr<formats::Format> fmt;
-    if (!keep) {
-      fmt = formats::make_format(fname);
-      if (t.cols() % fmt->block() != 0) {
-        keep = true;
+      if (matches(t.name, k)) p.keep = true;
+    if (!p.keep) {
+      p.fmt = formats::make_format(fname);
+      if (t.cols() % p.fmt->block() != 0) {
+        p.keep = true;
         r.note = std::to_string(t.cols()) + " columns are not a multiple of " + fname + "'s block of " +
-                 std::to_string(fmt->block());
+                 std::to_string(p.fmt->block());
       }
     }
-    if (keep) {
+    if (p.keep) {
       const bool convert = t.shape.size() == 2 && t.dtype != o.keep_dtype &&
                            (t.dtype == DType::F32 || t.dtype == DType::F16 || t.dtype == DType::BF16);
-      const DType dt = convert ? o.keep_dtype : t.dtype;
-      r.stored = std::string(dtype_name(dt));
-      r.bits_per_weight = 8.0 * dtype_info(dt).block_bytes / dtype_info(dt).block;
-      const TensorInfo* tp = &t;
-      w.add_tensor(t.name, dt, t.shape, [tp, dt, convert, &mu, &done, &o, total](const io::GgufWriter::Sink& sink) {
-        if (!convert) {
+      p.keep_dtype = convert ? o.keep_dtype : t.dtype;
+      r.stored = std::string(dtype_name(p.keep_dtype));
+      const DTypeInfo di = dtype_info(p.keep_dtype);
+      r.bits_per_weight = 8.0 * di.block_bytes / di.block;
+      continue;
+    }
+    r.stored = fname;
+    r.bits_per_weight = 8.0 * static_cast<double>(formats::row_bytes(*p.fmt, t.cols())) / static_cast<double>(t.cols());
+    std::string role;
+    p.layer = layer_of(t.name, &role);
+    if (calibrated && p.layer >= 0) p.input = input_of(role);
+    if (p.input < 0) p.layer = -1;  // quantized on its own (RTN / the method without stats)
+  }
+
+  std::unique_ptr<CalibratedRun> run;
+  if (calibrated) run = std::make_unique<CalibratedRun>(model, plans, *quantizer, o.calib, rep.tensors);
+  auto rtn = make_quantizer("rtn");
+
+  // File order: tensors outside the blocks, then block by block, so calibrated blocks are produced in order.
+  std::vector<size_t> order(total);
+  for (size_t i = 0; i < total; ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return layer_of(model->tensors[a].name, nullptr) < layer_of(model->tensors[b].name, nullptr);
+  });
+  std::mutex mu;
+  size_t done = 0;
+  auto tick = [&](const std::string& name) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (o.progress) o.progress(++done, total, name);
+  };
+  for (size_t i : order) {
+    const TensorInfo& t = model->tensors[i];
+    const Plan& p = plans[i];
+    const TensorInfo* tp = &t;
+    if (p.keep) {
+      w.add_tensor(t.name, p.keep_dtype, t.shape, [tp, &p, &tick](const io::GgufWriter::Sink& sink) {
+        if (p.keep_dtype == tp->dtype) {
           sink(tp->data, tp->nbytes);
         } else {  // row by row: widen to f32, then narrow to the kept dtype
           const ops::WeightView v = ops::view_of(*tp);
@@ -98,44 +263,37 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
           std::vector<uint16_t> half(static_cast<size_t>(v.cols));
           for (int64_t rr = 0; rr < v.rows; ++rr) {
             ops::get_row(v, rr, row.data());
-            if (dt == DType::F32) {
+            if (p.keep_dtype == DType::F32) {
               sink(row.data(), row.size() * sizeof(float));
               continue;
             }
-            for (size_t k = 0; k < row.size(); ++k) half[k] = dt == DType::F16 ? f32_to_f16(row[k]) : f32_to_bf16(row[k]);
+            for (size_t k = 0; k < row.size(); ++k)
+              half[k] = p.keep_dtype == DType::F16 ? f32_to_f16(row[k]) : f32_to_bf16(row[k]);
             sink(half.data(), half.size() * sizeof(uint16_t));
           }
         }
-        std::lock_guard<std::mutex> lock(mu);
-        if (o.progress) o.progress(++done, total, tp->name);
+        tick(tp->name);
       });
       continue;
     }
     const int64_t rows = t.rows(), cols = t.cols();
-    const size_t rb = formats::row_bytes(*fmt, cols);
-    r.stored = fname;
-    r.bits_per_weight = 8.0 * static_cast<double>(rb) / static_cast<double>(cols);
-    w.set_string(io::packed_format_key(t.name), fname);
+    const size_t rb = formats::row_bytes(*p.fmt, cols);
+    w.set_string(io::packed_format_key(t.name), p.fmt->name());
     w.set(io::packed_shape_key(t.name), io::GgufWriter::array(io::GgufType::U64, {rows, cols}));
-    // The weights are widened and quantized only when the writer asks for this tensor: one tensor resident.
-    const TensorInfo* tp = &t;
-    auto fmt_shared = std::shared_ptr<formats::Format>(std::move(fmt));
+    TensorReport* r = &rep.tensors[i];
+    const Quantizer* alone = calibrated ? rtn.get() : quantizer.get();
     w.add_tensor(t.name, DType::I8, {rows, static_cast<int64_t>(rb)},
-                 [tp, fmt_shared, rows, cols, &r, &quantizer, &mu, &done, &o, total](const io::GgufWriter::Sink& sink) {
-                   std::vector<float> W(static_cast<size_t>(rows * cols));
-                   const ops::WeightView v = ops::view_of(*tp);
-                   for (int64_t row = 0; row < rows; ++row) ops::get_row(v, row, W.data() + row * cols);
-                   QuantResult q = quantizer->quantize(W.data(), rows, cols, *fmt_shared, nullptr);
-                   double num = 0, den = 0;
-                   for (size_t k = 0; k < W.size(); ++k) {
-                     const double d = static_cast<double>(W[k]) - q.dequant[k];
-                     num += d * d;
-                     den += static_cast<double>(W[k]) * W[k];
+                 [tp, &p, i, r, alone, &run, &tick](const io::GgufWriter::Sink& sink) {
+                   if (p.layer >= 0) {
+                     std::vector<std::byte> bytes = run->take(i);
+                     sink(bytes.data(), bytes.size());
+                   } else {  // widened and quantized only now: one tensor resident
+                     std::vector<float> W = widen(*tp);
+                     QuantResult q = alone->quantize(W.data(), tp->rows(), tp->cols(), *p.fmt, nullptr);
+                     r->rel_error = rel_weight_error(W, q.dequant);
+                     sink(q.data.data(), q.data.size());
                    }
-                   r.rel_error = den > 0 ? std::sqrt(num / den) : 0.0;
-                   sink(q.data.data(), q.data.size());
-                   std::lock_guard<std::mutex> lock(mu);
-                   if (o.progress) o.progress(++done, total, tp->name);
+                   tick(tp->name);
                  });
   }
   w.write(out);

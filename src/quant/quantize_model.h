@@ -1,6 +1,10 @@
-// The model-level quantize pipeline (floor 5): source GGUF -> lowbit packed GGUF, one tensor at a time so only
-// one tensor's weights are resident. This first version runs calibration-free methods (rtn); methods that
-// need activation statistics (gptq) are refused with a clear message until the calibration pipeline lands.
+// The model-level quantize pipeline (floor 5): source GGUF -> lowbit packed GGUF, streamed.
+//  - Without calibration (rtn only): one tensor at a time, so only one tensor's weights are resident.
+//  - With calibration windows (any method; gptq needs them): GPTQ's sequential order. The windows are embedded,
+//    then for each block i: its linear layers' inputs are captured (H = 2XX^T per input), each linear is
+//    quantized, the block's weights are swapped for their decoding, and the windows run through the quantized
+//    block to give block i+1's inputs. Resident: one block's weights + the activations + one block's Hessians.
+//    Matrices outside the blocks (embeddings, output head), when quantized, use RTN.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -23,6 +27,9 @@ struct QuantizeModelOptions {
   DType keep_dtype = DType::F16;
   // Per-tensor format overrides: (pattern as for keep, format), the last match wins (e.g. {"attn_v", "int6g64a"}).
   std::vector<std::pair<std::string, std::string>> overrides;
+  // Calibration windows (token ids, each calib_len long); empty: no calibration.
+  std::vector<std::vector<int32_t>> calib;
+  std::string calib_source;  // recorded in the metadata
   // Called after each tensor: (done, total, name).
   std::function<void(size_t, size_t, const std::string&)> progress;
 };
@@ -33,6 +40,8 @@ struct TensorReport {
   std::string stored;       // format name, or the dtype kept
   double bits_per_weight = 0;
   double rel_error = 0;     // ||W - Q||_F / ||W||_F (weight space; 0 for kept tensors)
+  // With calibration: ||WX - QX||_F / ||WX||_F on the captured inputs of this linear (-1: not measured).
+  double rel_output_error = -1;
   std::string note;         // why a tensor was kept, if it was
 };
 
