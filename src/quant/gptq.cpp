@@ -51,20 +51,22 @@ class GptqQuantizer final : public Quantizer {
     const int64_t nblocks = n / gb;
     const bool static_groups = opts_.static_groups || opts_.act_order;
 
-    // Hessian, dead columns, weights in double.
-    MatD H = Eigen::Map<const MatD>(stats->H.data(), n, n);
+    // Dead columns (diag H == 0: the input is always zero): H_jj = 1, weight column zeroed. Weights in double.
+    const double* H = stats->H.data();
+    std::vector<double> hdiag(static_cast<size_t>(n));
     MatD Wd = Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(W, rows, n)
                   .cast<double>();
     for (int64_t j = 0; j < n; ++j) {
-      if (H(j, j) == 0.0) {
-        H(j, j) = 1.0;
+      hdiag[j] = H[j * n + j];
+      if (hdiag[j] == 0.0) {
+        hdiag[j] = 1.0;
         Wd.col(j).setZero();
       }
     }
     std::vector<float> importance;
     if (opts_.use_importance) {
       importance.resize(static_cast<size_t>(n));
-      for (int64_t j = 0; j < n; ++j) importance[j] = static_cast<float>(H(j, j));
+      for (int64_t j = 0; j < n; ++j) importance[j] = static_cast<float>(hdiag[j]);
     }
 
     // Each block's params: fitted up front (static groups, from the original dead-zeroed weights) or during the
@@ -85,14 +87,17 @@ class GptqQuantizer final : public Quantizer {
     std::vector<int64_t> perm(static_cast<size_t>(n));
     std::iota(perm.begin(), perm.end(), 0);
     if (opts_.act_order)
-      std::stable_sort(perm.begin(), perm.end(), [&](int64_t a, int64_t b) { return H(a, a) > H(b, b); });
+      std::stable_sort(perm.begin(), perm.end(), [&](int64_t a, int64_t b) { return hdiag[a] > hdiag[b]; });
+    // The only n x n working matrix: permuted H, factored in place into U (a layer with 11008 inputs needs ~1 GB).
     MatD Hp(n, n);
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j < n; ++j) Hp(i, j) = H(perm[i], perm[j]);
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t j = 0; j < n; ++j) Hp(i, j) = H[perm[i] * n + perm[j]];
+      Hp(i, i) = hdiag[perm[i]];
+    }
     MatD Wp(rows, n);
     for (int64_t j = 0; j < n; ++j) Wp.col(j) = Wd.col(perm[j]);
 
-    const MatD U = inverse_cholesky_upper(Hp);
+    const MatD U = inverse_cholesky_upper(std::move(Hp));
 
     // Lazy batch width: a multiple of the format block so a block's fit sees fully updated weights.
     int64_t B = std::max<int64_t>(1, opts_.block_size);
@@ -162,29 +167,40 @@ class GptqQuantizer final : public Quantizer {
     return std::span<const float>(imp.data() + k * gb, static_cast<size_t>(gb));
   }
 
-  // Upper Cholesky factor U of (H + damp I)^-1 = U^T U, with LAPACK (OpenBLAS, threaded): potrf, potri, potrf.
-  // Raises the damping if H is not numerically positive definite.
-  MatD inverse_cholesky_upper(const MatD& Hp) const {
-    const int n = static_cast<int>(Hp.rows());
-    const double mean_diag = Hp.diagonal().mean();
+  // Upper Cholesky factor U of (H + damp I)^-1 = U^T U, in place, with LAPACK (OpenBLAS, threaded):
+  // potrf, potri, potrf. The row-major buffer read as column-major is the same symmetric matrix, and LAPACK's
+  // column-major lower triangle ('L') is our row-major upper one, so potrf('L') leaves U (H = U^T U) in our upper
+  // triangle while the strict lower triangle still holds the original H -- from which a failed attempt is restored
+  // before retrying with ten times the damping.
+  MatD inverse_cholesky_upper(MatD A) const {
+    const int n = static_cast<int>(A.rows());
+    const Eigen::VectorXd diag0 = A.diagonal();
+    const double mean_diag = diag0.mean();
     double damp = opts_.percdamp * mean_diag;
-    const char uplo = 'U';
+    const char uplo = 'L';
+    auto restore_upper = [&] {
+      for (int i = 0; i < n; ++i)
+        for (int j = i + 1; j < n; ++j) A(i, j) = A(j, i);
+    };
     for (int attempt = 0; attempt < 6; ++attempt) {
-      Eigen::MatrixXd A = Hp;  // column-major for LAPACK; symmetric, so the layout change is harmless
-      A.diagonal().array() += damp;
+      A.diagonal() = diag0.array() + damp;
       int info = 0;
       dpotrf_(&uplo, &n, A.data(), &n, &info);
-      if (info == 0) dpotri_(&uplo, &n, A.data(), &n, &info);
-      if (info == 0) {
-        A.triangularView<Eigen::StrictlyLower>() = A.transpose();
-        dpotrf_(&uplo, &n, A.data(), &n, &info);
-        if (info == 0) {
-          MatD U = MatD::Zero(n, n);
-          U.triangularView<Eigen::Upper>() = A.triangularView<Eigen::Upper>();
-          return U;
-        }
+      if (info == 0) dpotri_(&uplo, &n, A.data(), &n, &info);  // upper triangle: (H + damp I)^-1
+      if (info != 0) {
+        restore_upper();
+        damp = damp > 0 ? damp * 10.0 : 1e-6 * std::max(mean_diag, 1e-30);
+        continue;
       }
-      damp = damp > 0 ? damp * 10.0 : 1e-6 * std::max(mean_diag, 1e-30);
+      for (int i = 0; i < n; ++i)
+        for (int j = i + 1; j < n; ++j) A(j, i) = A(i, j);
+      dpotrf_(&uplo, &n, A.data(), &n, &info);
+      if (info != 0)
+        fail("gptq", "H", "the inverse Hessian is not numerically positive definite (raise percdamp, now " +
+                              std::to_string(opts_.percdamp) + ")");
+      for (int i = 0; i < n; ++i)
+        for (int j = 0; j < i; ++j) A(i, j) = 0.0;
+      return A;
     }
     fail("gptq", "H", "the Hessian is not positive definite even after dampening");
   }
