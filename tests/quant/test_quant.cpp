@@ -286,7 +286,28 @@ TEST(Gptq, ActOrderEqualsBruteForceInPermutedOrder) {
 }
 
 double err_of(const std::string& method, const QuantOptions& opts, const std::vector<float>& w, int64_t rows,
-              int64_t cols, const formats::Format& fmt, const LayerStats& st, QuantResult* out = nullptr) {
+              int64_t cols, const formats::Format& fmt, const LayerStats& st, QuantResult* out = nullptr);
+
+TEST(Gptq, SingularHessianWithoutDampingRetries) {
+  // Rank-deficient H (fewer samples than columns, duplicated channels) and percdamp 0: the first factorization
+  // fails and GPTQ retries with a small damping instead of failing or producing NaNs.
+  std::mt19937 rng(11);
+  GridFormat fmt(4, 8);
+  const int64_t rows = 4, cols = 32, ns = 10;
+  auto w = randn(rng, rows * cols);
+  auto x = randn(rng, ns * cols);
+  for (int64_t s = 0; s < ns; ++s) x[s * cols + 3] = x[s * cols + 2];
+  const LayerStats st = stats_of(x, ns, cols);
+  QuantOptions opts;
+  opts.percdamp = 0.0;
+  const QuantResult res = make_quantizer("gptq", opts)->quantize(w.data(), rows, cols, fmt, &st);
+  for (float v : res.dequant) ASSERT_TRUE(std::isfinite(v));
+  EXPECT_LE(layer_error(w.data(), res.dequant.data(), rows, cols, st),
+            err_of("rtn", {}, w, rows, cols, fmt, st) * 1.0001);
+}
+
+double err_of(const std::string& method, const QuantOptions& opts, const std::vector<float>& w, int64_t rows,
+              int64_t cols, const formats::Format& fmt, const LayerStats& st, QuantResult* out) {
   QuantResult res = make_quantizer(method, opts)->quantize(w.data(), rows, cols, fmt, &st);
   const double e = layer_error(w.data(), res.dequant.data(), rows, cols, st);
   if (out) *out = std::move(res);
