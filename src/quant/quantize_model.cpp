@@ -7,6 +7,7 @@
 #include <map>
 #include <mutex>
 
+#include "core/checksum.h"
 #include "core/half.h"
 #include "formats/format.h"
 #include "io/gguf.h"
@@ -185,6 +186,8 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
   w.set_string("lowbit.quantize.method", o.method);
   w.set_string("lowbit.quantize.format", o.format);
   w.set_string("lowbit.quantize.source", src);
+  w.set_string("lowbit.quantize.source_fnv1a64",
+               hex64(fnv1a64(gguf->mapping()->data(), static_cast<size_t>(gguf->mapping()->size()))));
   if (calibrated) {
     w.set_string("lowbit.quantize.calib_source", o.calib_source);
     w.set_u32("lowbit.quantize.calib_samples", static_cast<uint32_t>(o.calib.size()));

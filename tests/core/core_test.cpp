@@ -69,3 +69,20 @@ TEST(Threads, SetAndDefault) {
 
 }  // namespace
 }  // namespace lowbit
+
+#include "core/checksum.h"
+
+namespace lowbit {
+namespace {
+
+// FNV-1a 64 published test vectors.
+TEST(Checksum, Fnv1a64KnownVectors) {
+  auto h = [](const std::string& s) { return fnv1a64(reinterpret_cast<const std::byte*>(s.data()), s.size()); };
+  EXPECT_EQ(h(""), 0xcbf29ce484222325ull);
+  EXPECT_EQ(h("a"), 0xaf63dc4c8601ec8cull);
+  EXPECT_EQ(h("foobar"), 0x85944171f73967e8ull);
+  EXPECT_EQ(hex64(0xabcull), "0000000000000abc");
+}
+
+}  // namespace
+}  // namespace lowbit

@@ -7,6 +7,7 @@
 #include <map>
 
 #include "calib/calib_data.h"
+#include "core/checksum.h"
 #include "formats/format.h"
 #include "io/gguf.h"
 #include "lowbit/error.h"
@@ -60,6 +61,11 @@ TEST(QuantizeModel, PackedTensorsEqualTheQuantizerOutput) {
   EXPECT_EQ(g->get_string("lowbit.quantize.method"), "rtn");
   EXPECT_EQ(g->get_string("lowbit.quantize.format"), "int4g32a");
   EXPECT_TRUE(g->get_string("lowbit.version").has_value());
+  {
+    auto srcg = io::GgufFile::open(src);
+    EXPECT_EQ(g->get_string("lowbit.quantize.source_fnv1a64"),
+              hex64(fnv1a64(srcg->mapping()->data(), static_cast<size_t>(srcg->mapping()->size()))));
+  }
   EXPECT_EQ(g->get_string("general.architecture"), "llama");
   fs::remove(out);
 }
