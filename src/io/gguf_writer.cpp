@@ -1,5 +1,7 @@
 #include "io/gguf_writer.h"
 
+#include "core/temp_files.h"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -260,6 +262,7 @@ void GgufWriter::write(const std::string& path, const std::function<void(size_t,
   const std::string tmp = (dir / (dest.filename().string() + ".tmp." + std::to_string(::getpid()))).string();
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) fail(path, "", "cannot create " + tmp + ": " + std::strerror(errno));
+  TempFileGuard guard(tmp);  // Ctrl-C / SIGTERM remove the partial file too
   try {
     Out o(fd, path);
     o.put("GGUF", 4);

@@ -180,6 +180,30 @@ TEST(CliErrors, QuantizeToUnwritablePath) {
   EXPECT_FALSE(fs::exists("/nonexistent_dir_lowbit/x.gguf"));
 }
 
+// Ctrl-C / SIGTERM during a long write: the temp file is removed, no output appears, the exit is by the signal.
+TEST(CliErrors, InterruptedWriteLeavesNothing) {
+  for (const char* sig : {"TERM", "INT"}) {
+    TempDir d;
+    const std::string out = d.path("big.gguf");
+    const std::string script = std::string(LOWBIT_BINARY) + " synth --arch llama-1b --layers 4 -o " + out +
+                               " 2>/dev/null & pid=$!; sleep 0.7; kill -" + sig + " $pid; wait $pid; echo $?";
+    Result r;
+    FILE* p = ::popen(("sh -c " + quote(script)).c_str(), "r");
+    char buf[256];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+    ::pclose(p);
+    SCOPED_TRACE(sig);
+    EXPECT_NE(std::atoi(r.out.c_str()), 0) << "the write finished before the signal; make the model larger";
+    size_t files = 0;
+    for (const auto& e : fs::directory_iterator(d.path(""))) {
+      ++files;
+      ADD_FAILURE() << "left behind: " << e.path();
+    }
+    EXPECT_EQ(files, 0u);
+  }
+}
+
 // ---- Bad input.
 
 TEST(CliErrors, MissingFile) { expect_clean_error(lowbit("inspect /nonexistent/model.gguf"), "/nonexistent/model.gguf"); }
