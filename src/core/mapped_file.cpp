@@ -38,6 +38,15 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
   ::close(fd);
 }
 
+void MappedFile::release(const std::byte* p, uint64_t n) const {
+  if (!data_ || p < data_ || p + n > data_ + size_ || n == 0) return;
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  // Only whole pages inside the range: neighbours may still be in use.
+  const uint64_t begin = (static_cast<uint64_t>(p - data_) + page - 1) / page * page;
+  const uint64_t end = static_cast<uint64_t>(p - data_ + n) / page * page;
+  if (end > begin) ::madvise(const_cast<std::byte*>(data_ + begin), end - begin, MADV_DONTNEED);
+}
+
 MappedFile::~MappedFile() {
   if (data_) ::munmap(const_cast<std::byte*>(data_), size_);
 }

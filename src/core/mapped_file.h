@@ -17,6 +17,9 @@ class MappedFile {
   const std::byte* data() const { return data_; }
   uint64_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  // Tells the kernel the pages of [p, p + n) are not needed now (they are re-read from the file if touched
+  // again), so streaming through a large model keeps the resident set small. Ranges outside the mapping are ignored.
+  void release(const std::byte* p, uint64_t n) const;
 
  private:
   std::string path_;

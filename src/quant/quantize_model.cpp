@@ -71,6 +71,11 @@ double rel_weight_error(const std::vector<float>& W, const std::vector<float>& Q
   return den > 0 ? std::sqrt(num / den) : 0.0;
 }
 
+// Drops a source tensor's pages from the resident set once it has been consumed (see MappedFile::release).
+void release_source(const ModelFile& m, const TensorInfo& t) {
+  for (const auto& map : m.mappings) map->release(t.data, t.nbytes);
+}
+
 // What to do with one tensor.
 struct Plan {
   bool keep = true;
@@ -140,6 +145,7 @@ class CalibratedRun {
       dq.data = reinterpret_cast<const std::byte*>(buf->data());
       dq.nbytes = buf->size() * sizeof(float);
       model_.replace_weight(dq);
+      release_source(*file_, t);
       decoded_.push_back(buf);
     }
     for (size_t s = 0; s < n_seq; ++s)  // the next block sees what the quantized block outputs
@@ -186,8 +192,16 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
   w.set_string("lowbit.quantize.method", o.method);
   w.set_string("lowbit.quantize.format", o.format);
   w.set_string("lowbit.quantize.source", src);
-  w.set_string("lowbit.quantize.source_fnv1a64",
-               hex64(fnv1a64(gguf->mapping()->data(), static_cast<size_t>(gguf->mapping()->size()))));
+  {  // checksum in 64 MiB steps, dropping each step's pages so hashing does not pull the whole file in
+    const MappedFile& mf = *gguf->mapping();
+    uint64_t h = fnv1a64(nullptr, 0);
+    for (uint64_t off = 0; off < mf.size(); off += (64ull << 20)) {
+      const uint64_t n = std::min<uint64_t>(64ull << 20, mf.size() - off);
+      h = fnv1a64(mf.data() + off, static_cast<size_t>(n), h);
+      mf.release(mf.data() + off, n);
+    }
+    w.set_string("lowbit.quantize.source_fnv1a64", hex64(h));
+  }
   if (calibrated) {
     w.set_string("lowbit.quantize.calib_source", o.calib_source);
     w.set_u32("lowbit.quantize.calib_samples", static_cast<uint32_t>(o.calib.size()));
@@ -257,7 +271,7 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
     const Plan& p = plans[i];
     const TensorInfo* tp = &t;
     if (p.keep) {
-      w.add_tensor(t.name, p.keep_dtype, t.shape, [tp, &p, &tick](const io::GgufWriter::Sink& sink) {
+      w.add_tensor(t.name, p.keep_dtype, t.shape, [tp, &p, &tick, &model](const io::GgufWriter::Sink& sink) {
         if (p.keep_dtype == tp->dtype) {
           sink(tp->data, tp->nbytes);
         } else {  // row by row: widen to f32, then narrow to the kept dtype
@@ -275,6 +289,7 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
             sink(half.data(), half.size() * sizeof(uint16_t));
           }
         }
+        if (p.layer < 0) release_source(*model, *tp);
         tick(tp->name);
       });
       continue;
@@ -286,12 +301,13 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
     TensorReport* r = &rep.tensors[i];
     const Quantizer* alone = calibrated ? rtn.get() : quantizer.get();
     w.add_tensor(t.name, DType::I8, {rows, static_cast<int64_t>(rb)},
-                 [tp, &p, i, r, alone, &run, &tick](const io::GgufWriter::Sink& sink) {
+                 [tp, &p, i, r, alone, &run, &tick, &model](const io::GgufWriter::Sink& sink) {
                    if (p.layer >= 0) {
                      std::vector<std::byte> bytes = run->take(i);
                      sink(bytes.data(), bytes.size());
                    } else {  // widened and quantized only now: one tensor resident
                      std::vector<float> W = widen(*tp);
+                     release_source(*model, *tp);
                      QuantResult q = alone->quantize(W.data(), tp->rows(), tp->cols(), *p.fmt, nullptr);
                      r->rel_error = rel_weight_error(W, q.dequant);
                      sink(q.data.data(), q.data.size());
