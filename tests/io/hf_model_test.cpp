@@ -120,14 +120,9 @@ bool same_bytes(const TensorInfo& a, const StTensor& b) {
 
 // --- The real model -------------------------------------------------------------------------------------------
 
-#ifdef LOWBIT_SHARED_DIR
 const std::string kShared = LOWBIT_SHARED_DIR;
-#endif
 
 TEST(HfModel, TinyStoriesConfig) {
-#ifndef LOWBIT_SHARED_DIR
-  GTEST_SKIP() << "LOWBIT_SHARED_DIR not set";
-#else
   const std::string dir = kShared + "/models/TinyStories-656K";
   if (!testing::fs::exists(dir)) GTEST_SKIP() << dir << " not found";
   auto m = load_model(dir);
@@ -157,13 +152,9 @@ TEST(HfModel, TinyStoriesConfig) {
   bool has_model_type = false;
   for (const auto& e : m->metadata) has_model_type |= e.key == "model_type" && e.value == "\"llama\"";
   EXPECT_TRUE(has_model_type);
-#endif
 }
 
 TEST(HfModel, TinyStoriesTensorsEqualGguf) {
-#ifndef LOWBIT_SHARED_DIR
-  GTEST_SKIP() << "LOWBIT_SHARED_DIR not set";
-#else
   const std::string dir = kShared + "/models/TinyStories-656K";
   const std::string gguf = kShared + "/models/TinyStories-656K-gguf/TinyStories-656K-f32.gguf";
   if (!testing::fs::exists(dir) || !testing::fs::exists(gguf)) GTEST_SKIP() << "TinyStories fixtures not found";
@@ -203,7 +194,6 @@ TEST(HfModel, TinyStoriesTensorsEqualGguf) {
   }
   EXPECT_EQ(checked, 1 + 1 + 2 * 7);
   EXPECT_EQ(permuted, 4);
-#endif
 }
 
 // --- Crafted models -------------------------------------------------------------------------------------------

@@ -14,9 +14,6 @@ using testing::error_of;
 using testing::TempDirTest;
 
 TEST(Llama2c, Stories260KEqualsGguf) {
-#ifndef LOWBIT_SHARED_DIR
-  GTEST_SKIP() << "LOWBIT_SHARED_DIR not set";
-#else
   const std::string dir = std::string(LOWBIT_SHARED_DIR) + "/models/stories260K";
   if (!testing::fs::exists(dir + "/stories260K.bin")) GTEST_SKIP() << dir << " not found";
   auto bin = io::load_llama2c_model(dir + "/stories260K.bin", "");
@@ -52,13 +49,9 @@ TEST(Llama2c, Stories260KEqualsGguf) {
   const TensorInfo& emb = bin->get("token_embd.weight");
   ASSERT_EQ(out.nbytes, emb.nbytes);
   EXPECT_EQ(std::memcmp(out.data, emb.data, emb.nbytes), 0);
-#endif
 }
 
 TEST(Llama2c, Stories260KWithTokenizer) {
-#ifndef LOWBIT_SHARED_DIR
-  GTEST_SKIP() << "LOWBIT_SHARED_DIR not set";
-#else
   const std::string dir = std::string(LOWBIT_SHARED_DIR) + "/models/stories260K";
   if (!testing::fs::exists(dir + "/tok512.bin")) GTEST_SKIP() << dir << " not found";
   // load_model finds tok512.bin beside the checkpoint.
@@ -67,7 +60,6 @@ TEST(Llama2c, Stories260KWithTokenizer) {
   EXPECT_EQ(m->tokenizer.tokens.size(), 512u);
   EXPECT_EQ(m->tokenizer.bos, 1);
   EXPECT_EQ(m->tokenizer.eos, 2);
-#endif
 }
 
 // A crafted checkpoint: header + count floats (value = index).
@@ -181,16 +173,12 @@ TEST_F(Llama2cCrafted, AbsurdDims) {
 }
 
 TEST_F(Llama2cCrafted, TokenizerSizeMismatch) {
-#ifndef LOWBIT_SHARED_DIR
-  GTEST_SKIP() << "LOWBIT_SHARED_DIR not set";
-#else
   const std::string tok = std::string(LOWBIT_SHARED_DIR) + "/models/stories260K/tok512.bin";
   if (!testing::fs::exists(tok)) GTEST_SKIP() << tok << " not found";
   const std::string p = write();  // vocab 10
   const std::string msg = error_of([&] { io::load_llama2c_model(p, tok); });
   EXPECT_NE(msg.find("tok512.bin"), std::string::npos) << msg;
   EXPECT_NE(msg.find("vocab"), std::string::npos) << msg;
-#endif
 }
 
 }  // namespace

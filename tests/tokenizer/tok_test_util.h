@@ -11,24 +11,18 @@
 
 #include "io/gguf.h"
 #include "lowbit/tokenizer.h"
+#include "test_util.h"
 
 namespace tok_test {
 
-inline std::string shared_dir() { return LOWBIT_SHARED_DIR; }
-inline std::string shared(const std::string& rel) { return shared_dir() + "/" + rel; }
-inline bool have(const std::string& rel) { return std::filesystem::exists(shared(rel)); }
+using lowbit::test::shared;
+using lowbit::test::shared_dir;
+inline bool have(const std::string& rel) { return lowbit::test::have_shared(rel); }
 
-#define REQUIRE_SHARED(rel)                                                                      \
-  do {                                                                                           \
-    if (!tok_test::have(rel)) GTEST_SKIP() << "shared fixture " << tok_test::shared(rel)        \
-                                           << " is absent (LOWBIT_SHARED_DIR); skipping";       \
-  } while (0)
+#define REQUIRE_SHARED(rel) LOWBIT_REQUIRE_SHARED(rel)
 
 inline std::string read_file(const std::string& path, size_t max_bytes = std::string::npos) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string s = ss.str();
+  std::string s = lowbit::test::read_file(path);
   if (s.size() > max_bytes) s.resize(max_bytes);
   return s;
 }
