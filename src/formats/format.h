@@ -2,8 +2,10 @@
 // stores them. Each format is one file with: fitting a block's parameters, rounding to the nearest
 // representable value, encode, decode (the scalar reference) and a dot product on the encoded bytes.
 //
-// Blocks run along a row (the input dimension of a linear layer): a row of n weights is n / block() blocks of
-// block_bytes() bytes each, laid out one after another.
+// Blocks run along a row (the input dimension of a linear layer): a row of n weights is ceil(n / block()) blocks
+// of block_bytes() bytes each, laid out one after another. When n is not a multiple of block() the last block is
+// partial: its missing weights are encoded as zeros with zero importance (so they do not steer the fit) and are
+// never decoded -- any row length can be stored (e.g. a 172-wide FFN with 32-weight blocks).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -44,10 +46,19 @@ class Format {
   virtual float dot(const std::byte* in, const float* x) const = 0;
 };
 
-// Row helpers built on the block calls: n must be a multiple of block().
+// Partial-block helpers: w / out hold 1..block() weights (the tail of a row); shorter spans are padded as above.
+// With a full block they are exactly fit / encode / decode / dot.
+BlockParams fit_block(const Format& f, std::span<const float> w, std::span<const float> importance);
+void encode_block(const Format& f, std::span<const float> w, const BlockParams& p, std::byte* out);
+void decode_block(const Format& f, const std::byte* in, std::span<float> out);
+float dot_block(const Format& f, const std::byte* in, std::span<const float> x);
+
+// Row helpers built on the block calls, for any row length n >= 0.
+int64_t row_blocks(const Format& f, int64_t n);  // ceil(n / block())
+size_t row_bytes(const Format& f, int64_t n);
 void encode_row(const Format& f, std::span<const float> w, std::span<const float> importance, std::byte* out);
 void decode_row(const Format& f, const std::byte* in, std::span<float> out);
-size_t row_bytes(const Format& f, int64_t n);
+float dot_row(const Format& f, const std::byte* in, std::span<const float> x);
 
 // The format named `name` ("int4g64a", "int3g128s", ...), or a clear lowbit::Error listing what exists.
 std::unique_ptr<Format> make_format(std::string_view name);

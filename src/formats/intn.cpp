@@ -228,20 +228,21 @@ void decode_row_bits(const std::byte* in, int64_t blocks, int g, bool asym, size
 
 void intn_decode_row_f32(const IntNFormat& f, const std::byte* in, int64_t n, float* out) {
   const int g = f.block();
-  if (n < 0 || n % g != 0)
-    fail("", "format", f.name() + ": row length " + std::to_string(n) + " is not a multiple of " + std::to_string(g));
+  if (n < 0) fail("", "format", f.name() + ": negative row length " + std::to_string(n));
   const int64_t blocks = n / g;
   const bool asym = f.asymmetric();
   const size_t bb = f.block_bytes();
   switch (f.bits()) {
-    case 2: return decode_row_bits<2>(in, blocks, g, asym, bb, out);
-    case 3: return decode_row_bits<3>(in, blocks, g, asym, bb, out);
-    case 4: return decode_row_bits<4>(in, blocks, g, asym, bb, out);
-    case 5: return decode_row_bits<5>(in, blocks, g, asym, bb, out);
-    case 6: return decode_row_bits<6>(in, blocks, g, asym, bb, out);
-    case 7: return decode_row_bits<7>(in, blocks, g, asym, bb, out);
-    default: return decode_row_bits<8>(in, blocks, g, asym, bb, out);
+    case 2: decode_row_bits<2>(in, blocks, g, asym, bb, out); break;
+    case 3: decode_row_bits<3>(in, blocks, g, asym, bb, out); break;
+    case 4: decode_row_bits<4>(in, blocks, g, asym, bb, out); break;
+    case 5: decode_row_bits<5>(in, blocks, g, asym, bb, out); break;
+    case 6: decode_row_bits<6>(in, blocks, g, asym, bb, out); break;
+    case 7: decode_row_bits<7>(in, blocks, g, asym, bb, out); break;
+    default: decode_row_bits<8>(in, blocks, g, asym, bb, out); break;
   }
+  if (const int64_t tail = n - blocks * g; tail > 0)  // a partial last block (see format.h)
+    decode_block(f, in + blocks * bb, std::span<float>(out + blocks * g, static_cast<size_t>(tail)));
 }
 
 std::unique_ptr<IntNFormat> make_intn_format(std::string_view name, IntNFitOptions options) {

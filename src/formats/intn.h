@@ -65,8 +65,9 @@ class IntNFormat final : public Format {
 // Parses "int{B}g{G}{s|a}"; throws lowbit::Error (one line) for anything else.
 std::unique_ptr<IntNFormat> make_intn_format(std::string_view name, IntNFitOptions options = {});
 
-// Row-level packed decode into f32 (the feed for the fp32 path): n weights (a multiple of f.block()) stored as
-// n / block() consecutive blocks at `in`, unpacked eight codes (B bytes) at a time. Same values as decode_row.
+// Row-level packed decode into f32 (the feed for the fp32 path): n weights stored as ceil(n / block())
+// consecutive blocks at `in` (the last may be partial), unpacked eight codes (B bytes) at a time. Same values as
+// decode_row.
 void intn_decode_row_f32(const IntNFormat& f, const std::byte* in, int64_t n, float* out);
 
 }  // namespace lowbit::formats

@@ -1,5 +1,7 @@
-// lowbit formats: the row helpers and the name -> Format registry.
+// lowbit formats: the partial-block and row helpers, and the name -> Format registry.
+#include <algorithm>
 #include <string>
+#include <vector>
 
 #include "formats/format.h"
 #include "formats/intn.h"
@@ -8,37 +10,95 @@
 namespace lowbit::formats {
 
 namespace {
-void check_row(const Format& f, int64_t n) {
-  if (n < 0 || n % f.block() != 0)
-    fail("", "format", f.name() + ": row length " + std::to_string(n) + " is not a multiple of the block size " +
-                           std::to_string(f.block()));
+void check_partial(const Format& f, size_t n, const char* what) {
+  if (n == 0 || n > static_cast<size_t>(f.block()))
+    fail("", "format", f.name() + ": " + what + " got " + std::to_string(n) + " weights (expected 1.." +
+                           std::to_string(f.block()) + ")");
 }
 }  // namespace
 
-size_t row_bytes(const Format& f, int64_t n) {
-  check_row(f, n);
-  return static_cast<size_t>(n / f.block()) * f.block_bytes();
-}
-
-void encode_row(const Format& f, std::span<const float> w, std::span<const float> importance, std::byte* out) {
-  const int64_t n = static_cast<int64_t>(w.size());
-  check_row(f, n);
+BlockParams fit_block(const Format& f, std::span<const float> w, std::span<const float> importance) {
+  check_partial(f, w.size(), "fit_block");
   if (!importance.empty() && importance.size() != w.size())
     fail("", "format", f.name() + ": importance has " + std::to_string(importance.size()) + " values for " +
                            std::to_string(w.size()) + " weights");
   const size_t g = static_cast<size_t>(f.block());
-  for (size_t b = 0; b < w.size() / g; ++b) {
-    auto wb = w.subspan(b * g, g);
-    auto ib = importance.empty() ? std::span<const float>() : importance.subspan(b * g, g);
-    BlockParams p = f.fit(wb, ib);
-    f.encode(wb, p, out + b * f.block_bytes());
+  if (w.size() == g) return f.fit(w, importance);
+  std::vector<float> wp(g, 0.0f), ip(g, 0.0f);  // padding: zero weight, zero importance
+  std::copy(w.begin(), w.end(), wp.begin());
+  if (importance.empty())
+    std::fill_n(ip.begin(), w.size(), 1.0f);
+  else
+    std::copy(importance.begin(), importance.end(), ip.begin());
+  return f.fit(wp, ip);
+}
+
+void encode_block(const Format& f, std::span<const float> w, const BlockParams& p, std::byte* out) {
+  check_partial(f, w.size(), "encode_block");
+  const size_t g = static_cast<size_t>(f.block());
+  if (w.size() == g) return f.encode(w, p, out);
+  std::vector<float> wp(g, 0.0f);
+  std::copy(w.begin(), w.end(), wp.begin());
+  f.encode(wp, p, out);
+}
+
+void decode_block(const Format& f, const std::byte* in, std::span<float> out) {
+  check_partial(f, out.size(), "decode_block");
+  const size_t g = static_cast<size_t>(f.block());
+  if (out.size() == g) return f.decode(in, out);
+  std::vector<float> full(g);
+  f.decode(in, full);
+  std::copy_n(full.begin(), out.size(), out.begin());
+}
+
+float dot_block(const Format& f, const std::byte* in, std::span<const float> x) {
+  check_partial(f, x.size(), "dot_block");
+  const size_t g = static_cast<size_t>(f.block());
+  if (x.size() == g) return f.dot(in, x.data());
+  std::vector<float> xp(g, 0.0f);  // the padding weights meet zero activations
+  std::copy(x.begin(), x.end(), xp.begin());
+  return f.dot(in, xp.data());
+}
+
+int64_t row_blocks(const Format& f, int64_t n) {
+  if (n < 0) fail("", "format", f.name() + ": negative row length " + std::to_string(n));
+  return (n + f.block() - 1) / f.block();
+}
+
+size_t row_bytes(const Format& f, int64_t n) { return static_cast<size_t>(row_blocks(f, n)) * f.block_bytes(); }
+
+void encode_row(const Format& f, std::span<const float> w, std::span<const float> importance, std::byte* out) {
+  if (!importance.empty() && importance.size() != w.size())
+    fail("", "format", f.name() + ": importance has " + std::to_string(importance.size()) + " values for " +
+                           std::to_string(w.size()) + " weights");
+  const size_t g = static_cast<size_t>(f.block());
+  const int64_t nb = row_blocks(f, static_cast<int64_t>(w.size()));
+  for (int64_t b = 0; b < nb; ++b) {
+    const size_t off = static_cast<size_t>(b) * g, len = std::min(g, w.size() - off);
+    auto wb = w.subspan(off, len);
+    auto ib = importance.empty() ? std::span<const float>() : importance.subspan(off, len);
+    encode_block(f, wb, fit_block(f, wb, ib), out + b * f.block_bytes());
   }
 }
 
 void decode_row(const Format& f, const std::byte* in, std::span<float> out) {
-  check_row(f, static_cast<int64_t>(out.size()));
   const size_t g = static_cast<size_t>(f.block());
-  for (size_t b = 0; b < out.size() / g; ++b) f.decode(in + b * f.block_bytes(), out.subspan(b * g, g));
+  const int64_t nb = row_blocks(f, static_cast<int64_t>(out.size()));
+  for (int64_t b = 0; b < nb; ++b) {
+    const size_t off = static_cast<size_t>(b) * g;
+    decode_block(f, in + b * f.block_bytes(), out.subspan(off, std::min(g, out.size() - off)));
+  }
+}
+
+float dot_row(const Format& f, const std::byte* in, std::span<const float> x) {
+  const size_t g = static_cast<size_t>(f.block());
+  const int64_t nb = row_blocks(f, static_cast<int64_t>(x.size()));
+  float acc = 0.0f;
+  for (int64_t b = 0; b < nb; ++b) {
+    const size_t off = static_cast<size_t>(b) * g;
+    acc += dot_block(f, in + b * f.block_bytes(), x.subspan(off, std::min(g, x.size() - off)));
+  }
+  return acc;
 }
 
 std::unique_ptr<Format> make_format(std::string_view name) { return make_intn_format(name); }

@@ -26,9 +26,6 @@ void decode_packed_tensors(ModelFile& m, const GgufFile& f) {
     if (!(rows_d >= 1 && cols_d >= 1 && rows_d < 1e9 && cols_d < 1e9))
       fail(f.path(), skey, "absurd shape for packed tensor '" + t.name + "'");
     const int64_t rows = static_cast<int64_t>(rows_d), cols = static_cast<int64_t>(cols_d);
-    if (cols % fmt->block() != 0)
-      fail(f.path(), skey, std::to_string(cols) + " columns are not a multiple of " + *fname + "'s block of " +
-                               std::to_string(fmt->block()));
     const size_t rb = formats::row_bytes(*fmt, cols);
     if (t.dtype != DType::I8 || t.shape.size() != 2 || t.shape[0] != rows || t.shape[1] != static_cast<int64_t>(rb))
       fail(f.path(), "tensor '" + t.name + "'",

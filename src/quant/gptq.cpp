@@ -48,7 +48,8 @@ class GptqQuantizer final : public Quantizer {
     if (opts_.percdamp < 0) fail("gptq", "percdamp", "must be >= 0");
     const int64_t n = cols;
     const int64_t gb = fmt.block();
-    const int64_t nblocks = n / gb;
+    const int64_t nblocks = formats::row_blocks(fmt, n);  // the last block may be partial
+    auto blen = [&](int64_t k) { return std::min(gb, n - k * gb); };
     const bool static_groups = opts_.static_groups || opts_.act_order;
 
     // Dead columns (diag H == 0: the input is always zero): H_jj = 1, weight column zeroed. Weights in double.
@@ -77,8 +78,10 @@ class GptqQuantizer final : public Quantizer {
       for (int64_t r = 0; r < rows; ++r) {
         std::vector<float> w(static_cast<size_t>(gb));
         for (int64_t k = 0; k < nblocks; ++k) {
-          for (int64_t i = 0; i < gb; ++i) w[i] = static_cast<float>(Wd(r, k * gb + i));
-          params[r * nblocks + k] = fmt.fit(w, block_importance(importance, k, gb));
+          const int64_t len = blen(k);
+          for (int64_t i = 0; i < len; ++i) w[i] = static_cast<float>(Wd(r, k * gb + i));
+          params[r * nblocks + k] = formats::fit_block(fmt, std::span<const float>(w.data(), static_cast<size_t>(len)),
+                                                       block_importance(importance, k, gb, len));
         }
       }
     }
@@ -123,9 +126,12 @@ class GptqQuantizer final : public Quantizer {
           const int idx = static_cast<int>(col % gb);
           if (!static_groups && idx == 0) {
             // (no permutation here: i == col) fit on the current weights of this block, for each row
+            const int64_t len = blen(blk);
             for (int64_t r = 0; r < nr; ++r) {
-              for (int64_t t = 0; t < gb; ++t) wblk[t] = static_cast<float>(Wc(r, i + t));
-              params[(r0 + r) * nblocks + blk] = fmt.fit(wblk, block_importance(importance, blk, gb));
+              for (int64_t t = 0; t < len; ++t) wblk[t] = static_cast<float>(Wc(r, i + t));
+              params[(r0 + r) * nblocks + blk] =
+                  formats::fit_block(fmt, std::span<const float>(wblk.data(), static_cast<size_t>(len)),
+                                     block_importance(importance, blk, gb, len));
             }
           }
           const double d = U(i, i);
@@ -152,19 +158,20 @@ class GptqQuantizer final : public Quantizer {
     for (int64_t r = 0; r < rows; ++r) {
       std::vector<float> w(static_cast<size_t>(gb));
       for (int64_t k = 0; k < nblocks; ++k) {
-        for (int64_t i = 0; i < gb; ++i) w[i] = static_cast<float>(Wpre(r, k * gb + i));
+        const auto len = static_cast<size_t>(blen(k));
+        for (size_t i = 0; i < len; ++i) w[i] = static_cast<float>(Wpre(r, k * gb + static_cast<int64_t>(i)));
         std::byte* out = res.data.data() + static_cast<size_t>(r) * res.row_bytes + static_cast<size_t>(k) * bb;
-        fmt.encode(w, params[r * nblocks + k], out);
-        fmt.decode(out, std::span<float>(res.dequant.data() + r * n + k * gb, static_cast<size_t>(gb)));
+        formats::encode_block(fmt, std::span<const float>(w.data(), len), params[r * nblocks + k], out);
+        formats::decode_block(fmt, out, std::span<float>(res.dequant.data() + r * n + k * gb, len));
       }
     }
     return res;
   }
 
  private:
-  static std::span<const float> block_importance(const std::vector<float>& imp, int64_t k, int64_t gb) {
+  static std::span<const float> block_importance(const std::vector<float>& imp, int64_t k, int64_t gb, int64_t len) {
     if (imp.empty()) return {};
-    return std::span<const float>(imp.data() + k * gb, static_cast<size_t>(gb));
+    return std::span<const float>(imp.data() + k * gb, static_cast<size_t>(len));
   }
 
   // Upper Cholesky factor U of (H + damp I)^-1 = U^T U, in place, with LAPACK (OpenBLAS, threaded):

@@ -225,14 +225,7 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
     p.keep = !is_matrix_weight(t) || (t.dtype != DType::F32 && t.dtype != DType::F16 && t.dtype != DType::BF16);
     for (const auto& k : o.keep)
       if (matches(t.name, k)) p.keep = true;
-    if (!p.keep) {
-      p.fmt = formats::make_format(fname);
-      if (t.cols() % p.fmt->block() != 0) {
-        p.keep = true;
-        r.note = std::to_string(t.cols()) + " columns are not a multiple of " + fname + "'s block of " +
-                 std::to_string(p.fmt->block());
-      }
-    }
+    if (!p.keep) p.fmt = formats::make_format(fname);
     if (p.keep) {
       const bool convert = t.shape.size() == 2 && t.dtype != o.keep_dtype &&
                            (t.dtype == DType::F32 || t.dtype == DType::F16 || t.dtype == DType::BF16);

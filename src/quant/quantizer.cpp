@@ -90,11 +90,9 @@ double layer_error(const float* W, const float* Q, int64_t rows, int64_t cols, c
 
 namespace detail {
 size_t checked_row_bytes(const formats::Format& fmt, int64_t rows, int64_t cols, const char* who) {
-  const int64_t b = fmt.block();
-  if (rows < 0 || cols <= 0 || b <= 0 || cols % b != 0)
-    fail(who, "cols", "a row of " + std::to_string(cols) + " weights is not a whole number of " + fmt.name() +
-                          " blocks of " + std::to_string(b));
-  return static_cast<size_t>(cols / b) * fmt.block_bytes();
+  if (rows < 0 || cols <= 0)
+    fail(who, "shape", "expected rows >= 0 and cols >= 1, got " + std::to_string(rows) + " x " + std::to_string(cols));
+  return formats::row_bytes(fmt, cols);
 }
 }  // namespace detail
 

@@ -43,7 +43,7 @@ struct QuantResult {
   int64_t rows = 0;
   int64_t cols = 0;
   size_t row_bytes = 0;             // bytes of one encoded row
-  std::vector<std::byte> data;      // rows * row_bytes: each row is cols / fmt.block() blocks, in order
+  std::vector<std::byte> data;      // rows * row_bytes: each row is ceil(cols / fmt.block()) blocks, in order
   std::vector<float> dequant;       // rows * cols: the decoded weights (fmt.decode of data)
 };
 
@@ -61,7 +61,7 @@ class Quantizer {
  public:
   virtual ~Quantizer() = default;
   virtual std::string name() const = 0;
-  // W: rows x cols row-major; cols must be a multiple of fmt.block(). stats may be null where the method allows
+  // W: rows x cols row-major, any cols >= 1 (a partial last block is padded; see formats/format.h). stats may be null where the method allows
   // (rtn); gptq needs it (stats->cols == cols).
   virtual QuantResult quantize(const float* W, int64_t rows, int64_t cols, const formats::Format& fmt,
                                const LayerStats* stats) const = 0;

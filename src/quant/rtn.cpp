@@ -2,6 +2,7 @@
 // each weight rounded independently.
 #include <omp.h>
 
+#include <algorithm>
 #include <span>
 
 #include "lowbit/error.h"
@@ -33,18 +34,19 @@ class RtnQuantizer final : public Quantizer {
     res.data.resize(res.row_bytes * static_cast<size_t>(rows));
     res.dequant.resize(static_cast<size_t>(rows * cols));
     const int64_t b = fmt.block();
-    const int64_t nblocks = cols / b;
+    const int64_t nblocks = formats::row_blocks(fmt, cols);
     const size_t bb = fmt.block_bytes();
 #pragma omp parallel for num_threads(lowbit::num_threads()) schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t k = 0; k < nblocks; ++k) {
-        std::span<const float> w(W + r * cols + k * b, static_cast<size_t>(b));
+        const size_t len = static_cast<size_t>(std::min(b, cols - k * b));  // the last block may be partial
+        std::span<const float> w(W + r * cols + k * b, len);
         std::span<const float> imp;
-        if (use_imp) imp = std::span<const float>(importance.data() + k * b, static_cast<size_t>(b));
-        const formats::BlockParams p = fmt.fit(w, imp);
+        if (use_imp) imp = std::span<const float>(importance.data() + k * b, len);
+        const formats::BlockParams p = formats::fit_block(fmt, w, imp);
         std::byte* out = res.data.data() + static_cast<size_t>(r) * res.row_bytes + static_cast<size_t>(k) * bb;
-        fmt.encode(w, p, out);
-        fmt.decode(out, std::span<float>(res.dequant.data() + r * cols + k * b, static_cast<size_t>(b)));
+        formats::encode_block(fmt, w, p, out);
+        formats::decode_block(fmt, out, std::span<float>(res.dequant.data() + r * cols + k * b, len));
       }
     }
     return res;

@@ -100,10 +100,55 @@ TEST(IntN, BadNamesAreOneLineErrors) {
   EXPECT_THROW(lf::IntNFormat(9, 64, true), lowbit::Error);
   EXPECT_THROW(lf::IntNFormat(4, 48, false), lowbit::Error);
   auto f = lf::make_format("int4g32s");
-  std::vector<float> w(33, 1.0f);
-  EXPECT_THROW(lf::row_bytes(*f, 33), lowbit::Error);
+  EXPECT_EQ(lf::row_bytes(*f, 33), 2 * f->block_bytes());  // a partial last block
+  EXPECT_THROW(lf::row_bytes(*f, -1), lowbit::Error);
+  std::vector<float> w(33, 1.0f), imp(5, 1.0f);
   std::vector<std::byte> buf(1024);
-  EXPECT_THROW(lf::encode_row(*f, w, {}, buf.data()), lowbit::Error);
+  EXPECT_THROW(lf::encode_row(*f, w, imp, buf.data()), lowbit::Error);  // importance of the wrong length
+  EXPECT_THROW(lf::fit_block(*f, std::span<const float>(w.data(), 0), {}), lowbit::Error);
+  EXPECT_THROW(lf::fit_block(*f, w, {}), lowbit::Error);  // 33 > one block
+}
+
+// Rows of any length: the last block is partial. For every config and several odd lengths, the decode equals
+// round(w, p) with p fitted on the block's real weights, both decoders agree bit for bit, and the partial block's
+// bytes equal those of a full block whose extra weights are zeros with zero importance (the documented padding).
+TEST(IntN, OddRowLengthsRoundTripExactly) {
+  uint32_t seed = 500;
+  for (const Cfg& c : all_cfgs()) {
+    lf::IntNFormat f(c.bits, c.group, c.asym);
+    const int g = c.group;
+    for (int n : {1, 7, g - 1, g + 1, 2 * g + 5, 172}) {
+      std::vector<float> w = gaussian(size_t(n), seed++, 0.05f);
+      const int nb = (n + g - 1) / g;
+      ASSERT_EQ(lf::row_bytes(f, n), size_t(nb) * f.block_bytes()) << f.name() << " n " << n;
+      std::vector<std::byte> enc(lf::row_bytes(f, n) + 16, std::byte{0xAB});  // guard bytes after the row
+      lf::encode_row(f, w, {}, enc.data());
+      for (size_t k = lf::row_bytes(f, n); k < enc.size(); ++k) ASSERT_EQ(enc[k], std::byte{0xAB}) << "overrun";
+      std::vector<float> deq(size_t(n) + 4, -7.0f), fast(size_t(n) + 4, -7.0f);
+      lf::decode_row(f, enc.data(), std::span<float>(deq.data(), size_t(n)));
+      lf::intn_decode_row_f32(f, enc.data(), n, fast.data());
+      for (int i = n; i < n + 4; ++i) ASSERT_EQ(deq[i], -7.0f) << "decode wrote past the row";
+      for (int i = n; i < n + 4; ++i) ASSERT_EQ(fast[i], -7.0f) << "fast decode wrote past the row";
+      // Reference for the last block: a full block padded with zeros, importance 1 on real weights, 0 on padding.
+      const int tail0 = (nb - 1) * g, tail = n - tail0;
+      std::vector<float> padded(size_t(g), 0.0f), imp(size_t(g), 0.0f);
+      for (int i = 0; i < tail; ++i) padded[i] = w[tail0 + i], imp[i] = 1.0f;
+      const lf::BlockParams p = f.fit(padded, imp);
+      std::vector<std::byte> ref(f.block_bytes());
+      f.encode(padded, p, ref.data());
+      ASSERT_EQ(0, std::memcmp(ref.data(), enc.data() + (nb - 1) * f.block_bytes(), f.block_bytes()))
+          << f.name() << " n " << n;
+      for (int i = 0; i < tail; ++i) {
+        ASSERT_EQ(bits_of(deq[tail0 + i]), bits_of(f.round(w[tail0 + i], p, i))) << f.name() << " n " << n;
+        ASSERT_EQ(bits_of(fast[tail0 + i]), bits_of(deq[tail0 + i])) << f.name() << " n " << n;
+      }
+      // dot on the bytes == dot of the decode.
+      std::vector<float> x = gaussian(size_t(n), seed++);
+      double ref_dot = 0, mag = 0;
+      for (int i = 0; i < n; ++i) ref_dot += double(deq[i]) * x[i], mag += std::abs(double(deq[i]) * x[i]);
+      EXPECT_NEAR(lf::dot_row(f, enc.data(), x), ref_dot, 1e-5 * mag + 1e-30) << f.name() << " n " << n;
+    }
+  }
 }
 
 // decode(encode(w)) == round(w, fit(w)) bit for bit; dot on the bytes matches dot on the decode; 3-block rows.
@@ -326,5 +371,5 @@ TEST(IntN, BadInputsToFitAndEncode) {
   EXPECT_THROW(f.fit(w, {}), lowbit::Error);
   std::vector<float> out(64);
   std::vector<std::byte> buf(f.block_bytes() * 2);
-  EXPECT_THROW(lf::intn_decode_row_f32(f, buf.data(), 33, out.data()), lowbit::Error);
+  EXPECT_THROW(lf::intn_decode_row_f32(f, buf.data(), -1, out.data()), lowbit::Error);
 }

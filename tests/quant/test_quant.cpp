@@ -111,9 +111,9 @@ std::vector<double> obq_reference_row(const formats::Format& fmt, std::vector<do
   formats::BlockParams p;
   const int64_t g = fmt.block();
   for (int64_t j = 0; j < n; ++j) {
-    if (j % g == 0) {
-      std::vector<float> blk(static_cast<size_t>(g));
-      for (int64_t t = 0; t < g; ++t) blk[t] = static_cast<float>(w[j + t]);
+    if (j % g == 0) {  // a partial last block is fitted on its own weights (GridFormat::fit takes any length)
+      std::vector<float> blk(static_cast<size_t>(std::min(g, n - j)));
+      for (size_t t = 0; t < blk.size(); ++t) blk[t] = static_cast<float>(w[j + static_cast<int64_t>(t)]);
       p = fmt.fit(blk, {});
     }
     q[j] = fmt.round(static_cast<float>(w[j]), p, static_cast<int>(j % g));
@@ -137,9 +137,9 @@ std::vector<double> obq_reference_row_ordered(const formats::Format& fmt, std::v
     }
   H.diagonal().array() += percdamp * H.diagonal().mean();
   std::vector<formats::BlockParams> params;
-  for (int64_t k = 0; k < n / g; ++k) {
-    std::vector<float> blk(static_cast<size_t>(g));
-    for (int64_t t = 0; t < g; ++t) blk[t] = static_cast<float>(w[k * g + t]);
+  for (int64_t k = 0; k * g < n; ++k) {
+    std::vector<float> blk(static_cast<size_t>(std::min(g, n - k * g)));
+    for (size_t t = 0; t < blk.size(); ++t) blk[t] = static_cast<float>(w[k * g + static_cast<int64_t>(t)]);
     params.push_back(fmt.fit(blk, {}));
   }
   std::vector<double> q(static_cast<size_t>(n));
@@ -185,7 +185,9 @@ TEST(Registry, NamesAndErrors) {
   EXPECT_THROW(make_quantizer("awq-nope"), lowbit::Error);
   GridFormat fmt(4, 8);
   std::vector<float> w(2 * 12, 0.5f);
-  EXPECT_THROW(make_quantizer("rtn")->quantize(w.data(), 2, 12, fmt, nullptr), lowbit::Error);  // 12 % 8 != 0
+  // 12 weights per row: one full block of 8 and a partial one of 4.
+  EXPECT_EQ(make_quantizer("rtn")->quantize(w.data(), 2, 12, fmt, nullptr).row_bytes, 2 * fmt.block_bytes());
+  EXPECT_THROW(make_quantizer("rtn")->quantize(w.data(), 2, 0, fmt, nullptr), lowbit::Error);
   std::vector<float> w16(2 * 16, 0.5f);
   EXPECT_THROW(make_quantizer("gptq")->quantize(w16.data(), 2, 16, fmt, nullptr), lowbit::Error);  // no stats
 }
@@ -203,6 +205,22 @@ TEST(Rtn, EqualsPerBlockFitAndRound) {
       std::span<const float> blk(w.data() + r * cols + k * 8, 8);
       const auto p = fmt.fit(blk, {});
       for (int i = 0; i < 8; ++i) EXPECT_EQ(res.dequant[r * cols + k * 8 + i], fmt.round(blk[i], p, i));
+    }
+}
+
+TEST(Rtn, PartialLastBlockIsFittedOnItsOwnWeights) {
+  std::mt19937 rng(3);
+  GridFormat fmt(3, 8);
+  const int64_t rows = 4, cols = 19;  // 8 + 8 + 3
+  auto w = randn(rng, rows * cols);
+  const QuantResult res = make_quantizer("rtn")->quantize(w.data(), rows, cols, fmt, nullptr);
+  ASSERT_EQ(res.row_bytes, 3 * fmt.block_bytes());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k * 8 < cols; ++k) {
+      const int64_t len = std::min<int64_t>(8, cols - k * 8);
+      std::span<const float> blk(w.data() + r * cols + k * 8, static_cast<size_t>(len));
+      const auto p = fmt.fit(blk, {});
+      for (int i = 0; i < len; ++i) EXPECT_EQ(res.dequant[r * cols + k * 8 + i], fmt.round(blk[i], p, i));
     }
 }
 
@@ -235,6 +253,10 @@ TEST(Gptq, EqualsBruteForceObq) {
   }
   expect_gptq_matches_obq(GridFormat(3, 8), 100, 5, 16, 4, 0);   // batch rounded up to the format block
   expect_gptq_matches_obq(GridFormat(3, 8), 101, 4, 8, 128, 0);  // one batch
+  // Rows that end in a partial block (13 = 3 x 4 + 1, 21 = 2 x 8 + 5).
+  expect_gptq_matches_obq(GridFormat(3, 4), 102, 5, 13, 4, 0);
+  expect_gptq_matches_obq(GridFormat(3, 8), 103, 4, 21, 8, 1);
+  expect_gptq_matches_obq(GridFormat(3, 8), 104, 3, 21, 128, 0);
 }
 
 TEST(Gptq, DeadColumnsMatchBruteForceAndAreZero) {
@@ -258,7 +280,7 @@ TEST(Gptq, ActOrderEqualsBruteForceInPermutedOrder) {
   for (uint32_t seed = 40; seed < 46; ++seed) {
     std::mt19937 rng(seed);
     GridFormat fmt(3, 4);
-    const int64_t rows = 3 + seed % 4, cols = 16, ns = 48;
+    const int64_t rows = 3 + seed % 4, cols = seed >= 44 ? 14 : 16, ns = 48;  // 14: a partial last block
     auto w = randn(rng, static_cast<size_t>(rows * cols));
     auto x = correlated_x(rng, ns, cols, 3, 4.0f);
     if (seed % 2)
