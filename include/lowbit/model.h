@@ -12,6 +12,10 @@
 
 namespace lowbit {
 
+// Inverse frequencies theta_i of the rotary embedding (rope_dim / 2 values) with the config's scaling applied
+// ("freq_factors" reads the file's rope_freqs.weight).
+std::vector<float> rope_inv_freq(const ModelConfig& c, const ModelFile& f);
+
 // Which linear layers read a captured input: Attention feeds attn_q/k/v, AttentionOutput feeds attn_output,
 // Ffn feeds ffn_gate/ffn_up, FfnDown feeds ffn_down.
 enum class LinearInput { Attention, AttentionOutput, Ffn, FfnDown };

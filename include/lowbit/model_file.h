@@ -73,7 +73,7 @@ struct TensorInfo {
 struct TokenizerSpec {
   // "llama"  : SentencePiece-style BPE on scores with byte fallback (GGUF llama vocab, llama2.c tokenizer.bin)
   // "gpt2"   : byte-level BPE on merges with a pre-tokenizer regex (GGUF gpt2 vocab)
-  // "hf-json": a Hugging Face tokenizer.json (parsed by the tokenizer module from json_path)
+  // "hf-json": a Hugging Face tokenizer.json (parsed by the tokenizer module from json_path or json_text)
   // "none"   : the model has no tokenizer
   std::string model = "none";
   std::string pre;                 // GGUF tokenizer.ggml.pre ("default", "llama3", "qwen2", ...)
@@ -85,7 +85,8 @@ struct TokenizerSpec {
   bool add_bos = true;
   bool add_eos = false;
   bool add_space_prefix = true;    // SPM: prepend "▁" to the text
-  std::string json_path;           // hf-json only
+  std::string json_path;           // hf-json: the tokenizer.json file, or
+  std::string json_text;           // hf-json: its text, when embedded in a GGUF (tokenizer.huggingface.json)
   std::string source;              // the file the tokenizer came from (for messages)
 };
 

@@ -13,14 +13,43 @@ TokenizerSpec tokenizer_spec_from_gguf(const GgufFile& f) {
   TokenizerSpec t;
   t.source = f.path();
   auto model = f.get_string("tokenizer.ggml.model");
-  if (!model) return t;  // model "none"
-  t.model = *model;
+  if (!model) {
+    // A Hugging Face tokenizer.json embedded whole (lowbit writes this for models quantized from a HF directory).
+    auto hf = f.get_string("tokenizer.huggingface.json");
+    if (!hf) return t;  // model "none"
+    t.model = "hf-json";
+    t.json_text = *hf;
+    t.add_space_prefix = false;
+    if (const auto* tokens = f.get_strings("tokenizer.ggml.tokens")) t.tokens = *tokens;
+    if (auto types = f.get_numbers("tokenizer.ggml.token_type"))
+      for (double v : *types) t.types.push_back(static_cast<int32_t>(v));
+    if (!t.types.empty() && t.types.size() != t.tokens.size())
+      fail(f.path(), "tokenizer.ggml.token_type",
+           std::to_string(t.types.size()) + " types for " + std::to_string(t.tokens.size()) + " tokens");
+    model = "hf-json";
+  } else {
+    t.model = *model;
+  }
   if (t.model == "no_vocab" || t.model == "none") {
     t.model = "none";
     return t;
   }
-  if (t.model != "llama" && t.model != "gpt2")
+  if (t.model != "llama" && t.model != "gpt2" && t.model != "hf-json")
     fail(f.path(), "tokenizer.ggml.model", "unsupported tokenizer model \"" + t.model + "\" (expected llama or gpt2)");
+  if (t.model == "hf-json") {
+    const size_t n = t.tokens.size();
+    auto id = [&](const char* key) -> int32_t {
+      auto x = f.get_int(key);
+      return x && *x >= 0 && static_cast<uint64_t>(*x) < n ? static_cast<int32_t>(*x) : -1;
+    };
+    t.bos = id("tokenizer.ggml.bos_token_id");
+    t.eos = id("tokenizer.ggml.eos_token_id");
+    t.unk = id("tokenizer.ggml.unknown_token_id");
+    t.pad = id("tokenizer.ggml.padding_token_id");
+    t.add_bos = f.get_bool("tokenizer.ggml.add_bos_token").value_or(false);
+    t.add_eos = f.get_bool("tokenizer.ggml.add_eos_token").value_or(false);
+    return t;
+  }
   t.pre = f.get_string("tokenizer.ggml.pre").value_or("default");
   const auto* tokens = f.get_strings("tokenizer.ggml.tokens");
   if (!tokens || tokens->empty()) fail(f.path(), "tokenizer.ggml.tokens", "missing or empty token list");

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/half.h"
+#include "io/gguf_metadata.h"
 #include "io/gguf_writer.h"
 #include "lowbit/error.h"
 
@@ -101,39 +102,35 @@ SynthResult write_synth_model(const SynthOptions& o) {
   const int head_dim = a.dim / a.n_heads;
   const int64_t q_dim = static_cast<int64_t>(a.n_heads) * head_dim, kv_dim = static_cast<int64_t>(a.n_kv_heads) * head_dim;
 
-  GgufWriter w;
-  const std::string p = a.gguf_arch + ".";
-  w.set_string("general.architecture", a.gguf_arch);
-  w.set_string("general.name", "lowbit-synth-" + a.name);
-  w.set_u32("general.file_type", o.dtype == DType::F32 ? 0 : o.dtype == DType::F16 ? 1 : 32);  // llama_ftype
-  w.set_u32(p + "context_length", static_cast<uint32_t>(a.context));
-  w.set_u32(p + "embedding_length", static_cast<uint32_t>(a.dim));
-  w.set_u32(p + "block_count", static_cast<uint32_t>(a.n_layers));
-  w.set_u32(p + "feed_forward_length", static_cast<uint32_t>(a.ffn_dim));
-  w.set_u32(p + "rope.dimension_count", static_cast<uint32_t>(head_dim));
-  w.set_u32(p + "attention.head_count", static_cast<uint32_t>(a.n_heads));
-  w.set_u32(p + "attention.head_count_kv", static_cast<uint32_t>(a.n_kv_heads));
-  w.set_f32(p + "attention.layer_norm_rms_epsilon", a.norm_eps);
-  w.set_f32(p + "rope.freq_base", a.rope_theta);
-  w.set_u32(p + "vocab_size", static_cast<uint32_t>(a.n_vocab));
+  ModelConfig c;
+  c.arch = a.gguf_arch;
+  c.name = "lowbit-synth-" + a.name;
+  c.context_length = a.context;
+  c.dim = a.dim;
+  c.n_layers = a.n_layers;
+  c.ffn_dim = a.ffn_dim;
+  c.n_heads = a.n_heads;
+  c.n_kv_heads = a.n_kv_heads;
+  c.head_dim = c.rope_dim = head_dim;
+  c.norm_eps = a.norm_eps;
+  c.rope_theta = a.rope_theta;
+  c.n_vocab = a.n_vocab;
+  TokenizerSpec t;  // a SentencePiece-style vocabulary: <unk>, <s>, </s>, 256 byte tokens, then scored pieces
+  t.model = "llama";
+  t.pre = "default";
+  t.tokens = synth_vocab(a.n_vocab);
+  t.scores.assign(t.tokens.size(), 0.0f);
+  t.types.assign(t.tokens.size(), 1);
+  t.types[0] = 2;
+  t.types[1] = t.types[2] = 3;
+  for (int i = 3; i < 259; ++i) t.types[static_cast<size_t>(i)] = 6;
+  for (size_t i = 259; i < t.tokens.size(); ++i) t.scores[i] = -static_cast<float>(i - 259);
+  t.bos = 1, t.eos = 2, t.unk = 0;
 
-  const std::vector<std::string> tokens = synth_vocab(a.n_vocab);
-  std::vector<float> scores(tokens.size(), 0.0f);
-  std::vector<int32_t> types(tokens.size(), 1);
-  types[0] = 2;
-  types[1] = types[2] = 3;
-  for (int i = 3; i < 259; ++i) types[static_cast<size_t>(i)] = 6;
-  for (size_t i = 259; i < tokens.size(); ++i) scores[i] = -static_cast<float>(i - 259);
-  w.set_string("tokenizer.ggml.model", "llama");
-  w.set_string("tokenizer.ggml.pre", "default");
-  w.set_strings("tokenizer.ggml.tokens", tokens);
-  w.set_f32s("tokenizer.ggml.scores", scores);
-  w.set_i32s("tokenizer.ggml.token_type", types);
-  w.set_u32("tokenizer.ggml.bos_token_id", 1);
-  w.set_u32("tokenizer.ggml.eos_token_id", 2);
-  w.set_u32("tokenizer.ggml.unknown_token_id", 0);
-  w.set_bool("tokenizer.ggml.add_bos_token", true);
-  w.set_bool("tokenizer.ggml.add_eos_token", false);
+  GgufWriter w;
+  set_config_metadata(w, c);
+  w.set_u32("general.file_type", o.dtype == DType::F32 ? 0 : o.dtype == DType::F16 ? 1 : 32);  // llama_ftype
+  set_tokenizer_metadata(w, t);
   w.set_u64("lowbit.synth.seed", o.seed);
   w.set_string("lowbit.synth.arch", a.name);
   w.set_u32("lowbit.synth.layers", static_cast<uint32_t>(a.n_layers));

@@ -32,7 +32,8 @@ std::vector<float> to_f32(const TensorInfo& t) {
   return out;
 }
 
-// Inverse frequencies of the rotary embedding, with the model's scaling applied.
+}  // namespace
+
 std::vector<float> rope_inv_freq(const ModelConfig& c, const ModelFile& f) {
   const int half = c.rope_dim / 2;
   std::vector<float> inv(half);
@@ -60,6 +61,8 @@ std::vector<float> rope_inv_freq(const ModelConfig& c, const ModelFile& f) {
   }
   return inv;
 }
+
+namespace {
 
 struct Layer {
   std::vector<float> attn_norm, ffn_norm, bq, bk, bv;

@@ -4,6 +4,7 @@
 #include <array>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <mutex>
 
@@ -11,6 +12,7 @@
 #include "core/half.h"
 #include "formats/format.h"
 #include "io/gguf.h"
+#include "io/gguf_metadata.h"
 #include "io/gguf_writer.h"
 #include "io/packed.h"
 #include "lowbit/error.h"
@@ -76,6 +78,27 @@ void release_source(const ModelFile& m, const TensorInfo& t) {
   for (const auto& map : m.mappings) map->release(t.data, t.nbytes);
 }
 
+// Output row r of a Q/K projection comes from source row perm[r]: RoPE's pairing is baked into the row order.
+// HalfSplit pairs (i, i + d/2) of each head, Interleaved (2i, 2i + 1); rows past rope_dim are not rotated.
+std::vector<int64_t> rope_row_perm(int n_heads, int head_dim, int rope_dim, RopeStyle from, RopeStyle to) {
+  std::vector<int64_t> perm(static_cast<size_t>(n_heads) * head_dim);
+  for (int64_t k = 0; k < static_cast<int64_t>(perm.size()); ++k) perm[k] = k;
+  if (from == to) return perm;
+  const int half = rope_dim / 2;
+  for (int h = 0; h < n_heads; ++h) {
+    const int64_t b = static_cast<int64_t>(h) * head_dim;
+    for (int i = 0; i < half; ++i) {
+      const int64_t inter0 = b + 2 * i, inter1 = b + 2 * i + 1, split0 = b + i, split1 = b + i + half;
+      if (to == RopeStyle::Interleaved) {
+        perm[inter0] = split0, perm[inter1] = split1;
+      } else {
+        perm[split0] = inter0, perm[split1] = inter1;
+      }
+    }
+  }
+  return perm;
+}
+
 // What to do with one tensor.
 struct Plan {
   bool keep = true;
@@ -83,6 +106,7 @@ struct Plan {
   std::shared_ptr<formats::Format> fmt;
   int layer = -1;
   int input = -1;  // LinearInput of a block linear quantized with calibration
+  const std::vector<int64_t>* perm = nullptr;  // output row order (Q/K rows re-paired for the output's RoPE)
 };
 
 // Layer-by-layer calibrated quantization: produces each block's encoded tensors when the writer first asks.
@@ -181,25 +205,43 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
       if (w.size() != o.calib[0].size() || w.size() < 2) fail(o.calib_source, "calibration", "windows must share one length >= 2");
 
   auto model = load_model(src);
-  if (model->format != "gguf") fail(src, "source", "quantize reads GGUF sources for now (found " + model->format + ")");
   for (const auto& t : model->tensors)
     if (!t.packed.empty()) fail(src, "tensor '" + t.name + "'", "is already quantized (" + t.packed + ")");
-  auto gguf = io::GgufFile::open(src);
+  const ModelConfig& cfg = model->config;
 
   io::GgufWriter w;
-  for (const auto& [key, value] : gguf->kv()) w.set(key, value);
+  std::vector<int64_t> q_perm, k_perm;  // empty: rows stay in source order
+  std::vector<float> rope_factors;      // llama3 scaling from a HF config, written as rope_freqs.weight
+  if (model->format == "gguf") {  // every key carries over
+    auto gguf = io::GgufFile::open(src);
+    for (const auto& [key, value] : gguf->kv()) w.set(key, value);
+  } else {  // HF directory or llama2.c checkpoint: written as the equivalent GGUF
+    io::set_config_metadata(w, cfg);
+    io::set_tokenizer_metadata(w, model->tokenizer);
+    const RopeStyle out_style = io::gguf_rope_style(io::gguf_arch_of(cfg));
+    if (cfg.rope_style != out_style) {
+      q_perm = rope_row_perm(cfg.n_heads, cfg.head_dim, cfg.rope_dim, cfg.rope_style, out_style);
+      k_perm = rope_row_perm(cfg.n_kv_heads, cfg.head_dim, cfg.rope_dim, cfg.rope_style, out_style);
+    }
+    if (cfg.rope_scaling.type == "llama3") {
+      ModelConfig plain = cfg;
+      plain.rope_scaling = RopeScaling{};
+      const std::vector<float> base = rope_inv_freq(plain, *model), scaled = rope_inv_freq(cfg, *model);
+      for (size_t i = 0; i < base.size(); ++i) rope_factors.push_back(base[i] / scaled[i]);
+    }
+  }
   w.set_string("lowbit.version", LOWBIT_VERSION);
   w.set_string("lowbit.quantize.method", o.method);
   w.set_string("lowbit.quantize.format", o.format);
   w.set_string("lowbit.quantize.source", src);
-  {  // checksum in 64 MiB steps, dropping each step's pages so hashing does not pull the whole file in
-    const MappedFile& mf = *gguf->mapping();
+  {  // checksum of the weight files in 64 MiB steps, dropping each step's pages so hashing does not pull them in
     uint64_t h = fnv1a64(nullptr, 0);
-    for (uint64_t off = 0; off < mf.size(); off += (64ull << 20)) {
-      const uint64_t n = std::min<uint64_t>(64ull << 20, mf.size() - off);
-      h = fnv1a64(mf.data() + off, static_cast<size_t>(n), h);
-      mf.release(mf.data() + off, n);
-    }
+    for (const auto& mf : model->mappings)
+      for (uint64_t off = 0; off < mf->size(); off += (64ull << 20)) {
+        const uint64_t n = std::min<uint64_t>(64ull << 20, mf->size() - off);
+        h = fnv1a64(mf->data() + off, static_cast<size_t>(n), h);
+        mf->release(mf->data() + off, n);
+      }
     w.set_string("lowbit.quantize.source_fnv1a64", hex64(h));
   }
   if (calibrated) {
@@ -219,6 +261,18 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
     TensorReport& r = rep.tensors[i];
     r.name = t.name;
     r.shape = t.shape;
+    if (!q_perm.empty()) {  // Q/K weights and biases of every block
+      int l = -1;
+      char role[64] = {0}, kind[16] = {0};
+      if (std::sscanf(t.name.c_str(), "blk.%d.%63[a-z_].%15s", &l, role, kind) == 3 &&
+          (std::strcmp(kind, "weight") == 0 || std::strcmp(kind, "bias") == 0)) {
+        if (std::strcmp(role, "attn_q") == 0) p.perm = &q_perm;
+        if (std::strcmp(role, "attn_k") == 0) p.perm = &k_perm;
+      }
+    }
+    if (p.perm && static_cast<int64_t>(p.perm->size()) != (t.shape.size() == 1 ? t.numel() : t.rows()))
+      fail(src, "tensor '" + t.name + "'", t.shape_str() + " does not match the config's heads x head_dim (" +
+                                               std::to_string(p.perm->size()) + " rows)");
     std::string fname = o.format;
     for (const auto& [pat, f] : o.overrides)
       if (matches(t.name, pat)) fname = f;
@@ -259,20 +313,33 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
     std::lock_guard<std::mutex> lock(mu);
     if (o.progress) o.progress(++done, total, name);
   };
+  if (!rope_factors.empty()) {
+    std::vector<std::byte> bytes(rope_factors.size() * sizeof(float));
+    std::memcpy(bytes.data(), rope_factors.data(), bytes.size());
+    w.add_tensor("rope_freqs.weight", DType::F32, {static_cast<int64_t>(rope_factors.size())}, std::move(bytes));
+  }
   for (size_t i : order) {
     const TensorInfo& t = model->tensors[i];
     const Plan& p = plans[i];
     const TensorInfo* tp = &t;
     if (p.keep) {
       w.add_tensor(t.name, p.keep_dtype, t.shape, [tp, &p, &tick, &model](const io::GgufWriter::Sink& sink) {
-        if (p.keep_dtype == tp->dtype) {
+        if (p.keep_dtype == tp->dtype && p.perm == nullptr) {
           sink(tp->data, tp->nbytes);
-        } else {  // row by row: widen to f32, then narrow to the kept dtype
+        } else if (tp->shape.size() == 1) {  // a Q/K bias: elements re-paired like the rows
+          const size_t e = dtype_info(tp->dtype).block_bytes;
+          for (int64_t k : *p.perm) sink(tp->data + static_cast<size_t>(k) * e, e);
+        } else {  // row by row (in output order): widen to f32, then narrow to the kept dtype
           const ops::WeightView v = ops::view_of(*tp);
           std::vector<float> row(static_cast<size_t>(v.cols));
           std::vector<uint16_t> half(static_cast<size_t>(v.cols));
           for (int64_t rr = 0; rr < v.rows; ++rr) {
-            ops::get_row(v, rr, row.data());
+            const int64_t src_row = p.perm ? (*p.perm)[static_cast<size_t>(rr)] : rr;
+            if (p.keep_dtype == tp->dtype) {
+              sink(v.data + static_cast<size_t>(src_row) * v.row_bytes, tp->nbytes / static_cast<uint64_t>(v.rows));
+              continue;
+            }
+            ops::get_row(v, src_row, row.data());
             if (p.keep_dtype == DType::F32) {
               sink(row.data(), row.size() * sizeof(float));
               continue;
@@ -294,16 +361,21 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
     TensorReport* r = &rep.tensors[i];
     const Quantizer* alone = calibrated ? rtn.get() : quantizer.get();
     w.add_tensor(t.name, DType::I8, {rows, static_cast<int64_t>(rb)},
-                 [tp, &p, i, r, alone, &run, &tick, &model](const io::GgufWriter::Sink& sink) {
+                 [tp, &p, i, r, rb, alone, &run, &tick, &model](const io::GgufWriter::Sink& sink) {
+                   std::vector<std::byte> bytes;
                    if (p.layer >= 0) {
-                     std::vector<std::byte> bytes = run->take(i);
-                     sink(bytes.data(), bytes.size());
+                     bytes = run->take(i);
                    } else {  // widened and quantized only now: one tensor resident
                      std::vector<float> W = widen(*tp);
                      release_source(*model, *tp);
                      QuantResult q = alone->quantize(W.data(), tp->rows(), tp->cols(), *p.fmt, nullptr);
                      r->rel_error = rel_weight_error(W, q.dequant);
-                     sink(q.data.data(), q.data.size());
+                     bytes = std::move(q.data);
+                   }
+                   if (p.perm == nullptr) {
+                     sink(bytes.data(), bytes.size());
+                   } else {  // rows are independent (blocks run along a row): re-pairing moves whole rows
+                     for (int64_t k : *p.perm) sink(bytes.data() + static_cast<size_t>(k) * rb, rb);
                    }
                    tick(tp->name);
                  });

@@ -53,7 +53,10 @@ struct QuantizeReport {
   double seconds = 0;
 };
 
-// Quantizes src (a GGUF model with f32/f16/bf16 tensors) into out, atomically. Throws lowbit::Error.
+// Quantizes src (any model load_model opens -- GGUF, Hugging Face directory, llama2.c -- with f32/f16/bf16
+// tensors) into out, atomically. Non-GGUF sources are written as the equivalent GGUF: llama.cpp metadata keys,
+// the tokenizer (a tokenizer.json embedded whole), Q/K rows re-paired for the GGUF arch's RoPE style and
+// llama3 rope scaling as rope_freqs.weight. Throws lowbit::Error.
 QuantizeReport quantize_model(const std::string& src, const std::string& out, const QuantizeModelOptions& o);
 
 }  // namespace lowbit::quant

@@ -273,11 +273,10 @@ void parse_post(const Ctx& c, const json& j, const std::string& path, HfDesc& d,
   }
 }
 
-HfDesc parse_tokenizer_json(const std::string& path) {
+HfDesc parse_tokenizer_json_value(const json& j, const std::string& path) {
   HfDesc d;
   d.path = path;
   Ctx c{path};
-  json j = read_json_file(path);
   if (!j.is_object()) c.bad("", "expected a JSON object at the top level");
   if (!j.contains("model")) c.bad("model", "missing (not a Hugging Face tokenizer.json)");
   const json& m = j.at("model");
@@ -681,7 +680,15 @@ class HfTokenizer final : public BaseTokenizer {
 
 }  // namespace
 
+HfDesc parse_tokenizer_json(const std::string& path) { return parse_tokenizer_json_value(read_json_file(path), path); }
+
 std::unique_ptr<Tokenizer> make_hf_tokenizer(const TokenizerSpec& spec) {
+  if (!spec.json_text.empty()) {  // embedded in a GGUF (tokenizer.huggingface.json)
+    const std::string where = spec.source + ": tokenizer.huggingface.json";
+    json j = json::parse(spec.json_text, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded()) fail(spec.source, "tokenizer.huggingface.json", "not valid JSON");
+    return std::make_unique<HfTokenizer>(parse_tokenizer_json_value(j, where), spec);
+  }
   if (spec.json_path.empty()) fail(spec.source, "tokenizer", "hf-json tokenizer without a tokenizer.json path");
   return std::make_unique<HfTokenizer>(parse_tokenizer_json(spec.json_path), spec);
 }

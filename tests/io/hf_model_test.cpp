@@ -7,6 +7,7 @@
 
 #include "io/loaders.h"
 #include "io/safetensors.h"
+#include "io/hf_testing.h"
 #include "io_testing.h"
 #include "lowbit/model_file.h"
 
@@ -18,99 +19,10 @@ using testing::error_of;
 using testing::TempDirTest;
 using testing::write_file;
 
-struct StTensor {
-  std::string name, dtype;
-  std::vector<int64_t> shape;
-  std::vector<uint8_t> bytes;
-};
-
-// A safetensors file (header padded to 8 bytes like the reference writer); `mutate` may edit the header JSON.
-std::vector<uint8_t> make_safetensors(const std::vector<StTensor>& ts, const std::function<void(json&)>& mutate = {},
-                                      bool pad = true) {
-  json h = json::object();
-  h["__metadata__"] = {{"format", "pt"}};
-  uint64_t off = 0;
-  std::vector<uint8_t> data;
-  for (const auto& t : ts) {
-    h[t.name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {off, off + t.bytes.size()}}};
-    data.insert(data.end(), t.bytes.begin(), t.bytes.end());
-    off += t.bytes.size();
-  }
-  if (mutate) mutate(h);
-  std::string hs = h.dump();
-  while (pad && (8 + hs.size()) % 8) hs += ' ';
-  if (!pad && hs.size() % 2 == 0) hs += ' ';  // odd: every tensor lands misaligned
-  testing::Bytes b;
-  b.u64(hs.size()).raw(hs);
-  b.b.insert(b.b.end(), data.begin(), data.end());
-  return b.b;
-}
-
-std::vector<uint8_t> pattern_bytes(size_t n, uint32_t seed) {
-  std::vector<uint8_t> v(n);
-  uint32_t x = seed * 2654435761u + 1;
-  for (auto& c : v) {
-    x = x * 1103515245u + 12345u;
-    c = static_cast<uint8_t>(x >> 16);
-  }
-  return v;
-}
-
-// A small llama-shaped HF model: dim 16, 2 layers, 4 heads, 2 kv heads, ffn 24, vocab 40.
-struct SmallHf {
-  json config = {{"architectures", {"LlamaForCausalLM"}},
-                 {"model_type", "llama"},
-                 {"hidden_size", 16},
-                 {"num_hidden_layers", 2},
-                 {"num_attention_heads", 4},
-                 {"num_key_value_heads", 2},
-                 {"intermediate_size", 24},
-                 {"vocab_size", 40},
-                 {"rms_norm_eps", 1e-5},
-                 {"rope_theta", 500000.0},
-                 {"max_position_embeddings", 128},
-                 {"tie_word_embeddings", false},
-                 {"bos_token_id", 1},
-                 {"eos_token_id", 2}};
-  std::string dtype = "F32";
-  bool biases = false;
-
-  std::vector<StTensor> tensors() const {
-    const size_t es = dtype == "F32" ? 4 : 2;
-    std::vector<StTensor> ts;
-    uint32_t seed = 0;
-    auto add = [&](const std::string& name, std::vector<int64_t> shape) {
-      size_t n = 1;
-      for (auto d : shape) n *= static_cast<size_t>(d);
-      ts.push_back({name, dtype, shape, pattern_bytes(n * es, ++seed)});
-    };
-    add("model.embed_tokens.weight", {40, 16});
-    for (int l = 0; l < 2; ++l) {
-      const std::string p = "model.layers." + std::to_string(l) + ".";
-      add(p + "input_layernorm.weight", {16});
-      add(p + "self_attn.q_proj.weight", {16, 16});
-      add(p + "self_attn.k_proj.weight", {8, 16});
-      add(p + "self_attn.v_proj.weight", {8, 16});
-      if (biases) {
-        add(p + "self_attn.q_proj.bias", {16});
-        add(p + "self_attn.k_proj.bias", {8});
-        add(p + "self_attn.v_proj.bias", {8});
-      }
-      add(p + "self_attn.o_proj.weight", {16, 16});
-      add(p + "post_attention_layernorm.weight", {16});
-      add(p + "mlp.gate_proj.weight", {24, 16});
-      add(p + "mlp.up_proj.weight", {24, 16});
-      add(p + "mlp.down_proj.weight", {16, 24});
-    }
-    add("model.norm.weight", {16});
-    add("lm_head.weight", {40, 16});
-    return ts;
-  }
-  void write(const std::string& dir) const {
-    write_file(dir + "/config.json", config.dump(2));
-    write_file(dir + "/model.safetensors", make_safetensors(tensors()));
-  }
-};
+using testing::make_safetensors;
+using testing::pattern_bytes;
+using testing::SmallHf;
+using testing::StTensor;
 
 const TensorInfo& get(const ModelFile& m, const std::string& name) { return m.get(name); }
 

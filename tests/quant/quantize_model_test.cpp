@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <random>
 
 #include "calib/calib_data.h"
 #include "core/checksum.h"
@@ -16,6 +17,7 @@
 #include "lowbit/tokenizer.h"
 #include "ops/ops.h"
 #include "quant/quantize_model.h"
+#include "io/hf_testing.h"
 #include "test_util.h"
 
 namespace lowbit::quant {
@@ -69,6 +71,129 @@ TEST(QuantizeModel, PackedTensorsEqualTheQuantizerOutput) {
   }
   EXPECT_EQ(g->get_string("general.architecture"), "llama");
   fs::remove(out);
+}
+
+// The same model from a Hugging Face directory (half-split Q/K rows, tokenizer.json) or a llama2.c checkpoint
+// quantizes to the same tensors as from its GGUF: the writer re-pairs Q/K rows for GGUF llama's interleaved RoPE and
+// carries the config and tokenizer over, so the outputs run identically.
+void expect_same_quantized_model(const std::string& a_src, const std::string& b_src, const std::string& text) {
+  QuantizeModelOptions o;
+  o.format = "int4g32a";
+  const std::string a_out = tmp("same_a.gguf"), b_out = tmp("same_b.gguf");
+  quantize_model(a_src, a_out, o);
+  quantize_model(b_src, b_out, o);
+  auto a = load_model(a_out);
+  auto b = load_model(b_out);
+  EXPECT_EQ(a->config.dim, b->config.dim);
+  EXPECT_EQ(a->config.n_layers, b->config.n_layers);
+  EXPECT_EQ(a->config.n_heads, b->config.n_heads);
+  EXPECT_EQ(a->config.n_kv_heads, b->config.n_kv_heads);
+  EXPECT_EQ(a->config.ffn_dim, b->config.ffn_dim);
+  EXPECT_EQ(a->config.rope_style, b->config.rope_style);
+  EXPECT_FLOAT_EQ(a->config.norm_eps, b->config.norm_eps);
+  EXPECT_FLOAT_EQ(a->config.rope_theta, b->config.rope_theta);
+  // llama2.c's shared classifier is a tied head; its GGUF conversion stores a copy as output.weight.
+  ASSERT_EQ(a->tensors.size() + (a->config.tied_embeddings && !b->config.tied_embeddings ? 1 : 0), b->tensors.size());
+  for (const auto& tb_out : b->tensors) {
+    const std::string name =
+        tb_out.name == "output.weight" && a->config.tied_embeddings ? "token_embd.weight" : tb_out.name;
+    const TensorInfo& ta = a->get(name);
+    const TensorInfo& tb = tb_out;
+    EXPECT_EQ(ta.shape, tb.shape) << ta.name;
+    EXPECT_EQ(ta.packed, tb.packed) << ta.name;
+    ASSERT_EQ(ta.nbytes, tb.nbytes) << ta.name;
+    EXPECT_EQ(0, std::memcmp(ta.data, tb.data, ta.nbytes)) << ta.name << " differs";
+  }
+  auto ta = make_tokenizer(a->tokenizer);
+  auto tb = make_tokenizer(b->tokenizer);
+  EXPECT_EQ(ta->encode(text, true), tb->encode(text, true));
+  EXPECT_EQ(ta->bos(), tb->bos());
+  // Both run: same logits for the same tokens.
+  Model ma(a, 64), mb(b, 64);
+  const auto ids = ta->encode(text, true);
+  std::vector<float> la(static_cast<size_t>(a->config.n_vocab)), lb(la.size());
+  for (size_t i = 0; i < std::min<size_t>(ids.size(), 16); ++i) {
+    ma.forward(std::span<const int32_t>(&ids[i], 1), static_cast<int>(i), la.data(), false);
+    mb.forward(std::span<const int32_t>(&ids[i], 1), static_cast<int>(i), lb.data(), false);
+  }
+  for (size_t k = 0; k < la.size(); ++k) ASSERT_NEAR(la[k], lb[k], 1e-4 * (1 + std::abs(lb[k]))) << k;
+  fs::remove(a_out);
+  fs::remove(b_out);
+}
+
+TEST(QuantizeModel, HfDirectoryQuantizesLikeItsGguf) {
+  LOWBIT_REQUIRE_SHARED(k656K);
+  LOWBIT_REQUIRE_SHARED("models/TinyStories-656K/model.safetensors");
+  expect_same_quantized_model(test::shared("models/TinyStories-656K"), test::shared(k656K),
+                              "Once upon a time, there was a little dog named Max.");
+  // The embedded tokenizer.json is what the output's tokenizer runs on.
+  const std::string out = tmp("hf.gguf");
+  QuantizeModelOptions o;
+  quantize_model(test::shared("models/TinyStories-656K"), out, o);
+  auto g = io::GgufFile::open(out);
+  EXPECT_EQ(g->get_string("tokenizer.huggingface.json"),
+            test::read_file(test::shared("models/TinyStories-656K/tokenizer.json")));
+  EXPECT_EQ(load_model(out)->tokenizer.model, "hf-json");
+  fs::remove(out);
+}
+
+// A crafted HF model with GQA, Q/K biases and llama3 rope scaling, kept unquantized in f32: the written GGUF (Q/K
+// rows and biases re-paired, scaling as rope_freqs.weight) gives the source's logits.
+TEST(QuantizeModel, HfSourceWithLlama3ScalingAndBiasesKeepsItsLogits) {
+  const fs::path dir = tmp("hfdir");
+  fs::create_directories(dir);
+  testing::SmallHf hf;
+  hf.biases = true;
+  hf.config["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
+                               {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 32}};
+  hf.config["rope_theta"] = 10000.0;
+  hf.config["attention_bias"] = true;
+  std::vector<testing::StTensor> ts = hf.tensors();  // patterned bytes are not sane floats: use small normals
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 0.3f);
+  for (auto& t : ts)
+    for (size_t k = 0; k + 4 <= t.bytes.size(); k += 4) {
+      const float v = t.name.find("norm") != std::string::npos ? 1.0f + nd(rng) : nd(rng);
+      std::memcpy(t.bytes.data() + k, &v, 4);
+    }
+  testing::write_file((dir / "config.json").string(), hf.config.dump());
+  testing::write_file((dir / "model.safetensors").string(), testing::make_safetensors(ts));
+  const std::string out = tmp("hf_llama3.gguf");
+  QuantizeModelOptions o;
+  o.keep.push_back("blk");
+  o.keep_dtype = DType::F32;
+  quantize_model(dir.string(), out, o);
+  auto src = load_model(dir.string());
+  auto q = load_model(out);
+  EXPECT_EQ(src->config.rope_style, RopeStyle::HalfSplit);
+  EXPECT_EQ(q->config.rope_style, RopeStyle::Interleaved);
+  EXPECT_EQ(q->config.rope_scaling.type, "freq_factors");
+  for (const auto& t : src->tensors) {
+    const TensorInfo& u = q->get(t.name);
+    if (t.name.find("attn_q") != std::string::npos || t.name.find("attn_k") != std::string::npos) continue;
+    EXPECT_EQ(0, std::memcmp(t.data, u.data, t.nbytes)) << t.name;
+  }
+  EXPECT_FLOAT_EQ(q->config.norm_eps, src->config.norm_eps);
+  EXPECT_EQ(q->config.n_kv_heads, src->config.n_kv_heads);
+  const auto fa = rope_inv_freq(src->config, *src), fb = rope_inv_freq(q->config, *q);
+  ASSERT_EQ(fa.size(), fb.size());
+  for (size_t i = 0; i < fa.size(); ++i) EXPECT_NEAR(fb[i], fa[i], 1e-6 * fa[i]) << i;
+  Model ms(src, 16), mq(q, 16);
+  const std::vector<int32_t> ids = {1, 7, 30, 3, 12, 39, 5, 22};
+  std::vector<float> ls(static_cast<size_t>(src->config.n_vocab) * ids.size()), lq(ls.size());
+  ms.forward(ids, 0, ls.data(), true);
+  mq.forward(ids, 0, lq.data(), true);
+  double max_abs = 0;
+  for (float v : ls) max_abs = std::max(max_abs, static_cast<double>(std::abs(v)));
+  for (size_t k = 0; k < ls.size(); ++k) ASSERT_NEAR(lq[k], ls[k], 1e-4 * (1 + max_abs)) << k;
+  fs::remove_all(dir);
+  fs::remove(out);
+}
+
+TEST(QuantizeModel, Llama2cCheckpointQuantizesLikeItsGguf) {
+  LOWBIT_REQUIRE_SHARED("models/stories260K/stories260K.gguf");
+  expect_same_quantized_model(test::shared("models/stories260K/stories260K.bin"),
+                              test::shared("models/stories260K/stories260K.gguf"), "Once upon a time, Lily saw a cat.");
 }
 
 TEST(QuantizeModel, KldFallsWithBits) {

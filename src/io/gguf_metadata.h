@@ -1,0 +1,23 @@
+// ModelFile -> GGUF metadata: the inverse of gguf_model.cpp's reading, for writers whose source is not a GGUF
+// (quantize from a Hugging Face directory or a llama2.c checkpoint, synth). Keys follow llama.cpp's names:
+// general.architecture, "<arch>.*" hyperparameters and "tokenizer.ggml.*". A Hugging Face tokenizer.json is
+// embedded whole as tokenizer.huggingface.json (the GGUF spec's key for it) next to the token list and special ids.
+#pragma once
+#include "io/gguf_writer.h"
+#include "lowbit/model_file.h"
+
+namespace lowbit::io {
+
+// The GGUF architecture a config is written as ("llama" for llama/mistral, "qwen2"), and the RoPE pairing that
+// architecture implies for the Q/K rows stored under it (see gguf_model.cpp).
+std::string gguf_arch_of(const ModelConfig& c);
+RopeStyle gguf_rope_style(const std::string& gguf_arch);
+
+// Writes general.* and "<arch>.*" keys for c. Rope scaling "llama3" cannot be expressed as keys: the caller must
+// add the rope_freqs.weight tensor (see model/rope.h); "freq_factors" already has that tensor.
+void set_config_metadata(GgufWriter& w, const ModelConfig& c);
+// Writes the tokenizer keys for t (model "none": nothing). Throws lowbit::Error if an hf-json tokenizer's file
+// cannot be read.
+void set_tokenizer_metadata(GgufWriter& w, const TokenizerSpec& t);
+
+}  // namespace lowbit::io
