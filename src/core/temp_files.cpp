@@ -21,7 +21,7 @@ std::mutex g_mu;  // guards slot claiming (never taken in the handler)
 
 void on_signal(int sig) {
   for (int i = 0; i < kSlots; ++i)
-    if (g_live[i].load()) ::unlink(g_paths[i]);
+    if (g_live[i].load() && g_paths[i][0] != '\0') ::unlink(g_paths[i]);
   const char msg[] = "\nlowbit: interrupted; the partial output was removed\n";
   ssize_t ignored = ::write(2, msg, sizeof msg - 1);
   (void)ignored;

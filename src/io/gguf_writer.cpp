@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 
 #include "lowbit/error.h"
 
@@ -254,15 +255,73 @@ void GgufWriter::add_tensor(const std::string& name, DType dtype, const std::vec
 
 uint64_t GgufWriter::data_bytes() const { return data_end_; }
 
+namespace {
+
+// Opens an unnamed file in dir (O_TMPFILE): the kernel discards it if the process dies, SIGKILL included.
+// Returns -1 with errno set when the filesystem or kernel cannot do that, so the caller falls back to a named
+// temp file; errors that a named file would hit too (permissions, read-only, full disk) are reported here.
+int open_unnamed(const std::string& dir, const std::string& path) {
+#ifdef O_TMPFILE
+  const int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0644);
+  if (fd >= 0) return fd;
+  const int e = errno;
+  switch (e) {
+    case EACCES:
+    case EPERM:
+    case EROFS:
+    case ENOSPC:
+    case EDQUOT:
+    case EMFILE:
+    case ENFILE:
+    case ENOMEM:
+      fail(path, "", "cannot create a file in " + dir + ": " + std::strerror(e));
+    default:  // EOPNOTSUPP, EISDIR (kernel without O_TMPFILE), EINVAL, ENOENT, ENOTDIR: the named path decides
+      errno = e;
+      return -1;
+  }
+#else
+  (void)dir;
+  (void)path;
+  errno = EOPNOTSUPP;
+  return -1;
+#endif
+}
+
+// Gives the unnamed file fd the name tmp (which must not exist). Through /proc/self/fd (any user); without /proc,
+// AT_EMPTY_PATH (needs CAP_DAC_READ_SEARCH on older kernels). Returns false with errno set if neither works.
+bool link_unnamed(int fd, const std::string& tmp) {
+  const std::string proc = "/proc/self/fd/" + std::to_string(fd);
+  if (::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, tmp.c_str(), AT_SYMLINK_FOLLOW) == 0) return true;
+  const int e = errno;
+  if (e == EEXIST) return false;
+#ifdef AT_EMPTY_PATH
+  if (::linkat(fd, "", AT_FDCWD, tmp.c_str(), AT_EMPTY_PATH) == 0) return true;
+#endif
+  errno = e;
+  return false;
+}
+
+}  // namespace
+
 void GgufWriter::write(const std::string& path, const std::function<void(size_t, size_t)>& progress) const {
   namespace fs = std::filesystem;
   fs::path dest(path);
   fs::path dir = dest.parent_path();
   if (dir.empty()) dir = ".";
   const std::string tmp = (dir / (dest.filename().string() + ".tmp." + std::to_string(::getpid()))).string();
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail(path, "", "cannot create " + tmp + ": " + std::strerror(errno));
-  TempFileGuard guard(tmp);  // Ctrl-C / SIGTERM remove the partial file too
+
+  // Preferred: an unnamed file that only gets a name (tmp, for the instant before the rename) once it is complete.
+  int fd = open_unnamed(dir.string(), path);
+  const bool unnamed = fd >= 0;
+  std::optional<TempFileGuard> guard;
+  if (unnamed) {
+    guard.emplace("");  // nothing to remove yet, but Ctrl-C still reports that no partial output is left
+  } else {
+    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) fail(path, "", "cannot create " + tmp + ": " + std::strerror(errno));
+    guard.emplace(tmp);  // Ctrl-C / SIGTERM remove the partial file too
+  }
+  bool named = !unnamed;  // whether tmp exists on disk and must be removed on failure
   try {
     Out o(fd, path);
     o.put("GGUF", 4);
@@ -305,14 +364,28 @@ void GgufWriter::write(const std::string& path, const std::function<void(size_t,
     o.zeros(data_start + data_end_ - o.written());
     o.flush();
     if (::fsync(fd) != 0) fail(path, "", std::string("fsync failed: ") + std::strerror(errno));
+    if (unnamed) {
+      // Name the complete file tmp, then rename tmp over path: only this short window leaves a name to clean up.
+      guard.reset();
+      guard.emplace(tmp);
+      if (::unlink(tmp.c_str()) != 0 && errno != ENOENT)
+        fail(path, "", "cannot remove stale " + tmp + ": " + std::strerror(errno));
+      bool linked = link_unnamed(fd, tmp);
+      if (!linked && errno == EEXIST && ::unlink(tmp.c_str()) == 0) linked = link_unnamed(fd, tmp);
+      if (!linked)
+        fail(path, "", "cannot give the finished temp file the name " + tmp +
+                           " (linkat through /proc/self/fd; is /proc mounted?): " + std::strerror(errno));
+      named = true;
+    }
     const int rc = ::close(fd);
     fd = -1;
     if (rc != 0) fail(path, "", std::string("close failed: ") + std::strerror(errno));
     if (::rename(tmp.c_str(), path.c_str()) != 0)
       fail(path, "", "cannot rename " + tmp + " into place: " + std::strerror(errno));
+    named = false;
   } catch (...) {
-    if (fd >= 0) ::close(fd);
-    ::unlink(tmp.c_str());
+    if (fd >= 0) ::close(fd);  // an unnamed file disappears here
+    if (named) ::unlink(tmp.c_str());
     throw;
   }
   // Make the rename itself durable.

@@ -1,7 +1,13 @@
 // GGUF v3 writer: metadata of every value type (arrays of numbers and strings, nested arrays) and tensors given
 // as bytes or as a producer that streams them, so a multi-GB model never has to sit in memory.
-// write() is atomic: it writes "<out>.tmp.<pid>" in the destination directory, fsyncs and renames it over <out>;
-// on any error the temp file is removed and <out> is left as it was.
+// write() is atomic and leaves no partial file, even if the process is killed (SIGKILL included): it streams into
+// an unnamed O_TMPFILE file in the destination directory (the kernel discards it if the process dies), fsyncs it,
+// names it "<out>.tmp.<pid>" with linkat through /proc/self/fd, renames that over <out> and fsyncs the directory.
+// Only the instant between linkat and rename has a name on disk (SIGINT/SIGTERM/SIGHUP remove it, TempFileGuard).
+// On a filesystem or kernel without O_TMPFILE it falls back to writing "<out>.tmp.<pid>" directly (removed on
+// errors and on SIGINT/SIGTERM/SIGHUP, but left behind by SIGKILL). If the unnamed file cannot be linked (no
+// /proc mounted and no CAP_DAC_READ_SEARCH for AT_EMPTY_PATH), write() fails with a clear error.
+// On any error <out> is left as it was.
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -204,6 +204,56 @@ TEST(CliErrors, InterruptedWriteLeavesNothing) {
   }
 }
 
+// SIGKILL cannot be caught, so nothing can clean up after it: the writer streams into an unnamed (O_TMPFILE) file
+// that never has a name while it is being written, and the kernel discards it with the process. Killed mid-write,
+// by synth and by quantize, the output directory stays empty: no output, no "<out>.tmp.<pid>".
+TEST(CliErrors, KilledWriteLeavesNothing) {
+  // Runs `cmd` in the background, lists the output directory mid-run, kills -9; returns "<entries> <status>".
+  auto kill9 = [](const std::string& cmd, const std::string& dir, const char* delay) {
+    const std::string script = cmd + " >/dev/null 2>&1 & pid=$!; sleep " + delay + "; n=$(ls -A " + quote(dir) +
+                               " | wc -l); kill -KILL $pid; wait $pid; echo $n $?";
+    std::string out;
+    FILE* p = ::popen(("sh -c " + quote(script)).c_str(), "r");
+    char buf[256];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+    ::pclose(p);
+    int entries = -1, status = -1;
+    std::sscanf(out.c_str(), "%d %d", &entries, &status);
+    return std::pair{entries, status};
+  };
+  auto expect_empty = [](const TempDir& d, const std::string& keep) {
+    size_t files = 0;
+    for (const auto& e : fs::directory_iterator(d.path(""))) {
+      if (e.path().filename() == keep) continue;
+      ++files;
+      ADD_FAILURE() << "left behind: " << e.path();
+    }
+    EXPECT_EQ(files, 0u);
+  };
+  {
+    SCOPED_TRACE("synth");
+    TempDir d;
+    const auto [entries, status] =
+        kill9(std::string(LOWBIT_BINARY) + " synth --arch llama-1b --layers 4 -o " + d.path("big.gguf"), d.path(""), "0.7");
+    EXPECT_EQ(status, 128 + 9) << "the write finished before the kill; make the model larger";
+    EXPECT_EQ(entries, 0) << "a named file was visible while the write ran";
+    expect_empty(d, "");
+  }
+  {
+    SCOPED_TRACE("quantize");
+    TempDir src, d;
+    const std::string model = src.path("src.gguf");
+    Result r = lowbit("synth --arch llama-1b --layers 1 -o " + model);
+    ASSERT_EQ(r.code, 0) << r.err;
+    const auto [entries, status] =
+        kill9(std::string(LOWBIT_BINARY) + " quantize -m " + model + " -o " + d.path("q.gguf"), d.path(""), "0.7");
+    EXPECT_EQ(status, 128 + 9) << "quantize finished before the kill; make the model larger";
+    EXPECT_EQ(entries, 0) << "a named file was visible while the write ran";
+    expect_empty(d, "");
+  }
+}
+
 // ---- Bad input.
 
 TEST(CliErrors, MissingFile) { expect_clean_error(lowbit("inspect /nonexistent/model.gguf"), "/nonexistent/model.gguf"); }

@@ -2,7 +2,12 @@
 // alignment, streaming producers, atomic replacement).
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cstring>
+#include <set>
+#include <string>
+#include <vector>
 
 #include "io/gguf.h"
 #include "io/gguf_writer.h"
@@ -374,6 +379,88 @@ TEST_F(Gguf, AtomicWrite) {
 
   // An unwritable destination is a clear error.
   EXPECT_ERROR_NAMES(error_of([&] { ok.write(path("no/such/dir/m.gguf")); }), "no/such/dir/m.gguf", "cannot create");
+}
+
+// Names in dir that look like a writer's temp file ("<name>.tmp.<pid>").
+std::vector<std::string> temp_entries(const testing::fs::path& dir) {
+  std::vector<std::string> r;
+  std::error_code ec;
+  for (const auto& e : testing::fs::directory_iterator(dir, ec))
+    if (e.path().filename().string().find(".tmp.") != std::string::npos) r.push_back(e.path().string());
+  return r;
+}
+
+// The file being written has no name in the directory (O_TMPFILE: a killed process, SIGKILL included, leaves
+// nothing), and a finished write leaves only the output.
+TEST_F(Gguf, WriteLeavesNoTempFile) {
+  const std::string p = path("small.gguf");
+  GgufWriter w;
+  w.set_string("general.name", "small");
+  std::set<std::string> existing;  // entries that were there before the write
+  size_t seen_mid_write = 99;
+  w.add_tensor("a", DType::F32, {2, 8}, [&](const GgufWriter::Sink& sink) {
+    float x[8] = {};
+    sink(x, sizeof x);
+    seen_mid_write = 0;
+    for (const auto& e : testing::fs::directory_iterator(dir_)) {
+      if (existing.count(e.path().filename().string())) continue;
+      ++seen_mid_write;
+      ADD_FAILURE() << "visible while writing: " << e.path();
+    }
+    sink(x, sizeof x);
+  });
+  w.write(p);
+  EXPECT_EQ(seen_mid_write, 0u);
+  EXPECT_EQ(GgufFile::open(p)->get_string("general.name"), "small");
+  EXPECT_TRUE(temp_entries(dir_).empty());
+  size_t entries = 0;
+  for (const auto& e : testing::fs::directory_iterator(dir_)) {
+    ++entries;
+    EXPECT_EQ(e.path().filename(), "small.gguf");
+  }
+  EXPECT_EQ(entries, 1u);
+
+  // Overwriting, and a stale "<out>.tmp.<pid>" of our own pid (a crashed earlier run) is no obstacle.
+  testing::write_file(p + ".tmp." + std::to_string(::getpid()), std::string("stale"));
+  existing = {"small.gguf", "small.gguf.tmp." + std::to_string(::getpid())};
+  seen_mid_write = 99;
+  w.write(p);
+  EXPECT_EQ(seen_mid_write, 0u);
+  EXPECT_EQ(GgufFile::open(p)->get_string("general.name"), "small");
+  EXPECT_TRUE(temp_entries(dir_).empty());
+}
+
+// Unwritable destinations: one clear error line naming the output, and nothing left behind.
+TEST_F(Gguf, WriteToUnwritableDirectory) {
+  GgufWriter w;
+  w.set_string("general.name", "x");
+  w.add_tensor("a", DType::F32, {4}, std::vector<std::byte>(16));
+
+  const std::string missing = path("missing/m.gguf");
+  EXPECT_ERROR_NAMES(error_of([&] { w.write(missing); }), missing, "cannot create");
+  EXPECT_FALSE(testing::fs::exists(path("missing")));
+
+  // A directory without write permission (root ignores the mode bits, so only as another user).
+  if (::geteuid() != 0) {
+    const testing::fs::path ro = dir_ / "ro";
+    testing::fs::create_directories(ro);
+    testing::fs::permissions(ro, testing::fs::perms::owner_read | testing::fs::perms::owner_exec);
+    const std::string out = (ro / "m.gguf").string();
+    const std::string msg = error_of([&] { w.write(out); });
+    testing::fs::permissions(ro, testing::fs::perms::owner_all);
+    EXPECT_ERROR_NAMES(msg, out, "cannot create");
+    EXPECT_NE(msg.find("ermission denied"), std::string::npos) << msg;
+    EXPECT_TRUE(testing::fs::is_empty(ro));
+  }
+
+  // sysfs: no O_TMPFILE (the named fallback runs) and not writable even for root.
+  if (testing::fs::is_directory("/sys/kernel")) {
+    const std::string out = "/sys/kernel/lowbit-test.gguf";
+    const std::string msg = error_of([&] { w.write(out); });
+    EXPECT_ERROR_NAMES(msg, out, "cannot create");
+    EXPECT_FALSE(testing::fs::exists(out));
+    EXPECT_TRUE(temp_entries("/sys/kernel").empty());
+  }
 }
 
 }  // namespace
