@@ -104,7 +104,7 @@ void quantize_cmd(const QuantizeArgs& a) {
 void add_quantize(CLI::App& app) {
   auto a = std::make_shared<QuantizeArgs>();
   auto* cmd = app.add_subcommand("quantize", "Quantize a model into lowbit's packed GGUF");
-  cmd->add_option("-m,--model", a->model, "source model (GGUF with f32/f16/bf16 tensors)")->required();
+  cmd->add_option("-m,--model", a->model, "source model: GGUF, Hugging Face directory or llama2.c checkpoint (f32/f16/bf16 tensors)")->required();
   cmd->add_option("-o,--output", a->out, "output GGUF file (written atomically)")->required();
   cmd->add_option("--method", a->method, "rtn or gptq (gptq needs --calib)");
   cmd->add_option("--calib", a->calib, "calibration text (use text you will not evaluate on)");

@@ -135,22 +135,34 @@ BlockParams IntNFormat::fit(std::span<const float> w, std::span<const float> imp
   BlockParams best = candidate(1.0f);
   if (!opt_.clip_search || opt_.grid_steps == 0 || best.scale == 0.0f) return best;
 
-  auto error = [&](const BlockParams& p) {
+  // The search's error uses a plain multiply-clamp-round (no ulp tie settling, unlike nearest_code): candidates
+  // are compared on it, and an evaluation stops as soon as it exceeds the best so far.
+  auto error = [&](const BlockParams& p, double bound) {
     const float s = p.scale, off = asym_ ? p.zero : half;  // fp16-exact already (candidate() made them so)
     if (s == 0.0f) return std::numeric_limits<double>::infinity();
+    const float inv = 1.0f / s, top = static_cast<float>(maxc);
     double e = 0.0;
-    for (size_t i = 0; i < w.size(); ++i) {
-      const float q = s * (static_cast<float>(nearest_code(w[i], s, off, maxc)) - off);  // == round(w[i], p, i)
-      const double d = static_cast<double>(w[i]) - q;
-      e += (importance.empty() ? 1.0 : static_cast<double>(importance[i])) * d * d;
+    const size_t n = w.size();
+    for (size_t i0 = 0; i0 < n; i0 += 16) {  // check the bound every 16 weights
+      float part = 0.0f;
+      const size_t i1 = std::min(n, i0 + 16);
+      for (size_t i = i0; i < i1; ++i) {
+        // Clamp, then round half to even with the 1.5 * 2^23 trick (exact for 0 <= x <= 255, as nearbyint).
+        const float x = std::min(std::max(w[i] * inv + off, 0.0f), top);
+        const float c = (x + 12582912.0f) - 12582912.0f;
+        const float d = w[i] - s * (c - off);
+        part += (importance.empty() ? 1.0f : importance[i]) * d * d;
+      }
+      e += part;
+      if (e > bound) return e;
     }
     return e;
   };
-  double best_err = error(best);
+  double best_err = error(best, std::numeric_limits<double>::infinity());
   for (int k = 1; k <= opt_.grid_steps; ++k) {
     const float factor = 1.0f - (1.0f - opt_.min_shrink) * static_cast<float>(k) / static_cast<float>(opt_.grid_steps);
     BlockParams p = candidate(factor);
-    const double e = error(p);
+    const double e = error(p, best_err);
     if (e < best_err) best = p, best_err = e;
   }
   return best;
