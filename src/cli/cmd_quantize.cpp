@@ -1,4 +1,5 @@
 // lowbit quantize -m SRC -o OUT --method rtn --format int4g64a: writes a lowbit packed GGUF and a summary table.
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 
@@ -81,7 +82,7 @@ void quantize_cmd(const QuantizeArgs& a) {
                     {"rel_error", t.rel_error}, {"rel_output_error", t.rel_output_error}, {"note", t.note}});
     print_json({{"source", a.model}, {"output", a.out}, {"method", o.method}, {"format", o.format}, {"tensors", ts},
                 {"params", r.params}, {"bytes", r.bytes}, {"bits_per_weight", r.bits_per_weight},
-                {"seconds", r.seconds}});
+                {"seconds", r.seconds}, {"layer_seconds", r.layer_seconds}});
     return;
   }
   std::printf("%-32s %-16s %-10s %8s %12s %14s\n", "tensor", "shape", "stored", "bpw", "rel. W error",
@@ -94,6 +95,12 @@ void quantize_cmd(const QuantizeArgs& a) {
     if (t.rel_output_error >= 0) std::snprintf(out_err, sizeof out_err, "%.5f", t.rel_output_error);
     std::printf("%-32s %-16s %-10s %8.3f %12.5f %14s%s%s\n", t.name.c_str(), shape.c_str(), t.stored.c_str(),
                 t.bits_per_weight, t.rel_error, out_err, t.note.empty() ? "" : "  kept: ", t.note.c_str());
+  }
+  if (!r.layer_seconds.empty()) {
+    double mn = r.layer_seconds[0], mx = mn, sum = 0;
+    for (double v : r.layer_seconds) mn = std::min(mn, v), mx = std::max(mx, v), sum += v;
+    std::printf("time per block: mean %.2fs, min %.2fs, max %.2fs over %zu blocks\n", sum / r.layer_seconds.size(), mn,
+                mx, r.layer_seconds.size());
   }
   std::printf("wrote %s: %lld parameters, %.2f MiB of tensors, %.4f bits per weight, %.1fs\n", a.out.c_str(),
               static_cast<long long>(r.params), static_cast<double>(r.bytes) / (1 << 20), r.bits_per_weight, r.seconds);

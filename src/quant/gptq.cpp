@@ -41,6 +41,7 @@ class GptqQuantizer final : public Quantizer {
     res.rows = rows;
     res.cols = cols;
     res.row_bytes = detail::checked_row_bytes(fmt, rows, cols, "gptq");
+    detail::check_finite(W, rows, cols, "gptq");
     if (stats == nullptr) fail("gptq", "stats", "GPTQ needs the layer's input Hessian (calibration statistics)");
     if (stats->cols != cols || static_cast<int64_t>(stats->H.size()) != cols * cols)
       fail("gptq", "stats.cols", "does not match the weight matrix (" + std::to_string(stats->cols) + " vs " +

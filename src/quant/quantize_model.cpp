@@ -73,6 +73,16 @@ double rel_weight_error(const std::vector<float>& W, const std::vector<float>& Q
   return den > 0 ? std::sqrt(num / den) : 0.0;
 }
 
+// Runs a quantizer on one tensor; its errors (a non-finite weight, a singular Hessian, ...) name the tensor.
+QuantResult quantize_tensor(const Quantizer& q, const std::string& src, const TensorInfo& t, const std::vector<float>& W,
+                            const formats::Format& fmt, const LayerStats* st) {
+  try {
+    return q.quantize(W.data(), t.rows(), t.cols(), fmt, st);
+  } catch (const Error& e) {
+    fail(src, "tensor '" + t.name + "'", std::string(q.name()) + " " + fmt.name() + " failed: " + e.what());
+  }
+}
+
 // Drops a source tensor's pages from the resident set once it has been consumed (see MappedFile::release).
 void release_source(const ModelFile& m, const TensorInfo& t) {
   for (const auto& map : m.mappings) map->release(t.data, t.nbytes);
@@ -155,7 +165,7 @@ class CalibratedRun {
       const TensorInfo& t = file_->tensors[i];
       std::vector<float> W = widen(t);
       const LayerStats& st = stats[p.input];
-      QuantResult q = quantizer_.quantize(W.data(), t.rows(), t.cols(), *p.fmt, &st);
+      QuantResult q = quantize_tensor(quantizer_, file_->path, t, W, *p.fmt, &st);
       TensorReport& r = reports_[i];
       r.rel_error = rel_weight_error(W, q.dequant);
       const double err = layer_error(W.data(), q.dequant.data(), t.rows(), t.cols(), st);
@@ -309,8 +319,20 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
   });
   std::mutex mu;
   size_t done = 0;
+  // Wall time per block: from the end of the previous block's (or the non-block tensors') writing to the end of
+  // this block's, the tensors being written block by block.
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point block_start = Clock::now(), last_tick = block_start;
+  int cur_layer = -1;
+  rep.layer_seconds.assign(static_cast<size_t>(std::max(cfg.n_layers, 0)), 0.0);
   auto tick = [&](const std::string& name) {
     std::lock_guard<std::mutex> lock(mu);
+    int l = -1;
+    if (std::sscanf(name.c_str(), "blk.%d.", &l) != 1 || l < 0 || l >= cfg.n_layers) l = -1;
+    const Clock::time_point now = Clock::now();
+    if (l != cur_layer) block_start = last_tick, cur_layer = l;
+    if (l >= 0) rep.layer_seconds[static_cast<size_t>(l)] = std::chrono::duration<double>(now - block_start).count();
+    last_tick = now;
     if (o.progress) o.progress(++done, total, name);
   };
   if (!rope_factors.empty()) {
@@ -361,14 +383,14 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
     TensorReport* r = &rep.tensors[i];
     const Quantizer* alone = calibrated ? rtn.get() : quantizer.get();
     w.add_tensor(t.name, DType::I8, {rows, static_cast<int64_t>(rb)},
-                 [tp, &p, i, r, rb, alone, &run, &tick, &model](const io::GgufWriter::Sink& sink) {
+                 [tp, &p, i, r, rb, alone, &run, &tick, &model, &src](const io::GgufWriter::Sink& sink) {
                    std::vector<std::byte> bytes;
                    if (p.layer >= 0) {
                      bytes = run->take(i);
                    } else {  // widened and quantized only now: one tensor resident
                      std::vector<float> W = widen(*tp);
                      release_source(*model, *tp);
-                     QuantResult q = alone->quantize(W.data(), tp->rows(), tp->cols(), *p.fmt, nullptr);
+                     QuantResult q = quantize_tensor(*alone, src, *tp, W, *p.fmt, nullptr);
                      r->rel_error = rel_weight_error(W, q.dequant);
                      bytes = std::move(q.data);
                    }

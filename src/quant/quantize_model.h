@@ -51,6 +51,8 @@ struct QuantizeReport {
   int64_t params = 0;
   double bits_per_weight = 0;
   double seconds = 0;
+  // Wall time of each block (all its tensors read, quantized and written), in block order.
+  std::vector<double> layer_seconds;
 };
 
 // Quantizes src (any model load_model opens -- GGUF, Hugging Face directory, llama2.c -- with f32/f16/bf16

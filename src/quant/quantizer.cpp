@@ -3,6 +3,7 @@
 
 #include <cblas.h>
 
+#include <cmath>
 #include <functional>
 
 #include "lowbit/error.h"
@@ -93,6 +94,15 @@ size_t checked_row_bytes(const formats::Format& fmt, int64_t rows, int64_t cols,
   if (rows < 0 || cols <= 0)
     fail(who, "shape", "expected rows >= 0 and cols >= 1, got " + std::to_string(rows) + " x " + std::to_string(cols));
   return formats::row_bytes(fmt, cols);
+}
+
+void check_finite(const float* W, int64_t rows, int64_t cols, const char* who) {
+  // Checked up front: the quantizers' parallel loops must not throw (an exception cannot leave an OpenMP region).
+  const int64_t n = rows * cols;
+  for (int64_t k = 0; k < n; ++k)
+    if (!std::isfinite(W[k]))
+      fail(who, "weights", "non-finite weight " + std::to_string(W[k]) + " at row " + std::to_string(k / cols) +
+                               ", column " + std::to_string(k % cols));
 }
 }  // namespace detail
 

@@ -77,6 +77,8 @@ double layer_error(const float* W, const float* Q, int64_t rows, int64_t cols, c
 namespace detail {
 // Shared by the algorithms: bytes of one encoded row; validates cols against the block size.
 size_t checked_row_bytes(const formats::Format& fmt, int64_t rows, int64_t cols, const char* who);
+// Throws lowbit::Error naming the first NaN/Inf weight.
+void check_finite(const float* W, int64_t rows, int64_t cols, const char* who);
 }  // namespace detail
 
 }  // namespace lowbit::quant

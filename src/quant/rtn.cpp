@@ -23,6 +23,7 @@ class RtnQuantizer final : public Quantizer {
     res.rows = rows;
     res.cols = cols;
     res.row_bytes = detail::checked_row_bytes(fmt, rows, cols, "rtn");
+    detail::check_finite(W, rows, cols, "rtn");
     const bool use_imp = opts_.use_importance && stats != nullptr;
     if (use_imp && (stats->cols != cols || static_cast<int64_t>(stats->H.size()) != cols * cols))
       fail("rtn", "stats.cols", "does not match the weight matrix");

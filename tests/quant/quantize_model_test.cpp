@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <limits>
 #include <map>
 #include <random>
 
@@ -12,6 +14,7 @@
 #include "core/checksum.h"
 #include "formats/format.h"
 #include "io/gguf.h"
+#include "io/synth.h"
 #include "lowbit/error.h"
 #include "lowbit/kld.h"
 #include "lowbit/tokenizer.h"
@@ -334,6 +337,45 @@ TEST(QuantizeModel, ClearErrorsAndNoPartialOutput) {
   quantize_model(src, out, o);
   EXPECT_THROW(quantize_model(out, tmp("again.gguf"), o), Error);
   fs::remove(out);
+}
+
+// A tensor the method cannot handle (a NaN weight): the error names the tensor, and no output is left behind,
+// for RTN without calibration and for calibrated GPTQ.
+TEST(QuantizeModel, NonFiniteWeightIsNamedAndLeavesNoOutput) {
+  const std::string good = tmp("nan_src_good.gguf"), bad = tmp("nan_src.gguf"), out = tmp("nan_out.gguf");
+  io::SynthOptions so;
+  so.out = good;
+  io::write_synth_model(so);
+  const TensorInfo& t = load_model(good)->get("blk.1.ffn_up.weight");
+  ASSERT_EQ(t.dtype, DType::F32);
+  std::string bytes = test::read_file(good);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::memcpy(bytes.data() + t.file_offset + 4 * 37, &nan, 4);
+  {
+    std::ofstream f(bad, std::ios::binary);
+    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  }
+  for (const std::string method : {"rtn", "gptq"}) {
+    QuantizeModelOptions o;
+    o.method = method;
+    o.format = "int4g32a";
+    if (method == "gptq") o.calib = {{1, 50, 60, 70, 80, 90, 100, 110}, {1, 55, 65, 75, 85, 95, 105, 115}};
+    try {
+      quantize_model(bad, out, o);
+      FAIL() << method << ": a NaN weight was accepted";
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find(bad), std::string::npos) << msg;
+      EXPECT_NE(msg.find("blk.1.ffn_up.weight"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("non-finite"), std::string::npos) << msg;
+    }
+    EXPECT_FALSE(fs::exists(out)) << method;
+  }
+  for (const auto& e : fs::directory_iterator(fs::path(out).parent_path()))
+    EXPECT_EQ(e.path().filename().string().find(fs::path(out).filename().string() + ".tmp"), std::string::npos)
+        << "left behind: " << e.path();
+  fs::remove(good);
+  fs::remove(bad);
 }
 
 }  // namespace
