@@ -299,6 +299,18 @@ TEST(CliErrors, TextTooShortForOneWindow) {
   expect_clean_error(lowbit("perplexity -m " + test::shared(kStories) + " -f " + p + " --ctx 512"), "tokens");
 }
 
+TEST(CliErrors, CalibrationTextShorterThanRequested) {
+  LOWBIT_REQUIRE_SHARED(kStories);
+  TempDir d;
+  std::string p = d.file("calib.txt", "Once upon a time there was a cat. It liked to sleep in the sun all day long.");
+  const std::string out = d.path("q.gguf");
+  Result r = lowbit("quantize -m " + test::shared(kStories) + " -o " + out + " --method gptq --calib " + p +
+                    " --calib-samples 8 --calib-len 64");
+  expect_clean_error(r, p);  // names the file
+  EXPECT_NE(r.err.find("64"), std::string::npos) << r.err;  // and what was asked for
+  EXPECT_FALSE(fs::exists(out));
+}
+
 TEST(CliErrors, MissingConfigKey) {
   LOWBIT_REQUIRE_SHARED("models/TinyStories-656K");
   TempDir d;
