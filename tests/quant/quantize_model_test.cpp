@@ -225,26 +225,30 @@ TEST(QuantizeModel, KldFallsWithBits) {
   }
 }
 
+// Calibration windows from the start of WikiText-2 validation text (never the text a test evaluates on).
+std::vector<std::vector<int32_t>> valid_windows(const Tokenizer& tok, int samples, int len, size_t chars) {
+  calib::CalibOptions co;
+  co.samples = samples;
+  co.len = len;
+  co.bos = tok.bos();
+  const auto tokens = tok.encode(test::read_file(test::shared("data/wikitext-2/valid.txt")).substr(0, chars), true);
+  return calib::sample_windows(tokens, co, "valid.txt");
+}
+
 TEST(QuantizeModel, CalibratedGptqBeatsRtn) {
   LOWBIT_REQUIRE_SHARED(k656K);
   LOWBIT_REQUIRE_SHARED("data/wikitext-2/valid.txt");
   const std::string src = test::shared(k656K);
   auto base_file = load_model(src);
   auto tok = make_tokenizer(base_file->tokenizer);
-  calib::CalibOptions co;
-  co.samples = 32;
-  co.len = 128;
-  co.bos = tok->bos();
   // Calibrate on validation text, evaluate on test text.
-  const auto calib_tokens = tok->encode(test::read_file(test::shared("data/wikitext-2/valid.txt")).substr(0, 200000), true);
-  const auto windows = calib::sample_windows(calib_tokens, co, "valid.txt");
+  const auto windows = valid_windows(*tok, 32, 128, 200000);
   const auto eval_tokens =
       tok->encode(test::read_file(test::shared("data/wikitext-2-raw/wiki.test.raw.656K-charset")).substr(0, 80000), true);
   Model base(base_file, 256);
   EvalOptions eo;
   eo.ctx = 256;
   eo.chunks = 8;
-  std::map<std::string, QuantizeReport> reps;
   std::map<std::string, double> kld;
   for (const std::string run : {"rtn", "gptq", "gptq4"}) {
     const std::string method = run.substr(0, run.size() - (run == "gptq4" ? 1 : 0));
@@ -254,7 +258,7 @@ TEST(QuantizeModel, CalibratedGptqBeatsRtn) {
     o.calib = windows;
     o.calib_source = "valid.txt";
     const std::string out = tmp(run + "_cal.gguf");
-    reps[run] = quantize_model(src, out, o);
+    quantize_model(src, out, o);
     auto g = io::GgufFile::open(out);
     EXPECT_EQ(g->get_int("lowbit.quantize.calib_samples"), 32);
     EXPECT_EQ(g->get_int("lowbit.quantize.calib_len"), 128);
@@ -266,16 +270,6 @@ TEST(QuantizeModel, CalibratedGptqBeatsRtn) {
   // Regression pin: 4-bit GPTQ (int4g32a) on this calibration/eval split measured 0.033694 when written (+-5%).
   EXPECT_NEAR(kld["gptq4"], 0.033694, 0.0017) << "4-bit GPTQ KLD moved out of its band";
   EXPECT_LT(kld["gptq4"], kld["gptq"]);
-  // On its own calibration inputs GPTQ's output error is below RTN's for every quantized linear.
-  int compared = 0;
-  for (size_t i = 0; i < reps["rtn"].tensors.size(); ++i) {
-    const auto& r = reps["rtn"].tensors[i];
-    const auto& g = reps["gptq"].tensors[i];
-    if (r.rel_output_error < 0) continue;
-    ++compared;
-    EXPECT_LT(g.rel_output_error, r.rel_output_error) << r.name;
-  }
-  EXPECT_EQ(compared, 14);
 }
 
 // GPTQ's output error ||WX - QX|| on the captured calibration inputs is below RTN's for every quantized linear of
@@ -292,12 +286,7 @@ TEST(QuantizeModel, GptqBeatsRtnOnEveryLinearOfEveryFixture) {
     const std::string src = test::shared(f.model);
     auto file = load_model(src);
     auto tok = make_tokenizer(file->tokenizer);
-    calib::CalibOptions co;
-    co.samples = 16;
-    co.len = 128;
-    co.bos = tok->bos();
-    const auto tokens = tok->encode(test::read_file(test::shared("data/wikitext-2/valid.txt")).substr(0, 100000), true);
-    const auto windows = calib::sample_windows(tokens, co, "valid.txt");
+    const auto windows = valid_windows(*tok, 16, 128, 100000);
     for (const char* format : {"int3g32a", "int4g128s"}) {
       std::map<std::string, QuantizeReport> reps;
       for (const char* method : {"rtn", "gptq"}) {
