@@ -380,7 +380,8 @@ TEST(QuantizeModel, NonFiniteWeightIsNamedAndLeavesNoOutput) {
   io::SynthOptions so;
   so.out = good;
   io::write_synth_model(so);
-  const TensorInfo& t = load_model(good)->get("blk.1.ffn_up.weight");
+  auto good_model = load_model(good);
+  const TensorInfo& t = good_model->get("blk.1.ffn_up.weight");
   ASSERT_EQ(t.dtype, DType::F32);
   std::string bytes = test::read_file(good);
   const float nan = std::numeric_limits<float>::quiet_NaN();
