@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <map>
+#include <mutex>
 
 #include "core/half.h"
 #include "lowbit/error.h"
@@ -211,6 +213,13 @@ void IntNFormat::decode(const std::byte* in, std::span<float> out) const {
   for_each_code(codes, bits_, group_, [&](int i, float c) { out[i] = s * (c - off); });
 }
 
+IntNBlock intn_unpack_block(const IntNFormat& f, const std::byte* in, uint8_t* codes) {
+  const bool asym = f.asymmetric();
+  IntNBlock b{f16_to_f32(load_u16(in)), asym ? f16_to_f32(load_u16(in + 2)) : static_cast<float>(1 << (f.bits() - 1))};
+  for_each_code(in + (asym ? 4 : 2), f.bits(), f.block(), [&](int i, float c) { codes[i] = static_cast<uint8_t>(c); });
+  return b;
+}
+
 float IntNFormat::dot(const std::byte* in, const float* x) const {
   const float s = f16_to_f32(load_u16(in));
   const float off = asym_ ? f16_to_f32(load_u16(in + 2)) : static_cast<float>(1 << (bits_ - 1));
@@ -275,6 +284,15 @@ std::unique_ptr<IntNFormat> make_intn_format(std::string_view name, IntNFitOptio
   if (!num(name, pos, group) || pos + 1 != name.size() || (name[pos] != 's' && name[pos] != 'a')) return bad();
   if (bits < 2 || bits > 8 || (group != 32 && group != 64 && group != 128)) return bad();
   return std::make_unique<IntNFormat>(bits, group, name[pos] == 'a', options);
+}
+
+const IntNFormat& intn_format(std::string_view name) {
+  static std::mutex mu;
+  static std::map<std::string, std::unique_ptr<IntNFormat>, std::less<>> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(name);
+  if (it == cache.end()) it = cache.emplace(std::string(name), make_intn_format(name)).first;
+  return *it->second;
 }
 
 }  // namespace lowbit::formats

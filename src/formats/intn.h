@@ -64,6 +64,15 @@ class IntNFormat final : public Format {
 
 // Parses "int{B}g{G}{s|a}"; throws lowbit::Error (one line) for anything else.
 std::unique_ptr<IntNFormat> make_intn_format(std::string_view name, IntNFitOptions options = {});
+// The shared instance for a name (default fit options), for readers that keep a format pointer per tensor.
+const IntNFormat& intn_format(std::string_view name);
+
+// One encoded block's fields: a value decodes to scale * (code - offset), offset being the stored zero
+// (asymmetric) or 2^(B-1) (symmetric). Writes the block()'s codes (0 .. 2^B - 1), in order, to codes.
+struct IntNBlock {
+  float scale, offset;
+};
+IntNBlock intn_unpack_block(const IntNFormat& f, const std::byte* in, uint8_t* codes);
 
 // Row-level packed decode into f32 (the feed for the fp32 path): n weights stored as ceil(n / block())
 // consecutive blocks at `in` (the last may be partial), unpacked eight codes (B bytes) at a time. Same values as

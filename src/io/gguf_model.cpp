@@ -189,7 +189,7 @@ std::shared_ptr<const ModelFile> load_gguf_model(const std::string& path) {
     c.n_vocab = static_cast<int>(emb->shape[0]);
 
   m->tokenizer = tokenizer_spec_from_gguf(f);
-  decode_packed_tensors(*m, f);
+  annotate_packed_tensors(*m, f);
   validate_model(*m);
   return m;
 }

@@ -8,7 +8,7 @@ namespace lowbit::io {
 std::string packed_format_key(const std::string& tensor) { return "lowbit.tensor." + tensor + ".format"; }
 std::string packed_shape_key(const std::string& tensor) { return "lowbit.tensor." + tensor + ".shape"; }
 
-void decode_packed_tensors(ModelFile& m, const GgufFile& f) {
+void annotate_packed_tensors(ModelFile& m, const GgufFile& f) {
   for (TensorInfo& t : m.tensors) {
     const std::string fkey = packed_format_key(t.name);
     auto fname = f.get_string(fkey);
@@ -31,18 +31,9 @@ void decode_packed_tensors(ModelFile& m, const GgufFile& f) {
       fail(f.path(), "tensor '" + t.name + "'",
            "packed " + *fname + " data must be i8 [" + std::to_string(rows) + ", " + std::to_string(rb) + "], found " +
                std::string(dtype_name(t.dtype)) + " " + t.shape_str());
-    auto buf = std::make_shared<std::vector<std::byte>>(static_cast<size_t>(rows * cols) * sizeof(float));
-    float* out = reinterpret_cast<float*>(buf->data());
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; ++r)
-      formats::decode_row(*fmt, t.data + r * rb, std::span<float>(out + r * cols, static_cast<size_t>(cols)));
-    t.packed = *fname;
+    t.packed = *fname;  // the bytes stay as stored: the ops layer computes on them (ops::view_of)
     t.stored_bytes = t.nbytes;
-    t.dtype = DType::F32;
     t.shape = {rows, cols};
-    t.data = buf->data();
-    t.nbytes = buf->size();
-    m.owned.push_back(std::move(buf));
   }
 }
 

@@ -406,6 +406,11 @@ HWY_EXPORT(StreamSum);
 HWY_EXPORT(TargetId);
 
 void gemv_rows(const WeightView& w, const float* x, int64_t r0, int64_t r1, float* y) {
+  if (w.intn) {
+    detail::IntNActs acts;
+    detail::quantize_acts_intn(*w.intn, x, w.cols, acts);
+    return detail::gemv_intn_rows(w, acts, r0, r1, y);
+  }
   switch (w.dtype) {
     case DType::F32: return HWY_DYNAMIC_DISPATCH(GemvRowsF32)(w.data, w.row_bytes, w.cols, x, r0, r1, y);
     case DType::F16: return HWY_DYNAMIC_DISPATCH(GemvRowsF16)(w.data, w.row_bytes, w.cols, x, r0, r1, y);

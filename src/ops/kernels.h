@@ -2,6 +2,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "ops/ops.h"
 
@@ -18,5 +19,18 @@ float stream_sum(const float* p, size_t n);
 
 // Sum over a buffer split across `threads` OpenMP threads (each reads one contiguous chunk).
 float parallel_stream_sum(const float* p, size_t n, int threads);
+
+// Activations quantized for one packed-intN GEMV (ops/intn_kernels.cpp): per weight block of `block` values,
+// int8 codes q (zero past n, in the order the target's kernel reads codes), the scale d (x ~= d * q) and sum(q).
+struct IntNActs {
+  int64_t n = 0, blocks = 0;
+  int block = 0, bits = 0;
+  std::vector<int8_t> q;
+  std::vector<float> d;
+  std::vector<int32_t> qsum;
+};
+void quantize_acts_intn(const formats::IntNFormat& f, const float* x, int64_t n, IntNActs& a);
+// y[r - r0] for rows [r0, r1) of the packed w, single-threaded.
+void gemv_intn_rows(const WeightView& w, const IntNActs& a, int64_t r0, int64_t r1, float* y);
 
 }  // namespace lowbit::ops::detail

@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "formats/format.h"
+#include "formats/intn.h"
 #include "lowbit/error.h"
 #include "lowbit/threads.h"
 #include "ops/kernels.h"
@@ -33,7 +35,7 @@ size_t element_bytes(DType t) {
 }
 
 void check_dtype(const WeightView& w, const char* what) {
-  if (element_bytes(w.dtype) == 0)
+  if (w.intn == nullptr && element_bytes(w.dtype) == 0)
     fail("", what, "weight dtype " + std::string(dtype_name(w.dtype)) + " is not supported (f32, f16, bf16)");
 }
 
@@ -58,6 +60,27 @@ void gemv_parallel(const WeightView& w, const float* x, float* y) {
   }
 }
 
+// Packed intN decode: the activations are quantized once, then rows are split as above.
+void gemv_intn_parallel(const WeightView& w, const float* x, float* y) {
+  thread_local detail::IntNActs acts;
+  detail::quantize_acts_intn(*w.intn, x, w.cols, acts);
+  const int threads = num_threads();
+  const int64_t rows = w.rows;
+  if (threads <= 1 || static_cast<uint64_t>(rows) * w.row_bytes < kMinParallelGemvBytes || rows < 8) {
+    detail::gemv_intn_rows(w, acts, 0, rows, y);
+    return;
+  }
+  const detail::IntNActs& a = acts;  // the thread_local of the calling thread, shared read-only
+  const int64_t groups = (rows + 3) / 4;
+#pragma omp parallel num_threads(threads)
+  {
+    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t r0 = std::min(rows, groups * t / nt * 4);
+    const int64_t r1 = std::min(rows, groups * (t + 1) / nt * 4);
+    if (r1 > r0) detail::gemv_intn_rows(w, a, r0, r1, y + r0);
+  }
+}
+
 // Rows of W widened per SGEMM call in the F16/BF16 prefill path: about 4 MiB of f32 scratch, 16..512 rows
 // (512 x 2048 measured ~15% faster than 256 x 2048 at batch 512: fewer, larger SGEMM calls).
 int64_t panel_rows(int64_t cols) {
@@ -74,6 +97,27 @@ void widen_rows(const WeightView& w, int64_t r0, int64_t n, float* out) {
 }  // namespace
 
 WeightView view_of(const TensorInfo& t) {
+  if (!t.packed.empty()) {
+    const formats::IntNFormat* f = nullptr;
+    try {
+      f = &formats::intn_format(t.packed);
+    } catch (const Error& e) {
+      fail(t.file, t.name, std::string("packed format: ") + e.what());
+    }
+    if (t.shape.size() != 2 || t.shape[0] < 0 || t.shape[1] < 1)
+      fail(t.file, t.name, "expected a 2-D packed weight matrix, got shape " + t.shape_str());
+    WeightView w;
+    w.dtype = DType::I8;
+    w.rows = t.shape[0];
+    w.cols = t.shape[1];
+    w.row_bytes = formats::row_bytes(*f, w.cols);
+    w.intn = f;
+    w.data = t.data;
+    if (t.nbytes != static_cast<uint64_t>(w.rows) * w.row_bytes || (t.nbytes > 0 && t.data == nullptr))
+      fail(t.file, t.name, "packed " + t.packed + " data holds " + std::to_string(t.nbytes) + " bytes, expected " +
+                               std::to_string(static_cast<uint64_t>(w.rows) * w.row_bytes));
+    return w;
+  }
   const size_t esize = element_bytes(t.dtype);
   if (esize == 0)
     fail(t.file, t.name,
@@ -103,18 +147,21 @@ void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y) {
     return;
   }
   if (n_tokens == 1) {
-    gemv_parallel(w, x, y);
+    if (w.intn)
+      gemv_intn_parallel(w, x, y);
+    else
+      gemv_parallel(w, x, y);
     return;
   }
   const auto M = static_cast<blasint>(n_tokens), K = static_cast<blasint>(w.cols);
-  if (w.dtype == DType::F32 && w.row_bytes % sizeof(float) == 0) {
+  if (w.dtype == DType::F32 && !w.intn && w.row_bytes % sizeof(float) == 0) {
     // Y (n x rows) = X (n x cols) * W^T, straight from the weight bytes.
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, static_cast<blasint>(w.rows), K, 1.0f, x, K,
                 reinterpret_cast<const float*>(w.data), static_cast<blasint>(w.row_bytes / sizeof(float)), 0.0f, y,
                 static_cast<blasint>(w.rows));
     return;
   }
-  // F16/BF16: widen a panel of rows to f32, multiply it into its columns of Y, next panel. The scratch is
+  // F16/BF16/packed: widen a panel of rows to f32, multiply it into its columns of Y, next panel. The scratch is
   // per thread and bounded by panel_rows(), never the whole matrix.
   const int64_t panel = std::min(panel_rows(w.cols), w.rows);
   thread_local std::vector<float> scratch;
@@ -131,6 +178,7 @@ void get_row(const WeightView& w, int64_t r, float* out) {
   if (r < 0 || r >= w.rows)
     fail("", "get_row", "row " + std::to_string(r) + " is out of range [0, " + std::to_string(w.rows) + ")");
   const std::byte* p = w.data + static_cast<size_t>(r) * w.row_bytes;
+  if (w.intn) return formats::intn_decode_row_f32(*w.intn, p, w.cols, out);
   switch (w.dtype) {
     case DType::F32: std::memcpy(out, p, static_cast<size_t>(w.cols) * sizeof(float)); return;
     case DType::F16: f16_to_f32(reinterpret_cast<const uint16_t*>(p), out, w.cols); return;

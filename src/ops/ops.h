@@ -7,21 +7,30 @@
 #include "lowbit/dtype.h"
 #include "lowbit/model_file.h"
 
+namespace lowbit::formats {
+class IntNFormat;
+}
+
 namespace lowbit::ops {
 
 // A weight matrix {rows, cols} stored row-major (each row contiguous along cols), as in every model file.
 struct WeightView {
-  DType dtype = DType::F32;  // F32, F16 or BF16 for now
+  DType dtype = DType::F32;  // F32, F16, BF16, or I8 for packed weights (intn set)
   int64_t rows = 0;
   int64_t cols = 0;
   const std::byte* data = nullptr;
   size_t row_bytes = 0;      // stride between rows
+  // Packed lowbit intN weights: each row is formats::row_blocks(cols) encoded blocks (formats/intn.h).
+  const formats::IntNFormat* intn = nullptr;
 };
 WeightView view_of(const TensorInfo& t);  // checks the dtype is supported and the tensor is 2-D
 
 // Y[t, r] = sum_c W[r, c] * X[t, c] for t < n_tokens. X is n_tokens x cols, Y is n_tokens x rows (row-major).
-// n_tokens == 1: multi-threaded SIMD GEMV straight from the weight bytes (memory-bound decode path).
-// n_tokens > 1 : BLAS SGEMM (F16/BF16 weights are widened to f32 in panels, never the whole matrix).
+// n_tokens == 1: multi-threaded SIMD GEMV straight from the weight bytes (memory-bound decode path). For packed
+//                intN weights the activations are quantized to int8 once per call, per weight block
+//                (d = max|x| / 127, q = round(x / d)), and each block's dot is an integer dot product:
+//                y_r = sum over blocks of scale * (d * sum(code * q) - offset * d * sum(q))  (gemv_intn_ref).
+// n_tokens > 1 : BLAS SGEMM (F16/BF16/packed weights are decoded to f32 in panels, never the whole matrix).
 void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y);
 
 // Single-threaded GEMV over a row range [r0, r1): y[r - r0] for r in range. Building block of matmul.

@@ -1,14 +1,23 @@
 #include "ops/reference.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "core/half.h"
+#include "formats/intn.h"
 
 namespace lowbit::ops {
 
 float weight_at_ref(const WeightView& w, int64_t r, int64_t c) {
   const std::byte* row = w.data + static_cast<size_t>(r) * w.row_bytes;
+  if (w.intn) {  // through the format's own scalar block decoder
+    const int g = w.intn->block();
+    std::vector<float> blk(static_cast<size_t>(g));
+    w.intn->decode(row + static_cast<size_t>(c / g) * w.intn->block_bytes(), blk);
+    return blk[static_cast<size_t>(c % g)];
+  }
   switch (w.dtype) {
     case DType::F32: {
       float f;
@@ -30,6 +39,32 @@ void gemv_rows_ref(const WeightView& w, const float* x, int64_t r0, int64_t r1, 
   for (int64_t r = r0; r < r1; ++r) {
     double s = 0;
     for (int64_t c = 0; c < w.cols; ++c) s += static_cast<double>(weight_at_ref(w, r, c)) * x[c];
+    y[r - r0] = static_cast<float>(s);
+  }
+}
+
+void gemv_intn_rows_ref(const WeightView& w, const float* x, int64_t r0, int64_t r1, float* y) {
+  const formats::IntNFormat& f = *w.intn;
+  const int64_t g = f.block();
+  const int64_t blocks = (w.cols + g - 1) / g;
+  std::vector<uint8_t> codes(static_cast<size_t>(g));
+  for (int64_t r = r0; r < r1; ++r) {
+    double s = 0;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t len = std::min(g, w.cols - b * g);
+      float amax = 0;
+      for (int64_t i = 0; i < len; ++i) amax = std::fmax(amax, std::fabs(x[b * g + i]));
+      const float d = amax / 127.0f;
+      const formats::IntNBlock blk =
+          formats::intn_unpack_block(f, w.data + static_cast<size_t>(r) * w.row_bytes + b * f.block_bytes(), codes.data());
+      double cq = 0, qs = 0;
+      for (int64_t i = 0; i < len; ++i) {
+        const double q = d > 0 ? std::clamp(std::nearbyint(static_cast<double>(x[b * g + i] * (1.0f / d))), -127.0, 127.0) : 0.0;
+        cq += codes[static_cast<size_t>(i)] * q;
+        qs += q;
+      }
+      s += static_cast<double>(blk.scale) * d * (cq - static_cast<double>(blk.offset) * qs);
+    }
     y[r - r0] = static_cast<float>(s);
   }
 }

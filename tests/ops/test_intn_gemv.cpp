@@ -1,0 +1,150 @@
+// Packed intN matmul against two references, on every Highway target this CPU runs:
+//  1. gemv_intn_rows_ref: the same integer arithmetic in double, codes read one at a time through the format's
+//     scalar unpacker. The kernels must agree to float rounding: |y - ref| <= 1e-5 * sum|terms|.
+//  2. the dequantize-then-f32 dot (format decode, double accumulation). The only difference is the int8
+//     activation rounding, |x - d q| <= d / 2 per element, so |ref - f32| <= sum_i |w_i| * d_block(i) / 2.
+// Every bit width 2..8, group 32/64/128, symmetric and asymmetric; odd row lengths (partial last blocks).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "formats/format.h"
+#include "formats/intn.h"
+#include "ops/ops.h"
+#include "ops/ops_test_util.h"
+#include "ops/reference.h"
+
+namespace lowbit::ops::test {
+namespace {
+
+struct Packed {
+  std::vector<std::byte> bytes;
+  std::vector<float> deq;  // rows x cols decoded by the format (reference)
+  WeightView view;
+};
+
+Packed make_packed(const formats::IntNFormat& f, int64_t rows, int64_t cols, uint32_t seed) {
+  Packed p;
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 0.05f);
+  std::vector<float> w(static_cast<size_t>(rows * cols));
+  for (auto& v : w) v = nd(rng);
+  w[static_cast<size_t>(rows * cols / 2)] = 0.9f;  // an outlier
+  const size_t rb = formats::row_bytes(f, cols);
+  p.bytes.resize(rb * static_cast<size_t>(rows) + 3);
+  std::byte* base = p.bytes.data() + 3;  // rows not aligned
+  p.deq.resize(w.size());
+  for (int64_t r = 0; r < rows; ++r) {
+    std::span<const float> row(w.data() + r * cols, static_cast<size_t>(cols));
+    formats::encode_row(f, row, {}, base + r * rb);
+    formats::decode_row(f, base + r * rb, std::span<float>(p.deq.data() + r * cols, static_cast<size_t>(cols)));
+  }
+  p.view.dtype = DType::I8;
+  p.view.rows = rows;
+  p.view.cols = cols;
+  p.view.row_bytes = rb;
+  p.view.data = base;
+  p.view.intn = &f;
+  return p;
+}
+
+std::vector<float> activations(int64_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(n));
+  for (auto& v : x) v = nd(rng);
+  if (n > 5) x[5] = 12.0f;  // an activation outlier in the first block
+  return x;
+}
+
+class IntNGemv : public PerTarget {};
+
+TEST_P(IntNGemv, EveryFormatMatchesTheScalarReferenceAndTheF32Path) {
+  int checked = 0;
+  uint32_t seed = 1;
+  for (int bits = 2; bits <= 8; ++bits)
+    for (int g : {32, 64, 128})
+      for (bool asym : {false, true}) {
+        const std::string name = "int" + std::to_string(bits) + "g" + std::to_string(g) + (asym ? "a" : "s");
+        const formats::IntNFormat& f = formats::intn_format(name);
+        for (int64_t cols : {int64_t{g}, int64_t{3 * g}, int64_t{2 * g + 7}, int64_t{172}, int64_t{5}}) {
+          const int64_t rows = 13;
+          const Packed p = make_packed(f, rows, cols, seed++);
+          const std::vector<float> x = activations(cols, seed++);
+          std::vector<float> y(static_cast<size_t>(rows)), ref(y.size());
+          matmul(p.view, x.data(), 1, y.data());
+          gemv_intn_rows_ref(p.view, x.data(), 0, rows, ref.data());
+          for (int64_t r = 0; r < rows; ++r) {
+            double mag = 0, f32 = 0, act_err = 0;
+            for (int64_t c = 0; c < cols; ++c) {
+              const int64_t b0 = c / g * g, len = std::min<int64_t>(g, cols - b0);
+              float amax = 0;
+              for (int64_t i = 0; i < len; ++i) amax = std::max(amax, std::fabs(x[static_cast<size_t>(b0 + i)]));
+              const double wv = p.deq[static_cast<size_t>(r * cols + c)];
+              mag += std::fabs(wv * x[static_cast<size_t>(c)]) + std::fabs(wv) * amax / 127.0;
+              f32 += wv * x[static_cast<size_t>(c)];
+              act_err += std::fabs(wv) * amax / 127.0 / 2.0;
+            }
+            ASSERT_NEAR(y[r], ref[r], 1e-5 * mag + 1e-20) << name << " cols " << cols << " row " << r;
+            ASSERT_NEAR(ref[r], f32, act_err * 1.0001 + 1e-6 * mag) << name << " cols " << cols << " row " << r;
+            ++checked;
+          }
+          // Single-threaded row ranges give the same values as the threaded matmul.
+          std::vector<float> part(5);
+          gemv_rows(p.view, x.data(), 4, 9, part.data());
+          for (int i = 0; i < 5; ++i) ASSERT_EQ(part[i], y[4 + i]) << name;
+        }
+      }
+  EXPECT_EQ(checked, 7 * 3 * 2 * 5 * 13);
+}
+
+TEST_P(IntNGemv, LargeMatrixThreadedEqualsSingleThreaded) {
+  const formats::IntNFormat& f = formats::intn_format("int4g128a");
+  const int64_t rows = 1024, cols = 2048;  // above the parallel threshold
+  const Packed p = make_packed(f, rows, cols, 77);
+  const std::vector<float> x = activations(cols, 78);
+  std::vector<float> y(rows), single(rows), ref(rows);
+  matmul(p.view, x.data(), 1, y.data());
+  gemv_rows(p.view, x.data(), 0, rows, single.data());
+  gemv_intn_rows_ref(p.view, x.data(), 0, rows, ref.data());
+  for (int64_t r = 0; r < rows; ++r) {
+    ASSERT_EQ(y[r], single[r]) << r;
+    ASSERT_NEAR(y[r], ref[r], 1e-4 * (1 + std::fabs(ref[r]))) << r;
+  }
+}
+
+// Prefill (several tokens) decodes panels to f32 and uses SGEMM: equal to the f32 product of the decoded weights.
+TEST_P(IntNGemv, BatchedMatmulEqualsDecodedF32) {
+  const formats::IntNFormat& f = formats::intn_format("int3g32a");
+  const int64_t rows = 40, cols = 100, n = 7;
+  const Packed p = make_packed(f, rows, cols, 91);
+  std::vector<float> x(static_cast<size_t>(n * cols));
+  for (int64_t t = 0; t < n; ++t) {
+    const auto xt = activations(cols, 100 + static_cast<uint32_t>(t));
+    std::copy(xt.begin(), xt.end(), x.begin() + t * cols);
+  }
+  std::vector<float> y(static_cast<size_t>(n * rows));
+  matmul(p.view, x.data(), n, y.data());
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t r = 0; r < rows; ++r) {
+      double s = 0, mag = 0;
+      for (int64_t c = 0; c < cols; ++c) {
+        s += double(p.deq[static_cast<size_t>(r * cols + c)]) * x[static_cast<size_t>(t * cols + c)];
+        mag += std::fabs(double(p.deq[static_cast<size_t>(r * cols + c)]) * x[static_cast<size_t>(t * cols + c)]);
+      }
+      ASSERT_NEAR(y[static_cast<size_t>(t * rows + r)], s, 1e-5 * mag + 1e-20) << t << " " << r;
+    }
+  // get_row decodes exactly what the format decodes.
+  std::vector<float> row(static_cast<size_t>(cols));
+  get_row(p.view, 17, row.data());
+  for (int64_t c = 0; c < cols; ++c) ASSERT_EQ(row[c], p.deq[static_cast<size_t>(17 * cols + c)]);
+}
+
+LOWBIT_INSTANTIATE_PER_TARGET(IntNGemv);
+
+}  // namespace
+}  // namespace lowbit::ops::test
