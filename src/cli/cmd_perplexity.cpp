@@ -14,7 +14,7 @@ namespace {
 
 struct PplArgs {
   std::string model, tokenizer, file;
-  int ctx = 512, chunks = -1, threads = 0;
+  int ctx = 512, chunks = -1, threads = 0, batch = 0;
   bool json = false;
 };
 
@@ -37,6 +37,7 @@ void perplexity_cmd(const PplArgs& a) {
   PerplexityOptions o;
   o.ctx = a.ctx;
   o.chunks = a.chunks;
+  o.batch = a.batch;
   std::string running;
   o.on_chunk = [&](int c, double ppl) {
     char buf[64];
@@ -49,7 +50,7 @@ void perplexity_cmd(const PplArgs& a) {
   PerplexityResult r = perplexity_tokens(model, tokens, tok.add_bos() ? tok.bos() : -1, o);
   bar.finish();
   if (a.json) {
-    nlohmann::json j = {{"model", a.model}, {"text", a.file}, {"ctx", r.ctx}, {"chunks", r.chunks},
+    nlohmann::json j = {{"model", a.model}, {"text", a.file}, {"ctx", r.ctx}, {"chunks", r.chunks}, {"batch", a.batch},
                         {"text_tokens", r.text_tokens}, {"scored", r.scored}, {"ppl", r.ppl},
                         {"ppl_stderr", r.ppl_stderr}, {"mean_nll", r.mean_nll}, {"running_ppl", r.running},
                         {"seconds", r.seconds}};
@@ -71,6 +72,8 @@ void add_perplexity(CLI::App& app) {
   cmd->add_option("-f,--file", a->file, "UTF-8 text file")->required();
   cmd->add_option("-c,--ctx", a->ctx, "window size in tokens")->check(CLI::Range(4, 1 << 20));
   cmd->add_option("--chunks", a->chunks, "number of windows (default: all)");
+  cmd->add_option("-b,--batch", a->batch, "tokens per forward call (default: the whole window; 1 = the decode path)")
+      ->check(CLI::Range(0, 1 << 20));
   cmd->add_option("-t,--threads", a->threads, "threads (default: all cores)")->check(CLI::Range(0, 1024));
   cmd->add_option("--tokenizer", a->tokenizer, "llama2.c tokenizer.bin (default: beside the checkpoint)");
   cmd->add_flag("--json", a->json, "machine-readable output");

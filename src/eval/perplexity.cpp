@@ -43,7 +43,12 @@ PerplexityResult perplexity_tokens(Model& model, const std::vector<int32_t>& tok
     std::copy(tokens.begin() + static_cast<std::ptrdiff_t>(c) * ctx,
               tokens.begin() + static_cast<std::ptrdiff_t>(c + 1) * ctx, window.begin());
     if (bos >= 0) window[0] = bos;
-    model.forward(window, 0, logits.data(), true);
+    const int step = o.batch > 0 ? std::min(o.batch, ctx) : ctx;
+    for (int p = 0; p < ctx; p += step) {
+      const int len = std::min(step, ctx - p);
+      model.forward(std::span<const int32_t>(window.data() + p, static_cast<size_t>(len)), p,
+                    logits.data() + static_cast<size_t>(p) * n_vocab, true);
+    }
     for (int j = first; j < ctx - 1; ++j) {
       const double v = token_nll(logits.data() + static_cast<size_t>(j) * n_vocab, n_vocab, window[j + 1]);
       nll += v;

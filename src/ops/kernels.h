@@ -21,11 +21,11 @@ float stream_sum(const float* p, size_t n);
 float parallel_stream_sum(const float* p, size_t n, int threads);
 
 // Activations quantized for one packed-intN GEMV (ops/intn_kernels.cpp): per weight block of `block` values,
-// int8 codes q (zero past n, in the order the target's kernel reads codes), the scale d (x ~= d * q) and sum(q).
+// int16 codes q (zero past n, in the order the target's kernel reads codes), the scale d (x ~= d * q) and sum(q).
 struct IntNActs {
   int64_t n = 0, blocks = 0;
   int block = 0, bits = 0;
-  std::vector<int8_t> q;
+  std::vector<int16_t> q;
   std::vector<float> d;
   std::vector<int32_t> qsum;
 };

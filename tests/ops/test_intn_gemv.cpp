@@ -1,7 +1,7 @@
 // Packed intN matmul against two references, on every Highway target this CPU runs:
 //  1. gemv_intn_rows_ref: the same integer arithmetic in double, codes read one at a time through the format's
 //     scalar unpacker. The kernels must agree to float rounding: |y - ref| <= 1e-5 * sum|terms|.
-//  2. the dequantize-then-f32 dot (format decode, double accumulation). The only difference is the int8
+//  2. the dequantize-then-f32 dot (format decode, double accumulation). The only difference is the int16
 //     activation rounding, |x - d q| <= d / 2 per element, so |ref - f32| <= sum_i |w_i| * d_block(i) / 2.
 // Every bit width 2..8, group 32/64/128, symmetric and asymmetric; odd row lengths (partial last blocks).
 #include <gtest/gtest.h>
@@ -85,9 +85,9 @@ TEST_P(IntNGemv, EveryFormatMatchesTheScalarReferenceAndTheF32Path) {
               float amax = 0;
               for (int64_t i = 0; i < len; ++i) amax = std::max(amax, std::fabs(x[static_cast<size_t>(b0 + i)]));
               const double wv = p.deq[static_cast<size_t>(r * cols + c)];
-              mag += std::fabs(wv * x[static_cast<size_t>(c)]) + std::fabs(wv) * amax / 127.0;
+              mag += std::fabs(wv * x[static_cast<size_t>(c)]) + std::fabs(wv) * amax / 32767.0;
               f32 += wv * x[static_cast<size_t>(c)];
-              act_err += std::fabs(wv) * amax / 127.0 / 2.0;
+              act_err += std::fabs(wv) * amax / 32767.0 / 2.0;
             }
             ASSERT_NEAR(y[r], ref[r], 1e-5 * mag + 1e-20) << name << " cols " << cols << " row " << r;
             ASSERT_NEAR(ref[r], f32, act_err * 1.0001 + 1e-6 * mag) << name << " cols " << cols << " row " << r;
