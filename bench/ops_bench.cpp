@@ -14,6 +14,8 @@
 #include <random>
 #include <vector>
 
+#include "formats/format.h"
+#include "formats/intn.h"
 #include "lowbit/threads.h"
 #include "ops/kernels.h"
 #include "ops/ops.h"
@@ -99,6 +101,45 @@ void GemvArgs(benchmark::internal::Benchmark* b) {
   b->ArgNames({"dtype", "rows", "cols", "threads"});
 }
 BENCHMARK(BM_Gemv)->Apply(GemvArgs)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+// Packed intN GEMV (the decode path of quantized models) on consecutive packed matrices in the pool (random code
+// bytes; every 16-bit word is a normal f16, so the block scales and zeros are sane). Args: bits, group, rows,
+// cols, threads. GB/s counts the packed bytes read.
+void BM_GemvIntN(benchmark::State& state) {
+  const int bits = static_cast<int>(state.range(0)), group = static_cast<int>(state.range(1));
+  const int64_t rows = state.range(2), cols = state.range(3);
+  lowbit::set_num_threads(static_cast<int>(state.range(4)));
+  const std::string name = "int" + std::to_string(bits) + "g" + std::to_string(group) + "a";
+  const lowbit::formats::IntNFormat& f = lowbit::formats::intn_format(name);
+  const size_t rb = lowbit::formats::row_bytes(f, cols), bytes = rb * static_cast<size_t>(rows);
+  std::vector<WeightView> views;
+  for (size_t off = 0; off + bytes <= kPoolBytes; off += bytes) {
+    WeightView v{DType::I8, rows, cols, weight_pool() + off, rb};
+    v.intn = &f;
+    views.push_back(v);
+  }
+  const std::vector<float> x = random_floats(static_cast<size_t>(cols));
+  std::vector<float> y(static_cast<size_t>(rows));
+  size_t i = 0;
+  LoopTimer timer;
+  for (auto _ : state) {
+    lowbit::ops::matmul(views[i], x.data(), 1, y.data());
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+    i = i + 1 == views.size() ? 0 : i + 1;
+  }
+  state.counters["GB/s"] = static_cast<double>(bytes) * static_cast<double>(state.iterations()) / timer.seconds() / 1e9;
+  state.SetLabel(name + " " + lowbit::ops::simd_target());
+}
+
+void GemvIntNArgs(benchmark::internal::Benchmark* b) {
+  for (int threads : {1, 2})
+    for (auto [bits, group] : {std::pair{4, 128}, {4, 32}, {2, 128}, {3, 128}, {8, 128}})
+      for (auto [rows, cols] : {std::pair{4096, 4096}, {11008, 4096}, {4096, 11008}, {2048, 8192}})
+        b->Args({bits, group, rows, cols, threads});
+  b->ArgNames({"bits", "group", "rows", "cols", "threads"});
+}
+BENCHMARK(BM_GemvIntN)->Apply(GemvIntNArgs)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 // The matmuls of one decode step of a hidden-2048 Llama (TinyLlama-1.1B shapes: GQA k/v 256 x 2048, FFN 5632),
 // layer after layer through the pool, as the model graph issues them. Args: dtype, threads.

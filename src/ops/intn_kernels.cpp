@@ -1,24 +1,23 @@
 // GEMV on lowbit's packed intN weights (formats/intn.h) without decoding them to floats: activations are
-// quantized to int16 per weight block and every block's dot product is an integer one. (int8 activations, as
-// llama.cpp uses, moved the fixture models' perplexity by 0.2-0.6% against the dequantized f32 path; int16 keeps
-// it within 0.01%, and the kernel stays memory-bound.)
+// quantized to 16-bit integers per weight block and every block's dot product is an integer one.
 //
 //   y_r = sum over blocks b of  s_b * d_b * (sum_i c_i q_i  -  off_b * sum_i q_i)
 //
 // with s_b / off_b the block's fp16 scale and offset, c_i its B-bit codes (unsigned), and d_b / q_i the block's
-// activation scale and int16 codes (d_b = max|x| / 32767, q_i = round(x_i / d_b)). sum(q) is computed once per
-// call, so the inner loop is only 16-bit products summed in pairs (vpdpwssd on AVX-512 VNNI). The offset is an integer
-// in every file lowbit writes, so the bracket is computed exactly in int32; a fractional offset (a foreign file)
-// takes a float correction instead.
+// activation scale and integer codes (d_b = max|x| / (127 * 256), q_i = round(x_i / d_b)). sum(q) is computed once
+// per call. (int8 activations, as llama.cpp uses, moved the fixture models' perplexity by 0.2-0.6% against the
+// dequantized f32 path; 16-bit ones keep it within 0.1%.)
 //
 // Paths (this file is compiled once per Highway target):
-//  - AVX3_DL (AVX-512 VNNI + VBMI): codes are unpacked in registers. 2- and 4-bit codes: 32 code bytes are
-//    zero-extended to 16-bit lanes and split by shift-and-mask into "planes" (plane p of a 32-byte run holds
-//    codes 8/B * i + p), with the activations stored in the same plane order, so no shuffles; 8-bit codes are
-//    zero-extended as they are; 3/5/6/7-bit codes by vpermb (gather each 8 codes' B bytes into one 64-bit lane)
-//    and vpmultishiftqb (pick 8 bits at offset B * j), a mask, then zero-extension.
+//  - AVX3_DL (AVX-512 VNNI + VBMI): q is stored as two int8 halves, q = 256 * hi + lo, so the products are
+//    unsigned-by-signed bytes (vpdpbusd) with int16 precision. Codes are unpacked in registers: 2- and 4-bit codes
+//    by shift-and-mask into "planes" (plane p of a 64-byte run holds codes 8/B * i + p), with the activations
+//    stored in the same plane order, so no shuffles; 8-bit codes are used as they are; 3/5/6/7-bit codes by vpermb
+//    (gather each 8 codes' B bytes into one 64-bit lane) and vpmultishiftqb (pick 8 bits at offset B * j), then a
+//    mask. Block headers are gathered 16 blocks at a time; the offset term is one vector FMA per 16 blocks.
 //  - every other target: a block's codes are unpacked to bytes (scalar) and dotted with Highway's 16-bit
-//    widening multiply-accumulate, activations in natural order.
+//    widening multiply-accumulate, activations in natural order; the bracket is exact in int32 when the offset is
+//    an integer (always, in files lowbit writes).
 // The activation layout therefore depends on the target: quantize_acts and the GEMV are dispatched together.
 #include <algorithm>
 #include <cmath>
@@ -48,9 +47,9 @@ constexpr bool kPlanes = true;  // 2/4-bit activations stored in plane order (se
 constexpr bool kPlanes = false;
 #endif
 
-// Bytes of codes per block; the AVX3_DL kernel loads 2/4-bit codes in runs ("chunks") of at most 32 bytes.
+// Bytes of codes per block; the AVX3_DL kernel loads 2/4-bit codes in runs ("chunks") of at most 64 bytes.
 inline int CodeBytes(int bits, int group) { return group * bits / 8; }
-constexpr int kChunk = 32;
+constexpr int kChunk = 64;
 
 // Position of code i of a block in the activation layout of this target.
 inline int ActPos(int bits, int group, int i) {
@@ -68,7 +67,13 @@ void QuantizeActsIntN(const formats::IntNFormat& f, const float* x, int64_t n, d
   a.block = g;
   a.bits = f.bits();
   a.blocks = (n + g - 1) / g;
-  a.q.assign(static_cast<size_t>(a.blocks * g), 0);
+  const size_t total = static_cast<size_t>(a.blocks * g);
+  if (kPlanes) {
+    a.qh.assign(total, 0);
+    a.ql.assign(total, 0);
+  } else {
+    a.q.assign(total, 0);
+  }
   a.d.resize(static_cast<size_t>(a.blocks));
   a.qsum.resize(static_cast<size_t>(a.blocks));
   std::vector<int> pos(static_cast<size_t>(g));
@@ -77,14 +82,20 @@ void QuantizeActsIntN(const formats::IntNFormat& f, const float* x, int64_t n, d
     const int64_t i0 = b * g, len = std::min<int64_t>(g, n - i0);
     float amax = 0.0f;
     for (int64_t i = 0; i < len; ++i) amax = std::max(amax, std::fabs(x[i0 + i]));
-    const float d = amax / 32767.0f;
+    const float d = amax / static_cast<float>(detail::kActMax);
     const float inv = d > 0.0f ? 1.0f / d : 0.0f;
     int sum = 0;
-    int16_t* q = a.q.data() + i0;
     for (int64_t i = 0; i < len; ++i) {
       const int v = static_cast<int>(std::nearbyint(x[i0 + i] * inv));
-      const int c = std::clamp(v, -32767, 32767);
-      q[pos[static_cast<size_t>(i)]] = static_cast<int16_t>(c);
+      const int c = std::clamp(v, -detail::kActMax, detail::kActMax);
+      const size_t at = static_cast<size_t>(i0 + pos[static_cast<size_t>(i)]);
+      if (kPlanes) {  // c = 256 * hi + lo with both in int8 range: |c| <= 127 * 256 keeps hi in [-127, 127]
+        const int hi = (c + 128) >> 8;
+        a.qh[at] = static_cast<int8_t>(hi);
+        a.ql[at] = static_cast<int8_t>(c - 256 * hi);
+      } else {
+        a.q[at] = static_cast<int16_t>(c);
+      }
       sum += c;
     }
     a.d[b] = d;
@@ -157,94 +168,135 @@ HWY_INLINE SpreadTables MakeSpread(int bits) {
 
 HWY_INLINE __mmask32 WordMask(int n) { return n >= 32 ? ~__mmask32{0} : ((__mmask32{1} << n) - 1); }
 
-template <int B>
-LOWBIT_VNNI HWY_INLINE __m512i BlockDot(const uint8_t* HWY_RESTRICT codes, const int16_t* HWY_RESTRICT q, int g,
-                                        const SpreadTables& sp) {
-  __m512i acc = _mm512_setzero_si512();
+// One block's sum_i c_i q_i, spread over the 16 int32 lanes, from the activations split as q = 256 * hi + lo
+// (two int8 halves, so unsigned-by-signed byte products -- vpdpbusd -- give int16 precision). B and G are
+// compile-time constants so every loop below unrolls and every load mask is a constant.
+template <int B, int G>
+LOWBIT_VNNI HWY_INLINE __m512i BlockDot(const uint8_t* HWY_RESTRICT codes, const int8_t* HWY_RESTRICT qh,
+                                        const int8_t* HWY_RESTRICT ql, const SpreadTables& sp) {
+  __m512i h0 = _mm512_setzero_si512(), h1 = _mm512_setzero_si512();
+  __m512i l0 = _mm512_setzero_si512(), l1 = _mm512_setzero_si512();
+  // Loads n <= 64 bytes: a plain load for a full vector, a masked one (constant mask) for a short run.
+  auto load = [](const void* p, int n) {
+    return n >= 64 ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8(ByteMask(n), p);
+  };
   if constexpr (B == 4 || B == 2) {
     constexpr int per = 8 / B;
-    const int nb = g * B / 8;
-    const __m512i m = _mm512_set1_epi16((1 << B) - 1);
+    constexpr int nb = G * B / 8;
+    const __m512i m = _mm512_set1_epi8(static_cast<char>((1 << B) - 1));
     for (int c = 0; c < nb; c += kChunk) {
       const int len = std::min(kChunk, nb - c);
-      const __mmask32 k = WordMask(len);
-      const __m512i v = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(k, codes + c));  // 32 code bytes, widened
-      const int16_t* qc = q + c * per;
+      const __m512i v = load(codes + c, len);
+      const int8_t* ph = qh + c * per;
+      const int8_t* pl = ql + c * per;
       for (int p = 0; p < per; ++p) {
         const __m512i plane = _mm512_and_si512(p == 0 ? v : _mm512_srli_epi16(v, p * B), m);
-        acc = _mm512_dpwssd_epi32(acc, plane, _mm512_maskz_loadu_epi16(k, qc + p * len));
+        __m512i& h = p % 2 ? h1 : h0;
+        __m512i& l = p % 2 ? l1 : l0;
+        h = _mm512_dpbusd_epi32(h, plane, load(ph + p * len, len));
+        l = _mm512_dpbusd_epi32(l, plane, load(pl + p * len, len));
       }
-    }
-  } else if constexpr (B == 8) {
-    for (int c = 0; c < g; c += 32) {
-      const __mmask32 k = WordMask(g - c);
-      acc = _mm512_dpwssd_epi32(acc, _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(k, codes + c)),
-                                _mm512_maskz_loadu_epi16(k, q + c));
     }
   } else {
-    for (int c = 0; c < g; c += 64) {  // 64 codes = 8 * B bytes
-      const int n = std::min(64, g - c);
-      const __m512i raw = _mm512_maskz_loadu_epi8(ByteMask(n * B / 8), codes + c * B / 8);
-      const __m512i spread = _mm512_permutexvar_epi8(sp.perm, raw);
-      const __m512i v = _mm512_and_si512(_mm512_multishift_epi64_epi8(sp.shift, spread), sp.mask);
-      acc = _mm512_dpwssd_epi32(acc, _mm512_cvtepu8_epi16(_mm512_castsi512_si256(v)),
-                                _mm512_maskz_loadu_epi16(WordMask(n), q + c));
-      if (n > 32)
-        acc = _mm512_dpwssd_epi32(acc, _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(v, 1)),
-                                  _mm512_maskz_loadu_epi16(WordMask(n - 32), q + c + 32));
+    for (int c = 0; c < G; c += 64) {
+      const int n = std::min(64, G - c);
+      __m512i v;
+      if constexpr (B == 8) {
+        v = load(codes + c, n);
+      } else {  // 64 codes = 8 * B bytes: gather each 8 codes' bytes into a 64-bit lane, pick the B-bit fields
+        const __m512i spread = _mm512_permutexvar_epi8(sp.perm, load(codes + c * B / 8, n * B / 8));
+        v = _mm512_maskz_and_epi32(n >= 64 ? 0xffff : 0x00ff, _mm512_multishift_epi64_epi8(sp.shift, spread), sp.mask);
+      }
+      __m512i& h = (c / 64) % 2 ? h1 : h0;
+      __m512i& l = (c / 64) % 2 ? l1 : l0;
+      h = _mm512_dpbusd_epi32(h, v, load(qh + c, n));
+      l = _mm512_dpbusd_epi32(l, v, load(ql + c, n));
     }
   }
-  return acc;
+  return _mm512_add_epi32(_mm512_slli_epi32(_mm512_add_epi32(h0, h1), 8), _mm512_add_epi32(l0, l1));
 }
 
-template <int B>
-LOWBIT_VNNI float RowDotVnni(const std::byte* row, int g, size_t bb, bool asym, const detail::IntNActs& a,
-                 const SpreadTables& sp) {
-  const size_t hdr = asym ? 4 : 2;
-  __m512 acc = _mm512_setzero_ps();
-  float corr = 0.0f;  // fractional offsets only
-  for (int64_t b = 0; b < a.blocks; ++b) {
-    const uint8_t* blk = reinterpret_cast<const uint8_t*>(row + b * bb);
-    uint16_t hs, hz = 0;
-    std::memcpy(&hs, blk, 2);
-    if (asym) std::memcpy(&hz, blk + 2, 2);
-    const float s = _cvtsh_ss(hs);
-    __m512i dot = BlockDot<B>(blk + hdr, a.q.data() + b * g, g, sp);
-    const float sd = s * a.d[b];
-    int32_t off = 1 << (B - 1);
-    if (asym) {
-      const float offf = _cvtsh_ss(hz);
-      off = static_cast<int32_t>(offf);
-      if (static_cast<float>(off) != offf) {
-        corr += sd * (offf - static_cast<float>(off)) * static_cast<float>(a.qsum[b]);
+// R rows at once: R independent weight streams for the memory system and R independent accumulation chains.
+// Block headers are read 16 blocks at a time (one gather per row): scale * d for every block in one vector, and
+// the offset term sum_b scale_b * d_b * off_b * sum(q)_b accumulated as a vector too; per block only the int32
+// dot, its conversion and one FMA with the block's scale * d remain.
+template <int B, int G, bool ASYM, int R>
+LOWBIT_VNNI void RowsDotVnni(const std::byte* const* rows, const detail::IntNActs& a, const SpreadTables& sp,
+                             float* out) {
+  constexpr size_t hdr = ASYM ? 4 : 2;
+  constexpr size_t bb = hdr + static_cast<size_t>(G) * B / 8;
+  __m512 acc[R], cacc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps(), cacc[r] = _mm512_setzero_ps();
+  const __m512i offsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                             _mm512_set1_epi32(static_cast<int>(bb)));
+  const __m512 sym_off = _mm512_set1_ps(static_cast<float>(1 << (B - 1)));
+  const int8_t* qh = a.qh.data();
+  const int8_t* ql = a.ql.data();
+  for (int64_t b0 = 0; b0 < a.blocks; b0 += 16) {
+    const int nblk = static_cast<int>(std::min<int64_t>(16, a.blocks - b0));
+    const __mmask16 km = static_cast<__mmask16>((1u << nblk) - 1);
+    const __m512 dv = _mm512_maskz_loadu_ps(km, a.d.data() + b0);
+    const __m512 qs = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(km, a.qsum.data() + b0));
+    alignas(64) float sd[R][16];
+    for (int r = 0; r < R; ++r) {
+      // 4 bytes at each block start: fp16 scale, then (asymmetric) the fp16 zero.
+      const __m512i h = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), km, offsets, rows[r] + b0 * bb, 1);
+      const __m512 sdv = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(h)), dv);
+      _mm512_store_ps(sd[r], sdv);
+      const __m512 off = ASYM ? _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(h, 16))) : sym_off;
+      cacc[r] = _mm512_fmadd_ps(_mm512_mul_ps(sdv, off), qs, cacc[r]);
+    }
+    for (int j = 0; j < nblk; ++j) {
+      const int64_t b = b0 + j;
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* blk = reinterpret_cast<const uint8_t*>(rows[r] + b * bb);
+        _mm_prefetch(reinterpret_cast<const char*>(blk) + 8192, _MM_HINT_T0);
+        const __m512i dot = BlockDot<B, G>(blk + hdr, qh + b * G, ql + b * G, sp);
+        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(sd[r][j]), acc[r]);
       }
     }
-    dot = _mm512_mask_sub_epi32(dot, 1, dot, _mm512_set1_epi32(off * a.qsum[b]));  // lane 0 takes off * sum(q)
-    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(sd), acc);
   }
-  return _mm512_reduce_add_ps(acc) - corr;
+  for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(_mm512_sub_ps(acc[r], cacc[r]));
+}
+
+constexpr int kRows = 1;
+
+template <int B, int G, bool ASYM>
+void RowsVnni(const WeightView& w, const detail::IntNActs& a, int64_t r0, int64_t r1, float* y) {
+  const SpreadTables sp = MakeSpread(B);
+  int64_t r = r0;
+  for (; r + kRows <= r1; r += kRows) {
+    const std::byte* rows[kRows];
+    for (int i = 0; i < kRows; ++i) rows[i] = w.data + (r + i) * w.row_bytes;
+    RowsDotVnni<B, G, ASYM, kRows>(rows, a, sp, y + (r - r0));
+  }
+  for (; r < r1; ++r) {
+    const std::byte* row = w.data + r * w.row_bytes;
+    RowsDotVnni<B, G, ASYM, 1>(&row, a, sp, y + (r - r0));
+  }
 }
 
 template <int B>
-void RowsVnni(const WeightView& w, const detail::IntNActs& a, int64_t r0, int64_t r1, float* y) {
-  const SpreadTables sp = MakeSpread(B);
-  const int g = w.intn->block();
-  const size_t bb = w.intn->block_bytes();
+void RowsVnniBits(const WeightView& w, const detail::IntNActs& a, int64_t r0, int64_t r1, float* y) {
   const bool asym = w.intn->asymmetric();
-  for (int64_t r = r0; r < r1; ++r) y[r - r0] = RowDotVnni<B>(w.data + r * w.row_bytes, g, bb, asym, a, sp);
+  switch (w.intn->block()) {
+    case 32: return asym ? RowsVnni<B, 32, true>(w, a, r0, r1, y) : RowsVnni<B, 32, false>(w, a, r0, r1, y);
+    case 64: return asym ? RowsVnni<B, 64, true>(w, a, r0, r1, y) : RowsVnni<B, 64, false>(w, a, r0, r1, y);
+    default: return asym ? RowsVnni<B, 128, true>(w, a, r0, r1, y) : RowsVnni<B, 128, false>(w, a, r0, r1, y);
+  }
 }
 #endif
 
 void GemvIntNRows(const WeightView& w, const detail::IntNActs& a, int64_t r0, int64_t r1, float* y) {
 #if HWY_TARGET == HWY_AVX3_DL
   switch (w.intn->bits()) {
-    case 2: return RowsVnni<2>(w, a, r0, r1, y);
-    case 3: return RowsVnni<3>(w, a, r0, r1, y);
-    case 4: return RowsVnni<4>(w, a, r0, r1, y);
-    case 5: return RowsVnni<5>(w, a, r0, r1, y);
-    case 6: return RowsVnni<6>(w, a, r0, r1, y);
-    case 7: return RowsVnni<7>(w, a, r0, r1, y);
-    default: return RowsVnni<8>(w, a, r0, r1, y);
+    case 2: return RowsVnniBits<2>(w, a, r0, r1, y);
+    case 3: return RowsVnniBits<3>(w, a, r0, r1, y);
+    case 4: return RowsVnniBits<4>(w, a, r0, r1, y);
+    case 5: return RowsVnniBits<5>(w, a, r0, r1, y);
+    case 6: return RowsVnniBits<6>(w, a, r0, r1, y);
+    case 7: return RowsVnniBits<7>(w, a, r0, r1, y);
+    default: return RowsVnniBits<8>(w, a, r0, r1, y);
   }
 #else
   for (int64_t r = r0; r < r1; ++r) y[r - r0] = RowDotPortable(*w.intn, w.data + r * w.row_bytes, a);

@@ -22,10 +22,12 @@ float parallel_stream_sum(const float* p, size_t n, int threads);
 
 // Activations quantized for one packed-intN GEMV (ops/intn_kernels.cpp): per weight block of `block` values,
 // int16 codes q (zero past n, in the order the target's kernel reads codes), the scale d (x ~= d * q) and sum(q).
+constexpr int kActMax = 127 * 256;  // |q| <= kActMax: d = max|x| / kActMax
 struct IntNActs {
   int64_t n = 0, blocks = 0;
   int block = 0, bits = 0;
-  std::vector<int16_t> q;
+  std::vector<int16_t> q;           // portable kernels: q itself
+  std::vector<int8_t> qh, ql;       // AVX3_DL: q = 256 * qh + ql, both int8
   std::vector<float> d;
   std::vector<int32_t> qsum;
 };

@@ -28,7 +28,7 @@ WeightView view_of(const TensorInfo& t);  // checks the dtype is supported and t
 // Y[t, r] = sum_c W[r, c] * X[t, c] for t < n_tokens. X is n_tokens x cols, Y is n_tokens x rows (row-major).
 // n_tokens == 1: multi-threaded SIMD GEMV straight from the weight bytes (memory-bound decode path). For packed
 //                intN weights the activations are quantized to int16 once per call, per weight block
-//                (d = max|x| / 32767, q = round(x / d)), and each block's dot is an integer dot product:
+//                (d = max|x| / (127 * 256), q = round(x / d)), and each block's dot is an integer dot product:
 //                y_r = sum over blocks of scale * (d * sum(code * q) - offset * d * sum(q))  (gemv_intn_ref).
 // n_tokens > 1 : BLAS SGEMM (F16/BF16/packed weights are decoded to f32 in panels, never the whole matrix).
 void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y);

@@ -11,7 +11,7 @@ namespace lowbit::ops {
 float weight_at_ref(const WeightView& w, int64_t r, int64_t c);
 
 void gemv_rows_ref(const WeightView& w, const float* x, int64_t r0, int64_t r1, float* y);
-// Packed intN rows with the kernels' arithmetic (activations quantized to int16 per weight block, d = max|x|/32767,
+// Packed intN rows with the kernels' arithmetic (activations quantized to int16 per weight block, d = max|x|/(127*256),
 // q = round(x / d); y = sum_blk scale * d * (sum(code * q) - offset * sum(q))), in double, codes read one by one.
 void gemv_intn_rows_ref(const WeightView& w, const float* x, int64_t r0, int64_t r1, float* y);
 void matmul_ref(const WeightView& w, const float* x, int64_t n_tokens, float* y);

@@ -85,9 +85,9 @@ TEST_P(IntNGemv, EveryFormatMatchesTheScalarReferenceAndTheF32Path) {
               float amax = 0;
               for (int64_t i = 0; i < len; ++i) amax = std::max(amax, std::fabs(x[static_cast<size_t>(b0 + i)]));
               const double wv = p.deq[static_cast<size_t>(r * cols + c)];
-              mag += std::fabs(wv * x[static_cast<size_t>(c)]) + std::fabs(wv) * amax / 32767.0;
+              mag += std::fabs(wv * x[static_cast<size_t>(c)]) + std::fabs(wv) * amax / 32512.0;
               f32 += wv * x[static_cast<size_t>(c)];
-              act_err += std::fabs(wv) * amax / 32767.0 / 2.0;
+              act_err += std::fabs(wv) * amax / 32512.0 / 2.0;
             }
             ASSERT_NEAR(y[r], ref[r], 1e-5 * mag + 1e-20) << name << " cols " << cols << " row " << r;
             ASSERT_NEAR(ref[r], f32, act_err * 1.0001 + 1e-6 * mag) << name << " cols " << cols << " row " << r;
