@@ -57,8 +57,8 @@ struct TensorInfo {
   uint64_t nbytes = 0;
   std::string file;           // where the bytes live (for messages)
   uint64_t file_offset = 0;
-  // Tensors the file stores in one of lowbit's packed formats are decoded at load time: `packed` names the
-  // format ("int4g64a") and stored_bytes is what the file holds (nbytes is then the decoded f32 size).
+  // A tensor stored in one of lowbit's packed formats: `packed` names the format ("int4g64a"), shape is the logical
+  // {rows, cols}, dtype is I8 and data / nbytes are the encoded rows as stored (rows * row_bytes of the format).
   std::string packed;
   uint64_t stored_bytes = 0;
   uint64_t file_bytes() const { return packed.empty() ? nbytes : stored_bytes; }

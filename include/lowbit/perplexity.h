@@ -15,6 +15,9 @@ namespace lowbit {
 struct PerplexityOptions {
   int ctx = 512;
   int chunks = -1;  // <= 0: as many as the text holds
+  // Tokens per forward call (<= 0: the whole window at once). 1 runs every token through the decode path
+  // (GEMV on the weights as stored) instead of the batched prefill path.
+  int batch = 0;
   // Called after each window with (chunk index, running PPL).
   std::function<void(int, double)> on_chunk;
 };
