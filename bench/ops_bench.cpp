@@ -1,5 +1,5 @@
-// Microbenchmarks of the ops layer: decode GEMV (weight GB/s), batch-512 prefill matmul (GFLOP/s) and the
-// machine's read bandwidth, at 1 and 2 threads.
+// Microbenchmarks of the ops layer: decode GEMV (weight GB/s), batch-512 prefill matmul (GFLOP/s), the same two
+// for lowbit's packed intN formats, and the machine's read bandwidth, at 1 and 2 threads.
 //   ./build-ops/lowbit_bench --benchmark_filter='Gemv|ReadBandwidth'
 #include <benchmark/benchmark.h>
 
@@ -102,13 +102,13 @@ void GemvArgs(benchmark::internal::Benchmark* b) {
 }
 BENCHMARK(BM_Gemv)->Apply(GemvArgs)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
-// Packed intN GEMV (the decode path of quantized models) on consecutive packed matrices in the pool (random code
-// bytes; every 16-bit word is a normal f16, so the block scales and zeros are sane). Args: bits, group, rows,
-// cols, threads. GB/s counts the packed bytes read.
-void BM_GemvIntN(benchmark::State& state) {
+// Packed intN matmul on consecutive packed matrices in the pool (random code bytes; every 16-bit word is a
+// normal f16, so the block scales and zeros are sane). Args: bits, group, rows, cols, tokens, threads.
+// tokens 1 is the decode GEMV (GB/s of packed bytes read); tokens 512 the prefill path (GFLOP/s).
+void BM_MatmulIntN(benchmark::State& state) {
   const int bits = static_cast<int>(state.range(0)), group = static_cast<int>(state.range(1));
-  const int64_t rows = state.range(2), cols = state.range(3);
-  lowbit::set_num_threads(static_cast<int>(state.range(4)));
+  const int64_t rows = state.range(2), cols = state.range(3), tokens = state.range(4);
+  lowbit::set_num_threads(static_cast<int>(state.range(5)));
   const std::string name = "int" + std::to_string(bits) + "g" + std::to_string(group) + "a";
   const lowbit::formats::IntNFormat& f = lowbit::formats::intn_format(name);
   const size_t rb = lowbit::formats::row_bytes(f, cols), bytes = rb * static_cast<size_t>(rows);
@@ -118,28 +118,35 @@ void BM_GemvIntN(benchmark::State& state) {
     v.intn = &f;
     views.push_back(v);
   }
-  const std::vector<float> x = random_floats(static_cast<size_t>(cols));
-  std::vector<float> y(static_cast<size_t>(rows));
+  const std::vector<float> x = random_floats(static_cast<size_t>(cols * tokens));
+  std::vector<float> y(static_cast<size_t>(rows * tokens));
   size_t i = 0;
   LoopTimer timer;
   for (auto _ : state) {
-    lowbit::ops::matmul(views[i], x.data(), 1, y.data());
+    lowbit::ops::matmul(views[i], x.data(), tokens, y.data());
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
     i = i + 1 == views.size() ? 0 : i + 1;
   }
-  state.counters["GB/s"] = static_cast<double>(bytes) * static_cast<double>(state.iterations()) / timer.seconds() / 1e9;
+  const double iters = static_cast<double>(state.iterations()), sec = timer.seconds();
+  if (tokens == 1)
+    state.counters["GB/s"] = static_cast<double>(bytes) * iters / sec / 1e9;
+  else
+    state.counters["GFLOP/s"] = 2.0 * static_cast<double>(rows * cols * tokens) * iters / sec / 1e9;
   state.SetLabel(name + " " + lowbit::ops::simd_target());
 }
 
-void GemvIntNArgs(benchmark::internal::Benchmark* b) {
-  for (int threads : {1, 2})
+void MatmulIntNArgs(benchmark::internal::Benchmark* b) {
+  for (int threads : {1, 2}) {
     for (auto [bits, group] : {std::pair{4, 128}, {4, 32}, {2, 128}, {3, 128}, {8, 128}})
       for (auto [rows, cols] : {std::pair{4096, 4096}, {11008, 4096}, {4096, 11008}, {2048, 8192}})
-        b->Args({bits, group, rows, cols, threads});
-  b->ArgNames({"bits", "group", "rows", "cols", "threads"});
+        b->Args({bits, group, rows, cols, 1, threads});
+    for (auto [rows, cols] : {std::pair{4096, 4096}, {11008, 4096}, {4096, 11008}, {2048, 8192}})
+      b->Args({4, 128, rows, cols, 512, threads});
+  }
+  b->ArgNames({"bits", "group", "rows", "cols", "tokens", "threads"});
 }
-BENCHMARK(BM_GemvIntN)->Apply(GemvIntNArgs)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_MatmulIntN)->Apply(MatmulIntNArgs)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 // The matmuls of one decode step of a hidden-2048 Llama (TinyLlama-1.1B shapes: GQA k/v 256 x 2048, FFN 5632),
 // layer after layer through the pool, as the model graph issues them. Args: dtype, threads.
