@@ -10,9 +10,10 @@
 //
 // Paths (this file is compiled once per Highway target):
 //  - AVX3_DL (AVX-512 VNNI + VBMI): q is stored as two int8 halves, q = 256 * hi + lo, so the products are
-//    unsigned-by-signed bytes (vpdpbusd) with int16 precision. Codes are unpacked in registers: 2- and 4-bit codes
-//    by shift-and-mask into "planes" (plane p of a 64-byte run holds codes 8/B * i + p), with the activations
-//    stored in the same plane order, so no shuffles; 8-bit codes are used as they are; 3/5/6/7-bit codes by vpermb
+//    unsigned-by-signed bytes (vpdpbusd) with int16 precision. Codes are unpacked in registers: 4-bit codes by
+//    shift-and-mask into "planes" (plane p of a 64-byte run holds codes 2i + p), with the activations stored in the
+//    same plane order, so no shuffles; 2-bit codes the same way after widening 32 bytes to 16-bit lanes (int16
+//    activations, vpdpwssd); 8-bit codes are used as they are; 3/5/6/7-bit codes by vpermb
 //    (gather each 8 codes' B bytes into one 64-bit lane) and vpmultishiftqb (pick 8 bits at offset B * j), then a
 //    mask. Block headers are gathered 16 blocks at a time; the offset term is one vector FMA per 16 blocks.
 //  - every other target: a block's codes are unpacked to bytes (scalar) and dotted with Highway's 16-bit
@@ -52,7 +53,18 @@ inline int CodeBytes(int bits, int group) { return group * bits / 8; }
 constexpr int kChunk = 64;
 
 // Position of code i of a block in the activation layout of this target.
+// AVX3_DL, 2-bit: code bytes are widened to 16-bit lanes first (32 bytes per run) and the activations are plain
+// int16 in that plane order (4 codes per lane), since byte-wide planes of a 32-byte block fill half a vector.
+constexpr int kChunk16 = 32;
+inline bool Int16Planes(int bits) { return kPlanes && bits == 2; }
+
 inline int ActPos(int bits, int group, int i) {
+  if (Int16Planes(bits)) {
+    const int nb = CodeBytes(bits, group);
+    const int byte = i / 4, plane = i % 4;
+    const int chunk = byte / kChunk16, len = std::min(kChunk16, nb - kChunk16 * chunk);
+    return chunk * kChunk16 * 4 + plane * len + (byte - kChunk16 * chunk);
+  }
   if (!kPlanes || (bits != 2 && bits != 4)) return i;
   const int per_byte = 8 / bits;
   const int nb = CodeBytes(bits, group);
@@ -68,7 +80,8 @@ void QuantizeActsIntN(const formats::IntNFormat& f, const float* x, int64_t n, d
   a.bits = f.bits();
   a.blocks = (n + g - 1) / g;
   const size_t total = static_cast<size_t>(a.blocks * g);
-  if (kPlanes) {
+  const bool split = kPlanes && !Int16Planes(a.bits);  // int8 halves for vpdpbusd, else int16
+  if (split) {
     a.qh.assign(total, 0);
     a.ql.assign(total, 0);
   } else {
@@ -89,7 +102,7 @@ void QuantizeActsIntN(const formats::IntNFormat& f, const float* x, int64_t n, d
       const int v = static_cast<int>(std::nearbyint(x[i0 + i] * inv));
       const int c = std::clamp(v, -detail::kActMax, detail::kActMax);
       const size_t at = static_cast<size_t>(i0 + pos[static_cast<size_t>(i)]);
-      if (kPlanes) {  // c = 256 * hi + lo with both in int8 range: |c| <= 127 * 256 keeps hi in [-127, 127]
+      if (split) {  // c = 256 * hi + lo with both in int8 range: |c| <= 127 * 256 keeps hi in [-127, 127]
         const int hi = (c + 128) >> 8;
         a.qh[at] = static_cast<int8_t>(hi);
         a.ql[at] = static_cast<int8_t>(c - 256 * hi);
@@ -173,14 +186,33 @@ HWY_INLINE __mmask32 WordMask(int n) { return n >= 32 ? ~__mmask32{0} : ((__mmas
 // compile-time constants so every loop below unrolls and every load mask is a constant.
 template <int B, int G>
 LOWBIT_VNNI HWY_INLINE __m512i BlockDot(const uint8_t* HWY_RESTRICT codes, const int8_t* HWY_RESTRICT qh,
-                                        const int8_t* HWY_RESTRICT ql, const SpreadTables& sp) {
+                                        const int8_t* HWY_RESTRICT ql, const int16_t* HWY_RESTRICT q16,
+                                        const SpreadTables& sp) {
+  if constexpr (B == 2) {  // 32 code bytes widened to 16-bit lanes, 4 planes of 2 bits, int16 activations (vpdpwssd)
+    constexpr int nb = G * B / 8;
+    const __m512i m = _mm512_set1_epi16(3);
+    __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
+    for (int c = 0; c < nb; c += kChunk16) {
+      const int len = std::min(kChunk16, nb - c);
+      const __mmask32 k = len >= 32 ? ~__mmask32{0} : ((__mmask32{1} << len) - 1);
+      const __m512i v = _mm512_cvtepu8_epi16(len >= 32 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + c))
+                                                       : _mm256_maskz_loadu_epi8(k, codes + c));
+      const int16_t* qc = q16 + c * 4;
+      auto ld = [&](int p) { return len >= 32 ? _mm512_loadu_si512(qc + p * len) : _mm512_maskz_loadu_epi16(k, qc + p * len); };
+      a0 = _mm512_dpwssd_epi32(a0, _mm512_and_si512(v, m), ld(0));
+      a1 = _mm512_dpwssd_epi32(a1, _mm512_and_si512(_mm512_srli_epi16(v, 2), m), ld(1));
+      a0 = _mm512_dpwssd_epi32(a0, _mm512_and_si512(_mm512_srli_epi16(v, 4), m), ld(2));
+      a1 = _mm512_dpwssd_epi32(a1, _mm512_srli_epi16(v, 6), ld(3));
+    }
+    return _mm512_add_epi32(a0, a1);
+  }
   __m512i h0 = _mm512_setzero_si512(), h1 = _mm512_setzero_si512();
   __m512i l0 = _mm512_setzero_si512(), l1 = _mm512_setzero_si512();
   // Loads n <= 64 bytes: a plain load for a full vector, a masked one (constant mask) for a short run.
   auto load = [](const void* p, int n) {
     return n >= 64 ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8(ByteMask(n), p);
   };
-  if constexpr (B == 4 || B == 2) {
+  if constexpr (B == 4) {
     constexpr int per = 8 / B;
     constexpr int nb = G * B / 8;
     const __m512i m = _mm512_set1_epi8(static_cast<char>((1 << B) - 1));
@@ -232,6 +264,7 @@ LOWBIT_VNNI void RowsDotVnni(const std::byte* const* rows, const detail::IntNAct
   const __m512 sym_off = _mm512_set1_ps(static_cast<float>(1 << (B - 1)));
   const int8_t* qh = a.qh.data();
   const int8_t* ql = a.ql.data();
+  const int16_t* q16 = a.q.data();
   for (int64_t b0 = 0; b0 < a.blocks; b0 += 16) {
     const int nblk = static_cast<int>(std::min<int64_t>(16, a.blocks - b0));
     const __mmask16 km = static_cast<__mmask16>((1u << nblk) - 1);
@@ -251,7 +284,7 @@ LOWBIT_VNNI void RowsDotVnni(const std::byte* const* rows, const detail::IntNAct
       for (int r = 0; r < R; ++r) {
         const uint8_t* blk = reinterpret_cast<const uint8_t*>(rows[r] + b * bb);
         _mm_prefetch(reinterpret_cast<const char*>(blk) + 8192, _MM_HINT_T0);
-        const __m512i dot = BlockDot<B, G>(blk + hdr, qh + b * G, ql + b * G, sp);
+        const __m512i dot = BlockDot<B, G>(blk + hdr, qh + b * G, ql + b * G, q16 + b * G, sp);
         acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(sd[r][j]), acc[r]);
       }
     }
