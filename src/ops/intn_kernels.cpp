@@ -9,13 +9,14 @@
 // dequantized f32 path; 16-bit ones keep it within 0.1%.)
 //
 // Paths (this file is compiled once per Highway target):
-//  - AVX3_DL (AVX-512 VNNI + VBMI): q is stored as two int8 halves, q = 256 * hi + lo, so the products are
-//    unsigned-by-signed bytes (vpdpbusd) with int16 precision. Codes are unpacked in registers: 4-bit codes by
-//    shift-and-mask into "planes" (plane p of a 64-byte run holds codes 2i + p), with the activations stored in the
-//    same plane order, so no shuffles; 2-bit codes the same way after widening 32 bytes to 16-bit lanes (int16
-//    activations, vpdpwssd); 8-bit codes are used as they are; 3/5/6/7-bit codes by vpermb
-//    (gather each 8 codes' B bytes into one 64-bit lane) and vpmultishiftqb (pick 8 bits at offset B * j), then a
-//    mask. Block headers are gathered 16 blocks at a time; the offset term is one vector FMA per 16 blocks.
+//  - AVX3_DL (AVX-512 VNNI + VBMI), codes unpacked in registers and instantiated per (bits, group, sym/asym):
+//    - 4-bit: a 64-byte run read as 32 16-bit lanes of 4 codes, split by shift-and-mask into "planes" (plane p
+//      holds codes 4j + p); the int16 activations are stored in the same plane order, so no shuffles (vpdpwssd).
+//    - 2-bit: the same after widening 32 code bytes to 16-bit lanes.
+//    - 3/5/6/7/8-bit: q stored as two int8 halves, q = 256 * hi + lo, so the products are unsigned-by-signed
+//      bytes (vpdpbusd) at int16 precision; 8-bit codes are used as they are, 3/5/6/7-bit ones by vpermb (gather
+//      each 8 codes' B bytes into one 64-bit lane) and vpmultishiftqb (pick 8 bits at offset B * j), then a mask.
+//    Block headers are gathered 16 blocks at a time; the offset term is one vector FMA per 16 blocks.
 //  - every other target: a block's codes are unpacked to bytes (scalar) and dotted with Highway's 16-bit
 //    widening multiply-accumulate, activations in natural order; the bracket is exact in int32 when the offset is
 //    an integer (always, in files lowbit writes).
@@ -56,9 +57,15 @@ constexpr int kChunk = 64;
 // AVX3_DL, 2-bit: code bytes are widened to 16-bit lanes first (32 bytes per run) and the activations are plain
 // int16 in that plane order (4 codes per lane), since byte-wide planes of a 32-byte block fill half a vector.
 constexpr int kChunk16 = 32;
-inline bool Int16Planes(int bits) { return kPlanes && bits == 2; }
+inline bool Int16Planes(int bits) { return kPlanes && (bits == 2 || bits == 4); }
 
 inline int ActPos(int bits, int group, int i) {
+  if (kPlanes && bits == 4) {  // 64-byte runs read as 32 16-bit lanes of 4 codes each: plane p lane j = code 4j + p
+    const int nb = CodeBytes(bits, group);
+    const int lane = i / 4, plane = i % 4;
+    const int chunk = lane / 32, lanes = std::min(32, (nb - 64 * chunk) / 2);
+    return chunk * 128 + plane * lanes + (lane - 32 * chunk);
+  }
   if (Int16Planes(bits)) {
     const int nb = CodeBytes(bits, group);
     const int byte = i / 4, plane = i % 4;
@@ -188,6 +195,23 @@ template <int B, int G>
 LOWBIT_VNNI HWY_INLINE __m512i BlockDot(const uint8_t* HWY_RESTRICT codes, const int8_t* HWY_RESTRICT qh,
                                         const int8_t* HWY_RESTRICT ql, const int16_t* HWY_RESTRICT q16,
                                         const SpreadTables& sp) {
+  if constexpr (B == 4) {  // 64 code bytes as 32 16-bit lanes of 4 codes: 4 planes of 4 bits, int16 activations
+    constexpr int nb = G * B / 8;
+    const __m512i m = _mm512_set1_epi16(15);
+    __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
+    for (int c = 0; c < nb; c += 64) {
+      const int lanes = std::min(32, (nb - c) / 2);
+      const __mmask32 k = lanes >= 32 ? ~__mmask32{0} : ((__mmask32{1} << lanes) - 1);
+      const __m512i v = lanes >= 32 ? _mm512_loadu_si512(codes + c) : _mm512_maskz_loadu_epi16(k, codes + c);
+      const int16_t* qc = q16 + c * 2;
+      auto ld = [&](int p) { return lanes >= 32 ? _mm512_loadu_si512(qc + p * lanes) : _mm512_maskz_loadu_epi16(k, qc + p * lanes); };
+      a0 = _mm512_dpwssd_epi32(a0, _mm512_and_si512(v, m), ld(0));
+      a1 = _mm512_dpwssd_epi32(a1, _mm512_and_si512(_mm512_srli_epi16(v, 4), m), ld(1));
+      a0 = _mm512_dpwssd_epi32(a0, _mm512_and_si512(_mm512_srli_epi16(v, 8), m), ld(2));
+      a1 = _mm512_dpwssd_epi32(a1, _mm512_srli_epi16(v, 12), ld(3));
+    }
+    return _mm512_add_epi32(a0, a1);
+  }
   if constexpr (B == 2) {  // 32 code bytes widened to 16-bit lanes, 4 planes of 2 bits, int16 activations (vpdpwssd)
     constexpr int nb = G * B / 8;
     const __m512i m = _mm512_set1_epi16(3);
