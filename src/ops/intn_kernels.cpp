@@ -12,6 +12,7 @@
 //  - AVX3_DL (AVX-512 VNNI + VBMI), codes unpacked in registers and instantiated per (bits, group, sym/asym):
 //    - 4-bit: a 64-byte run read as 32 16-bit lanes of 4 codes, split by shift-and-mask into "planes" (plane p
 //      holds codes 4j + p); the int16 activations are stored in the same plane order, so no shuffles (vpdpwssd).
+//      Blocks of 32 or 64 codes are read 4 or 2 at a time into one vector, their lanes scaled per block.
 //    - 2-bit: the same after widening 32 code bytes to 16-bit lanes.
 //    - 3/5/6/7/8-bit: q stored as two int8 halves, q = 256 * hi + lo, so the products are unsigned-by-signed
 //      bytes (vpdpbusd) at int16 precision; 8-bit codes are used as they are, 3/5/6/7-bit ones by vpermb (gather
@@ -59,6 +60,10 @@ constexpr int kChunk = 64;
 constexpr int kChunk16 = 32;
 inline bool Int16Planes(int bits) { return kPlanes && (bits == 2 || bits == 4); }
 
+// 4-bit blocks of 32 or 64 codes are read K = 128 / G at a time (one 64-byte vector of codes); a full group of K
+// blocks stores its activations as 4 planes of 32 lanes, block j owning lanes [j * 32 / K, (j + 1) * 32 / K).
+inline int GroupOf(int bits, int group) { return kPlanes && bits == 4 && group < 128 ? 128 / group : 1; }
+
 inline int ActPos(int bits, int group, int i) {
   if (kPlanes && bits == 4) {  // 64-byte runs read as 32 16-bit lanes of 4 codes each: plane p lane j = code 4j + p
     const int nb = CodeBytes(bits, group);
@@ -98,6 +103,11 @@ void QuantizeActsIntN(const formats::IntNFormat& f, const float* x, int64_t n, d
   a.qsum.resize(static_cast<size_t>(a.blocks));
   std::vector<int> pos(static_cast<size_t>(g));
   for (int i = 0; i < g; ++i) pos[i] = ActPos(a.bits, g, i);
+  // Grouped 4-bit blocks (see GroupOf): index of code i of block j of a full group, from the group's start.
+  const int K = GroupOf(a.bits, g);
+  std::vector<int> gpos(static_cast<size_t>(K * g));
+  for (int j = 0; j < K; ++j)
+    for (int i = 0; i < g; ++i) gpos[static_cast<size_t>(j * g + i)] = (i % 4) * 32 + j * (32 / K) + i / 4;
   for (int64_t b = 0; b < a.blocks; ++b) {
     const int64_t i0 = b * g, len = std::min<int64_t>(g, n - i0);
     float amax = 0.0f;
@@ -108,7 +118,10 @@ void QuantizeActsIntN(const formats::IntNFormat& f, const float* x, int64_t n, d
     for (int64_t i = 0; i < len; ++i) {
       const int v = static_cast<int>(std::nearbyint(x[i0 + i] * inv));
       const int c = std::clamp(v, -detail::kActMax, detail::kActMax);
-      const size_t at = static_cast<size_t>(i0 + pos[static_cast<size_t>(i)]);
+      const int64_t grp = b / K * K;
+      const size_t at = K > 1 && grp + K <= a.blocks
+                            ? static_cast<size_t>(grp * g + gpos[static_cast<size_t>((b - grp) * g + i)])
+                            : static_cast<size_t>(i0 + pos[static_cast<size_t>(i)]);
       if (split) {  // c = 256 * hi + lo with both in int8 range: |c| <= 127 * 256 keeps hi in [-127, 127]
         const int hi = (c + 128) >> 8;
         a.qh[at] = static_cast<int8_t>(hi);
@@ -303,7 +316,41 @@ LOWBIT_VNNI void RowsDotVnni(const std::byte* const* rows, const detail::IntNAct
       const __m512 off = ASYM ? _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(h, 16))) : sym_off;
       cacc[r] = _mm512_fmadd_ps(_mm512_mul_ps(sdv, off), qs, cacc[r]);
     }
-    for (int j = 0; j < nblk; ++j) {
+    int j = 0;
+    if constexpr (B == 4 && G < 128) {  // K blocks per vector of codes (see GroupOf)
+      constexpr int K = 128 / G;
+      for (; j + K <= nblk; j += K) {
+        const int64_t b = b0 + j;
+        const int16_t* qg = q16 + b * G;
+        const __m512i idx = _mm512_add_epi32(
+            _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), K == 4 ? 2 : 3),
+            _mm512_set1_epi32(j));
+        for (int r = 0; r < R; ++r) {
+          const uint8_t* blk = reinterpret_cast<const uint8_t*>(rows[r] + b * bb);
+          _mm_prefetch(reinterpret_cast<const char*>(blk) + 8192, _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(blk) + 8192 + 64, _MM_HINT_T0);
+          __m512i v;
+          if constexpr (K == 4) {
+            v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + hdr)));
+            v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + bb + hdr)), 1);
+            v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2 * bb + hdr)), 2);
+            v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 3 * bb + hdr)), 3);
+          } else {
+            v = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + hdr)));
+            v = _mm512_inserti64x4(v, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + bb + hdr)), 1);
+          }
+          const __m512i m = _mm512_set1_epi16(15);
+          __m512i a0 = _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_and_si512(v, m), _mm512_loadu_si512(qg));
+          __m512i a1 = _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_and_si512(_mm512_srli_epi16(v, 4), m),
+                                           _mm512_loadu_si512(qg + 32));
+          a0 = _mm512_dpwssd_epi32(a0, _mm512_and_si512(_mm512_srli_epi16(v, 8), m), _mm512_loadu_si512(qg + 64));
+          a1 = _mm512_dpwssd_epi32(a1, _mm512_srli_epi16(v, 12), _mm512_loadu_si512(qg + 96));
+          const __m512 scale = _mm512_permutexvar_ps(idx, _mm512_load_ps(sd[r]));
+          acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(a0, a1)), scale, acc[r]);
+        }
+      }
+    }
+    for (; j < nblk; ++j) {
       const int64_t b = b0 + j;
       for (int r = 0; r < R; ++r) {
         const uint8_t* blk = reinterpret_cast<const uint8_t*>(rows[r] + b * bb);

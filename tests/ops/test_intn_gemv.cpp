@@ -71,7 +71,7 @@ TEST_P(IntNGemv, EveryFormatMatchesTheScalarReferenceAndTheF32Path) {
       for (bool asym : {false, true}) {
         const std::string name = "int" + std::to_string(bits) + "g" + std::to_string(g) + (asym ? "a" : "s");
         const formats::IntNFormat& f = formats::intn_format(name);
-        for (int64_t cols : {int64_t{g}, int64_t{3 * g}, int64_t{2 * g + 7}, int64_t{172}, int64_t{5}}) {
+        for (int64_t cols : {int64_t{g}, int64_t{3 * g}, int64_t{2 * g + 7}, int64_t{172}, int64_t{5}, int64_t{17 * g + 3}}) {
           const int64_t rows = 13;
           const Packed p = make_packed(f, rows, cols, seed++);
           const std::vector<float> x = activations(cols, seed++);
@@ -99,7 +99,7 @@ TEST_P(IntNGemv, EveryFormatMatchesTheScalarReferenceAndTheF32Path) {
           for (int i = 0; i < 5; ++i) ASSERT_EQ(part[i], y[4 + i]) << name;
         }
       }
-  EXPECT_EQ(checked, 7 * 3 * 2 * 5 * 13);
+  EXPECT_EQ(checked, 7 * 3 * 2 * 6 * 13);
 }
 
 TEST_P(IntNGemv, LargeMatrixThreadedEqualsSingleThreaded) {
