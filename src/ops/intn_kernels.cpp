@@ -85,6 +85,18 @@ inline int ActPos(int bits, int group, int i) {
   return chunk * kChunk * per_byte + plane * len + (byte - kChunk * chunk);
 }
 
+// max |x[i]| over n values (SIMD: a scalar max chain would cost 4 cycles per value).
+HWY_INLINE float AbsMax(const float* HWY_RESTRICT x, int64_t n) {
+  const hn::ScalableTag<float> df;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  auto m = hn::Zero(df);
+  int64_t i = 0;
+  for (; i + N <= n; i += N) m = hn::Max(m, hn::Abs(hn::LoadU(df, x + i)));
+  float r = hn::GetLane(hn::MaxOfLanes(df, m));
+  for (; i < n; ++i) r = std::max(r, std::fabs(x[i]));
+  return r;
+}
+
 void QuantizeActsIntN(const formats::IntNFormat& f, const float* x, int64_t n, detail::IntNActs& a) {
   const int g = f.block();
   a.n = n;
@@ -101,27 +113,33 @@ void QuantizeActsIntN(const formats::IntNFormat& f, const float* x, int64_t n, d
   }
   a.d.resize(static_cast<size_t>(a.blocks));
   a.qsum.resize(static_cast<size_t>(a.blocks));
-  std::vector<int> pos(static_cast<size_t>(g));
-  for (int i = 0; i < g; ++i) pos[i] = ActPos(a.bits, g, i);
-  // Grouped 4-bit blocks (see GroupOf): index of code i of block j of a full group, from the group's start.
+  // Where code i of a block goes: pos for a lone block, gpos for block j of a full group (see GroupOf), both
+  // relative to the start of the block / group. Rebuilt only when the format changes (acts are reused per thread).
   const int K = GroupOf(a.bits, g);
-  std::vector<int> gpos(static_cast<size_t>(K * g));
-  for (int j = 0; j < K; ++j)
-    for (int i = 0; i < g; ++i) gpos[static_cast<size_t>(j * g + i)] = (i % 4) * 32 + j * (32 / K) + i / 4;
+  if (a.layout_bits != a.bits || a.layout_block != g || a.layout_target != HWY_TARGET) {
+    a.pos.resize(static_cast<size_t>(g));
+    for (int i = 0; i < g; ++i) a.pos[i] = ActPos(a.bits, g, i);
+    a.gpos.resize(static_cast<size_t>(K * g));
+    for (int j = 0; j < K; ++j)
+      for (int i = 0; i < g; ++i) a.gpos[static_cast<size_t>(j * g + i)] = (i % 4) * 32 + j * (32 / K) + i / 4;
+    a.layout_bits = a.bits;
+    a.layout_block = g;
+    a.layout_target = HWY_TARGET;
+  }
   for (int64_t b = 0; b < a.blocks; ++b) {
     const int64_t i0 = b * g, len = std::min<int64_t>(g, n - i0);
-    float amax = 0.0f;
-    for (int64_t i = 0; i < len; ++i) amax = std::max(amax, std::fabs(x[i0 + i]));
-    const float d = amax / static_cast<float>(detail::kActMax);
+    const int64_t grp = b / K * K;
+    const bool grouped = K > 1 && grp + K <= a.blocks;
+    const int* P = grouped ? a.gpos.data() + (b - grp) * g : a.pos.data();
+    const int64_t base = grouped ? grp * g : i0;
+    const float d = AbsMax(x + i0, len) / static_cast<float>(detail::kActMax);
     const float inv = d > 0.0f ? 1.0f / d : 0.0f;
     int sum = 0;
     for (int64_t i = 0; i < len; ++i) {
-      const int v = static_cast<int>(std::nearbyint(x[i0 + i] * inv));
-      const int c = std::clamp(v, -detail::kActMax, detail::kActMax);
-      const int64_t grp = b / K * K;
-      const size_t at = K > 1 && grp + K <= a.blocks
-                            ? static_cast<size_t>(grp * g + gpos[static_cast<size_t>((b - grp) * g + i)])
-                            : static_cast<size_t>(i0 + pos[static_cast<size_t>(i)]);
+      // Round half to even with the 1.5 * 2^23 trick (exact here: |x * inv| <= kActMax), as nearbyint does.
+      const float r = (x[i0 + i] * inv + 12582912.0f) - 12582912.0f;
+      const int c = std::clamp(static_cast<int>(r), -detail::kActMax, detail::kActMax);
+      const size_t at = static_cast<size_t>(base + P[i]);
       if (split) {  // c = 256 * hi + lo with both in int8 range: |c| <= 127 * 256 keeps hi in [-127, 127]
         const int hi = (c + 128) >> 8;
         a.qh[at] = static_cast<int8_t>(hi);

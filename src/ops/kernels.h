@@ -28,6 +28,10 @@ struct IntNActs {
   int block = 0, bits = 0;
   std::vector<int16_t> q;           // portable kernels: q itself
   std::vector<int8_t> qh, ql;       // AVX3_DL: q = 256 * qh + ql, both int8
+  // The target's code-to-slot tables for the format last used (rebuilt when target / bits / block change).
+  int layout_bits = 0, layout_block = 0;
+  int64_t layout_target = 0;
+  std::vector<int> pos, gpos;
   std::vector<float> d;
   std::vector<int32_t> qsum;
 };
