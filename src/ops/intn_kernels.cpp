@@ -50,9 +50,8 @@ constexpr bool kPlanes = true;  // 2/4-bit activations stored in plane order (se
 constexpr bool kPlanes = false;
 #endif
 
-// Bytes of codes per block; the AVX3_DL kernel loads 2/4-bit codes in runs ("chunks") of at most 64 bytes.
+// Bytes of codes per block.
 inline int CodeBytes(int bits, int group) { return group * bits / 8; }
-constexpr int kChunk = 64;
 
 // Position of code i of a block in the activation layout of this target.
 // AVX3_DL, 2-bit: code bytes are widened to 16-bit lanes first (32 bytes per run) and the activations are plain
@@ -77,12 +76,7 @@ inline int ActPos(int bits, int group, int i) {
     const int chunk = byte / kChunk16, len = std::min(kChunk16, nb - kChunk16 * chunk);
     return chunk * kChunk16 * 4 + plane * len + (byte - kChunk16 * chunk);
   }
-  if (!kPlanes || (bits != 2 && bits != 4)) return i;
-  const int per_byte = 8 / bits;
-  const int nb = CodeBytes(bits, group);
-  const int byte = i / per_byte, plane = i % per_byte;
-  const int chunk = byte / kChunk, len = std::min(kChunk, nb - kChunk * chunk);
-  return chunk * kChunk * per_byte + plane * len + (byte - kChunk * chunk);
+  return i;
 }
 
 // max |x[i]| over n values (SIMD: a scalar max chain would cost 4 cycles per value).
@@ -222,44 +216,48 @@ HWY_INLINE __mmask32 WordMask(int n) { return n >= 32 ? ~__mmask32{0} : ((__mmas
 // One block's sum_i c_i q_i, spread over the 16 int32 lanes, from the activations split as q = 256 * hi + lo
 // (two int8 halves, so unsigned-by-signed byte products -- vpdpbusd -- give int16 precision). B and G are
 // compile-time constants so every loop below unrolls and every load mask is a constant.
+// Four B-bit fields per 16-bit lane of v (field p = bits [p * B, p * B + B)) times the int16 activations of plane p
+// (lanes q[p * stride ...]), summed: 4 x vpdpwssd. The top field needs no mask (nothing above it in the lane).
+template <int B>
+LOWBIT_VNNI HWY_INLINE __m512i Planes16Dot(__m512i v, const int16_t* HWY_RESTRICT q, int stride, __mmask32 k,
+                                           bool full) {
+  const __m512i m = _mm512_set1_epi16((1 << B) - 1);
+  auto ld = [&](int p) { return full ? _mm512_loadu_si512(q + p * stride) : _mm512_maskz_loadu_epi16(k, q + p * stride); };
+  __m512i a0 = _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_and_si512(v, m), ld(0));
+  __m512i a1 = _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_and_si512(_mm512_srli_epi16(v, B), m), ld(1));
+  a0 = _mm512_dpwssd_epi32(a0, _mm512_and_si512(_mm512_srli_epi16(v, 2 * B), m), ld(2));
+  a1 = _mm512_dpwssd_epi32(a1, _mm512_srli_epi16(v, 3 * B), ld(3));
+  return _mm512_add_epi32(a0, a1);
+}
+
 template <int B, int G>
 LOWBIT_VNNI HWY_INLINE __m512i BlockDot(const uint8_t* HWY_RESTRICT codes, const int8_t* HWY_RESTRICT qh,
                                         const int8_t* HWY_RESTRICT ql, const int16_t* HWY_RESTRICT q16,
                                         const SpreadTables& sp) {
-  if constexpr (B == 4) {  // 64 code bytes as 32 16-bit lanes of 4 codes: 4 planes of 4 bits, int16 activations
+  if constexpr (B == 4) {  // 64-byte runs as 32 16-bit lanes of 4 codes
     constexpr int nb = G * B / 8;
-    const __m512i m = _mm512_set1_epi16(15);
-    __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
+    __m512i acc = _mm512_setzero_si512();
     for (int c = 0; c < nb; c += 64) {
       const int lanes = std::min(32, (nb - c) / 2);
-      const __mmask32 k = lanes >= 32 ? ~__mmask32{0} : ((__mmask32{1} << lanes) - 1);
-      const __m512i v = lanes >= 32 ? _mm512_loadu_si512(codes + c) : _mm512_maskz_loadu_epi16(k, codes + c);
-      const int16_t* qc = q16 + c * 2;
-      auto ld = [&](int p) { return lanes >= 32 ? _mm512_loadu_si512(qc + p * lanes) : _mm512_maskz_loadu_epi16(k, qc + p * lanes); };
-      a0 = _mm512_dpwssd_epi32(a0, _mm512_and_si512(v, m), ld(0));
-      a1 = _mm512_dpwssd_epi32(a1, _mm512_and_si512(_mm512_srli_epi16(v, 4), m), ld(1));
-      a0 = _mm512_dpwssd_epi32(a0, _mm512_and_si512(_mm512_srli_epi16(v, 8), m), ld(2));
-      a1 = _mm512_dpwssd_epi32(a1, _mm512_srli_epi16(v, 12), ld(3));
+      const bool full = lanes >= 32;
+      const __mmask32 k = full ? ~__mmask32{0} : ((__mmask32{1} << lanes) - 1);
+      const __m512i v = full ? _mm512_loadu_si512(codes + c) : _mm512_maskz_loadu_epi16(k, codes + c);
+      acc = _mm512_add_epi32(acc, Planes16Dot<4>(v, q16 + c * 2, lanes, k, full));
     }
-    return _mm512_add_epi32(a0, a1);
+    return acc;
   }
-  if constexpr (B == 2) {  // 32 code bytes widened to 16-bit lanes, 4 planes of 2 bits, int16 activations (vpdpwssd)
+  if constexpr (B == 2) {  // 32 code bytes widened to 16-bit lanes of 4 codes
     constexpr int nb = G * B / 8;
-    const __m512i m = _mm512_set1_epi16(3);
-    __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
+    __m512i acc = _mm512_setzero_si512();
     for (int c = 0; c < nb; c += kChunk16) {
       const int len = std::min(kChunk16, nb - c);
-      const __mmask32 k = len >= 32 ? ~__mmask32{0} : ((__mmask32{1} << len) - 1);
-      const __m512i v = _mm512_cvtepu8_epi16(len >= 32 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + c))
-                                                       : _mm256_maskz_loadu_epi8(k, codes + c));
-      const int16_t* qc = q16 + c * 4;
-      auto ld = [&](int p) { return len >= 32 ? _mm512_loadu_si512(qc + p * len) : _mm512_maskz_loadu_epi16(k, qc + p * len); };
-      a0 = _mm512_dpwssd_epi32(a0, _mm512_and_si512(v, m), ld(0));
-      a1 = _mm512_dpwssd_epi32(a1, _mm512_and_si512(_mm512_srli_epi16(v, 2), m), ld(1));
-      a0 = _mm512_dpwssd_epi32(a0, _mm512_and_si512(_mm512_srli_epi16(v, 4), m), ld(2));
-      a1 = _mm512_dpwssd_epi32(a1, _mm512_srli_epi16(v, 6), ld(3));
+      const bool full = len >= 32;
+      const __mmask32 k = full ? ~__mmask32{0} : ((__mmask32{1} << len) - 1);
+      const __m512i v = _mm512_cvtepu8_epi16(full ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + c))
+                                                  : _mm256_maskz_loadu_epi8(k, codes + c));
+      acc = _mm512_add_epi32(acc, Planes16Dot<2>(v, q16 + c * 4, len, k, full));
     }
-    return _mm512_add_epi32(a0, a1);
+    return acc;
   }
   __m512i h0 = _mm512_setzero_si512(), h1 = _mm512_setzero_si512();
   __m512i l0 = _mm512_setzero_si512(), l1 = _mm512_setzero_si512();
@@ -267,24 +265,7 @@ LOWBIT_VNNI HWY_INLINE __m512i BlockDot(const uint8_t* HWY_RESTRICT codes, const
   auto load = [](const void* p, int n) {
     return n >= 64 ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8(ByteMask(n), p);
   };
-  if constexpr (B == 4) {
-    constexpr int per = 8 / B;
-    constexpr int nb = G * B / 8;
-    const __m512i m = _mm512_set1_epi8(static_cast<char>((1 << B) - 1));
-    for (int c = 0; c < nb; c += kChunk) {
-      const int len = std::min(kChunk, nb - c);
-      const __m512i v = load(codes + c, len);
-      const int8_t* ph = qh + c * per;
-      const int8_t* pl = ql + c * per;
-      for (int p = 0; p < per; ++p) {
-        const __m512i plane = _mm512_and_si512(p == 0 ? v : _mm512_srli_epi16(v, p * B), m);
-        __m512i& h = p % 2 ? h1 : h0;
-        __m512i& l = p % 2 ? l1 : l0;
-        h = _mm512_dpbusd_epi32(h, plane, load(ph + p * len, len));
-        l = _mm512_dpbusd_epi32(l, plane, load(pl + p * len, len));
-      }
-    }
-  } else {
+  {
     for (int c = 0; c < G; c += 64) {
       const int n = std::min(64, G - c);
       __m512i v;
@@ -357,14 +338,9 @@ LOWBIT_VNNI void RowsDotVnni(const std::byte* const* rows, const detail::IntNAct
             v = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + hdr)));
             v = _mm512_inserti64x4(v, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + bb + hdr)), 1);
           }
-          const __m512i m = _mm512_set1_epi16(15);
-          __m512i a0 = _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_and_si512(v, m), _mm512_loadu_si512(qg));
-          __m512i a1 = _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_and_si512(_mm512_srli_epi16(v, 4), m),
-                                           _mm512_loadu_si512(qg + 32));
-          a0 = _mm512_dpwssd_epi32(a0, _mm512_and_si512(_mm512_srli_epi16(v, 8), m), _mm512_loadu_si512(qg + 64));
-          a1 = _mm512_dpwssd_epi32(a1, _mm512_srli_epi16(v, 12), _mm512_loadu_si512(qg + 96));
+          const __m512i dot = Planes16Dot<4>(v, qg, 32, ~__mmask32{0}, true);
           const __m512 scale = _mm512_permutexvar_ps(idx, _mm512_load_ps(sd[r]));
-          acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(a0, a1)), scale, acc[r]);
+          acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[r]);
         }
       }
     }
