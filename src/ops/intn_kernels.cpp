@@ -18,9 +18,10 @@
 //      bytes (vpdpbusd) at int16 precision; 8-bit codes are used as they are, 3/5/6/7-bit ones by vpermb (gather
 //      each 8 codes' B bytes into one 64-bit lane) and vpmultishiftqb (pick 8 bits at offset B * j), then a mask.
 //    Block headers are gathered 16 blocks at a time; the offset term is one vector FMA per 16 blocks.
-//  - every other target: a block's codes are unpacked to bytes (scalar) and dotted with Highway's 16-bit
-//    widening multiply-accumulate, activations in natural order; the bracket is exact in int32 when the offset is
-//    an integer (always, in files lowbit writes).
+//  - every other target (Highway, vectors of at most 256 bits): 4- and 2-bit codes in the same 16-bit-lane plane
+//    layout, unpacked with vector shifts; 8-bit codes widened; 3/5/6/7-bit codes unpacked to bytes by the format's
+//    scalar unpacker; products by the 16-bit widening multiply-accumulate (vpmaddwd on x86). The bracket is exact
+//    in int32 when the offset is an integer (always, in files lowbit writes).
 // The activation layout therefore depends on the target: quantize_acts and the GEMV are dispatched together.
 #include <algorithm>
 #include <cmath>
@@ -45,7 +46,7 @@ namespace lowbit::ops::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
 #if HWY_TARGET == HWY_AVX3_DL
-constexpr bool kPlanes = true;  // 2/4-bit activations stored in plane order (see the file comment)
+constexpr bool kPlanes = true;  // the AVX3_DL kernel (int8 halves, grouped small blocks; see the file comment)
 #else
 constexpr bool kPlanes = false;
 #endif
@@ -57,20 +58,20 @@ inline int CodeBytes(int bits, int group) { return group * bits / 8; }
 // AVX3_DL, 2-bit: code bytes are widened to 16-bit lanes first (32 bytes per run) and the activations are plain
 // int16 in that plane order (4 codes per lane), since byte-wide planes of a 32-byte block fill half a vector.
 constexpr int kChunk16 = 32;
-inline bool Int16Planes(int bits) { return kPlanes && (bits == 2 || bits == 4); }
+inline bool Int16Planes(int bits) { return bits == 2 || bits == 4; }  // every target
 
 // 4-bit blocks of 32 or 64 codes are read K = 128 / G at a time (one 64-byte vector of codes); a full group of K
 // blocks stores its activations as 4 planes of 32 lanes, block j owning lanes [j * 32 / K, (j + 1) * 32 / K).
 inline int GroupOf(int bits, int group) { return kPlanes && bits == 4 && group < 128 ? 128 / group : 1; }
 
 inline int ActPos(int bits, int group, int i) {
-  if (kPlanes && bits == 4) {  // 64-byte runs read as 32 16-bit lanes of 4 codes each: plane p lane j = code 4j + p
+  if (bits == 4) {  // 64-byte runs read as 32 16-bit lanes of 4 codes each: plane p lane j = code 4j + p
     const int nb = CodeBytes(bits, group);
     const int lane = i / 4, plane = i % 4;
     const int chunk = lane / 32, lanes = std::min(32, (nb - 64 * chunk) / 2);
     return chunk * 128 + plane * lanes + (lane - 32 * chunk);
   }
-  if (Int16Planes(bits)) {
+  if (bits == 2) {  // 32-byte runs widened to 16-bit lanes of 4 codes each
     const int nb = CodeBytes(bits, group);
     const int byte = i / 4, plane = i % 4;
     const int chunk = byte / kChunk16, len = std::min(kChunk16, nb - kChunk16 * chunk);
@@ -149,43 +150,105 @@ void QuantizeActsIntN(const formats::IntNFormat& f, const float* x, int64_t n, d
 }
 
 // ---- portable path ------------------------------------------------------------------------------------------
-// sum_i codes[i] * q[i]; a scalar tail finishes what the vectors leave.
-HWY_INLINE int32_t DotU8I16(const uint8_t* HWY_RESTRICT codes, const int16_t* HWY_RESTRICT q, int n) {
-#if HWY_TARGET == HWY_SCALAR
-  int32_t s = 0;
-  for (int i = 0; i < n; ++i) s += static_cast<int32_t>(codes[i]) * q[i];
-  return s;
-#else
-  const hn::ScalableTag<int32_t> d32;
-  const hn::Repartition<int16_t, decltype(d32)> d16;
+#if HWY_TARGET != HWY_SCALAR
+// Four B-bit fields per 16-bit lane (field p = bits [p * B, p * B + B)) of `lanes` lanes at v16, times plane p's
+// int16 activations at q + p * lanes, accumulated into s0 / s1 (16-bit products summed in pairs).
+// T: uint16_t (lanes read as they are) or uint8_t (bytes widened to 16-bit lanes).
+template <int B, class D32, class V32, typename T>
+HWY_INLINE void Planes16Portable(D32 d32, const T* HWY_RESTRICT src, const int16_t* HWY_RESTRICT q, int lanes,
+                                 V32& s0, V32& s1) {
+  const hn::Repartition<int16_t, D32> d16;
   const hn::RebindToUnsigned<decltype(d16)> du16;
-  const hn::Rebind<uint8_t, decltype(d16)> du8;
+  const hn::Rebind<T, decltype(d16)> dsrc;
   const int N = static_cast<int>(hn::Lanes(d16));
-  auto s0 = hn::Zero(d32), s1 = hn::Zero(d32);
-  int i = 0;
-  for (; i + N <= n; i += N) {
-    const auto c = hn::BitCast(d16, hn::PromoteTo(du16, hn::LoadU(du8, codes + i)));
-    s0 = hn::ReorderWidenMulAccumulate(d32, c, hn::LoadU(d16, q + i), s0, s1);
+  const auto m = hn::Set(du16, static_cast<uint16_t>((1 << B) - 1));
+  for (int i = 0; i < lanes; i += N) {
+    hn::Vec<decltype(du16)> v;
+    if constexpr (sizeof(T) == 2)
+      v = hn::LoadU(du16, src + i);
+    else
+      v = hn::PromoteTo(du16, hn::LoadU(dsrc, src + i));
+    s0 = hn::ReorderWidenMulAccumulate(d32, hn::BitCast(d16, hn::And(v, m)), hn::LoadU(d16, q + i), s0, s1);
+    s0 = hn::ReorderWidenMulAccumulate(d32, hn::BitCast(d16, hn::And(hn::ShiftRight<B>(v), m)),
+                                       hn::LoadU(d16, q + lanes + i), s0, s1);
+    s0 = hn::ReorderWidenMulAccumulate(d32, hn::BitCast(d16, hn::And(hn::ShiftRight<2 * B>(v), m)),
+                                       hn::LoadU(d16, q + 2 * lanes + i), s0, s1);
+    s0 = hn::ReorderWidenMulAccumulate(d32, hn::BitCast(d16, hn::ShiftRight<3 * B>(v)), hn::LoadU(d16, q + 3 * lanes + i),
+                                       s0, s1);
   }
-  int32_t s = hn::GetLane(hn::SumOfLanes(d32, hn::Add(s0, s1)));
-  for (; i < n; ++i) s += static_cast<int32_t>(codes[i]) * q[i];
-  return s;
-#endif
 }
+
+// sum_i c_i q_i of one block. 4-bit and 2-bit codes are unpacked with SIMD shifts (same plane layout as the
+// AVX3_DL kernel); other widths are unpacked to bytes by the format's scalar unpacker.
+template <class D32>
+HWY_INLINE int32_t BlockDotPortable(D32 d32, const formats::IntNFormat& f, const uint8_t* codes,
+                                    const int16_t* HWY_RESTRICT q) {
+  const int g = f.block(), bits = f.bits(), nb = CodeBytes(bits, g);
+  auto s0 = hn::Zero(d32), s1 = hn::Zero(d32);
+  if (bits == 4) {  // each run read as 16-bit lanes (little-endian) straight from the row
+    for (int c = 0; c < nb; c += 64)
+      Planes16Portable<4>(d32, reinterpret_cast<const uint16_t*>(codes + c), q + c * 2, std::min(32, (nb - c) / 2), s0, s1);
+  } else if (bits == 2) {  // each run's bytes widened to 16-bit lanes
+    for (int c = 0; c < nb; c += 32) Planes16Portable<2>(d32, codes + c, q + c * 4, std::min(32, nb - c), s0, s1);
+  } else {
+    const hn::Repartition<int16_t, D32> d16;
+    const hn::RebindToUnsigned<decltype(d16)> du16;
+    const hn::Rebind<uint8_t, decltype(d16)> du8;
+    const int N = static_cast<int>(hn::Lanes(d16));
+    uint8_t bytes[128];
+    const uint8_t* src = codes;  // 8-bit codes are the bytes themselves
+    if (bits != 8) {
+      formats::intn_unpack_block(f, reinterpret_cast<const std::byte*>(codes) - (f.asymmetric() ? 4 : 2), bytes);
+      src = bytes;
+    }
+    for (int i = 0; i < g; i += N)
+      s0 = hn::ReorderWidenMulAccumulate(d32, hn::BitCast(d16, hn::PromoteTo(du16, hn::LoadU(du8, src + i))),
+                                         hn::LoadU(d16, q + i), s0, s1);
+  }
+  return hn::GetLane(hn::SumOfLanes(d32, hn::Add(s0, s1)));
+}
+
+#else
+// The scalar target: codes unpacked one by one, activations read through the layout table.
+template <class D32>
+int32_t BlockDotPortable(D32, const formats::IntNFormat& f, const uint8_t* codes, const int16_t* q, const int* pos) {
+  uint8_t bytes[128];
+  formats::intn_unpack_block(f, reinterpret_cast<const std::byte*>(codes) - (f.asymmetric() ? 4 : 2), bytes);
+  int32_t s = 0;
+  for (int i = 0; i < f.block(); ++i) s += static_cast<int32_t>(bytes[i]) * q[pos[i]];
+  return s;
+}
+#endif
 
 float RowDotPortable(const formats::IntNFormat& f, const std::byte* row, const detail::IntNActs& a) {
   const int g = f.block();
-  const size_t bb = f.block_bytes();
-  uint8_t codes[128];
+  const size_t bb = f.block_bytes(), hdr = f.asymmetric() ? 4 : 2;
+  // At most 256-bit vectors (16 int16 lanes), 128-bit for 32-code blocks: every plane run (8, 16 or 32 lanes)
+  // is then a whole number of vectors.
+  const hn::CappedTag<int32_t, 8> d32;
+  const hn::CappedTag<int32_t, 4> d32_small;
   float acc = 0.0f;
   for (int64_t b = 0; b < a.blocks; ++b) {
-    const formats::IntNBlock blk = formats::intn_unpack_block(f, row + b * bb, codes);
-    const int32_t dot = DotU8I16(codes, a.q.data() + b * g, g);
-    const auto off = static_cast<int32_t>(blk.offset);
-    if (static_cast<float>(off) == blk.offset)
-      acc += blk.scale * a.d[b] * static_cast<float>(dot - off * a.qsum[b]);
+    const std::byte* blk = row + b * bb;
+    uint16_t hs, hz = 0;
+    std::memcpy(&hs, blk, 2);
+    if (hdr == 4) std::memcpy(&hz, blk + 2, 2);
+    const float scale = lowbit::f16_to_f32(hs);
+    const float offset = hdr == 4 ? lowbit::f16_to_f32(hz) : static_cast<float>(1 << (f.bits() - 1));
+#if HWY_TARGET == HWY_SCALAR
+    (void)d32_small;
+    const int32_t dot =
+        BlockDotPortable(d32, f, reinterpret_cast<const uint8_t*>(blk + hdr), a.q.data() + b * g, a.pos.data());
+#else
+    const auto* codes = reinterpret_cast<const uint8_t*>(blk + hdr);
+    const int32_t dot = g >= 64 ? BlockDotPortable(d32, f, codes, a.q.data() + b * g)
+                                : BlockDotPortable(d32_small, f, codes, a.q.data() + b * g);
+#endif
+    const auto off = static_cast<int32_t>(offset);
+    if (static_cast<float>(off) == offset)
+      acc += scale * a.d[b] * static_cast<float>(dot - off * a.qsum[b]);
     else
-      acc += blk.scale * a.d[b] * (static_cast<float>(dot) - blk.offset * static_cast<float>(a.qsum[b]));
+      acc += scale * a.d[b] * (static_cast<float>(dot) - offset * static_cast<float>(a.qsum[b]));
   }
   return acc;
 }
