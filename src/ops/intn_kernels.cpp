@@ -464,6 +464,73 @@ void GemvIntNRows(const WeightView& w, const detail::IntNActs& a, int64_t r0, in
 #endif
 }
 
+// ---- decode to f32 (the prefill path decodes panels of rows for SGEMM) ------------------------------------------
+#if HWY_TARGET == HWY_AVX3_DL
+// 64 codes per step in natural order (vpermb + vpmultishiftqb, or the bytes themselves for 8-bit), widened to
+// f32 16 at a time: value = scale * code - scale * offset.
+template <int B>
+LOWBIT_VNNI void DecodeRowVbmi(const formats::IntNFormat& f, const std::byte* row, int64_t n, float* out) {
+  const SpreadTables sp = MakeSpread(B);
+  const int g = f.block();
+  const size_t bb = f.block_bytes(), hdr = f.asymmetric() ? 4 : 2;
+  const int64_t full = n / g;  // whole blocks; a partial last one goes through the format's decoder
+  for (int64_t b = 0; b < full; ++b) {
+    const uint8_t* blk = reinterpret_cast<const uint8_t*>(row + b * bb);
+    uint16_t hs, hz = 0;
+    std::memcpy(&hs, blk, 2);
+    if (hdr == 4) std::memcpy(&hz, blk + 2, 2);
+    const float s = _cvtsh_ss(hs);
+    const float off = hdr == 4 ? _cvtsh_ss(hz) : static_cast<float>(1 << (B - 1));
+    const __m512 vs = _mm512_set1_ps(s), vso = _mm512_set1_ps(s * off);
+    const uint8_t* codes = blk + hdr;
+    float* o = out + b * g;
+    for (int c = 0; c < g; c += 64) {
+      const int m = std::min(64, g - c);
+      __m512i v;
+      if constexpr (B == 8) {
+        v = _mm512_maskz_loadu_epi8(ByteMask(m), codes + c);
+      } else {
+        const __m512i raw = _mm512_maskz_loadu_epi8(ByteMask(m * B / 8), codes + c * B / 8);
+        v = _mm512_and_si512(_mm512_multishift_epi64_epi8(sp.shift, _mm512_permutexvar_epi8(sp.perm, raw)), sp.mask);
+      }
+      for (int k = 0; k < m; k += 16) {
+        __m128i part;
+        switch (k / 16) {
+          case 0: part = _mm512_extracti32x4_epi32(v, 0); break;
+          case 1: part = _mm512_extracti32x4_epi32(v, 1); break;
+          case 2: part = _mm512_extracti32x4_epi32(v, 2); break;
+          default: part = _mm512_extracti32x4_epi32(v, 3); break;
+        }
+        const __m512 fv = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(part));
+        _mm512_storeu_ps(o + c + k, _mm512_fmsub_ps(fv, vs, vso));
+      }
+    }
+  }
+  if (full * g < n) {  // the partial last block
+    const formats::IntNFormat& ff = f;
+    std::vector<float> tail(static_cast<size_t>(g));
+    ff.decode(row + full * bb, tail);
+    std::copy_n(tail.begin(), n - full * g, out + full * g);
+  }
+}
+#endif
+
+void DecodeRowIntN(const formats::IntNFormat& f, const std::byte* row, int64_t n, float* out) {
+#if HWY_TARGET == HWY_AVX3_DL
+  switch (f.bits()) {
+    case 2: return DecodeRowVbmi<2>(f, row, n, out);
+    case 3: return DecodeRowVbmi<3>(f, row, n, out);
+    case 4: return DecodeRowVbmi<4>(f, row, n, out);
+    case 5: return DecodeRowVbmi<5>(f, row, n, out);
+    case 6: return DecodeRowVbmi<6>(f, row, n, out);
+    case 7: return DecodeRowVbmi<7>(f, row, n, out);
+    default: return DecodeRowVbmi<8>(f, row, n, out);
+  }
+#else
+  formats::intn_decode_row_f32(f, row, n, out);
+#endif
+}
+
 }  // namespace lowbit::ops::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
@@ -472,10 +539,14 @@ namespace lowbit::ops {
 
 HWY_EXPORT(QuantizeActsIntN);
 HWY_EXPORT(GemvIntNRows);
+HWY_EXPORT(DecodeRowIntN);
 
 namespace detail {
 void quantize_acts_intn(const formats::IntNFormat& f, const float* x, int64_t n, IntNActs& a) {
   HWY_DYNAMIC_DISPATCH(QuantizeActsIntN)(f, x, n, a);
+}
+void decode_intn_row(const formats::IntNFormat& f, const std::byte* row, int64_t n, float* out) {
+  HWY_DYNAMIC_DISPATCH(DecodeRowIntN)(f, row, n, out);
 }
 void gemv_intn_rows(const WeightView& w, const IntNActs& a, int64_t r0, int64_t r1, float* y) {
   if (a.n != w.cols || a.block != w.intn->block() || a.bits != w.intn->bits())

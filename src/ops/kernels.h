@@ -36,6 +36,8 @@ struct IntNActs {
   std::vector<int32_t> qsum;
 };
 void quantize_acts_intn(const formats::IntNFormat& f, const float* x, int64_t n, IntNActs& a);
+// One packed row decoded to n floats: the same values as formats::decode_row, SIMD where the target allows.
+void decode_intn_row(const formats::IntNFormat& f, const std::byte* row, int64_t n, float* out);
 // y[r - r0] for rows [r0, r1) of the packed w, single-threaded.
 void gemv_intn_rows(const WeightView& w, const IntNActs& a, int64_t r0, int64_t r1, float* y);
 

@@ -178,7 +178,7 @@ void get_row(const WeightView& w, int64_t r, float* out) {
   if (r < 0 || r >= w.rows)
     fail("", "get_row", "row " + std::to_string(r) + " is out of range [0, " + std::to_string(w.rows) + ")");
   const std::byte* p = w.data + static_cast<size_t>(r) * w.row_bytes;
-  if (w.intn) return formats::intn_decode_row_f32(*w.intn, p, w.cols, out);
+  if (w.intn) return detail::decode_intn_row(*w.intn, p, w.cols, out);
   switch (w.dtype) {
     case DType::F32: std::memcpy(out, p, static_cast<size_t>(w.cols) * sizeof(float)); return;
     case DType::F16: f16_to_f32(reinterpret_cast<const uint16_t*>(p), out, w.cols); return;

@@ -93,6 +93,10 @@ TEST_P(IntNGemv, EveryFormatMatchesTheScalarReferenceAndTheF32Path) {
             ASSERT_NEAR(ref[r], f32, act_err * 1.0001 + 1e-6 * mag) << name << " cols " << cols << " row " << r;
             ++checked;
           }
+          // get_row (the prefill path's decode) equals the format's decode bit for bit.
+          std::vector<float> row(static_cast<size_t>(cols));
+          get_row(p.view, 3, row.data());
+          for (int64_t c = 0; c < cols; ++c) ASSERT_EQ(row[c], p.deq[static_cast<size_t>(3 * cols + c)]) << name << " col " << c;
           // Single-threaded row ranges give the same values as the threaded matmul.
           std::vector<float> part(5);
           gemv_rows(p.view, x.data(), 4, 9, part.data());
