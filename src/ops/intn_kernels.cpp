@@ -274,7 +274,6 @@ HWY_INLINE SpreadTables MakeSpread(int bits) {
   return {_mm512_load_si512(perm), _mm512_load_si512(shift), _mm512_set1_epi8(static_cast<char>((1 << bits) - 1))};
 }
 
-HWY_INLINE __mmask32 WordMask(int n) { return n >= 32 ? ~__mmask32{0} : ((__mmask32{1} << n) - 1); }
 
 // One block's sum_i c_i q_i, spread over the 16 int32 lanes, from the activations split as q = 256 * hi + lo
 // (two int8 halves, so unsigned-by-signed byte products -- vpdpbusd -- give int16 precision). B and G are
