@@ -54,11 +54,12 @@ constexpr bool kPlanes = false;
 // Bytes of codes per block.
 inline int CodeBytes(int bits, int group) { return group * bits / 8; }
 
-// Position of code i of a block in the activation layout of this target.
-// AVX3_DL, 2-bit: code bytes are widened to 16-bit lanes first (32 bytes per run) and the activations are plain
-// int16 in that plane order (4 codes per lane), since byte-wide planes of a 32-byte block fill half a vector.
+// Position of code i of a block in the activation layout (the same on every target). 2- and 4-bit codes are read as
+// 16-bit lanes of 4 codes -- 4-bit runs of 64 bytes as they are, 2-bit runs of 32 bytes widened from bytes -- and
+// split into 4 planes, plane p of a run holding codes 4j + p; their activations are stored plane after plane.
+// Other widths keep the natural order.
 constexpr int kChunk16 = 32;
-inline bool Int16Planes(int bits) { return bits == 2 || bits == 4; }  // every target
+inline bool Int16Planes(int bits) { return bits == 2 || bits == 4; }
 
 // 4-bit blocks of 32 or 64 codes are read K = 128 / G at a time (one 64-byte vector of codes); a full group of K
 // blocks stores its activations as 4 planes of 32 lanes, block j owning lanes [j * 32 / K, (j + 1) * 32 / K).
