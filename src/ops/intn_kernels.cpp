@@ -19,8 +19,8 @@
 //      each 8 codes' B bytes into one 64-bit lane) and vpmultishiftqb (pick 8 bits at offset B * j), then a mask.
 //    Block headers are gathered 16 blocks at a time; the offset term is one vector FMA per 16 blocks.
 //  - every other target (Highway, vectors of at most 256 bits): 4- and 2-bit codes in the same 16-bit-lane plane
-//    layout, unpacked with vector shifts; 8-bit codes widened; 3/5/6/7-bit codes unpacked to bytes by the format's
-//    scalar unpacker; products by the 16-bit widening multiply-accumulate (vpmaddwd on x86). The bracket is exact
+//    layout, unpacked with vector shifts; 8-bit codes widened; 3/5/6/7-bit codes unpacked to bytes eight at a time
+//    from 64-bit words; products by the 16-bit widening multiply-accumulate (vpmaddwd on x86). The bracket is exact
 //    in int32 when the offset is an integer (always, in files lowbit writes).
 // The activation layout therefore depends on the target: quantize_acts and the GEMV are dispatched together.
 #include <algorithm>
@@ -179,6 +179,25 @@ HWY_INLINE void Planes16Portable(D32 d32, const T* HWY_RESTRICT src, const int16
   }
 }
 
+// Eight B-bit codes from each B bytes (LSB-first), unrolled per width.
+template <int B>
+HWY_INLINE void UnpackCodesB(const uint8_t* HWY_RESTRICT in, int g, uint8_t* HWY_RESTRICT out) {
+  constexpr uint64_t mask = (uint64_t{1} << B) - 1;
+  for (int i = 0; i < g; i += 8, in += B) {
+    uint64_t v = 0;  // built in a register (a B-byte memcpy into a word stalls the reload); code j = bits [B j, B j + B)
+    for (int k = 0; k < B; ++k) v |= static_cast<uint64_t>(in[k]) << (8 * k);
+    for (int j = 0; j < 8; ++j) out[i + j] = static_cast<uint8_t>((v >> (B * j)) & mask);
+  }
+}
+HWY_INLINE void UnpackCodes(int bits, const uint8_t* in, int g, uint8_t* out) {
+  switch (bits) {
+    case 3: return UnpackCodesB<3>(in, g, out);
+    case 5: return UnpackCodesB<5>(in, g, out);
+    case 6: return UnpackCodesB<6>(in, g, out);
+    default: return UnpackCodesB<7>(in, g, out);
+  }
+}
+
 // sum_i c_i q_i of one block. 4-bit and 2-bit codes are unpacked with SIMD shifts (same plane layout as the
 // AVX3_DL kernel); other widths are unpacked to bytes by the format's scalar unpacker.
 template <class D32>
@@ -199,7 +218,7 @@ HWY_INLINE int32_t BlockDotPortable(D32 d32, const formats::IntNFormat& f, const
     uint8_t bytes[128];
     const uint8_t* src = codes;  // 8-bit codes are the bytes themselves
     if (bits != 8) {
-      formats::intn_unpack_block(f, reinterpret_cast<const std::byte*>(codes) - (f.asymmetric() ? 4 : 2), bytes);
+      UnpackCodes(bits, codes, g, bytes);
       src = bytes;
     }
     for (int i = 0; i < g; i += N)
