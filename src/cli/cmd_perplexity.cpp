@@ -25,11 +25,7 @@ void perplexity_cmd(const PplArgs& a) {
   const std::string text = read_text_file(a.file);
   Model model(m.file, std::max(a.ctx, 1));
   std::vector<int32_t> tokens = tok.encode(text, tok.add_bos());
-  const int64_t avail = static_cast<int64_t>(tokens.size()) / std::max(a.ctx, 1);
-  const int64_t chunks = a.chunks > 0 ? std::min<int64_t>(a.chunks, avail) : avail;
-  if (chunks < 1)
-    fail(a.file, "text", "has " + std::to_string(tokens.size()) + " tokens; at least " + std::to_string(a.ctx) +
-                             " are needed for one window of --ctx " + std::to_string(a.ctx));
+  const int64_t chunks = window_count(a.file, tokens.size(), a.ctx, a.chunks);
   if (!a.json)
     std::fprintf(stderr, "%s: %zu tokens, %lld chunks of %d (scoring the second half of each)\n", a.file.c_str(),
                  tokens.size(), static_cast<long long>(chunks), a.ctx);

@@ -1,5 +1,7 @@
 #include "cli/common.h"
 
+#include <algorithm>
+
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -60,6 +62,15 @@ std::string read_text_file(const std::string& path) {
   if (int64_t bad = first_invalid_utf8(s); bad >= 0)
     fail_at(path, "text", bad, "invalid UTF-8 (expected a UTF-8 text file)");
   return s;
+}
+
+int64_t window_count(const std::string& file, size_t n_tokens, int ctx, int chunks) {
+  const int64_t avail = static_cast<int64_t>(n_tokens) / std::max(ctx, 1);
+  const int64_t n = chunks > 0 ? std::min<int64_t>(chunks, avail) : avail;
+  if (n < 1)
+    fail(file, "text", "has " + std::to_string(n_tokens) + " tokens; at least " + std::to_string(ctx) +
+                           " are needed for one window of --ctx " + std::to_string(ctx));
+  return n;
 }
 
 void print_json(const nlohmann::json& j) {

@@ -25,6 +25,10 @@ std::string read_text_file(const std::string& path);
 // Offset of the first byte that is not part of valid UTF-8, or -1.
 int64_t first_invalid_utf8(const std::string& s);
 
+// Windows of ctx tokens the text holds, capped at `chunks` when > 0; a clear error naming the file when it holds
+// none.
+int64_t window_count(const std::string& file, size_t n_tokens, int ctx, int chunks);
+
 void print_json(const nlohmann::json& j);
 
 }  // namespace lowbit::cli
