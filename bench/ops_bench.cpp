@@ -105,7 +105,9 @@ BENCHMARK(BM_Gemv)->Apply(GemvArgs)->UseRealTime()->Unit(benchmark::kMicrosecond
 // Packed intN matmul on consecutive packed matrices in the pool (random code bytes; every 16-bit word is a
 // normal f16, so the block scales and zeros are sane). Args: bits, group, rows, cols, tokens, threads.
 // tokens 1 is the decode GEMV (GB/s of packed bytes read); tokens 512 the prefill path (GFLOP/s).
+// hot 1 multiplies the same (cache-resident) matrix every time: the kernel's compute ceiling.
 void BM_MatmulIntN(benchmark::State& state) {
+  const bool hot = state.range(6) != 0;
   const int bits = static_cast<int>(state.range(0)), group = static_cast<int>(state.range(1));
   const int64_t rows = state.range(2), cols = state.range(3), tokens = state.range(4);
   lowbit::set_num_threads(static_cast<int>(state.range(5)));
@@ -126,7 +128,7 @@ void BM_MatmulIntN(benchmark::State& state) {
     lowbit::ops::matmul(views[i], x.data(), tokens, y.data());
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
-    i = i + 1 == views.size() ? 0 : i + 1;
+    i = hot || i + 1 == views.size() ? 0 : i + 1;
   }
   const double iters = static_cast<double>(state.iterations()), sec = timer.seconds();
   if (tokens == 1)
@@ -140,11 +142,15 @@ void MatmulIntNArgs(benchmark::internal::Benchmark* b) {
   for (int threads : {1, 2}) {
     for (auto [bits, group] : {std::pair{4, 128}, {4, 32}, {2, 128}, {3, 128}, {8, 128}})
       for (auto [rows, cols] : {std::pair{4096, 4096}, {11008, 4096}, {4096, 11008}, {2048, 8192}})
-        b->Args({bits, group, rows, cols, 1, threads});
+        b->Args({bits, group, rows, cols, 1, threads, 0});
     for (auto [rows, cols] : {std::pair{4096, 4096}, {11008, 4096}, {4096, 11008}, {2048, 8192}})
-      b->Args({4, 128, rows, cols, 512, threads});
+      b->Args({4, 128, rows, cols, 512, threads, 0});
   }
-  b->ArgNames({"bits", "group", "rows", "cols", "tokens", "threads"});
+  for (auto [bits, group] : {std::pair{4, 128}, {4, 32}, {2, 128}, {3, 128}, {8, 128}}) {
+    b->Args({bits, group, 512 * 4 / bits, 4096, 1, 1, 1});  // 1 MiB of codes: L2-resident
+    b->Args({bits, group, 128 * 4 / bits, 16384, 1, 1, 1});
+  }
+  b->ArgNames({"bits", "group", "rows", "cols", "tokens", "threads", "hot"});
 }
 BENCHMARK(BM_MatmulIntN)->Apply(MatmulIntNArgs)->UseRealTime()->Unit(benchmark::kMicrosecond);
 

@@ -22,12 +22,13 @@ float parallel_stream_sum(const float* p, size_t n, int threads);
 
 // Activations quantized for one packed-intN GEMV (ops/intn_kernels.cpp): per weight block of `block` values,
 // int16 codes q (zero past n, in the order the target's kernel reads codes), the scale d (x ~= d * q) and sum(q).
-constexpr int kActMax = 127 * 256;  // |q| <= kActMax: d = max|x| / kActMax
+constexpr int kActMax = 127 * 256;  // int16 activations: |q| <= kActMax, d = max|x| / kActMax
 struct IntNActs {
   int64_t n = 0, blocks = 0;
   int block = 0, bits = 0;
+  int act_max = kActMax;            // this layout's |q| bound (intn_act_max)
   std::vector<int16_t> q;           // portable kernels: q itself
-  std::vector<int8_t> qh, ql;       // AVX3_DL: q = 256 * qh + ql, both int8
+  std::vector<int8_t> qh, ql;       // AVX3_DL: q = 256 * qh + ql (4-bit: 16 * qh + ql), both int8
   // The target's code-to-slot tables for the format last used (rebuilt when target / bits / block change).
   int layout_bits = 0, layout_block = 0;
   int64_t layout_target = 0;
@@ -35,6 +36,9 @@ struct IntNActs {
   std::vector<float> d;
   std::vector<int32_t> qsum;
 };
+// The activation code bound the current target's kernel uses for `bits`-bit weights (d = max|x| / bound per
+// block): kActMax, or 127 * 16 for the AVX3_DL 4-bit kernel (ops/intn_kernels.cpp).
+int intn_act_max(int bits);
 void quantize_acts_intn(const formats::IntNFormat& f, const float* x, int64_t n, IntNActs& a);
 // One packed row decoded to n floats: the same values as formats::decode_row, SIMD where the target allows.
 void decode_intn_row(const formats::IntNFormat& f, const std::byte* row, int64_t n, float* out);

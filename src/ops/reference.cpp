@@ -44,7 +44,7 @@ void gemv_rows_ref(const WeightView& w, const float* x, int64_t r0, int64_t r1, 
   }
 }
 
-void gemv_intn_rows_ref(const WeightView& w, const float* x, int64_t r0, int64_t r1, float* y) {
+void gemv_intn_rows_ref(const WeightView& w, const float* x, int64_t r0, int64_t r1, float* y, int act_max) {
   const formats::IntNFormat& f = *w.intn;
   const int64_t g = f.block();
   const int64_t blocks = (w.cols + g - 1) / g;
@@ -55,12 +55,12 @@ void gemv_intn_rows_ref(const WeightView& w, const float* x, int64_t r0, int64_t
       const int64_t len = std::min(g, w.cols - b * g);
       float amax = 0;
       for (int64_t i = 0; i < len; ++i) amax = std::fmax(amax, std::fabs(x[b * g + i]));
-      const float d = amax / static_cast<float>(detail::kActMax);
+      const float d = amax / static_cast<float>(act_max);
       const formats::IntNBlock blk =
           formats::intn_unpack_block(f, w.data + static_cast<size_t>(r) * w.row_bytes + b * f.block_bytes(), codes.data());
       double cq = 0, qs = 0;
       for (int64_t i = 0; i < len; ++i) {
-        const double q = d > 0 ? std::clamp(std::nearbyint(static_cast<double>(x[b * g + i] * (1.0f / d))), -static_cast<double>(detail::kActMax), static_cast<double>(detail::kActMax)) : 0.0;
+        const double q = d > 0 ? std::clamp(std::nearbyint(static_cast<double>(x[b * g + i] * (1.0f / d))), -static_cast<double>(act_max), static_cast<double>(act_max)) : 0.0;
         cq += codes[static_cast<size_t>(i)] * q;
         qs += q;
       }

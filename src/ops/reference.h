@@ -11,9 +11,10 @@ namespace lowbit::ops {
 float weight_at_ref(const WeightView& w, int64_t r, int64_t c);
 
 void gemv_rows_ref(const WeightView& w, const float* x, int64_t r0, int64_t r1, float* y);
-// Packed intN rows with the kernels' arithmetic (activations quantized to int16 per weight block, d = max|x|/(127*256),
+// Packed intN rows with the kernels' arithmetic (activations quantized per weight block, d = max|x| / act_max,
 // q = round(x / d); y = sum_blk scale * d * (sum(code * q) - offset * sum(q))), in double, codes read one by one.
-void gemv_intn_rows_ref(const WeightView& w, const float* x, int64_t r0, int64_t r1, float* y);
+// act_max: the kernel's bound, detail::intn_act_max(bits) for the current target (127 * 256 = int16).
+void gemv_intn_rows_ref(const WeightView& w, const float* x, int64_t r0, int64_t r1, float* y, int act_max = 127 * 256);
 void matmul_ref(const WeightView& w, const float* x, int64_t n_tokens, float* y);
 void get_row_ref(const WeightView& w, int64_t r, float* out);
 
