@@ -1,27 +1,29 @@
 // GEMV on lowbit's packed intN weights (formats/intn.h) without decoding them to floats: activations are
-// quantized to 16-bit integers per weight block and every block's dot product is an integer one.
+// quantized to integers per weight block and every block's dot product is an integer one.
 //
 //   y_r = sum over blocks b of  s_b * d_b * (sum_i c_i q_i  -  off_b * sum_i q_i)
 //
 // with s_b / off_b the block's fp16 scale and offset, c_i its B-bit codes (unsigned), and d_b / q_i the block's
-// activation scale and integer codes (d_b = max|x| / (127 * 256), q_i = round(x_i / d_b)). sum(q) is computed once
-// per call. (int8 activations, as llama.cpp uses, moved the fixture models' perplexity by 0.2-0.6% against the
-// dequantized f32 path; 16-bit ones keep it within 0.1%.)
+// activation scale and integer codes (d_b = max|x| / A, q_i = round(x_i / d_b), A = ActMax: 127 * 256 for int16
+// activations, 127 * 16 for the AVX3_DL 4-bit kernel). sum(q) is computed once per call. (int8 activations, as
+// llama.cpp uses, moved the fixture models' perplexity by 0.1-0.8% against the dequantized f32 path; 11-bit ones by
+// at most 0.04%, 16-bit ones by less.)
 //
 // Paths (this file is compiled once per Highway target):
 //  - AVX3_DL (AVX-512 VNNI + VBMI), codes unpacked in registers and instantiated per (bits, group, sym/asym):
-//    - 4-bit: a 64-byte run read as 32 16-bit lanes of 4 codes, split by shift-and-mask into "planes" (plane p
-//      holds codes 4j + p); the int16 activations are stored in the same plane order, so no shuffles (vpdpwssd).
-//      Blocks of 32 or 64 codes are read 4 or 2 at a time into one vector, their lanes scaled per block.
-//    - 2-bit: the same after widening 32 code bytes to 16-bit lanes.
+//    - 4-bit (RowsDot4): one 64-byte vector holds 128 / G blocks; its low nibbles L, high nibbles H, 16 L (vpshufb)
+//      and 16 H (a mask) multiply the activations split q = 16 * hi + lo in one vpdpbusd chain; 4 rows at a time
+//      share the activation loads.
+//    - 2-bit: 32 code bytes widened to 16-bit lanes of 4 codes, split by shift-and-mask into planes (plane p holds
+//      codes 4j + p; the int16 activations are stored in the same plane order, so no shuffles; vpdpwssd).
 //    - 3/5/6/7/8-bit: q stored as two int8 halves, q = 256 * hi + lo, so the products are unsigned-by-signed
 //      bytes (vpdpbusd) at int16 precision; 8-bit codes are used as they are, 3/5/6/7-bit ones by vpermb (gather
 //      each 8 codes' B bytes into one 64-bit lane) and vpmultishiftqb (pick 8 bits at offset B * j), then a mask.
 //    Block headers are gathered 16 blocks at a time; the offset term is one vector FMA per 16 blocks.
-//  - every other target (Highway, vectors of at most 256 bits): 4- and 2-bit codes in the same 16-bit-lane plane
-//    layout, unpacked with vector shifts; 8-bit codes widened; 3/5/6/7-bit codes unpacked to bytes eight at a time
-//    from 64-bit words; products by the 16-bit widening multiply-accumulate (vpmaddwd on x86). The bracket is exact
-//    in int32 when the offset is an integer (always, in files lowbit writes).
+//  - every other target (Highway, vectors of at most 256 bits): 4- and 2-bit codes in 16-bit-lane planes (4-bit
+//    runs of 64 bytes read as 32 lanes of 4 codes), unpacked with vector shifts; 8-bit codes widened; 3/5/6/7-bit
+//    codes unpacked to bytes eight at a time from 64-bit words; products by the 16-bit widening multiply-accumulate
+//    (vpmaddwd on x86). The bracket is exact in int32 when the offset is an integer (always, in files lowbit writes).
 // The activation layout therefore depends on the target: quantize_acts and the GEMV are dispatched together.
 #include <algorithm>
 #include <cmath>
@@ -54,7 +56,8 @@ constexpr bool kPlanes = false;
 // Bytes of codes per block.
 inline int CodeBytes(int bits, int group) { return group * bits / 8; }
 
-// Position of code i of a block in the activation layout (the same on every target). 2- and 4-bit codes are read as
+// Position of code i of a block in the activation layout (every target but AVX3_DL's 4-bit, see Nibbles4 below).
+// 2- and 4-bit codes are read as
 // 16-bit lanes of 4 codes -- 4-bit runs of 64 bytes as they are, 2-bit runs of 32 bytes widened from bytes -- and
 // split into 4 planes, plane p of a run holding codes 4j + p; their activations are stored plane after plane.
 // Other widths keep the natural order.
