@@ -19,6 +19,7 @@
 #include "lowbit/threads.h"
 #include "ops/kernels.h"
 #include "ops/ops.h"
+#include "hwy/targets.h"
 
 namespace {
 
@@ -153,6 +154,45 @@ void MatmulIntNArgs(benchmark::internal::Benchmark* b) {
   b->ArgNames({"bits", "group", "rows", "cols", "tokens", "threads", "hot"});
 }
 BENCHMARK(BM_MatmulIntN)->Apply(MatmulIntNArgs)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+// The portable kernels (CPUs without AVX-512 VNNI), forced with Highway's target mask: a 4096x4096 packed GEMV
+// streamed from the pool, 1 thread. Args: bits, target (hwy::TargetName's bit: AVX2 or SSE4).
+void BM_MatmulIntNPortable(benchmark::State& state) {
+  const auto target = static_cast<int64_t>(state.range(1));
+  if ((hwy::SupportedTargets() & target) == 0) {
+    state.SkipWithError("target not supported by this CPU");
+    return;
+  }
+  hwy::SetSupportedTargetsForTest(target);
+  const int bits = static_cast<int>(state.range(0));
+  const int64_t rows = 4096, cols = 4096;
+  lowbit::set_num_threads(1);
+  const lowbit::formats::IntNFormat& f = lowbit::formats::intn_format("int" + std::to_string(bits) + "g128a");
+  const size_t rb = lowbit::formats::row_bytes(f, cols), bytes = rb * static_cast<size_t>(rows);
+  std::vector<WeightView> views;
+  for (size_t off = 0; off + bytes <= kPoolBytes; off += bytes) {
+    WeightView v{DType::I8, rows, cols, weight_pool() + off, rb};
+    v.intn = &f;
+    views.push_back(v);
+  }
+  const std::vector<float> x = random_floats(static_cast<size_t>(cols));
+  std::vector<float> y(static_cast<size_t>(rows));
+  size_t i = 0;
+  LoopTimer timer;
+  for (auto _ : state) {
+    lowbit::ops::matmul(views[i], x.data(), 1, y.data());
+    benchmark::DoNotOptimize(y.data());
+    i = i + 1 == views.size() ? 0 : i + 1;
+  }
+  state.counters["GB/s"] = static_cast<double>(bytes) * static_cast<double>(state.iterations()) / timer.seconds() / 1e9;
+  state.SetLabel(f.name() + " " + lowbit::ops::simd_target());
+  hwy::SetSupportedTargetsForTest(0);
+}
+BENCHMARK(BM_MatmulIntNPortable)
+    ->ArgsProduct({{2, 3, 4, 5, 6, 7, 8}, {static_cast<int64_t>(HWY_AVX2), static_cast<int64_t>(HWY_SSE4)}})
+    ->ArgNames({"bits", "target"})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
 
 // The matmuls of one decode step of a hidden-2048 Llama (TinyLlama-1.1B shapes: GQA k/v 256 x 2048, FFN 5632),
 // layer after layer through the pool, as the model graph issues them. Args: dtype, threads.

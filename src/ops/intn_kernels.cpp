@@ -41,6 +41,7 @@
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/intn_kernels.cpp"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/cache_control.h"
 #include "hwy/highway.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -196,30 +197,57 @@ HWY_INLINE void Planes16Portable(D32 d32, const T* HWY_RESTRICT src, const int16
   }
 }
 
-// Eight B-bit codes from each B bytes (LSB-first), unrolled per width.
-template <int B>
-HWY_INLINE void UnpackCodesB(const uint8_t* HWY_RESTRICT in, int g, uint8_t* HWY_RESTRICT out) {
-  constexpr uint64_t mask = (uint64_t{1} << B) - 1;
-  for (int i = 0; i < g; i += 8, in += B) {
-    uint64_t v = 0;  // built in a register (a B-byte memcpy into a word stalls the reload); code j = bits [B j, B j + B)
-    for (int k = 0; k < B; ++k) v |= static_cast<uint64_t>(in[k]) << (8 * k);
-    for (int j = 0; j < 8; ++j) out[i + j] = static_cast<uint8_t>((v >> (B * j)) & mask);
-  }
+// 3/5/6/7-bit codes straight into 16-bit lanes. Code j of a run starts at bit B * j, so it lies in bytes
+// (B j) / 8 and the next (B <= 7: at most 15 bits from the first byte's start). 16 codes span 2B <= 14 bytes:
+// one 16-byte load, copied to every 128-bit block (LoadDup128), feeds every lane's byte shuffle, which stays
+// within its block as x86's vpshufb requires. Then lane = (pair * 2^(8 - shift)) >> 8, masked to B bits.
+struct SpreadPortable {
+  alignas(32) uint8_t idx[8][32];   // [B][2 * lane + byte]: source byte of each lane's low and high byte
+  alignas(32) uint16_t mul[8][16];  // [B][lane]: 2^(8 - (B * lane) % 8)
+};
+inline const SpreadPortable& SpreadTablesPortable() {
+  static const SpreadPortable t = [] {
+    SpreadPortable s{};
+    for (int b = 1; b < 8; ++b)
+      for (int l = 0; l < 16; ++l) {
+        const int bit = b * l;
+        s.idx[b][2 * l] = static_cast<uint8_t>(bit / 8);
+        s.idx[b][2 * l + 1] = static_cast<uint8_t>(std::min(15, bit / 8 + 1));
+        s.mul[b][l] = static_cast<uint16_t>(1u << (8 - bit % 8));
+      }
+    return s;
+  }();
+  return t;
 }
-HWY_INLINE void UnpackCodes(int bits, const uint8_t* in, int g, uint8_t* out) {
-  switch (bits) {
-    case 3: return UnpackCodesB<3>(in, g, out);
-    case 5: return UnpackCodesB<5>(in, g, out);
-    case 6: return UnpackCodesB<6>(in, g, out);
-    default: return UnpackCodesB<7>(in, g, out);
+
+// sum_i c_i q_i over a block of g B-bit codes (3/5/6/7) in natural order, 8 or 16 lanes per step.
+template <class D32>
+HWY_INLINE void OddBitsDot(D32 d32, int bits, const uint8_t* codes, int g, const int16_t* HWY_RESTRICT q,
+                           hn::Vec<D32>& s0, hn::Vec<D32>& s1) {
+  const hn::Repartition<int16_t, D32> d16;
+  const hn::RebindToUnsigned<decltype(d16)> du16;
+  const hn::Repartition<uint8_t, D32> du8;
+  const int N = static_cast<int>(hn::Lanes(d16));
+  // The block's code bytes plus 16 bytes of slack for the last load (the row may end right after them).
+  alignas(32) uint8_t buf[128 * 7 / 8 + 16] = {};
+  std::memcpy(buf, codes, static_cast<size_t>(g * bits / 8));
+  const SpreadPortable& t = SpreadTablesPortable();
+  const auto idx = hn::Load(du8, t.idx[bits]);
+  const auto mul = hn::Load(du16, t.mul[bits]);
+  const auto mask = hn::Set(du16, static_cast<uint16_t>((1 << bits) - 1));
+  for (int i = 0; i < g; i += N) {
+    const auto raw = hn::LoadDup128(du8, buf + i * bits / 8);
+    const auto pairs = hn::BitCast(du16, hn::TableLookupBytes(raw, idx));
+    const auto c = hn::And(hn::ShiftRight<8>(hn::Mul(pairs, mul)), mask);
+    s0 = hn::ReorderWidenMulAccumulate(d32, hn::BitCast(d16, c), hn::LoadU(d16, q + i), s0, s1);
   }
 }
 
-// sum_i c_i q_i of one block. 4-bit and 2-bit codes are unpacked with SIMD shifts (same plane layout as the
-// AVX3_DL kernel); other widths are unpacked to bytes by the format's scalar unpacker.
+// sum_i c_i q_i of one block. 4-bit and 2-bit codes are unpacked with SIMD shifts (16-bit-lane planes), 8-bit
+// ones widened, 3/5/6/7-bit ones by OddBitsDot.
 template <class D32>
-HWY_INLINE int32_t BlockDotPortable(D32 d32, const formats::IntNFormat& f, const uint8_t* codes,
-                                    const int16_t* HWY_RESTRICT q) {
+HWY_INLINE hn::Vec<D32> BlockDotPortable(D32 d32, const formats::IntNFormat& f, const uint8_t* codes,
+                                         const int16_t* HWY_RESTRICT q) {
   const int g = f.block(), bits = f.bits(), nb = CodeBytes(bits, g);
   auto s0 = hn::Zero(d32), s1 = hn::Zero(d32);
   if (bits == 4) {  // each run read as 16-bit lanes (little-endian) straight from the row
@@ -227,22 +255,18 @@ HWY_INLINE int32_t BlockDotPortable(D32 d32, const formats::IntNFormat& f, const
       Planes16Portable<4>(d32, reinterpret_cast<const uint16_t*>(codes + c), q + c * 2, std::min(32, (nb - c) / 2), s0, s1);
   } else if (bits == 2) {  // each run's bytes widened to 16-bit lanes
     for (int c = 0; c < nb; c += 32) Planes16Portable<2>(d32, codes + c, q + c * 4, std::min(32, nb - c), s0, s1);
-  } else {
+  } else if (bits == 8) {  // 8-bit codes are the bytes themselves, widened
     const hn::Repartition<int16_t, D32> d16;
     const hn::RebindToUnsigned<decltype(d16)> du16;
     const hn::Rebind<uint8_t, decltype(d16)> du8;
     const int N = static_cast<int>(hn::Lanes(d16));
-    uint8_t bytes[128];
-    const uint8_t* src = codes;  // 8-bit codes are the bytes themselves
-    if (bits != 8) {
-      UnpackCodes(bits, codes, g, bytes);
-      src = bytes;
-    }
     for (int i = 0; i < g; i += N)
-      s0 = hn::ReorderWidenMulAccumulate(d32, hn::BitCast(d16, hn::PromoteTo(du16, hn::LoadU(du8, src + i))),
+      s0 = hn::ReorderWidenMulAccumulate(d32, hn::BitCast(d16, hn::PromoteTo(du16, hn::LoadU(du8, codes + i))),
                                          hn::LoadU(d16, q + i), s0, s1);
+  } else {
+    OddBitsDot(d32, bits, codes, g, q, s0, s1);
   }
-  return hn::GetLane(hn::SumOfLanes(d32, hn::Add(s0, s1)));
+  return hn::Add(s0, s1);
 }
 
 #else
@@ -257,13 +281,11 @@ int32_t BlockDotPortable(D32, const formats::IntNFormat& f, const uint8_t* codes
 }
 #endif
 
+#if HWY_TARGET == HWY_SCALAR
 float RowDotPortable(const formats::IntNFormat& f, const std::byte* row, const detail::IntNActs& a) {
   const int g = f.block();
   const size_t bb = f.block_bytes(), hdr = f.asymmetric() ? 4 : 2;
-  // At most 256-bit vectors (16 int16 lanes), 128-bit for 32-code blocks: every plane run (8, 16 or 32 lanes)
-  // is then a whole number of vectors.
-  const hn::CappedTag<int32_t, 8> d32;
-  const hn::CappedTag<int32_t, 4> d32_small;
+  const hn::ScalableTag<int32_t> d32;
   float acc = 0.0f;
   for (int64_t b = 0; b < a.blocks; ++b) {
     const std::byte* blk = row + b * bb;
@@ -272,23 +294,51 @@ float RowDotPortable(const formats::IntNFormat& f, const std::byte* row, const d
     if (hdr == 4) std::memcpy(&hz, blk + 2, 2);
     const float scale = lowbit::f16_to_f32(hs);
     const float offset = hdr == 4 ? lowbit::f16_to_f32(hz) : static_cast<float>(1 << (f.bits() - 1));
-#if HWY_TARGET == HWY_SCALAR
-    (void)d32_small;
     const int32_t dot =
         BlockDotPortable(d32, f, reinterpret_cast<const uint8_t*>(blk + hdr), a.q.data() + b * g, a.pos.data());
-#else
-    const auto* codes = reinterpret_cast<const uint8_t*>(blk + hdr);
-    const int32_t dot = g >= 64 ? BlockDotPortable(d32, f, codes, a.q.data() + b * g)
-                                : BlockDotPortable(d32_small, f, codes, a.q.data() + b * g);
-#endif
-    const auto off = static_cast<int32_t>(offset);
-    if (static_cast<float>(off) == offset)
-      acc += scale * a.d[b] * static_cast<float>(dot - off * a.qsum[b]);
-    else
-      acc += scale * a.d[b] * (static_cast<float>(dot) - offset * static_cast<float>(a.qsum[b]));
+    acc += scale * a.d[b] * (static_cast<float>(dot) - offset * static_cast<float>(a.qsum[b]));
   }
   return acc;
 }
+#else
+// Per block: the int32 lanes of sum c q, less off * sum(q) in lane 0 (exact in int32 for an integer offset, always
+// the case in files lowbit writes; other offsets are summed apart in float), converted and scaled by s * d into a
+// float vector. One horizontal sum per row.
+template <class D32>
+float RowDotVec(D32 d32, const formats::IntNFormat& f, const std::byte* row, const detail::IntNActs& a) {
+  const hn::Repartition<float, D32> df;
+  const int g = f.block();
+  const size_t bb = f.block_bytes(), hdr = f.asymmetric() ? 4 : 2;
+  const float sym_off = static_cast<float>(1 << (f.bits() - 1));
+  const auto lane0 = hn::FirstN(d32, 1);
+  auto acc = hn::Zero(df);
+  float off_acc = 0.0f;
+  for (int64_t b = 0; b < a.blocks; ++b) {
+    const std::byte* blk = row + b * bb;
+    hwy::Prefetch(blk + 1024);
+    uint16_t hs, hz = 0;
+    std::memcpy(&hs, blk, 2);
+    if (hdr == 4) std::memcpy(&hz, blk + 2, 2);
+    const float sd = lowbit::f16_to_f32(hs) * a.d[b];
+    const float offset = hdr == 4 ? lowbit::f16_to_f32(hz) : sym_off;
+    auto dot = BlockDotPortable(d32, f, reinterpret_cast<const uint8_t*>(blk + hdr), a.q.data() + b * g);
+    const auto off = static_cast<int32_t>(offset);
+    if (static_cast<float>(off) == offset)
+      dot = hn::Sub(dot, hn::IfThenElseZero(lane0, hn::Set(d32, off * a.qsum[b])));
+    else
+      off_acc += sd * offset * static_cast<float>(a.qsum[b]);
+    acc = hn::MulAdd(hn::ConvertTo(df, dot), hn::Set(df, sd), acc);
+  }
+  return hn::GetLane(hn::SumOfLanes(df, acc)) - off_acc;
+}
+
+float RowDotPortable(const formats::IntNFormat& f, const std::byte* row, const detail::IntNActs& a) {
+  // At most 256-bit vectors (16 int16 lanes), 128-bit for 32-code blocks: every plane run (8, 16 or 32 lanes)
+  // is then a whole number of vectors.
+  if (f.block() >= 64) return RowDotVec(hn::CappedTag<int32_t, 8>(), f, row, a);
+  return RowDotVec(hn::CappedTag<int32_t, 4>(), f, row, a);
+}
+#endif
 
 #if HWY_TARGET == HWY_AVX3_DL
 // ---- AVX-512 VNNI + VBMI path ---------------------------------------------------------------------------------
