@@ -11,11 +11,10 @@
 //
 // Paths (this file is compiled once per Highway target):
 //  - AVX3_DL (AVX-512 VNNI + VBMI), codes unpacked in registers and instantiated per (bits, group, sym/asym):
-//    - 4-bit (RowsDot4): one 64-byte vector holds 128 / G blocks; its low nibbles L, high nibbles H, 16 L (vpshufb)
-//      and 16 H (a mask) multiply the activations split q = 16 * hi + lo in one vpdpbusd chain; 4 rows at a time
-//      share the activation loads.
-//    - 2-bit: 32 code bytes widened to 16-bit lanes of 4 codes, split by shift-and-mask into planes (plane p holds
-//      codes 4j + p; the int16 activations are stored in the same plane order, so no shuffles; vpdpwssd).
+//    - 2- and 4-bit (RowsDotSplit): one 64-byte vector holds 512 / (B * G) blocks; each plane of codes (the
+//      codes at the same bit offset of every byte) and S = 2^(8 - B) times it, made with masks, vpmultishiftqb
+//      and 16-entry tables (vpshufb), multiply the activations split q = S * hi + lo in one vpdpbusd chain
+//      (11-bit activations for 4-bit weights, 13-bit for 2-bit); 4 rows at a time share the activation loads.
 //    - 3/5/6/7/8-bit: q stored as two int8 halves, q = 256 * hi + lo, so the products are unsigned-by-signed
 //      bytes (vpdpbusd) at int16 precision; 8-bit codes are used as they are, 3/5/6/7-bit ones by vpermb (gather
 //      each 8 codes' B bytes into one 64-bit lane) and vpmultishiftqb (pick 8 bits at offset B * j), then a mask.
@@ -57,26 +56,29 @@ constexpr bool kPlanes = false;
 // Bytes of codes per block.
 inline int CodeBytes(int bits, int group) { return group * bits / 8; }
 
-// Position of code i of a block in the activation layout (every target but AVX3_DL's 4-bit, see Nibbles4 below).
-// 2- and 4-bit codes are read as
+// Position of code i of a block in the activation layout (every target but AVX3_DL's 2- and 4-bit kernels, see
+// SplitS below). 2- and 4-bit codes are read as
 // 16-bit lanes of 4 codes -- 4-bit runs of 64 bytes as they are, 2-bit runs of 32 bytes widened from bytes -- and
 // split into 4 planes, plane p of a run holding codes 4j + p; their activations are stored plane after plane.
 // Other widths keep the natural order.
 constexpr int kChunk16 = 32;
 inline bool Int16Planes(int bits) { return bits == 2 || bits == 4; }
 
-// AVX3_DL, 4-bit: blocks are read K = 128 / G at a time as one 64-byte vector of codes (K = 1 for G = 128), block j
-// of a group owning bytes [j * G / 2, (j + 1) * G / 2). Each group's activations take 128 int8 slots: the 64 codes
-// in the bytes' low nibbles, then the 64 in their high nibbles, each in byte order: code i of block j goes to slot
-// (i % 2) * 64 + j * G / 2 + i / 2. A row's last group may hold fewer than K blocks (the rest read as zeros).
-inline bool Nibbles4(int bits) { return kPlanes && bits == 4; }
-inline int GroupOf(int bits, int group) { return Nibbles4(bits) ? 128 / group : 1; }
+// AVX3_DL, B = 2 or 4 bits (RowsDotSplit): blocks are read K = 512 / (B * G) at a time as one 64-byte vector of
+// codes (K = 1 for 4-bit G = 128), block j of a group owning bytes [j * nb, (j + 1) * nb), nb = G * B / 8. A byte
+// holds P = 8 / B codes; each group's activations take 64 * P int8 slots, plane after plane: code i of block j goes
+// to slot (i % P) * 64 + j * nb + i / P. A row's last group may hold fewer than K blocks (the rest read as zeros).
+//
+// The activations are split q = S * hi + lo with hi in int8 and lo in [-S / 2, S / 2), S = 2^(8 - B), so that both
+// halves multiply unsigned code bytes, c and S * c (<= 240 or 192), in one vpdpbusd chain. Returns S, or 0 where
+// the target does not use this layout.
+inline int SplitS(int bits) { return kPlanes && Int16Planes(bits) ? 1 << (8 - bits) : 0; }
+inline int GroupOf(int bits, int group) { return SplitS(bits) ? 512 / (bits * group) : 1; }
 
-// Largest activation code |q|. The AVX3_DL 4-bit kernel splits q = 16 * hi + lo with hi in int8 and lo in [-8, 8),
-// so that both halves multiply the unsigned code bytes c and 16 * c (<= 240) in one vpdpbusd chain: 11-bit
-// activations (127 * 16; moved the fixture perplexities by at most 0.04% against the f32 path, where int8 moved
-// them by up to 0.8%). Every other kernel reads int16 activations: 127 * 256.
-inline int ActMax(int bits) { return Nibbles4(bits) ? 127 * 16 : detail::kActMax; }
+// Largest activation code |q|: 127 * S for the split kernels -- 11-bit activations for 4-bit weights, 13-bit for
+// 2-bit (11-bit ones moved the fixture perplexities by at most 0.04% against the f32 path, where int8 moved them by
+// up to 0.8%). Every other kernel reads int16 activations: 127 * 256.
+inline int ActMax(int bits) { return SplitS(bits) ? 127 * SplitS(bits) : detail::kActMax; }
 
 inline int ActPos(int bits, int group, int i) {
   if (bits == 4) {  // 64-byte runs read as 32 16-bit lanes of 4 codes each: plane p lane j = code 4j + p
@@ -112,11 +114,12 @@ void QuantizeActsIntN(const formats::IntNFormat& f, const float* x, int64_t n, d
   a.block = g;
   a.bits = f.bits();
   a.blocks = (n + g - 1) / g;
-  const size_t total = static_cast<size_t>(a.blocks * g + (Nibbles4(a.bits) ? 128 : 0));  // + a partial last group
-  const bool nib4 = Nibbles4(a.bits);
+  const int S = SplitS(a.bits), K = GroupOf(a.bits, g);
+  const size_t total = static_cast<size_t>((a.blocks + K - 1) / K * K * g);  // whole groups
+  const bool split_s = S > 0;
   const bool split = kPlanes && !Int16Planes(a.bits);  // int8 halves for vpdpbusd, else int16
   a.act_max = ActMax(a.bits);
-  if (nib4 || split) {
+  if (split_s || split) {
     a.qh.assign(total, 0);
     a.ql.assign(total, 0);
   } else {
@@ -126,13 +129,15 @@ void QuantizeActsIntN(const formats::IntNFormat& f, const float* x, int64_t n, d
   a.qsum.resize(static_cast<size_t>(a.blocks));
   // Where code i of a block goes: pos for a lone block, gpos for block j of a full group (see GroupOf), both
   // relative to the start of the block / group. Rebuilt only when the format changes (acts are reused per thread).
-  const int K = GroupOf(a.bits, g);
   if (a.layout_bits != a.bits || a.layout_block != g || a.layout_target != HWY_TARGET) {
     a.pos.resize(static_cast<size_t>(g));
     for (int i = 0; i < g; ++i) a.pos[i] = ActPos(a.bits, g, i);
     a.gpos.resize(static_cast<size_t>(K * g));
     for (int j = 0; j < K; ++j)
-      for (int i = 0; i < g; ++i) a.gpos[static_cast<size_t>(j * g + i)] = (i % 2) * 64 + j * (g / 2) + i / 2;
+      for (int i = 0; i < g; ++i) {
+        const int per_byte = 8 / std::max(1, a.bits), nb = g * a.bits / 8;
+        a.gpos[static_cast<size_t>(j * g + i)] = (i % per_byte) * 64 + j * nb + i / per_byte;
+      }
     a.layout_bits = a.bits;
     a.layout_block = g;
     a.layout_target = HWY_TARGET;
@@ -140,8 +145,8 @@ void QuantizeActsIntN(const formats::IntNFormat& f, const float* x, int64_t n, d
   for (int64_t b = 0; b < a.blocks; ++b) {
     const int64_t i0 = b * g, len = std::min<int64_t>(g, n - i0);
     const int64_t grp = b / K * K;
-    const int* P = nib4 ? a.gpos.data() + (b - grp) * g : a.pos.data();
-    const int64_t base = nib4 ? grp * g : i0;
+    const int* P = split_s ? a.gpos.data() + (b - grp) * g : a.pos.data();
+    const int64_t base = split_s ? grp * g : i0;
     const float d = AbsMax(x + i0, len) / static_cast<float>(a.act_max);
     const float inv = d > 0.0f ? 1.0f / d : 0.0f;
     int sum = 0;
@@ -150,10 +155,10 @@ void QuantizeActsIntN(const formats::IntNFormat& f, const float* x, int64_t n, d
       const float r = (x[i0 + i] * inv + 12582912.0f) - 12582912.0f;
       const int c = std::clamp(static_cast<int>(r), -a.act_max, a.act_max);
       const size_t at = static_cast<size_t>(base + P[i]);
-      if (nib4) {  // c = 16 * hi + lo, hi in [-127, 127], lo in [-8, 8)
-        const int hi = (c + 8) >> 4;
+      if (split_s) {  // c = S * hi + lo, hi in [-127, 127], lo in [-S / 2, S / 2)
+        const int hi = (c + S / 2) >> (8 - a.bits);
         a.qh[at] = static_cast<int8_t>(hi);
-        a.ql[at] = static_cast<int8_t>(c - 16 * hi);
+        a.ql[at] = static_cast<int8_t>(c - S * hi);
       } else if (split) {  // c = 256 * hi + lo with both in int8 range: |c| <= 127 * 256 keeps hi in [-127, 127]
         const int hi = (c + 128) >> 8;
         a.qh[at] = static_cast<int8_t>(hi);
@@ -362,40 +367,12 @@ HWY_INLINE SpreadTables MakeSpread(int bits) {
 }
 
 
-// One block's sum_i c_i q_i, spread over the 16 int32 lanes, from the activations split as q = 256 * hi + lo
-// (two int8 halves, so unsigned-by-signed byte products -- vpdpbusd -- give int16 precision). B and G are
-// compile-time constants so every loop below unrolls and every load mask is a constant.
-// Four B-bit fields per 16-bit lane of v (field p = bits [p * B, p * B + B)) times the int16 activations of plane p
-// (lanes q[p * stride ...]), summed: 4 x vpdpwssd. The top field needs no mask (nothing above it in the lane).
-template <int B>
-LOWBIT_VNNI HWY_INLINE __m512i Planes16Dot(__m512i v, const int16_t* HWY_RESTRICT q, int stride, __mmask32 k,
-                                           bool full) {
-  const __m512i m = _mm512_set1_epi16((1 << B) - 1);
-  auto ld = [&](int p) { return full ? _mm512_loadu_si512(q + p * stride) : _mm512_maskz_loadu_epi16(k, q + p * stride); };
-  __m512i a0 = _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_and_si512(v, m), ld(0));
-  __m512i a1 = _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_and_si512(_mm512_srli_epi16(v, B), m), ld(1));
-  a0 = _mm512_dpwssd_epi32(a0, _mm512_and_si512(_mm512_srli_epi16(v, 2 * B), m), ld(2));
-  a1 = _mm512_dpwssd_epi32(a1, _mm512_srli_epi16(v, 3 * B), ld(3));
-  return _mm512_add_epi32(a0, a1);
-}
-
+// One block's sum_i c_i q_i (3/5/6/7/8-bit), spread over the 16 int32 lanes, from the activations split as
+// q = 256 * hi + lo (two int8 halves, so unsigned-by-signed byte products -- vpdpbusd -- give int16 precision).
+// B and G are compile-time constants so every loop below unrolls and every load mask is a constant.
 template <int B, int G>
 LOWBIT_VNNI HWY_INLINE __m512i BlockDot(const uint8_t* HWY_RESTRICT codes, const int8_t* HWY_RESTRICT qh,
-                                        const int8_t* HWY_RESTRICT ql, const int16_t* HWY_RESTRICT q16,
-                                        const SpreadTables& sp) {
-  if constexpr (B == 2) {  // 32 code bytes widened to 16-bit lanes of 4 codes
-    constexpr int nb = G * B / 8;
-    __m512i acc = _mm512_setzero_si512();
-    for (int c = 0; c < nb; c += kChunk16) {
-      const int len = std::min(kChunk16, nb - c);
-      const bool full = len >= 32;
-      const __mmask32 k = full ? ~__mmask32{0} : ((__mmask32{1} << len) - 1);
-      const __m512i v = _mm512_cvtepu8_epi16(full ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + c))
-                                                  : _mm256_maskz_loadu_epi8(k, codes + c));
-      acc = _mm512_add_epi32(acc, Planes16Dot<2>(v, q16 + c * 4, len, k, full));
-    }
-    return acc;
-  }
+                                        const int8_t* HWY_RESTRICT ql, const SpreadTables& sp) {
   __m512i h0 = _mm512_setzero_si512(), h1 = _mm512_setzero_si512();
   __m512i l0 = _mm512_setzero_si512(), l1 = _mm512_setzero_si512();
   // Loads n <= 64 bytes: a plain load for a full vector, a masked one (constant mask) for a short run.
@@ -437,7 +414,6 @@ LOWBIT_VNNI void RowsDotVnni(const std::byte* const* rows, const detail::IntNAct
   const __m512 sym_off = _mm512_set1_ps(static_cast<float>(1 << (B - 1)));
   const int8_t* qh = a.qh.data();
   const int8_t* ql = a.ql.data();
-  const int16_t* q16 = a.q.data();
   for (int64_t b0 = 0; b0 < a.blocks; b0 += 16) {
     const int nblk = static_cast<int>(std::min<int64_t>(16, a.blocks - b0));
     const __mmask16 km = static_cast<__mmask16>((1u << nblk) - 1);
@@ -457,7 +433,7 @@ LOWBIT_VNNI void RowsDotVnni(const std::byte* const* rows, const detail::IntNAct
       for (int r = 0; r < R; ++r) {
         const uint8_t* blk = reinterpret_cast<const uint8_t*>(rows[r] + b * bb);
         _mm_prefetch(reinterpret_cast<const char*>(blk) + 8192, _MM_HINT_T0);
-        const __m512i dot = BlockDot<B, G>(blk + hdr, qh + b * G, ql + b * G, q16 + b * G, sp);
+        const __m512i dot = BlockDot<B, G>(blk + hdr, qh + b * G, ql + b * G, sp);
         acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(sd[r][j]), acc[r]);
       }
     }
@@ -465,30 +441,40 @@ LOWBIT_VNNI void RowsDotVnni(const std::byte* const* rows, const detail::IntNAct
   for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(_mm512_sub_ps(acc[r], cacc[r]));
 }
 
-// 4-bit: R rows, each 64-byte vector of codes (K = 128 / G blocks, see GroupOf) split into its low nibbles L and
-// high nibbles H; the group's activations q = 16 * hi + lo (ActMax) make the dot one vpdpbusd chain
-//   sum c q = (16 L) . hi_L + L . lo_L + (16 H) . hi_H + H . lo_H
-// with 16 L from a table lookup (vpshufb), 16 H = v & 0xf0 and H by vpmultishiftqb: no 512-bit shifts, which
-// share port 0 with the dot products on Intel cores. Headers are handled 16 blocks at a time as in RowsDotVnni.
-template <int G, bool ASYM, int R>
-LOWBIT_VNNI void RowsDot4(const std::byte* const* rows, const detail::IntNActs& a, float* out) {
-  constexpr int K = 128 / G, nb = G / 2;
+// 2- and 4-bit (layout at SplitS): R rows at a time, one 64-byte vector of codes per group of K blocks, unpacked
+// into the unsigned bytes c_p and S * c_p of each plane p (the codes at bits [B p, B p + B) of every byte), so the
+// dot is one vpdpbusd chain over the planes:  sum c q = sum_p (S c_p) . hi_p + c_p . lo_p.
+//  - 4-bit: c_0 = v & 0x0f, S c_1 = v & 0xf0, c_1 by vpmultishiftqb, S c_0 by a 16-entry table (vpshufb).
+//  - 2-bit: c_0 = v & 3, S c_3 = v & 0xc0, the rest by tables on the low and high nibbles.
+// No 512-bit shifts, which share port 0 with the dot products on Intel cores. Headers are handled 16 blocks at a
+// time as in RowsDotVnni; R rows share every activation load.
+template <int B, int G, bool ASYM, int R>
+LOWBIT_VNNI void RowsDotSplit(const std::byte* const* rows, const detail::IntNActs& a, float* out) {
+  constexpr int K = 512 / (B * G), nb = G * B / 8, P = 8 / B, S = 1 << (8 - B);
+  static_assert(K >= 1 && K <= 8 && 16 % K == 0);
   constexpr size_t hdr = ASYM ? 4 : 2;
   constexpr size_t bb = hdr + nb;
   __m512 acc[R], cacc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps(), cacc[r] = _mm512_setzero_ps();
   const __m512i offsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                              _mm512_set1_epi32(static_cast<int>(bb)));
-  const __m512 sym_off = _mm512_set1_ps(8.0f);
-  const __m512i m4 = _mm512_set1_epi8(0x0f), mh = _mm512_set1_epi8(static_cast<char>(0xf0));
-  const __m512i times16 = _mm512_broadcast_i32x4(
-      _mm_setr_epi8(0, 16, 32, 48, 64, 80, 96, 112, static_cast<char>(128), static_cast<char>(144),
-                    static_cast<char>(160), static_cast<char>(176), static_cast<char>(192), static_cast<char>(208),
-                    static_cast<char>(224), static_cast<char>(240)));
+  const __m512 sym_off = _mm512_set1_ps(static_cast<float>(1 << (B - 1)));
+  const __m512i m4 = _mm512_set1_epi8(0x0f);
   const __m512i high = _mm512_set1_epi64(0x3c342c241c140c04LL);  // byte p of each qword <- bits [8p + 4, 8p + 12)
+  // Tables on a nibble n: 4-bit: S * n; 2-bit: n >> 2, S * (n & 3), S * (n >> 2).
+  alignas(16) uint8_t tab[3][16];
+  for (int n = 0; n < 16; ++n) {
+    tab[0][n] = static_cast<uint8_t>(B == 4 ? S * n : n >> 2);
+    tab[1][n] = static_cast<uint8_t>(S * (n & 3));
+    tab[2][n] = static_cast<uint8_t>(S * (n >> 2));
+  }
+  const __m512i t0 = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(tab[0])));
+  const __m512i t1 = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(tab[1])));
+  const __m512i t2 = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(tab[2])));
   // Lane l of a group's int32 dot belongs to block l / (16 / K) of the group.
   const __m512i lane_block = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                               K == 1 ? 4 : (K == 2 ? 3 : 2));
+                                               K == 1 ? 4 : (K == 2 ? 3 : (K == 4 ? 2 : 1)));
+  const __m512i piece = _mm512_setr_epi64(0, bb, 2 * bb, 3 * bb, 4 * bb, 5 * bb, 6 * bb, 7 * bb);  // K == 8
   const int8_t* qh = a.qh.data();
   const int8_t* ql = a.ql.data();
   for (int64_t b0 = 0; b0 < a.blocks; b0 += 16) {
@@ -508,8 +494,8 @@ LOWBIT_VNNI void RowsDot4(const std::byte* const* rows, const detail::IntNActs& 
       const int64_t b = b0 + j;  // first block of the group (b0 and j are multiples of K)
       const int8_t* gh = qh + b * G;
       const int8_t* gl = ql + b * G;
-      const __m512i hiL = _mm512_loadu_si512(gh), hiH = _mm512_loadu_si512(gh + 64);
-      const __m512i loL = _mm512_loadu_si512(gl), loH = _mm512_loadu_si512(gl + 64);
+      __m512i hi[P], lo[P];
+      for (int p = 0; p < P; ++p) hi[p] = _mm512_loadu_si512(gh + 64 * p), lo[p] = _mm512_loadu_si512(gl + 64 * p);
       const int have = std::min(K, nblk - j);  // blocks of this group in the row
       const __m512i idx = _mm512_add_epi32(lane_block, _mm512_set1_epi32(j));
       for (int r = 0; r < R; ++r) {
@@ -522,21 +508,39 @@ LOWBIT_VNNI void RowsDot4(const std::byte* const* rows, const detail::IntNActs& 
         } else if constexpr (K == 2) {
           v = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk)));
           if (have > 1) v = _mm512_inserti64x4(v, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + bb)), 1);
-        } else {
+        } else if constexpr (K == 4) {
           v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk)));
           if (have > 1) v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + bb)), 1);
           if (have > 2) v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2 * bb)), 2);
           if (have > 3) v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 3 * bb)), 3);
+        } else {  // eight 8-byte pieces
+          v = _mm512_mask_i64gather_epi64(_mm512_setzero_si512(), static_cast<__mmask8>((1u << have) - 1), piece, blk, 1);
         }
         if (K > 1 && have < K) v = _mm512_maskz_mov_epi8(ByteMask(have * nb), v);  // no stale upper lanes
-        const __m512i lo = _mm512_and_si512(v, m4);
-        const __m512i hi16 = _mm512_and_si512(v, mh);
-        const __m512i lo16 = _mm512_shuffle_epi8(times16, lo);
-        const __m512i hi = _mm512_and_si512(_mm512_multishift_epi64_epi8(high, v), m4);
-        __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo16, hiL);
-        dot = _mm512_dpbusd_epi32(dot, lo, loL);
-        dot = _mm512_dpbusd_epi32(dot, hi16, hiH);
-        dot = _mm512_dpbusd_epi32(dot, hi, loH);
+        __m512i dot;
+        if constexpr (B == 4) {
+          const __m512i c0 = _mm512_and_si512(v, m4);
+          const __m512i s1 = _mm512_andnot_si512(m4, v);
+          const __m512i s0 = _mm512_shuffle_epi8(t0, c0);
+          const __m512i c1 = _mm512_and_si512(_mm512_multishift_epi64_epi8(high, v), m4);
+          dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), s0, hi[0]);
+          dot = _mm512_dpbusd_epi32(dot, c0, lo[0]);
+          dot = _mm512_dpbusd_epi32(dot, s1, hi[1]);
+          dot = _mm512_dpbusd_epi32(dot, c1, lo[1]);
+        } else {
+          const __m512i nl = _mm512_and_si512(v, m4);
+          const __m512i nh = _mm512_and_si512(_mm512_multishift_epi64_epi8(high, v), m4);
+          const __m512i m2 = _mm512_set1_epi8(3);
+          __m512i d0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_shuffle_epi8(t1, nl), hi[0]);
+          d0 = _mm512_dpbusd_epi32(d0, _mm512_and_si512(v, m2), lo[0]);
+          d0 = _mm512_dpbusd_epi32(d0, _mm512_shuffle_epi8(t2, nl), hi[1]);
+          d0 = _mm512_dpbusd_epi32(d0, _mm512_shuffle_epi8(t0, nl), lo[1]);
+          __m512i d1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_shuffle_epi8(t1, nh), hi[2]);
+          d1 = _mm512_dpbusd_epi32(d1, _mm512_and_si512(nh, m2), lo[2]);
+          d1 = _mm512_dpbusd_epi32(d1, _mm512_and_si512(v, _mm512_set1_epi8(static_cast<char>(0xc0))), hi[3]);
+          d1 = _mm512_dpbusd_epi32(d1, _mm512_shuffle_epi8(t0, nh), lo[3]);
+          dot = _mm512_add_epi32(d0, d1);
+        }
         const __m512 scale =
             K == 1 ? _mm512_set1_ps(sd[r][j]) : _mm512_permutexvar_ps(idx, _mm512_load_ps(sd[r]));
         acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[r]);
@@ -546,26 +550,27 @@ LOWBIT_VNNI void RowsDot4(const std::byte* const* rows, const detail::IntNActs& 
   for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(_mm512_sub_ps(acc[r], cacc[r]));
 }
 
-constexpr int kRows4 = 4;  // rows per call: the activation loads are shared by 4 rows
-template <int G, bool ASYM>
-void Rows4(const WeightView& w, const detail::IntNActs& a, int64_t r0, int64_t r1, float* y) {
+constexpr int kRowsSplit = 4;  // rows per call: the activation loads are shared by 4 rows
+template <int B, int G, bool ASYM>
+void RowsSplit(const WeightView& w, const detail::IntNActs& a, int64_t r0, int64_t r1, float* y) {
   int64_t r = r0;
-  for (; r + kRows4 <= r1; r += kRows4) {
-    const std::byte* rows[kRows4];
-    for (int i = 0; i < kRows4; ++i) rows[i] = w.data + (r + i) * w.row_bytes;
-    RowsDot4<G, ASYM, kRows4>(rows, a, y + (r - r0));
+  for (; r + kRowsSplit <= r1; r += kRowsSplit) {
+    const std::byte* rows[kRowsSplit];
+    for (int i = 0; i < kRowsSplit; ++i) rows[i] = w.data + (r + i) * w.row_bytes;
+    RowsDotSplit<B, G, ASYM, kRowsSplit>(rows, a, y + (r - r0));
   }
   for (; r < r1; ++r) {
     const std::byte* row = w.data + r * w.row_bytes;
-    RowsDot4<G, ASYM, 1>(&row, a, y + (r - r0));
+    RowsDotSplit<B, G, ASYM, 1>(&row, a, y + (r - r0));
   }
 }
-void RowsVnni4(const WeightView& w, const detail::IntNActs& a, int64_t r0, int64_t r1, float* y) {
+template <int B>
+void RowsVnniSplit(const WeightView& w, const detail::IntNActs& a, int64_t r0, int64_t r1, float* y) {
   const bool asym = w.intn->asymmetric();
   switch (w.intn->block()) {
-    case 32: return asym ? Rows4<32, true>(w, a, r0, r1, y) : Rows4<32, false>(w, a, r0, r1, y);
-    case 64: return asym ? Rows4<64, true>(w, a, r0, r1, y) : Rows4<64, false>(w, a, r0, r1, y);
-    default: return asym ? Rows4<128, true>(w, a, r0, r1, y) : Rows4<128, false>(w, a, r0, r1, y);
+    case 32: return asym ? RowsSplit<B, 32, true>(w, a, r0, r1, y) : RowsSplit<B, 32, false>(w, a, r0, r1, y);
+    case 64: return asym ? RowsSplit<B, 64, true>(w, a, r0, r1, y) : RowsSplit<B, 64, false>(w, a, r0, r1, y);
+    default: return asym ? RowsSplit<B, 128, true>(w, a, r0, r1, y) : RowsSplit<B, 128, false>(w, a, r0, r1, y);
   }
 }
 
@@ -600,9 +605,9 @@ void RowsVnniBits(const WeightView& w, const detail::IntNActs& a, int64_t r0, in
 void GemvIntNRows(const WeightView& w, const detail::IntNActs& a, int64_t r0, int64_t r1, float* y) {
 #if HWY_TARGET == HWY_AVX3_DL
   switch (w.intn->bits()) {
-    case 2: return RowsVnniBits<2>(w, a, r0, r1, y);
+    case 2: return RowsVnniSplit<2>(w, a, r0, r1, y);
     case 3: return RowsVnniBits<3>(w, a, r0, r1, y);
-    case 4: return RowsVnni4(w, a, r0, r1, y);
+    case 4: return RowsVnniSplit<4>(w, a, r0, r1, y);
     case 5: return RowsVnniBits<5>(w, a, r0, r1, y);
     case 6: return RowsVnniBits<6>(w, a, r0, r1, y);
     case 7: return RowsVnniBits<7>(w, a, r0, r1, y);

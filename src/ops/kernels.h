@@ -28,7 +28,7 @@ struct IntNActs {
   int block = 0, bits = 0;
   int act_max = kActMax;            // this layout's |q| bound (intn_act_max)
   std::vector<int16_t> q;           // portable kernels: q itself
-  std::vector<int8_t> qh, ql;       // AVX3_DL: q = 256 * qh + ql (4-bit: 16 * qh + ql), both int8
+  std::vector<int8_t> qh, ql;       // AVX3_DL: q = 256 * qh + ql (2/4-bit: 64 / 16 * qh + ql), both int8
   // The target's code-to-slot tables for the format last used (rebuilt when target / bits / block change).
   int layout_bits = 0, layout_block = 0;
   int64_t layout_target = 0;
@@ -37,7 +37,7 @@ struct IntNActs {
   std::vector<int32_t> qsum;
 };
 // The activation code bound the current target's kernel uses for `bits`-bit weights (d = max|x| / bound per
-// block): kActMax, or 127 * 16 for the AVX3_DL 4-bit kernel (ops/intn_kernels.cpp).
+// block): kActMax, or 127 * 16 / 127 * 64 for the AVX3_DL 4-bit / 2-bit kernels (ops/intn_kernels.cpp).
 int intn_act_max(int bits);
 void quantize_acts_intn(const formats::IntNFormat& f, const float* x, int64_t n, IntNActs& a);
 // One packed row decoded to n floats: the same values as formats::decode_row, SIMD where the target allows.

@@ -3,7 +3,7 @@
 //     scalar unpacker. The kernels must agree to float rounding: |y - ref| <= 1e-5 * sum|terms|.
 //  2. the dequantize-then-f32 dot (format decode, double accumulation). The only difference is the activation
 //     rounding, |x - d q| <= d / 2 per element with d = max|x| / act_max per block (act_max = 127 * 256 for int16
-//     activations, 127 * 16 for the AVX3_DL 4-bit kernel), so |ref - f32| <= sum_i |w_i| * d_block(i) / 2.
+//     activations, 127 * 16 and 127 * 64 for the AVX3_DL 4- and 2-bit kernels), so |ref - f32| <= sum_i |w_i| * d_block(i) / 2.
 // Every bit width 2..8, group 32/64/128, symmetric and asymmetric; odd row lengths (partial last blocks).
 #include <gtest/gtest.h>
 
