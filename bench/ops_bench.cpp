@@ -3,6 +3,10 @@
 //   ./build-ops/lowbit_bench --benchmark_filter='Gemv|ReadBandwidth'
 #include <benchmark/benchmark.h>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <iterator>
 #include <string>
@@ -255,6 +259,73 @@ void MatmulArgs(benchmark::internal::Benchmark* b) {
   b->ArgNames({"dtype", "rows", "cols", "n_tokens", "threads"});
 }
 BENCHMARK(BM_Matmul)->Apply(MatmulArgs)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+#if defined(__x86_64__)
+// Why a packed GEMV streams below the machine's read bandwidth: the packed kernels' memory pattern (4 interleaved
+// rows of 68-byte 4-bit blocks, software prefetch 8 KiB ahead) with three amounts of work per 64-byte line of
+// codes: 0 = none (an XOR), 1 = two vpdpbusd (an 8-bit GEMV's work), 2 = the 4-bit split kernel's unpack and
+// four vpdpbusd plus a convert and an FMA (RowsDotSplit). Single thread, streamed from the pool. Not a kernel:
+// activations are a fixed L1-resident buffer and headers are ignored.
+#define LOWBIT_BENCH_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni,avx512vbmi")))
+template <int Work>
+LOWBIT_BENCH_VNNI float stream_rows_with_work(const uint8_t* base, size_t bytes, const int8_t* acts) {
+  constexpr size_t kBlock = 68, kRowBytes = 32 * kBlock, kRows = 4;
+  const __m512i m4 = _mm512_set1_epi8(0x0f);
+  alignas(16) static constexpr uint8_t kTimes16[16] = {0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240};
+  const __m512i t16 = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(kTimes16)));
+  const __m512i high = _mm512_set1_epi64(0x3c342c241c140c04LL);
+  __m512 acc = _mm512_setzero_ps();
+  __m512i x = _mm512_setzero_si512();
+  for (size_t g0 = 0; g0 + kRows * kRowBytes <= bytes; g0 += kRows * kRowBytes)
+    for (size_t b = 0; b < 32; ++b)
+      for (size_t r = 0; r < kRows; ++r) {
+        const uint8_t* blk = base + g0 + r * kRowBytes + b * kBlock;
+        _mm_prefetch(reinterpret_cast<const char*>(blk) + 8192, _MM_HINT_T0);
+        const __m512i v = _mm512_loadu_si512(blk + 4);
+        const int8_t* a = acts + (b % 16) * 256;
+        if constexpr (Work == 0) {
+          x = _mm512_xor_si512(x, v);
+        } else if constexpr (Work == 1) {
+          __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v, _mm512_load_si512(a));
+          x = _mm512_add_epi32(x, _mm512_dpbusd_epi32(d, v, _mm512_load_si512(a + 64)));
+        } else {
+          const __m512i lo = _mm512_and_si512(v, m4), hi16 = _mm512_andnot_si512(m4, v);
+          const __m512i lo16 = _mm512_shuffle_epi8(t16, lo);
+          const __m512i hi = _mm512_and_si512(_mm512_multishift_epi64_epi8(high, v), m4);
+          __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo16, _mm512_load_si512(a));
+          d = _mm512_dpbusd_epi32(d, lo, _mm512_load_si512(a + 64));
+          d = _mm512_dpbusd_epi32(d, hi16, _mm512_load_si512(a + 128));
+          d = _mm512_dpbusd_epi32(d, hi, _mm512_load_si512(a + 192));
+          acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_set1_ps(1e-9f), acc);
+        }
+      }
+  return _mm512_reduce_add_ps(acc) + static_cast<float>(_mm512_reduce_add_epi32(x));
+}
+
+void BM_StreamRowsWithWork(benchmark::State& state) {
+  if (!__builtin_cpu_supports("avx512vnni") || !__builtin_cpu_supports("avx512vbmi")) {
+    state.SkipWithError("needs AVX-512 VNNI and VBMI");
+    return;
+  }
+  const int work = static_cast<int>(state.range(0));
+  alignas(64) static int8_t acts[16 * 256];
+  for (int i = 0; i < 16 * 256; ++i) acts[i] = static_cast<int8_t>(i % 17 - 8);
+  const auto* pool = reinterpret_cast<const uint8_t*>(weight_pool());
+  constexpr size_t kChunk = size_t{9} << 20;  // 9 MiB at a time, like one 4096x4096 int4g128a matrix
+  size_t off = 0;
+  float sink = 0;
+  LoopTimer timer;
+  for (auto _ : state) {
+    sink += work == 0   ? stream_rows_with_work<0>(pool + off, kChunk, acts)
+            : work == 1 ? stream_rows_with_work<1>(pool + off, kChunk, acts)
+                        : stream_rows_with_work<2>(pool + off, kChunk, acts);
+    off = off + 2 * kChunk > kPoolBytes ? 0 : off + kChunk;
+  }
+  benchmark::DoNotOptimize(sink);
+  state.counters["GB/s"] = static_cast<double>(kChunk) * static_cast<double>(state.iterations()) / timer.seconds() / 1e9;
+}
+BENCHMARK(BM_StreamRowsWithWork)->DenseRange(0, 2)->ArgName("work")->UseRealTime()->Unit(benchmark::kMicrosecond);
+#endif
 
 // The read loop behind ops::measure_read_bandwidth over `bytes` of the pool. Args: bytes (MiB), threads.
 void BM_ReadBandwidth(benchmark::State& state) {

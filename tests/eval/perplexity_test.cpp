@@ -1,6 +1,8 @@
 // Perplexity against llama.cpp's figures (../shared/reference/perplexity.md): same tokenization, ctx and chunks.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+
 #include <cmath>
 
 #include <filesystem>
@@ -86,6 +88,8 @@ TEST(PerplexityPacked, DecodePathEqualsDequantizedPath) {
       o.batch = 1;
       const double decode = perplexity_tokens(m, tokens, tok->bos(), o).ppl;
       EXPECT_NEAR(decode / batched, 1.0, 1e-3) << c.model << " " << format << ": " << decode << " vs " << batched;
+      std::printf("%s %s: decode-path PPL %.4f, batched %.4f, ratio %.6f\n", c.model, format, decode, batched,
+                  decode / batched);
       std::filesystem::remove(out);
     }
   }
