@@ -264,7 +264,8 @@ BENCHMARK(BM_Matmul)->Apply(MatmulArgs)->UseRealTime()->Unit(benchmark::kMillise
 // Why a packed GEMV streams below the machine's read bandwidth: the packed kernels' memory pattern (4 interleaved
 // rows of 68-byte 4-bit blocks, software prefetch 8 KiB ahead) with three amounts of work per 64-byte line of
 // codes: 0 = none (an XOR), 1 = two vpdpbusd (an 8-bit GEMV's work), 2 = the 4-bit split kernel's unpack and
-// four vpdpbusd plus a convert and an FMA (RowsDotSplit). Single thread, streamed from the pool. Not a kernel:
+// four vpdpbusd plus a convert and an FMA (RowsDotSplit), 3 = what a 4-bit kernel with int8 activations would do
+// (nibbles unpacked, two vpdpbusd, convert, FMA). Single thread, streamed from the pool. Not a kernel:
 // activations are a fixed L1-resident buffer and headers are ignored.
 #define LOWBIT_BENCH_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni,avx512vbmi")))
 template <int Work>
@@ -288,6 +289,12 @@ LOWBIT_BENCH_VNNI float stream_rows_with_work(const uint8_t* base, size_t bytes,
         } else if constexpr (Work == 1) {
           __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v, _mm512_load_si512(a));
           x = _mm512_add_epi32(x, _mm512_dpbusd_epi32(d, v, _mm512_load_si512(a + 64)));
+        } else if constexpr (Work == 3) {
+          const __m512i lo = _mm512_and_si512(v, m4);
+          const __m512i hi = _mm512_and_si512(_mm512_multishift_epi64_epi8(high, v), m4);
+          __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_load_si512(a));
+          d = _mm512_dpbusd_epi32(d, hi, _mm512_load_si512(a + 64));
+          acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_set1_ps(1e-9f), acc);
         } else {
           const __m512i lo = _mm512_and_si512(v, m4), hi16 = _mm512_andnot_si512(m4, v);
           const __m512i lo16 = _mm512_shuffle_epi8(t16, lo);
@@ -318,13 +325,14 @@ void BM_StreamRowsWithWork(benchmark::State& state) {
   for (auto _ : state) {
     sink += work == 0   ? stream_rows_with_work<0>(pool + off, kChunk, acts)
             : work == 1 ? stream_rows_with_work<1>(pool + off, kChunk, acts)
-                        : stream_rows_with_work<2>(pool + off, kChunk, acts);
+            : work == 2 ? stream_rows_with_work<2>(pool + off, kChunk, acts)
+                        : stream_rows_with_work<3>(pool + off, kChunk, acts);
     off = off + 2 * kChunk > kPoolBytes ? 0 : off + kChunk;
   }
   benchmark::DoNotOptimize(sink);
   state.counters["GB/s"] = static_cast<double>(kChunk) * static_cast<double>(state.iterations()) / timer.seconds() / 1e9;
 }
-BENCHMARK(BM_StreamRowsWithWork)->DenseRange(0, 2)->ArgName("work")->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_StreamRowsWithWork)->DenseRange(0, 3)->ArgName("work")->UseRealTime()->Unit(benchmark::kMicrosecond);
 #endif
 
 // The read loop behind ops::measure_read_bandwidth over `bytes` of the pool. Args: bytes (MiB), threads.
