@@ -76,14 +76,24 @@ std::vector<float> random_floats(size_t n) {
   return v;
 }
 
-// Args: dtype, rows, cols, threads.
-void BM_Gemv(benchmark::State& state) {
-  const auto dt = static_cast<DType>(state.range(0));
-  const int64_t rows = state.range(1), cols = state.range(2);
-  lowbit::set_num_threads(static_cast<int>(state.range(3)));
-  const std::vector<WeightView> views = pool_views(dt, rows, cols);
-  const std::vector<float> x = random_floats(static_cast<size_t>(cols));
-  std::vector<float> y(static_cast<size_t>(rows));
+// Views of consecutive packed rows x cols matrices in the pool (as many as fit). Every 16-bit word of the pool is
+// a normal f16, so block scales and zeros are sane.
+std::vector<WeightView> packed_views(const lowbit::formats::IntNFormat& f, int64_t rows, int64_t cols) {
+  const size_t rb = lowbit::formats::row_bytes(f, cols), bytes = rb * static_cast<size_t>(rows);
+  std::vector<WeightView> views;
+  for (size_t off = 0; off + bytes <= kPoolBytes; off += bytes) {
+    WeightView v{DType::I8, rows, cols, weight_pool() + off, rb};
+    v.intn = &f;
+    views.push_back(v);
+  }
+  return views;
+}
+
+// Runs the benchmark's loop: one GEMV per iteration on the next view (so weights stream from memory); returns
+// seconds per iteration.
+double gemv_seconds(benchmark::State& state, const std::vector<WeightView>& views) {
+  const std::vector<float> x = random_floats(static_cast<size_t>(views.front().cols));
+  std::vector<float> y(static_cast<size_t>(views.front().rows));
   size_t i = 0;
   LoopTimer timer;
   for (auto _ : state) {
@@ -92,9 +102,17 @@ void BM_Gemv(benchmark::State& state) {
     benchmark::ClobberMemory();
     i = i + 1 == views.size() ? 0 : i + 1;
   }
+  return timer.seconds() / static_cast<double>(state.iterations());
+}
+
+// Args: dtype, rows, cols, threads.
+void BM_Gemv(benchmark::State& state) {
+  const auto dt = static_cast<DType>(state.range(0));
+  const int64_t rows = state.range(1), cols = state.range(2);
+  lowbit::set_num_threads(static_cast<int>(state.range(3)));
+  const std::vector<WeightView> views = pool_views(dt, rows, cols);
   const double bytes = static_cast<double>(rows * cols) * element_bytes(dt);
-  const double sec = timer.seconds();
-  state.counters["GB/s"] = bytes * static_cast<double>(state.iterations()) / sec / 1e9;
+  state.counters["GB/s"] = bytes / gemv_seconds(state, views) / 1e9;
   state.SetLabel(std::string(lowbit::dtype_name(dt)) + " " + lowbit::ops::simd_target());
 }
 
@@ -118,13 +136,8 @@ void BM_MatmulIntN(benchmark::State& state) {
   lowbit::set_num_threads(static_cast<int>(state.range(5)));
   const std::string name = "int" + std::to_string(bits) + "g" + std::to_string(group) + "a";
   const lowbit::formats::IntNFormat& f = lowbit::formats::intn_format(name);
-  const size_t rb = lowbit::formats::row_bytes(f, cols), bytes = rb * static_cast<size_t>(rows);
-  std::vector<WeightView> views;
-  for (size_t off = 0; off + bytes <= kPoolBytes; off += bytes) {
-    WeightView v{DType::I8, rows, cols, weight_pool() + off, rb};
-    v.intn = &f;
-    views.push_back(v);
-  }
+  const std::vector<WeightView> views = packed_views(f, rows, cols);
+  const size_t bytes = views.front().row_bytes * static_cast<size_t>(rows);
   const std::vector<float> x = random_floats(static_cast<size_t>(cols * tokens));
   std::vector<float> y(static_cast<size_t>(rows * tokens));
   size_t i = 0;
@@ -172,23 +185,9 @@ void BM_MatmulIntNPortable(benchmark::State& state) {
   const int64_t rows = 4096, cols = 4096;
   lowbit::set_num_threads(1);
   const lowbit::formats::IntNFormat& f = lowbit::formats::intn_format("int" + std::to_string(bits) + "g128a");
-  const size_t rb = lowbit::formats::row_bytes(f, cols), bytes = rb * static_cast<size_t>(rows);
-  std::vector<WeightView> views;
-  for (size_t off = 0; off + bytes <= kPoolBytes; off += bytes) {
-    WeightView v{DType::I8, rows, cols, weight_pool() + off, rb};
-    v.intn = &f;
-    views.push_back(v);
-  }
-  const std::vector<float> x = random_floats(static_cast<size_t>(cols));
-  std::vector<float> y(static_cast<size_t>(rows));
-  size_t i = 0;
-  LoopTimer timer;
-  for (auto _ : state) {
-    lowbit::ops::matmul(views[i], x.data(), 1, y.data());
-    benchmark::DoNotOptimize(y.data());
-    i = i + 1 == views.size() ? 0 : i + 1;
-  }
-  state.counters["GB/s"] = static_cast<double>(bytes) * static_cast<double>(state.iterations()) / timer.seconds() / 1e9;
+  const std::vector<WeightView> views = packed_views(f, rows, cols);
+  const double bytes = static_cast<double>(views.front().row_bytes) * static_cast<double>(rows);
+  state.counters["GB/s"] = bytes / gemv_seconds(state, views) / 1e9;
   state.SetLabel(f.name() + " " + lowbit::ops::simd_target());
   hwy::SetSupportedTargetsForTest(0);
 }

@@ -398,6 +398,27 @@ LOWBIT_VNNI HWY_INLINE __m512i BlockDot(const uint8_t* HWY_RESTRICT codes, const
   return _mm512_add_epi32(_mm512_slli_epi32(_mm512_add_epi32(h0, h1), 8), _mm512_add_epi32(l0, l1));
 }
 
+// Headers of blocks [b0, b0 + nblk) (nblk <= 16) of R rows of bb-byte blocks: sd[r][j] = scale * d of block b0 + j,
+// and the offset term sum_j scale * d * offset * sum(q) added to cacc[r]. One gather per row reads the 16 headers
+// (4 bytes at each block start: fp16 scale, then, asymmetric, the fp16 zero).
+template <int R, int B, bool ASYM>
+LOWBIT_VNNI HWY_INLINE void BlockHeaders16(const std::byte* const* rows, const detail::IntNActs& a, int64_t b0,
+                                           int nblk, size_t bb, float (*sd)[16], __m512* cacc) {
+  const __m512i offsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                             _mm512_set1_epi32(static_cast<int>(bb)));
+  const __mmask16 km = static_cast<__mmask16>((1u << nblk) - 1);
+  const __m512 dv = _mm512_maskz_loadu_ps(km, a.d.data() + b0);
+  const __m512 qs = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(km, a.qsum.data() + b0));
+  for (int r = 0; r < R; ++r) {
+    const __m512i h = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), km, offsets, rows[r] + b0 * bb, 1);
+    const __m512 sdv = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(h)), dv);
+    _mm512_store_ps(sd[r], sdv);
+    const __m512 off = ASYM ? _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(h, 16)))
+                            : _mm512_set1_ps(static_cast<float>(1 << (B - 1)));
+    cacc[r] = _mm512_fmadd_ps(_mm512_mul_ps(sdv, off), qs, cacc[r]);
+  }
+}
+
 // R rows at once: R independent weight streams for the memory system and R independent accumulation chains.
 // Block headers are read 16 blocks at a time (one gather per row): scale * d for every block in one vector, and
 // the offset term sum_b scale_b * d_b * off_b * sum(q)_b accumulated as a vector too; per block only the int32
@@ -409,25 +430,12 @@ LOWBIT_VNNI void RowsDotVnni(const std::byte* const* rows, const detail::IntNAct
   constexpr size_t bb = hdr + static_cast<size_t>(G) * B / 8;
   __m512 acc[R], cacc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps(), cacc[r] = _mm512_setzero_ps();
-  const __m512i offsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                             _mm512_set1_epi32(static_cast<int>(bb)));
-  const __m512 sym_off = _mm512_set1_ps(static_cast<float>(1 << (B - 1)));
   const int8_t* qh = a.qh.data();
   const int8_t* ql = a.ql.data();
   for (int64_t b0 = 0; b0 < a.blocks; b0 += 16) {
     const int nblk = static_cast<int>(std::min<int64_t>(16, a.blocks - b0));
-    const __mmask16 km = static_cast<__mmask16>((1u << nblk) - 1);
-    const __m512 dv = _mm512_maskz_loadu_ps(km, a.d.data() + b0);
-    const __m512 qs = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(km, a.qsum.data() + b0));
     alignas(64) float sd[R][16];
-    for (int r = 0; r < R; ++r) {
-      // 4 bytes at each block start: fp16 scale, then (asymmetric) the fp16 zero.
-      const __m512i h = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), km, offsets, rows[r] + b0 * bb, 1);
-      const __m512 sdv = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(h)), dv);
-      _mm512_store_ps(sd[r], sdv);
-      const __m512 off = ASYM ? _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(h, 16))) : sym_off;
-      cacc[r] = _mm512_fmadd_ps(_mm512_mul_ps(sdv, off), qs, cacc[r]);
-    }
+    BlockHeaders16<R, B, ASYM>(rows, a, b0, nblk, bb, sd, cacc);
     for (int j = 0; j < nblk; ++j) {
       const int64_t b = b0 + j;
       for (int r = 0; r < R; ++r) {
@@ -456,9 +464,6 @@ LOWBIT_VNNI void RowsDotSplit(const std::byte* const* rows, const detail::IntNAc
   constexpr size_t bb = hdr + nb;
   __m512 acc[R], cacc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps(), cacc[r] = _mm512_setzero_ps();
-  const __m512i offsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                             _mm512_set1_epi32(static_cast<int>(bb)));
-  const __m512 sym_off = _mm512_set1_ps(static_cast<float>(1 << (B - 1)));
   const __m512i m4 = _mm512_set1_epi8(0x0f);
   const __m512i high = _mm512_set1_epi64(0x3c342c241c140c04LL);  // byte p of each qword <- bits [8p + 4, 8p + 12)
   // Tables on a nibble n: 4-bit: S * n; 2-bit: n >> 2, S * (n & 3), S * (n >> 2).
@@ -479,17 +484,8 @@ LOWBIT_VNNI void RowsDotSplit(const std::byte* const* rows, const detail::IntNAc
   const int8_t* ql = a.ql.data();
   for (int64_t b0 = 0; b0 < a.blocks; b0 += 16) {
     const int nblk = static_cast<int>(std::min<int64_t>(16, a.blocks - b0));
-    const __mmask16 km = static_cast<__mmask16>((1u << nblk) - 1);
-    const __m512 dv = _mm512_maskz_loadu_ps(km, a.d.data() + b0);
-    const __m512 qs = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(km, a.qsum.data() + b0));
     alignas(64) float sd[R][16];
-    for (int r = 0; r < R; ++r) {
-      const __m512i h = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), km, offsets, rows[r] + b0 * bb, 1);
-      const __m512 sdv = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(h)), dv);
-      _mm512_store_ps(sd[r], sdv);
-      const __m512 off = ASYM ? _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(h, 16))) : sym_off;
-      cacc[r] = _mm512_fmadd_ps(_mm512_mul_ps(sdv, off), qs, cacc[r]);
-    }
+    BlockHeaders16<R, B, ASYM>(rows, a, b0, nblk, bb, sd, cacc);
     for (int j = 0; j < nblk; j += K) {
       const int64_t b = b0 + j;  // first block of the group (b0 and j are multiples of K)
       const int8_t* gh = qh + b * G;
@@ -564,16 +560,6 @@ void RowsSplit(const WeightView& w, const detail::IntNActs& a, int64_t r0, int64
     RowsDotSplit<B, G, ASYM, 1>(&row, a, y + (r - r0));
   }
 }
-template <int B>
-void RowsVnniSplit(const WeightView& w, const detail::IntNActs& a, int64_t r0, int64_t r1, float* y) {
-  const bool asym = w.intn->asymmetric();
-  switch (w.intn->block()) {
-    case 32: return asym ? RowsSplit<B, 32, true>(w, a, r0, r1, y) : RowsSplit<B, 32, false>(w, a, r0, r1, y);
-    case 64: return asym ? RowsSplit<B, 64, true>(w, a, r0, r1, y) : RowsSplit<B, 64, false>(w, a, r0, r1, y);
-    default: return asym ? RowsSplit<B, 128, true>(w, a, r0, r1, y) : RowsSplit<B, 128, false>(w, a, r0, r1, y);
-  }
-}
-
 constexpr int kRows = 1;
 
 template <int B, int G, bool ASYM>
@@ -591,13 +577,22 @@ void RowsVnni(const WeightView& w, const detail::IntNActs& a, int64_t r0, int64_
   }
 }
 
+// 2- and 4-bit weights take the split-activation kernel, the other widths RowsDotVnni.
+template <int B, int G, bool ASYM>
+void RowsAny(const WeightView& w, const detail::IntNActs& a, int64_t r0, int64_t r1, float* y) {
+  if constexpr (B == 2 || B == 4)
+    RowsSplit<B, G, ASYM>(w, a, r0, r1, y);
+  else
+    RowsVnni<B, G, ASYM>(w, a, r0, r1, y);
+}
+
 template <int B>
 void RowsVnniBits(const WeightView& w, const detail::IntNActs& a, int64_t r0, int64_t r1, float* y) {
   const bool asym = w.intn->asymmetric();
   switch (w.intn->block()) {
-    case 32: return asym ? RowsVnni<B, 32, true>(w, a, r0, r1, y) : RowsVnni<B, 32, false>(w, a, r0, r1, y);
-    case 64: return asym ? RowsVnni<B, 64, true>(w, a, r0, r1, y) : RowsVnni<B, 64, false>(w, a, r0, r1, y);
-    default: return asym ? RowsVnni<B, 128, true>(w, a, r0, r1, y) : RowsVnni<B, 128, false>(w, a, r0, r1, y);
+    case 32: return asym ? RowsAny<B, 32, true>(w, a, r0, r1, y) : RowsAny<B, 32, false>(w, a, r0, r1, y);
+    case 64: return asym ? RowsAny<B, 64, true>(w, a, r0, r1, y) : RowsAny<B, 64, false>(w, a, r0, r1, y);
+    default: return asym ? RowsAny<B, 128, true>(w, a, r0, r1, y) : RowsAny<B, 128, false>(w, a, r0, r1, y);
   }
 }
 #endif
@@ -605,9 +600,9 @@ void RowsVnniBits(const WeightView& w, const detail::IntNActs& a, int64_t r0, in
 void GemvIntNRows(const WeightView& w, const detail::IntNActs& a, int64_t r0, int64_t r1, float* y) {
 #if HWY_TARGET == HWY_AVX3_DL
   switch (w.intn->bits()) {
-    case 2: return RowsVnniSplit<2>(w, a, r0, r1, y);
+    case 2: return RowsVnniBits<2>(w, a, r0, r1, y);
     case 3: return RowsVnniBits<3>(w, a, r0, r1, y);
-    case 4: return RowsVnniSplit<4>(w, a, r0, r1, y);
+    case 4: return RowsVnniBits<4>(w, a, r0, r1, y);
     case 5: return RowsVnniBits<5>(w, a, r0, r1, y);
     case 6: return RowsVnniBits<6>(w, a, r0, r1, y);
     case 7: return RowsVnniBits<7>(w, a, r0, r1, y);
