@@ -21,7 +21,7 @@ float stream_sum(const float* p, size_t n);
 float parallel_stream_sum(const float* p, size_t n, int threads);
 
 // Activations quantized for one packed-intN GEMV (ops/intn_kernels.cpp): per weight block of `block` values,
-// int16 codes q (zero past n, in the order the target's kernel reads codes), the scale d (x ~= d * q) and sum(q).
+// integer codes q (zero past n, in the order the target's kernel reads codes), the scale d (x ~= d * q) and sum(q).
 constexpr int kActMax = 127 * 256;  // int16 activations: |q| <= kActMax, d = max|x| / kActMax
 struct IntNActs {
   int64_t n = 0, blocks = 0;
