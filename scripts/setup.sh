@@ -8,7 +8,7 @@ PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libhwy-dev libeigen3-dev libopenblas-dev
   nlohmann-json3-dev libcli11-dev libfmt-dev
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev libomp-dev
 )
 
 missing=()
