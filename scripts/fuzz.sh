@@ -7,13 +7,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-600}
 shift || true
-scripts/setup.sh >/dev/null
-CC=clang CXX=clang++ BUILD_DIR=build-fuzz BUILD_TYPE=RelWithDebInfo \
-  scripts/build.sh -DLOWBIT_FUZZ=ON -DLOWBIT_BUILD_TESTS=OFF -DLOWBIT_BUILD_BENCH=OFF >/dev/null
-
 B=build-fuzz
 SHARED=../shared
 SEP=$'\n--lowbit-part--\n'
+# FUZZ_REUSE=1: reuse the build and seeds of an earlier run (to run targets in parallel from two shells).
+if [ "${FUZZ_REUSE:-0}" != 1 ]; then
+scripts/setup.sh >/dev/null
+CC=clang CXX=clang++ BUILD_DIR=build-fuzz BUILD_TYPE=RelWithDebInfo \
+  scripts/build.sh -DLOWBIT_FUZZ=ON -DLOWBIT_BUILD_TESTS=OFF -DLOWBIT_BUILD_BENCH=OFF >/dev/null
 rm -rf "$B/seeds"
 mkdir -p "$B/seeds"/{gguf,hf,llama2c,tokenizer,packed} "$B/corpus" "$B/crashes"
 
@@ -45,6 +46,7 @@ for i in 0 1 2 3; do
   dd if="$B/seeds/gguf/tiny-int4.gguf" of="$B/seeds/packed/run$i" iflag=skip_bytes,count_bytes \
     skip=$((4096 + i * 997)) count=$((200 + i * 150)) status=none
 done
+fi
 
 declare -A MAXLEN=([gguf]=300000 [hf]=400000 [llama2c]=40000 [tokenizer]=8192 [packed]=4096)
 targets=("$@")
