@@ -22,7 +22,7 @@ struct QuantizeArgs {
   std::string calib;
   int calib_samples = 128, calib_len = 512;
   uint64_t seed = 0;
-  bool act_order = false, importance = false;
+  bool act_order = false, importance = false, resume = false;
   double percdamp = 0.01;
   bool sym = false, json = false;
   std::vector<std::string> keep, bits_override;
@@ -58,6 +58,7 @@ void quantize_cmd(const QuantizeArgs& a) {
     bar->update(static_cast<int64_t>(done), name);
   };
   o.qopts.act_order = a.act_order;
+  o.resume = a.resume;
   o.qopts.percdamp = a.percdamp;
   o.qopts.use_importance = a.importance;
   if (!a.calib.empty()) {
@@ -82,7 +83,8 @@ void quantize_cmd(const QuantizeArgs& a) {
                     {"rel_error", t.rel_error}, {"rel_output_error", t.rel_output_error}, {"note", t.note}});
     print_json({{"source", a.model}, {"output", a.out}, {"method", o.method}, {"format", o.format}, {"tensors", ts},
                 {"params", r.params}, {"bytes", r.bytes}, {"bits_per_weight", r.bits_per_weight},
-                {"seconds", r.seconds}, {"layer_seconds", r.layer_seconds}});
+                {"seconds", r.seconds}, {"layer_seconds", r.layer_seconds},
+                {"resumed_tensors", r.resumed_tensors}});
     return;
   }
   std::printf("%-32s %-16s %-10s %8s %12s %14s\n", "tensor", "shape", "stored", "bpw", "rel. W error",
@@ -102,6 +104,7 @@ void quantize_cmd(const QuantizeArgs& a) {
     std::printf("time per block: mean %.2fs, min %.2fs, max %.2fs over %zu blocks\n", sum / r.layer_seconds.size(), mn,
                 mx, r.layer_seconds.size());
   }
+  if (a.resume) std::printf("resumed: %zu tensors taken from the saved progress\n", r.resumed_tensors);
   std::printf("wrote %s: %lld parameters, %.2f MiB of tensors, %.4f bits per weight, %.1fs\n", a.out.c_str(),
               static_cast<long long>(r.params), static_cast<double>(r.bytes) / (1 << 20), r.bits_per_weight, r.seconds);
 }
@@ -132,6 +135,8 @@ void add_quantize(CLI::App& app) {
   cmd->add_option("--keep-dtype", a->keep_dtype, "dtype of kept matrices (f16, bf16, f32; norms stay f32)");
   cmd->add_option("-t,--threads", a->threads, "threads (default: all cores)")->check(CLI::Range(0, 1024));
   cmd->add_flag("--json", a->json, "machine-readable summary");
+  cmd->add_flag("--resume", a->resume,
+                "continue a killed run: reuse the tensors it saved in <output>.resume/ (same source and options)");
   cmd->callback([a] { quantize_cmd(*a); });
 }
 

@@ -1,5 +1,7 @@
 #include "quant/quantize_model.h"
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -18,6 +20,7 @@
 #include "lowbit/error.h"
 #include "lowbit/model.h"
 #include "ops/ops.h"
+#include "quant/resume.h"
 
 namespace lowbit::quant {
 
@@ -119,12 +122,30 @@ struct Plan {
   const std::vector<int64_t>* perm = nullptr;  // output row order (Q/K rows re-paired for the output's RoPE)
 };
 
+// The f32 weights encoded in bytes, block by block exactly as the quantizers decode them (formats::decode_block),
+// so a resumed run swaps in the same values the original run did.
+std::vector<float> decode_blocks(const formats::Format& fmt, const std::vector<std::byte>& bytes, int64_t rows,
+                                 int64_t cols) {
+  std::vector<float> out(static_cast<size_t>(rows * cols));
+  const int64_t b = fmt.block(), nblocks = formats::row_blocks(fmt, cols);
+  const size_t rb = formats::row_bytes(fmt, cols), bb = fmt.block_bytes();
+  if (bytes.size() != rb * static_cast<size_t>(rows)) fail("", "saved tensor", "size does not match its format");
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < nblocks; ++k) {
+      const size_t len = static_cast<size_t>(std::min(b, cols - k * b));
+      formats::decode_block(fmt, bytes.data() + static_cast<size_t>(r) * rb + static_cast<size_t>(k) * bb,
+                            std::span<float>(out.data() + r * cols + k * b, len));
+    }
+  return out;
+}
+
 // Layer-by-layer calibrated quantization: produces each block's encoded tensors when the writer first asks.
 class CalibratedRun {
  public:
   CalibratedRun(std::shared_ptr<const ModelFile> model, const std::vector<Plan>& plans, const Quantizer& q,
-                const std::vector<std::vector<int32_t>>& windows, std::vector<TensorReport>& reports)
-      : file_(model), plans_(plans), quantizer_(q), reports_(reports), model_(model, static_cast<int>(windows[0].size())) {
+                const std::vector<std::vector<int32_t>>& windows, std::vector<TensorReport>& reports, ResumeStore& store)
+      : file_(model), plans_(plans), quantizer_(q), reports_(reports), store_(store),
+        model_(model, static_cast<int>(windows[0].size())) {
     len_ = static_cast<int>(windows[0].size());
     dim_ = model->config.dim;
     x_.resize(windows.size() * static_cast<size_t>(len_) * dim_);
@@ -143,6 +164,16 @@ class CalibratedRun {
 
  private:
   void run_layer(int l) {
+    // A block a previous run finished (--resume): its saved tensors, decoded, stand in for quantizing it again.
+    std::map<size_t, SavedTensor> saved;
+    bool all_saved = true;
+    for (size_t i = 0; i < plans_.size() && all_saved; ++i) {
+      if (plans_[i].layer != l || plans_[i].keep) continue;
+      auto st = store_.load(i, file_->tensors[i].name);
+      if (st) saved.emplace(i, std::move(*st));
+      else all_saved = false;
+    }
+    if (all_saved) return replay_layer(l, saved);
     const ModelConfig& c = file_->config;
     const std::array<int64_t, 4> cols = {c.dim, static_cast<int64_t>(c.n_heads) * c.head_dim, c.dim, c.ffn_dim};
     std::vector<HessianAccumulator> acc;
@@ -172,6 +203,7 @@ class CalibratedRun {
       const std::vector<float> zero(W.size(), 0.0f);
       const double ref = layer_error(W.data(), zero.data(), t.rows(), t.cols(), st);
       r.rel_output_error = ref > 0 ? std::sqrt(err / ref) : 0.0;
+      store_.save(i, t.name, q.data, r.rel_error, r.rel_output_error);
       encoded_[i] = std::move(q.data);
       auto buf = std::make_shared<std::vector<float>>(std::move(q.dequant));
       TensorInfo dq = t;
@@ -186,10 +218,33 @@ class CalibratedRun {
       model_.forward_layer(l, x_.data() + s * tmp.size(), len_, {});
   }
 
+  // Block l from saved tensors: the same decoded weights swapped in and the same forward pass as run_layer.
+  void replay_layer(int l, std::map<size_t, SavedTensor>& saved) {
+    decoded_.clear();
+    for (auto& [i, st] : saved) {
+      const TensorInfo& t = file_->tensors[i];
+      reports_[i].rel_error = st.rel_error;
+      reports_[i].rel_output_error = st.rel_output_error;
+      auto buf = std::make_shared<std::vector<float>>(decode_blocks(*plans_[i].fmt, st.bytes, t.rows(), t.cols()));
+      encoded_[i] = std::move(st.bytes);
+      TensorInfo dq = t;
+      dq.dtype = DType::F32;
+      dq.data = reinterpret_cast<const std::byte*>(buf->data());
+      dq.nbytes = buf->size() * sizeof(float);
+      model_.replace_weight(dq);
+      release_source(*file_, t);
+      decoded_.push_back(buf);
+    }
+    const size_t n_seq = x_.size() / (static_cast<size_t>(len_) * dim_);
+    for (size_t s = 0; s < n_seq; ++s)
+      model_.forward_layer(l, x_.data() + s * static_cast<size_t>(len_) * dim_, len_, {});
+  }
+
   std::shared_ptr<const ModelFile> file_;
   const std::vector<Plan>& plans_;
   const Quantizer& quantizer_;
   std::vector<TensorReport>& reports_;
+  ResumeStore& store_;
   Model model_;
   int len_ = 0, dim_ = 0, done_layers_ = 0;
   std::vector<float> x_;  // n_seq x len x dim activations entering the next block
@@ -198,6 +253,26 @@ class CalibratedRun {
 };
 
 }  // namespace
+
+// Everything the output bytes depend on: lowbit's version, the source (path and checksum), every option and the
+// calibration windows. Progress saved under another fingerprint is never reused.
+static std::string run_fingerprint(const std::string& src, const std::string& source_checksum, const QuantizeModelOptions& o) {
+  nlohmann::json j = {{"version", LOWBIT_VERSION}, {"source", src}, {"source_fnv1a64", source_checksum},
+                      {"method", o.method}, {"format", o.format}, {"keep", o.keep},
+                      {"keep_dtype", dtype_name(o.keep_dtype)}, {"overrides", o.overrides},
+                      {"calib_source", o.calib_source}, {"use_importance", o.qopts.use_importance},
+                      {"percdamp", o.qopts.percdamp}, {"block_size", o.qopts.block_size},
+                      {"act_order", o.qopts.act_order}, {"static_groups", o.qopts.static_groups}};
+  uint64_t h = fnv1a64(nullptr, 0);
+  for (const auto& win : o.calib) {
+    const uint64_t n = win.size();
+    h = fnv1a64(reinterpret_cast<const std::byte*>(&n), sizeof n, h);
+    h = fnv1a64(reinterpret_cast<const std::byte*>(win.data()), win.size() * sizeof(int32_t), h);
+  }
+  j["calib_fnv1a64"] = hex64(h);
+  const std::string text = j.dump();
+  return hex64(fnv1a64(reinterpret_cast<const std::byte*>(text.data()), text.size()));
+}
 
 QuantizeReport quantize_model(const std::string& src, const std::string& out, const QuantizeModelOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
@@ -244,6 +319,7 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
   w.set_string("lowbit.quantize.method", o.method);
   w.set_string("lowbit.quantize.format", o.format);
   w.set_string("lowbit.quantize.source", src);
+  std::string source_checksum;
   {  // checksum of the weight files in 64 MiB steps, dropping each step's pages so hashing does not pull them in
     uint64_t h = fnv1a64(nullptr, 0);
     for (const auto& mf : model->mappings)
@@ -252,7 +328,8 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
         h = fnv1a64(mf->data() + off, static_cast<size_t>(n), h);
         mf->release(mf->data() + off, n);
       }
-    w.set_string("lowbit.quantize.source_fnv1a64", hex64(h));
+    source_checksum = hex64(h);
+    w.set_string("lowbit.quantize.source_fnv1a64", source_checksum);
   }
   if (calibrated) {
     w.set_string("lowbit.quantize.calib_source", o.calib_source);
@@ -307,8 +384,10 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
     if (p.input < 0) p.layer = -1;  // quantized on its own (RTN / the method without stats)
   }
 
+  ResumeStore store(out, run_fingerprint(src, source_checksum, o), o.resume);
+  rep.resumed_tensors = store.resumed();
   std::unique_ptr<CalibratedRun> run;
-  if (calibrated) run = std::make_unique<CalibratedRun>(model, plans, *quantizer, o.calib, rep.tensors);
+  if (calibrated) run = std::make_unique<CalibratedRun>(model, plans, *quantizer, o.calib, rep.tensors, store);
   auto rtn = make_quantizer("rtn");
 
   // File order: tensors outside the blocks, then block by block, so calibrated blocks are produced in order.
@@ -383,16 +462,21 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
     TensorReport* r = &rep.tensors[i];
     const Quantizer* alone = calibrated ? rtn.get() : quantizer.get();
     w.add_tensor(t.name, DType::I8, {rows, static_cast<int64_t>(rb)},
-                 [tp, &p, i, r, rb, alone, &run, &tick, &model, &src](const io::GgufWriter::Sink& sink) {
+                 [tp, &p, i, r, rb, alone, &run, &tick, &model, &src, &store](const io::GgufWriter::Sink& sink) {
                    std::vector<std::byte> bytes;
                    if (p.layer >= 0) {
                      bytes = run->take(i);
+                   } else if (auto saved = store.load(i, tp->name)) {  // finished by a previous run (--resume)
+                     r->rel_error = saved->rel_error;
+                     bytes = std::move(saved->bytes);
+                     release_source(*model, *tp);
                    } else {  // widened and quantized only now: one tensor resident
                      std::vector<float> W = widen(*tp);
                      release_source(*model, *tp);
                      QuantResult q = quantize_tensor(*alone, src, *tp, W, *p.fmt, nullptr);
                      r->rel_error = rel_weight_error(W, q.dequant);
                      bytes = std::move(q.data);
+                     store.save(i, tp->name, bytes, r->rel_error, -1);
                    }
                    if (p.perm == nullptr) {
                      sink(bytes.data(), bytes.size());
@@ -403,6 +487,7 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
                  });
   }
   w.write(out);
+  store.finish();
   for (size_t i = 0; i < total; ++i) {
     const TensorInfo& t = model->tensors[i];
     rep.params += t.numel();

@@ -32,6 +32,10 @@ struct QuantizeModelOptions {
   std::string calib_source;  // recorded in the metadata
   // Called after each tensor: (done, total, name).
   std::function<void(size_t, size_t, const std::string&)> progress;
+  // Every run saves each quantized tensor in "<out>.resume/" as it finishes (quant/resume.h) and removes it at the
+  // end. resume: reuse what a killed run with the same source, options and calibration saved there; the output is
+  // byte-identical to an uninterrupted run's.
+  bool resume = false;
 };
 
 struct TensorReport {
@@ -53,6 +57,7 @@ struct QuantizeReport {
   double seconds = 0;
   // Wall time of each block (all its tensors read, quantized and written), in block order.
   std::vector<double> layer_seconds;
+  size_t resumed_tensors = 0;  // tensors taken from a killed run's saved progress (resume)
 };
 
 // Quantizes src (any model load_model opens -- GGUF, Hugging Face directory, llama2.c -- with f32/f16/bf16

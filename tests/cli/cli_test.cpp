@@ -27,12 +27,13 @@ std::string quote(const std::string& s) {
   return r + "'";
 }
 
-Result lowbit(const std::string& args) {
+// Runs the CLI with args (env: "NAME=value ..." put before it in the shell command).
+Result lowbit_env(const std::string& env, const std::string& args) {
   static int counter = 0;
   const fs::path dir = fs::temp_directory_path() / ("lowbit_cli_" + std::to_string(::getpid()));
   fs::create_directories(dir);
   const std::string err = (dir / ("err" + std::to_string(counter++))).string();
-  const std::string cmd = std::string(LOWBIT_BINARY) + " " + args + " 2>" + quote(err);
+  const std::string cmd = env + " " + std::string(LOWBIT_BINARY) + " " + args + " 2>" + quote(err);
   Result r;
   FILE* p = ::popen(cmd.c_str(), "r");
   char buf[4096];
@@ -43,6 +44,7 @@ Result lowbit(const std::string& args) {
   r.err = test::read_file(err);
   return r;
 }
+Result lowbit(const std::string& args) { return lowbit_env("", args); }
 
 class TempDir {
  public:
@@ -204,6 +206,43 @@ TEST(Cli, QuantizeIsByteIdenticalAcrossThreadCounts) {
   if (ran == 0) GTEST_SKIP() << "../shared fixture models not found";
 }
 
+// Resumable quantization: killed (SIGKILL) at several points -- inside the first block, between blocks, late --
+// quantize leaves no output file, only its saved progress; --resume then writes the same bytes as a clean run and
+// removes the progress. Progress saved with other options is refused. LOWBIT_TEST_KILL_AFTER_SAVES (quant/resume.cpp)
+// places the kill right after the N-th saved tensor.
+TEST(Cli, KilledQuantizeResumesToTheSameBytes) {
+  LOWBIT_REQUIRE_SHARED("models/stories260K/stories260K.gguf");
+  const std::string src = test::shared("models/stories260K/stories260K.gguf");
+  const std::string gptq = " --method gptq --act-order --calib " + test::shared("data/wikitext-2-raw/wiki.test.raw") +
+                           " --calib-samples 8 --calib-len 128 --bits 3 --group 32";
+  for (const std::string opts : {gptq, std::string(" --bits 4 --group 64")}) {
+    TempDir d;
+    const std::string clean = d.path("clean.gguf"), out = d.path("q.gguf");
+    Result r = lowbit("quantize -m " + src + " -o " + clean + opts);
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_FALSE(fs::exists(clean + ".resume")) << "a finished run leaves its progress behind";
+    const std::string want = test::read_file(clean);
+    for (int kill_after : {3, 9, 20, 34}) {
+      SCOPED_TRACE(opts + ", killed after " + std::to_string(kill_after) + " tensors");
+      r = lowbit_env("LOWBIT_TEST_KILL_AFTER_SAVES=" + std::to_string(kill_after), "quantize -m " + src + " -o " + out + opts);
+      ASSERT_EQ(r.code, 128 + 9) << "not killed: " << r.err;
+      EXPECT_FALSE(fs::exists(out)) << "a partial output exists after the kill";
+      ASSERT_TRUE(fs::exists(out + ".resume/manifest.json"));
+      r = lowbit("quantize --json -m " + src + " -o " + out + opts + " --resume");
+      ASSERT_EQ(r.code, 0) << r.err;
+      EXPECT_EQ(nlohmann::json::parse(r.out)["resumed_tensors"].get<int>(), kill_after);
+      EXPECT_TRUE(test::read_file(out) == want) << "resumed output differs from the clean run";
+      EXPECT_FALSE(fs::exists(out + ".resume"));
+      fs::remove(out);
+    }
+    // Progress from other options is refused, not mixed in.
+    r = lowbit_env("LOWBIT_TEST_KILL_AFTER_SAVES=5", "quantize -m " + src + " -o " + out + opts);
+    ASSERT_EQ(r.code, 128 + 9);
+    expect_clean_error(lowbit("quantize -m " + src + " -o " + out + opts + " --keep attn_v --resume"), "fingerprint");
+    EXPECT_FALSE(fs::exists(out));
+  }
+}
+
 TEST(CliErrors, QuantizeToUnwritablePath) {
   LOWBIT_REQUIRE_SHARED(kStories);
   expect_clean_error(lowbit("quantize -m " + test::shared(kStories) + " -o /nonexistent_dir_lowbit/x.gguf"),
@@ -237,12 +276,13 @@ TEST(CliErrors, InterruptedWriteLeavesNothing) {
 
 // SIGKILL cannot be caught, so nothing can clean up after it: the writer streams into an unnamed (O_TMPFILE) file
 // that never has a name while it is being written, and the kernel discards it with the process. Killed mid-write,
-// by synth and by quantize, the output directory stays empty: no output, no "<out>.tmp.<pid>".
+// by synth and by quantize, the output directory holds no output and no "<out>.tmp.<pid>" (quantize's saved
+// progress, "<out>.resume/", may be there: it is what --resume continues from).
 TEST(CliErrors, KilledWriteLeavesNothing) {
   // Runs `cmd` in the background, lists the output directory mid-run, kills -9; returns "<entries> <status>".
   auto kill9 = [](const std::string& cmd, const std::string& dir, const char* delay) {
     const std::string script = cmd + " >/dev/null 2>&1 & pid=$!; sleep " + delay + "; n=$(ls -A " + quote(dir) +
-                               " | wc -l); kill -KILL $pid; wait $pid; echo $n $?";
+                               " | grep -v '[.]resume$' | wc -l); kill -KILL $pid; wait $pid; echo $n $?";
     std::string out;
     FILE* p = ::popen(("sh -c " + quote(script)).c_str(), "r");
     char buf[256];
@@ -281,7 +321,7 @@ TEST(CliErrors, KilledWriteLeavesNothing) {
         kill9(std::string(LOWBIT_BINARY) + " quantize -m " + model + " -o " + d.path("q.gguf"), d.path(""), "0.7");
     EXPECT_EQ(status, 128 + 9) << "quantize finished before the kill; make the model larger";
     EXPECT_EQ(entries, 0) << "a named file was visible while the write ran";
-    expect_empty(d, "");
+    expect_empty(d, "q.gguf.resume");  // the saved progress (for --resume) may stay; no output
   }
 }
 

@@ -1,0 +1,50 @@
+// Progress of a `quantize` run kept on disk so that a killed run can continue (`--resume`): every quantized
+// tensor's encoded bytes, saved as soon as they exist, in the directory "<out>.resume/" beside the output.
+//   manifest.json  {"fingerprint": hex, "tensors": {"<index>": {"name", "bytes", "fnv1a64", "rel_error",
+//                   "rel_output_error"}}}
+//   <index>.bin    the tensor's encoded rows, in source row order
+// Each file is written to a temporary name, fsynced and renamed, manifest last, so after a kill at any moment
+// the manifest lists only complete tensors. The fingerprint covers the source's checksum and path, every option
+// and the calibration windows: progress made with other inputs is refused, never mixed in. A run that finishes
+// removes the directory.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace lowbit::quant {
+
+struct SavedTensor {
+  std::vector<std::byte> bytes;
+  double rel_error = 0, rel_output_error = -1;
+};
+
+class ResumeStore {
+ public:
+  // The store for output `out`. resume: continue the progress found there (a fingerprint mismatch is an error;
+  // none found starts afresh); otherwise any old progress is discarded.
+  ResumeStore(const std::string& out, const std::string& fingerprint, bool resume);
+
+  // Tensor i's saved bytes, if a previous run finished it (size and checksum verified against the manifest).
+  std::optional<SavedTensor> load(size_t i, const std::string& name) const;
+  // Records tensor i as done (thread-safe).
+  void save(size_t i, const std::string& name, const std::vector<std::byte>& bytes, double rel_error,
+            double rel_output_error);
+  size_t resumed() const { return resumed_; }  // tensors the manifest held at start
+  // The run finished and its output is in place: the progress is no longer needed.
+  void finish();
+
+  static std::string dir_for(const std::string& out) { return out + ".resume"; }
+
+ private:
+  std::string dir_, fingerprint_;
+  nlohmann::json manifest_;
+  size_t resumed_ = 0;
+  long saves_ = 0;
+};
+
+}  // namespace lowbit::quant
