@@ -205,17 +205,27 @@ class CalibratedRun {
       r.rel_output_error = ref > 0 ? std::sqrt(err / ref) : 0.0;
       store_.save(i, t.name, q.data, r.rel_error, r.rel_output_error);
       encoded_[i] = std::move(q.data);
-      auto buf = std::make_shared<std::vector<float>>(std::move(q.dequant));
-      TensorInfo dq = t;
-      dq.dtype = DType::F32;
-      dq.data = reinterpret_cast<const std::byte*>(buf->data());
-      dq.nbytes = buf->size() * sizeof(float);
-      model_.replace_weight(dq);
-      release_source(*file_, t);
-      decoded_.push_back(buf);
+      swap_in(t, std::move(q.dequant));
     }
-    for (size_t s = 0; s < n_seq; ++s)  // the next block sees what the quantized block outputs
-      model_.forward_layer(l, x_.data() + s * tmp.size(), len_, {});
+    advance(l);
+  }
+
+  // The model computes with t's decoded weights from now on; the source's pages are dropped.
+  void swap_in(const TensorInfo& t, std::vector<float> decoded) {
+    auto buf = std::make_shared<std::vector<float>>(std::move(decoded));
+    TensorInfo dq = t;
+    dq.dtype = DType::F32;
+    dq.data = reinterpret_cast<const std::byte*>(buf->data());
+    dq.nbytes = buf->size() * sizeof(float);
+    model_.replace_weight(dq);
+    release_source(*file_, t);
+    decoded_.push_back(buf);
+  }
+
+  // The windows go through the (quantized) block l: the next block sees what it outputs.
+  void advance(int l) {
+    const size_t step = static_cast<size_t>(len_) * dim_;
+    for (size_t s = 0; s < x_.size() / step; ++s) model_.forward_layer(l, x_.data() + s * step, len_, {});
   }
 
   // Block l from saved tensors: the same decoded weights swapped in and the same forward pass as run_layer.
@@ -225,19 +235,11 @@ class CalibratedRun {
       const TensorInfo& t = file_->tensors[i];
       reports_[i].rel_error = st.rel_error;
       reports_[i].rel_output_error = st.rel_output_error;
-      auto buf = std::make_shared<std::vector<float>>(decode_blocks(*plans_[i].fmt, st.bytes, t.rows(), t.cols()));
+      std::vector<float> decoded = decode_blocks(*plans_[i].fmt, st.bytes, t.rows(), t.cols());
       encoded_[i] = std::move(st.bytes);
-      TensorInfo dq = t;
-      dq.dtype = DType::F32;
-      dq.data = reinterpret_cast<const std::byte*>(buf->data());
-      dq.nbytes = buf->size() * sizeof(float);
-      model_.replace_weight(dq);
-      release_source(*file_, t);
-      decoded_.push_back(buf);
+      swap_in(t, std::move(decoded));
     }
-    const size_t n_seq = x_.size() / (static_cast<size_t>(len_) * dim_);
-    for (size_t s = 0; s < n_seq; ++s)
-      model_.forward_layer(l, x_.data() + s * static_cast<size_t>(len_) * dim_, len_, {});
+    advance(l);
   }
 
   std::shared_ptr<const ModelFile> file_;
