@@ -5,6 +5,7 @@
 #include <unordered_set>
 
 #include "lowbit/error.h"
+#include "tokenizer/unicode.h"
 
 namespace lowbit::io {
 
@@ -133,6 +134,9 @@ class GgufParser {
               "string length " + std::to_string(n) + " exceeds the " + std::to_string(size_ - pos_) +
                   " bytes left in the file");
     std::string s(reinterpret_cast<const char*>(p_ + pos_), n);
+    // GGUF strings are UTF-8 (keys, names, values, vocabularies).
+    if (const size_t bad = tok::find_invalid_utf8(s); bad != std::string::npos)
+      fail_at(path_, field, static_cast<int64_t>(pos_ + bad), "string is not valid UTF-8 (GGUF strings are UTF-8)");
     pos_ += n;
     return s;
   }

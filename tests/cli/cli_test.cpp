@@ -348,6 +348,20 @@ TEST(CliErrors, TruncatedGgufAtEveryRegion) {
   }
 }
 
+// GGUF strings are UTF-8: a metadata value with a byte that cannot start a UTF-8 sequence is rejected at its offset.
+TEST(CliErrors, GgufStringNotUtf8) {
+  LOWBIT_REQUIRE_SHARED(kStories);
+  std::string full = test::read_file(test::shared(kStories));
+  const size_t key = full.find("general.architecture");
+  ASSERT_NE(key, std::string::npos);
+  const size_t value = full.find("llama", key + 20);  // the string value after the key, its type and length
+  ASSERT_NE(value, std::string::npos);
+  full[value] = '\xff';
+  TempDir d;
+  expect_clean_error(lowbit("inspect " + d.file("bad.gguf", full)),
+                     "general.architecture at offset " + std::to_string(value) + ": string is not valid UTF-8");
+}
+
 TEST(CliErrors, TensorDataPastEndOfFile) {
   LOWBIT_REQUIRE_SHARED(kStories);
   std::string full = test::read_file(test::shared(kStories));
