@@ -24,11 +24,19 @@ mkdir -p "$B/seeds"/{gguf,hf,llama2c,tokenizer,packed} "$B/corpus" "$B/crashes"
 "$B/lowbit" quantize -m "$B/seeds/gguf/tiny-f16.gguf" -o "$B/seeds/gguf/tiny-int3.gguf" --bits 3 --group 64 \
   --keep output >/dev/null
 for f in "$SHARED"/models/*/*.gguf; do [ -f "$f" ] && cp "$f" "$B/seeds/gguf/"; done
-# Hugging Face: config.json, tokenizer.json and model.safetensors as parts of one input.
+# Hugging Face: config.json, tokenizer.json, model.safetensors [and model.safetensors.index.json] as parts of one input.
 if [ -d "$SHARED/models/TinyStories-656K" ]; then
   d="$SHARED/models/TinyStories-656K"
   { cat "$d/config.json"; printf '%s' "$SEP"; cat "$d/tokenizer.json"; printf '%s' "$SEP"; cat "$d/model.safetensors"; } \
     > "$B/seeds/hf/tinystories-656k"
+  # The sharded form: the same with an index naming model.safetensors for every tensor of its header (its
+  # embedding is stored as lm_head.weight, model.embed_tokens.weight being only an alias in __metadata__).
+  { cat "$d/config.json"; printf '%s' "$SEP"; cat "$d/tokenizer.json"; printf '%s' "$SEP"; cat "$d/model.safetensors"
+    printf '%s{"metadata": {}, "weight_map": {' "$SEP"
+    head -c 65536 "$d/model.safetensors" | grep -ao '"[a-z_.0-9]*weight"' | grep -v embed_tokens | sort -u \
+      | sed 's/$/: "model.safetensors"/' \
+      | paste -sd, | tr -d '\n'
+    printf '}}'; } > "$B/seeds/hf/tinystories-656k-index"
 fi
 # llama2.c: a tiny checkpoint (dim 8, hidden 16, 1 layer, 2 heads, vocab 512, seq 16; zero weights) with tok512.bin.
 if [ -f "$SHARED/models/stories260K/tok512.bin" ]; then
