@@ -235,11 +235,13 @@ TEST(Cli, KilledQuantizeResumesToTheSameBytes) {
       EXPECT_FALSE(fs::exists(out + ".resume"));
       fs::remove(out);
     }
-    // Progress from other options is refused, not mixed in.
+    // A previous output survives a killed run untouched; progress from other options is refused, not mixed in.
+    d.file("q.gguf", "previous output");
     r = lowbit_env("LOWBIT_TEST_KILL_AFTER_SAVES=5", "quantize -m " + src + " -o " + out + opts);
     ASSERT_EQ(r.code, 128 + 9);
+    EXPECT_EQ(test::read_file(out), "previous output");
     expect_clean_error(lowbit("quantize -m " + src + " -o " + out + opts + " --keep attn_v --resume"), "fingerprint");
-    EXPECT_FALSE(fs::exists(out));
+    EXPECT_EQ(test::read_file(out), "previous output");
   }
 }
 
