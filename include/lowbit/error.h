@@ -9,7 +9,14 @@ namespace lowbit {
 
 class Error : public std::runtime_error {
  public:
-  explicit Error(const std::string& msg) : std::runtime_error(msg) {}
+  explicit Error(const std::string& msg) : std::runtime_error(msg), message_(msg) {}
+  // what() is the whole line; message() only its MESSAGE part, for a caller that restates the error in its own
+  // terms (its own file and field) without repeating the inner one's.
+  Error(const std::string& line, const std::string& message) : std::runtime_error(line), message_(message) {}
+  const std::string& message() const { return message_; }
+
+ private:
+  std::string message_;
 };
 
 // Builds "file: field at offset N: message" (offset omitted when < 0, field omitted when empty).

@@ -15,11 +15,11 @@ std::string format_error(const std::string& file, const std::string& field, int6
 }
 
 void fail(const std::string& file, const std::string& field, const std::string& message) {
-  throw Error(format_error(file, field, -1, message));
+  throw Error(format_error(file, field, -1, message), message);
 }
 
 void fail_at(const std::string& file, const std::string& field, int64_t offset, const std::string& message) {
-  throw Error(format_error(file, field, offset, message));
+  throw Error(format_error(file, field, offset, message), message);
 }
 
 }  // namespace lowbit

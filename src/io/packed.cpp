@@ -17,7 +17,7 @@ void annotate_packed_tensors(ModelFile& m, const GgufFile& f) {
     try {
       fmt = formats::make_format(*fname);
     } catch (const Error& e) {
-      fail(f.path(), fkey, e.what());
+      fail(f.path(), fkey, e.message());
     }
     const std::string skey = packed_shape_key(t.name);
     auto shape = f.get_numbers(skey);

@@ -102,7 +102,7 @@ WeightView view_of(const TensorInfo& t) {
     try {
       f = &formats::intn_format(t.packed);
     } catch (const Error& e) {
-      fail(t.file, t.name, std::string("packed format: ") + e.what());
+      fail(t.file, t.name, "packed format: " + e.message());
     }
     if (t.shape.size() != 2 || t.shape[0] < 0 || t.shape[1] < 1)
       fail(t.file, t.name, "expected a 2-D packed weight matrix, got shape " + t.shape_str());

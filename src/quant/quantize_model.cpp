@@ -82,7 +82,7 @@ QuantResult quantize_tensor(const Quantizer& q, const std::string& src, const Te
   try {
     return q.quantize(W.data(), t.rows(), t.cols(), fmt, st);
   } catch (const Error& e) {
-    fail(src, "tensor '" + t.name + "'", std::string(q.name()) + " " + fmt.name() + " failed: " + e.what());
+    fail(src, "tensor '" + t.name + "'", std::string(q.name()) + " " + fmt.name() + " failed: " + e.message());
   }
 }
 
