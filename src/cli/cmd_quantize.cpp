@@ -41,6 +41,8 @@ void quantize_cmd(const QuantizeArgs& a) {
     fail("", "--keep-dtype", "expected f16, bf16 or f32, got '" + a.keep_dtype + "'");
   o.keep_dtype = *kd;
   o.format = a.format.empty() ? int_format(a.bits, a.group, a.sym) : a.format;
+  // llama.cpp presets choose the embedding's and the head's types themselves; else both stay unquantized.
+  if (o.format.rfind("gguf:", 0) == 0) o.keep.clear();
   if (!a.keep.empty()) {
     for (const auto& k : a.keep) o.keep.push_back(k == "output" ? "output.weight" : k);
   }
@@ -96,7 +98,7 @@ void quantize_cmd(const QuantizeArgs& a) {
     char out_err[32] = "-";
     if (t.rel_output_error >= 0) std::snprintf(out_err, sizeof out_err, "%.5f", t.rel_output_error);
     std::printf("%-32s %-16s %-10s %8.3f %12.5f %14s%s%s\n", t.name.c_str(), shape.c_str(), t.stored.c_str(),
-                t.bits_per_weight, t.rel_error, out_err, t.note.empty() ? "" : "  kept: ", t.note.c_str());
+                t.bits_per_weight, t.rel_error, out_err, t.note.empty() ? "" : "  note: ", t.note.c_str());
   }
   if (!r.layer_seconds.empty()) {
     double mn = r.layer_seconds[0], mx = mn, sum = 0;
@@ -127,10 +129,13 @@ void add_quantize(CLI::App& app) {
   cmd->add_option("--bits", a->bits, "bits per weight for the linear layers")->check(CLI::Range(2, 8));
   cmd->add_option("--group", a->group, "group size")->check(CLI::IsMember({32, 64, 128}));
   cmd->add_flag("--sym", a->sym, "symmetric (no zero point)");
-  cmd->add_option("--format", a->format, "explicit format name, e.g. int4g64a (overrides --bits/--group/--sym)");
+  cmd->add_option("--format", a->format,
+                 "format: lowbit int4g64a ..., a llama.cpp type (q4_K, q8_0, iq4_xs ...) or a llama.cpp mixture "
+                 "gguf:Q4_K_M (also gguf:Q2_K, Q3_K_S/M/L, Q4_K_S, Q5_K_S/M, Q6_K, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, "
+                 "IQ4_XS); overrides --bits/--group/--sym");
   cmd->add_option("--keep", a->keep, "more tensors to keep unquantized (name parts: attn_v, blk.0, ...; output and token_embd always)")
       ->delimiter(',');
-  cmd->add_option("--bits-for", a->bits_override, "per-tensor override NAME=BITS or NAME=FORMAT, e.g. attn_v=6")
+  cmd->add_option("--bits-for", a->bits_override, "per-tensor override NAME=BITS or NAME=FORMAT, e.g. attn_v=6 or attn_v=q6_K")
       ->delimiter(',');
   cmd->add_option("--keep-dtype", a->keep_dtype, "dtype of kept matrices (f16, bf16, f32; norms stay f32)");
   cmd->add_option("-t,--threads", a->threads, "threads (default: all cores)")->check(CLI::Range(0, 1024));

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "formats/format.h"
+#include "formats/ggml.h"
 #include "formats/intn.h"
 #include "lowbit/error.h"
 
@@ -101,6 +102,14 @@ float dot_row(const Format& f, const std::byte* in, std::span<const float> x) {
   return acc;
 }
 
-std::unique_ptr<Format> make_format(std::string_view name) { return make_intn_format(name); }
+std::unique_ptr<Format> make_format(std::string_view name) {
+  // llama.cpp's block types by ggml's name ("q4_K", "Q8_0", "iq4_xs"), else lowbit's own intN.
+  if (auto t = dtype_from_name(name); t && ggml_encodable(*t)) return make_ggml_format(*t);
+  if (name.rfind("int", 0) == 0) return make_intn_format(name);
+  fail("", "format",
+       "unknown format '" + std::string(name) +
+           "' (expected int{2..8}g{32,64,128}{s,a}, or a llama.cpp type: q8_0 q4_0 q4_1 q5_0 q5_1 q2_K q3_K q4_K q5_K "
+           "q6_K iq4_nl iq4_xs)");
+}
 
 }  // namespace lowbit::formats

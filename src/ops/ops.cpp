@@ -16,9 +16,11 @@
 #include <vector>
 
 #include "formats/format.h"
+#include "formats/ggml.h"
 #include "formats/intn.h"
 #include "lowbit/error.h"
 #include "lowbit/threads.h"
+#include "ops/ggml_dot.h"
 #include "ops/kernels.h"
 
 namespace lowbit::ops {
@@ -34,8 +36,11 @@ size_t element_bytes(DType t) {
   }
 }
 
+// llama.cpp block types (and the other plain types ggml_decode_row widens).
+bool is_ggml_block(DType t) { return dtype_info(t).block > 1 && formats::ggml_decodable(t); }
+
 void check_dtype(const WeightView& w, const char* what) {
-  if (w.intn == nullptr && element_bytes(w.dtype) == 0)
+  if (w.intn == nullptr && element_bytes(w.dtype) == 0 && !is_ggml_block(w.dtype))
     fail("", what, "weight dtype " + std::string(dtype_name(w.dtype)) + " is not supported (f32, f16, bf16)");
 }
 
@@ -81,6 +86,39 @@ void gemv_intn_parallel(const WeightView& w, const float* x, float* y) {
   }
 }
 
+// llama.cpp block types with a native kernel: activations quantized per token as llama.cpp does (ops/ggml_dot.h),
+// rows split across threads; every token of a batch uses the same integer path, so prefill and decode agree.
+void matmul_ggml(const WeightView& w, const float* x, int64_t n_tokens, float* y) {
+  thread_local std::vector<detail::GgmlActs> acts;
+  if (acts.size() < static_cast<size_t>(n_tokens)) acts.resize(static_cast<size_t>(n_tokens));
+  for (int64_t t = 0; t < n_tokens; ++t) detail::quantize_acts_ggml(w.dtype, x + t * w.cols, w.cols, acts[t]);
+  const detail::GgmlActs* a = acts.data();
+  const int threads = num_threads();
+  const int64_t rows = w.rows;
+  if (threads <= 1 || static_cast<uint64_t>(rows) * w.row_bytes * static_cast<uint64_t>(n_tokens) <
+                          kMinParallelGemvBytes || rows < 8) {
+    detail::gemm_ggml_rows(w, a, n_tokens, 0, rows, y, rows);
+    return;
+  }
+  const int64_t groups = (rows + 3) / 4;
+#pragma omp parallel num_threads(threads)
+  {
+    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t r0 = std::min(rows, groups * t / nt * 4);
+    const int64_t r1 = std::min(rows, groups * (t + 1) / nt * 4);
+    if (r1 > r0) detail::gemm_ggml_rows(w, a, n_tokens, r0, r1, y + r0, rows);
+  }
+}
+
+// Types without a native kernel (IQ1/IQ2/IQ3, TQ, Q8_K ...): each row decoded to f32 and dotted.
+void gemv_decoded(const WeightView& w, const float* x, float* y) {
+  std::vector<float> row(static_cast<size_t>(w.cols));
+  for (int64_t r = 0; r < w.rows; ++r) {
+    get_row(w, r, row.data());
+    y[r] = dot(row.data(), x, w.cols);
+  }
+}
+
 // Rows of W widened per SGEMM call in the F16/BF16 prefill path: about 4 MiB of f32 scratch, 16..512 rows
 // (512 x 2048 measured ~15% faster than 256 x 2048 at batch 512: fewer, larger SGEMM calls).
 int64_t panel_rows(int64_t cols) {
@@ -118,6 +156,24 @@ WeightView view_of(const TensorInfo& t) {
                                std::to_string(static_cast<uint64_t>(w.rows) * w.row_bytes));
     return w;
   }
+  if (is_ggml_block(t.dtype)) {
+    if (t.shape.size() != 2) fail(t.file, t.name, "expected a 2-D weight matrix, got shape " + t.shape_str());
+    const int64_t rows = t.shape[0], cols = t.shape[1];
+    const auto rb = dtype_row_bytes(t.dtype, static_cast<uint64_t>(std::max<int64_t>(cols, 0)));
+    if (rows < 0 || cols < 0 || !rb)
+      fail(t.file, t.name, "shape " + t.shape_str() + " does not fit type " + std::string(dtype_name(t.dtype)) +
+                               " (rows must be whole blocks of " + std::to_string(dtype_info(t.dtype).block) + ")");
+    if (t.nbytes < static_cast<uint64_t>(rows) * *rb || (t.nbytes > 0 && t.data == nullptr))
+      fail(t.file, t.name, "holds " + std::to_string(t.nbytes) + " bytes but shape " + t.shape_str() + " of type " +
+                               std::string(dtype_name(t.dtype)) + " needs " + std::to_string(rows * *rb));
+    WeightView w;
+    w.dtype = t.dtype;
+    w.rows = rows;
+    w.cols = cols;
+    w.data = t.data;
+    w.row_bytes = static_cast<size_t>(*rb);
+    return w;
+  }
   const size_t esize = element_bytes(t.dtype);
   if (esize == 0)
     fail(t.file, t.name,
@@ -145,6 +201,10 @@ void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y) {
   if (w.cols <= 0) {
     std::fill(y, y + n_tokens * w.rows, 0.0f);
     return;
+  }
+  if (is_ggml_block(w.dtype)) {
+    if (detail::ggml_dot_supported(w.dtype)) return matmul_ggml(w, x, n_tokens, y);
+    if (n_tokens == 1) return gemv_decoded(w, x, y);
   }
   if (n_tokens == 1) {
     if (w.intn)
@@ -179,6 +239,7 @@ void get_row(const WeightView& w, int64_t r, float* out) {
     fail("", "get_row", "row " + std::to_string(r) + " is out of range [0, " + std::to_string(w.rows) + ")");
   const std::byte* p = w.data + static_cast<size_t>(r) * w.row_bytes;
   if (w.intn) return detail::decode_intn_row(*w.intn, p, w.cols, out);
+  if (is_ggml_block(w.dtype)) return formats::ggml_decode_row(w.dtype, p, w.cols, out);
   switch (w.dtype) {
     case DType::F32: std::memcpy(out, p, static_cast<size_t>(w.cols) * sizeof(float)); return;
     case DType::F16: f16_to_f32(reinterpret_cast<const uint16_t*>(p), out, w.cols); return;

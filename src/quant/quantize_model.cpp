@@ -9,10 +9,12 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <optional>
 
 #include "core/checksum.h"
 #include "core/half.h"
 #include "formats/format.h"
+#include "formats/ggml.h"
 #include "io/gguf.h"
 #include "io/gguf_metadata.h"
 #include "io/gguf_writer.h"
@@ -20,6 +22,7 @@
 #include "lowbit/error.h"
 #include "lowbit/model.h"
 #include "ops/ops.h"
+#include "quant/gguf_presets.h"
 #include "quant/resume.h"
 
 namespace lowbit::quant {
@@ -117,6 +120,7 @@ struct Plan {
   bool keep = true;
   DType keep_dtype = DType::F32;
   std::shared_ptr<formats::Format> fmt;
+  DType ggml = DType::F32;  // fmt is a llama.cpp block type: stored as that GGUF type (else lowbit's packed I8)
   int layer = -1;
   int input = -1;  // LinearInput of a block linear quantized with calibration
   const std::vector<int64_t>* perm = nullptr;  // output row order (Q/K rows re-paired for the output's RoPE)
@@ -283,7 +287,19 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
   if (!calibrated && (o.method != "rtn" || o.qopts.use_importance))
     fail(src, "--method", "'" + o.method + "'" + (o.qopts.use_importance ? " with importance" : "") +
                               " needs calibration statistics: pass --calib FILE");
-  formats::make_format(o.format);  // reject a bad name before any work
+  // "gguf:<PRESET>": llama-quantize's per-tensor mixture (quant/gguf_presets.h); else one format for every linear.
+  std::optional<GgufPreset> preset;
+  if (o.format.rfind("gguf:", 0) == 0) {
+    preset = gguf_preset(o.format.substr(5));
+    if (!preset) {
+      std::string names;
+      for (const auto& n : gguf_preset_names()) names += (names.empty() ? "" : ", ") + n;
+      fail(src, "--format", "unknown llama.cpp preset '" + o.format.substr(5) + "' (expected gguf: followed by one of " +
+                                names + ")");
+    }
+  } else {
+    formats::make_format(o.format);  // reject a bad name before any work
+  }
   for (const auto& ov : o.overrides) formats::make_format(ov.second);
   if (o.keep_dtype != DType::F16 && o.keep_dtype != DType::BF16 && o.keep_dtype != DType::F32)
     fail(src, "keep dtype", "expected f16, bf16 or f32");
@@ -363,16 +379,41 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
       fail(src, "tensor '" + t.name + "'", t.shape_str() + " does not match the config's heads x head_dim (" +
                                                std::to_string(p.perm->size()) + " rows)");
     std::string fname = o.format;
+    if (preset && t.shape.size() == 2) {
+      PresetModelInfo mi;
+      mi.n_layers = cfg.n_layers;
+      mi.n_gqa = cfg.n_kv_heads > 0 ? cfg.n_heads / cfg.n_kv_heads : 1;
+      mi.tied_embeddings = cfg.tied_embeddings;
+      fname = std::string(dtype_name(preset_tensor_type(*preset, t.name, t.cols(), mi, /*fallback=*/false)));
+    }
     for (const auto& [pat, f] : o.overrides)
       if (matches(t.name, pat)) fname = f;
+    // A llama.cpp type needs whole blocks per row: llama-quantize's fallback otherwise (F16: kept).
+    if (auto gt = dtype_from_name(fname); gt && formats::ggml_encodable(*gt) && t.shape.size() == 2) {
+      const DType fb = fallback_type(*gt, t.cols());
+      if (fb != *gt) {
+        r.note = std::to_string(t.cols()) + " values per row do not fill " + fname + " blocks: " +
+                 std::string(dtype_name(fb));
+        fname = std::string(dtype_name(fb));
+      }
+    }
     p.keep = !is_matrix_weight(t) || (t.dtype != DType::F32 && t.dtype != DType::F16 && t.dtype != DType::BF16);
     for (const auto& k : o.keep)
       if (matches(t.name, k)) p.keep = true;
-    if (!p.keep) p.fmt = formats::make_format(fname);
+    const bool to_f16 = fname == "f16";  // a preset's fallback for rows no block type fits
+    if (to_f16 && !p.keep) {
+      p.keep = true;
+      p.keep_dtype = DType::F16;
+    }
+    if (!p.keep) {
+      p.fmt = formats::make_format(fname);
+      if (auto* g = dynamic_cast<const formats::GgmlFormat*>(p.fmt.get())) p.ggml = g->dtype();
+    }
     if (p.keep) {
-      const bool convert = t.shape.size() == 2 && t.dtype != o.keep_dtype &&
+      const DType want = to_f16 ? DType::F16 : o.keep_dtype;
+      const bool convert = t.shape.size() == 2 && t.dtype != want &&
                            (t.dtype == DType::F32 || t.dtype == DType::F16 || t.dtype == DType::BF16);
-      p.keep_dtype = convert ? o.keep_dtype : t.dtype;
+      p.keep_dtype = convert ? want : t.dtype;
       r.stored = std::string(dtype_name(p.keep_dtype));
       const DTypeInfo di = dtype_info(p.keep_dtype);
       r.bits_per_weight = 8.0 * di.block_bytes / di.block;
@@ -384,6 +425,21 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
     p.layer = layer_of(t.name, &role);
     if (calibrated && p.layer >= 0) p.input = input_of(role);
     if (p.input < 0) p.layer = -1;  // quantized on its own (RTN / the method without stats)
+  }
+
+  // llama.cpp's file-level keys when the linears are llama.cpp types (ggml's quantization version 2).
+  {
+    std::map<DType, int64_t> counts;
+    for (size_t i = 0; i < total; ++i)
+      if (plans[i].fmt && plans[i].ggml != DType::F32) counts[plans[i].ggml] += model->tensors[i].numel();
+    if (preset) {
+      w.set_u32("general.file_type", preset->file_type);
+    } else if (!counts.empty()) {
+      auto most = std::max_element(counts.begin(), counts.end(),
+                                   [](const auto& a, const auto& b) { return a.second < b.second; });
+      w.set_u32("general.file_type", file_type_of(most->first));
+    }
+    if (preset || !counts.empty()) w.set_u32("general.quantization_version", 2);
   }
 
   ResumeStore store(out, run_fingerprint(src, source_checksum, o), o.resume);
@@ -459,11 +515,15 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
     }
     const int64_t rows = t.rows(), cols = t.cols();
     const size_t rb = formats::row_bytes(*p.fmt, cols);
-    w.set_string(io::packed_format_key(t.name), p.fmt->name());
-    w.set(io::packed_shape_key(t.name), io::GgufWriter::array(io::GgufType::U64, {rows, cols}));
+    const bool native = p.ggml != DType::F32;  // a llama.cpp type: stored as itself, readable by llama.cpp
+    if (!native) {
+      w.set_string(io::packed_format_key(t.name), p.fmt->name());
+      w.set(io::packed_shape_key(t.name), io::GgufWriter::array(io::GgufType::U64, {rows, cols}));
+    }
     TensorReport* r = &rep.tensors[i];
     const Quantizer* alone = calibrated ? rtn.get() : quantizer.get();
-    w.add_tensor(t.name, DType::I8, {rows, static_cast<int64_t>(rb)},
+    w.add_tensor(t.name, native ? p.ggml : DType::I8,
+                 native ? std::vector<int64_t>{rows, cols} : std::vector<int64_t>{rows, static_cast<int64_t>(rb)},
                  [tp, &p, i, r, rb, alone, &run, &tick, &model, &src, &store](const io::GgufWriter::Sink& sink) {
                    std::vector<std::byte> bytes;
                    if (p.layer >= 0) {

@@ -84,7 +84,7 @@ TEST(IntN, NamesAndBlockBytes) {
 }
 
 TEST(IntN, BadNamesAreOneLineErrors) {
-  for (const char* name : {"int1g64a", "int9g64a", "int4g48s", "int4g64", "int4g64x", "int4g64ss", "q4_0", "",
+  for (const char* name : {"int1g64a", "int9g64a", "int4g48s", "int4g64", "int4g64x", "int4g64ss", "q8_1", "",
                            "int", "intg64a", "int4a", "INT4G64A", "int04g064a0", "int4g64a ", "int99999g64a"}) {
     try {
       lf::make_format(name);

@@ -1,0 +1,58 @@
+// Matrix products on llama.cpp's block types (formats/ggml.h) without decoding the weights to floats, the way
+// llama.cpp's CPU backend computes them: the activations are quantized to int8 per weight block (Q8_0-style, 32
+// values and an fp16 scale, for Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 IQ4_NL; Q8_K-style, 256 values and an f32 scale, for
+// Q2_K..Q6_K and IQ4_XS) and each block's dot product is an integer one.
+//
+// Every supported type is described by one decomposition, used by the scalar reference and the SIMD kernels alike:
+// a block of B weights (32 or 256) is B/16 groups of 16; weight i of group g decodes to
+//     S_g * (u_i - c) - M_g
+// with u_i an unsigned byte code (e.g. the Q4_K nibble, the Q8_0 value + 128, the IQ4 level + 128), c the type's
+// centre and S_g / M_g the group's float step and min (from the block's fp16 and integer scales, multiplied as
+// ggml's dequantizer multiplies them). With activations x_i ~= da * a_i:
+//     dot = sum_g da * (S_g * (sum_i u_i a_i - c * A_g) - M_g * A_g),     A_g = sum over the group of a_i.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "lowbit/dtype.h"
+#include "ops/ops.h"
+
+namespace lowbit::ops::detail {
+
+// Types with a native dot product (every encodable ggml type).
+bool ggml_dot_supported(DType t);
+
+// int8 activations for rows of weight type t: n values (a multiple of t's block), per 16-value group the scale
+// da (repeated for each group of a block) and A_g = sum of the group's codes.
+struct GgmlActs {
+  DType wtype = DType::F32;
+  int64_t n = 0;
+  std::vector<int8_t> q;      // n
+  std::vector<float> dg;      // n / 16: the block's scale, per group
+  std::vector<int32_t> ag;    // n / 16: sum of the group's codes
+};
+// Quantizes as llama.cpp does on x86: Q8_0 (d = max|x| / 127 rounded to fp16, q = round-half-even(x * 127 /
+// max|x|)) or Q8_K (iscale = -127 / x_m where x_m is the value of largest magnitude, q = min(127,
+// nearest(iscale * x)), d = 1 / iscale).
+void quantize_acts_ggml(DType wtype, const float* x, int64_t n, GgmlActs& a);
+
+// The decomposition of one block of type t: S, M (B/16 each), c, and the B codes.
+struct GgmlBlockTerms {
+  float S[16], M[16];
+  int c = 0;
+  uint8_t u[256];
+};
+int ggml_block_values(DType t);  // B
+// codes = false: S, M and c only (u untouched).
+void ggml_block_terms(DType t, const std::byte* block, GgmlBlockTerms& out, bool codes = true);
+
+// Scalar reference: dot of one row (a.n weights of type t) with the activations.
+float ggml_dot_row_ref(DType t, const std::byte* row, const GgmlActs& a);
+
+// The SIMD kernel (dispatched per target; AVX3_DL has native kernels, others use the reference): y[i * ldy + r - r0]
+// for rows [r0, r1) and tokens i < n_tok of the activation sets acts[0..n_tok).
+void gemm_ggml_rows(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1, float* y,
+                    int64_t ldy);
+
+}  // namespace lowbit::ops::detail

@@ -1,0 +1,264 @@
+// Scalar reference for the ggml-type matrix products (ops/ggml_dot.h): activation quantization, the per-type
+// block decomposition S_g * (u_i - c) - M_g, and the row dot product built on them.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "core/half.h"
+#include "formats/ggml.h"
+#include "lowbit/error.h"
+#include "ops/ggml_dot.h"
+
+namespace lowbit::ops::detail {
+
+namespace {
+
+float f16_at(const std::byte* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return lowbit::f16_to_f32(h);
+}
+
+const uint8_t* bytes(const std::byte* p) { return reinterpret_cast<const uint8_t*>(p); }
+
+// Round half to even, as llama.cpp's x86 activation quantizer (_mm256_round_ps, nearest).
+int round_even(float v) { return static_cast<int>(std::nearbyint(v)); }
+
+// ggml's nearest_int: round half to even through the float mantissa (valid for |v| < 2^22).
+int nearest_int(float v) {
+  float val = v + 12582912.f;
+  int32_t i;
+  std::memcpy(&i, &val, 4);
+  return (i & 0x007fffff) - 0x00400000;
+}
+
+// The Q4_K / Q5_K 6-bit scale and min of sub-block j from the 12 packed bytes.
+void k4_scale_min(const uint8_t* s, int j, int& sc, int& m) {
+  if (j < 4) {
+    sc = s[j] & 63;
+    m = s[j + 4] & 63;
+  } else {
+    sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
+    m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+  }
+}
+
+// The 16 Q3_K 6-bit scales (unsigned, 0..63; the value is scale - 32).
+int k3_scale(const uint8_t* s, int i) {
+  const int lo = i < 8 ? (s[i] & 0xF) : (s[i - 8] >> 4);
+  const int hi = (s[8 + (i % 4)] >> (2 * (i / 4))) & 3;
+  return lo | (hi << 4);
+}
+
+}  // namespace
+
+bool ggml_dot_supported(DType t) { return formats::ggml_encodable(t); }
+
+int ggml_block_values(DType t) { return static_cast<int>(dtype_info(t).block); }
+
+void quantize_acts_ggml(DType wtype, const float* x, int64_t n, GgmlActs& a) {
+  const int B = ggml_block_values(wtype);
+  if (!ggml_dot_supported(wtype) || n % B != 0)
+    fail("", "quantize_acts_ggml",
+         std::to_string(n) + " activations for weight type " + std::string(dtype_name(wtype)) +
+             " (expected a multiple of " + std::to_string(B) + ")");
+  a.wtype = wtype;
+  a.n = n;
+  a.q.resize(static_cast<size_t>(n));
+  a.dg.resize(static_cast<size_t>(n / 16));
+  a.ag.resize(static_cast<size_t>(n / 16));
+  for (int64_t b = 0; b < n / B; ++b) {
+    const float* xb = x + b * B;
+    int8_t* qb = a.q.data() + b * B;
+    float d = 0.0f;
+    if (B == 32) {  // Q8_0
+      float amax = 0.0f;
+      for (int i = 0; i < B; ++i) amax = std::max(amax, std::fabs(xb[i]));
+      const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+      d = lowbit::f16_to_f32(lowbit::f32_to_f16(amax / 127.0f));
+      for (int i = 0; i < B; ++i) qb[i] = static_cast<int8_t>(round_even(xb[i] * id));
+    } else {  // Q8_K
+      float amax = 0.0f, vmax = 0.0f;
+      for (int i = 0; i < B; ++i)
+        if (std::fabs(xb[i]) > amax) amax = std::fabs(xb[i]), vmax = xb[i];
+      if (amax == 0.0f) {
+        std::fill_n(qb, B, int8_t{0});
+      } else {
+        const float iscale = -127.0f / vmax;
+        for (int i = 0; i < B; ++i) qb[i] = static_cast<int8_t>(std::min(127, nearest_int(iscale * xb[i])));
+        d = 1.0f / iscale;
+      }
+    }
+    for (int g = 0; g < B / 16; ++g) {
+      int32_t s = 0;
+      for (int i = 0; i < 16; ++i) s += qb[16 * g + i];
+      a.dg[static_cast<size_t>(b * B / 16 + g)] = d;
+      a.ag[static_cast<size_t>(b * B / 16 + g)] = s;
+    }
+  }
+}
+
+void ggml_block_terms(DType t, const std::byte* block, GgmlBlockTerms& o, bool codes) {
+  const uint8_t* p = bytes(block);
+  std::fill(std::begin(o.M), std::end(o.M), 0.0f);
+  switch (t) {
+    case DType::Q8_0: {
+      o.S[0] = o.S[1] = f16_at(block);
+      o.c = 128;
+      if (codes)
+        for (int i = 0; i < 32; ++i) o.u[i] = static_cast<uint8_t>(p[2 + i] ^ 0x80);
+      return;
+    }
+    case DType::Q4_0:
+    case DType::Q4_1:
+    case DType::IQ4_NL: {
+      const int hdr = t == DType::Q4_1 ? 4 : 2;
+      o.S[0] = o.S[1] = f16_at(block);
+      if (t == DType::Q4_1) o.M[0] = o.M[1] = -f16_at(block + 2);
+      o.c = t == DType::Q4_0 ? 8 : t == DType::Q4_1 ? 0 : 128;
+      if (!codes) return;
+      for (int j = 0; j < 16; ++j) {
+        o.u[j] = p[hdr + j] & 0xF;
+        o.u[j + 16] = p[hdr + j] >> 4;
+      }
+      if (t == DType::IQ4_NL)
+        for (int i = 0; i < 32; ++i) o.u[i] = static_cast<uint8_t>(formats::kIq4nlValues[o.u[i]] + 128);
+      return;
+    }
+    case DType::Q5_0:
+    case DType::Q5_1: {
+      const int hdr = t == DType::Q5_1 ? 4 : 2;
+      o.S[0] = o.S[1] = f16_at(block);
+      if (t == DType::Q5_1) o.M[0] = o.M[1] = -f16_at(block + 2);
+      o.c = t == DType::Q5_0 ? 16 : 0;
+      if (!codes) return;
+      uint32_t qh;
+      std::memcpy(&qh, p + hdr, 4);
+      for (int j = 0; j < 16; ++j) {
+        o.u[j] = static_cast<uint8_t>((p[hdr + 4 + j] & 0xF) | (((qh >> j) & 1) << 4));
+        o.u[j + 16] = static_cast<uint8_t>((p[hdr + 4 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4));
+      }
+      return;
+    }
+    case DType::IQ4_XS: {
+      const float d = f16_at(block);
+      uint16_t sh;
+      std::memcpy(&sh, p + 2, 2);
+      const uint8_t* sl = p + 4;
+      const uint8_t* qs = p + 8;
+      o.c = 128;
+      for (int ib = 0; ib < 8; ++ib) {
+        const int ls = ((sl[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4);
+        o.S[2 * ib] = o.S[2 * ib + 1] = d * static_cast<float>(ls - 32);
+        if (!codes) continue;
+        for (int j = 0; j < 16; ++j) {
+          o.u[32 * ib + j] = static_cast<uint8_t>(formats::kIq4nlValues[qs[16 * ib + j] & 0xF] + 128);
+          o.u[32 * ib + 16 + j] = static_cast<uint8_t>(formats::kIq4nlValues[qs[16 * ib + j] >> 4] + 128);
+        }
+      }
+      return;
+    }
+    case DType::Q2_K: {
+      const uint8_t* sc = p;
+      const uint8_t* qs = p + 16;
+      const float d = f16_at(block + 80), dmin = f16_at(block + 82);
+      o.c = 0;
+      for (int g = 0; g < 16; ++g) {
+        o.S[g] = d * static_cast<float>(sc[g] & 0xF);
+        o.M[g] = dmin * static_cast<float>(sc[g] >> 4);
+      }
+      if (!codes) return;
+      for (int n = 0; n < 2; ++n)
+        for (int j = 0; j < 4; ++j)
+          for (int l = 0; l < 32; ++l) o.u[128 * n + 32 * j + l] = (qs[32 * n + l] >> (2 * j)) & 3;
+      return;
+    }
+    case DType::Q3_K: {
+      const uint8_t* hm = p;
+      const uint8_t* qs = p + 32;
+      const uint8_t* sc = p + 96;
+      const float d = f16_at(block + 108);
+      o.c = 4;
+      for (int g = 0; g < 16; ++g) o.S[g] = d * static_cast<float>(k3_scale(sc, g) - 32);
+      if (!codes) return;
+      for (int n = 0; n < 2; ++n)
+        for (int j = 0; j < 4; ++j)
+          for (int l = 0; l < 32; ++l)
+            o.u[128 * n + 32 * j + l] = static_cast<uint8_t>(((qs[32 * n + l] >> (2 * j)) & 3) |
+                                                             (((hm[l] >> (4 * n + j)) & 1) << 2));
+      return;
+    }
+    case DType::Q4_K:
+    case DType::Q5_K: {
+      const float d = f16_at(block), dmin = f16_at(block + 2);
+      const uint8_t* sc = p + 4;
+      const bool five = t == DType::Q5_K;
+      const uint8_t* qh = p + 16;
+      const uint8_t* qs = p + (five ? 48 : 16);
+      o.c = 0;
+      for (int j = 0; j < 8; ++j) {
+        int s, m;
+        k4_scale_min(sc, j, s, m);
+        o.S[2 * j] = o.S[2 * j + 1] = d * static_cast<float>(s);
+        o.M[2 * j] = o.M[2 * j + 1] = dmin * static_cast<float>(m);
+      }
+      if (!codes) return;
+      for (int c = 0; c < 4; ++c)
+        for (int l = 0; l < 32; ++l) {
+          uint8_t lo = qs[32 * c + l] & 0xF, hi = qs[32 * c + l] >> 4;
+          if (five) {
+            lo |= static_cast<uint8_t>(((qh[l] >> (2 * c)) & 1) << 4);
+            hi |= static_cast<uint8_t>(((qh[l] >> (2 * c + 1)) & 1) << 4);
+          }
+          o.u[64 * c + l] = lo;
+          o.u[64 * c + 32 + l] = hi;
+        }
+      return;
+    }
+    case DType::Q6_K: {
+      const uint8_t* ql = p;
+      const uint8_t* qh = p + 128;
+      const int8_t* sc = reinterpret_cast<const int8_t*>(p + 192);
+      const float d = f16_at(block + 208);
+      o.c = 32;
+      for (int g = 0; g < 16; ++g) o.S[g] = d * static_cast<float>(sc[g]);
+      if (!codes) return;
+      for (int n = 0; n < 2; ++n)
+        for (int l = 0; l < 32; ++l) {
+          const uint8_t* L = ql + 64 * n;
+          const uint8_t h = qh[32 * n + l];
+          uint8_t* u = o.u + 128 * n;
+          u[l] = static_cast<uint8_t>((L[l] & 0xF) | ((h & 3) << 4));
+          u[l + 32] = static_cast<uint8_t>((L[l + 32] & 0xF) | (((h >> 2) & 3) << 4));
+          u[l + 64] = static_cast<uint8_t>((L[l] >> 4) | (((h >> 4) & 3) << 4));
+          u[l + 96] = static_cast<uint8_t>((L[l + 32] >> 4) | (((h >> 6) & 3) << 4));
+        }
+      return;
+    }
+    default:
+      fail("", "ggml_block_terms", "no native dot product for type " + std::string(dtype_name(t)));
+  }
+}
+
+float ggml_dot_row_ref(DType t, const std::byte* row, const GgmlActs& a) {
+  const int B = ggml_block_values(t);
+  const size_t bb = dtype_info(t).block_bytes;
+  GgmlBlockTerms bt;
+  float sum = 0.0f;
+  for (int64_t b = 0; b < a.n / B; ++b) {
+    ggml_block_terms(t, row + b * bb, bt);
+    const int8_t* q = a.q.data() + b * B;
+    float block_sum = 0.0f;
+    for (int g = 0; g < B / 16; ++g) {
+      int32_t s = 0;
+      for (int i = 0; i < 16; ++i) s += static_cast<int32_t>(bt.u[16 * g + i]) * q[16 * g + i];
+      const int32_t A = a.ag[static_cast<size_t>(b * B / 16 + g)];
+      block_sum += bt.S[g] * static_cast<float>(s - bt.c * A) - bt.M[g] * static_cast<float>(A);
+    }
+    sum += a.dg[static_cast<size_t>(b * B / 16)] * block_sum;
+  }
+  return sum;
+}
+
+}  // namespace lowbit::ops::detail

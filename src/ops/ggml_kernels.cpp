@@ -1,0 +1,308 @@
+// SIMD matrix products on llama.cpp's block types (ops/ggml_dot.h). Compiled once per Highway target:
+//  - AVX3_DL (AVX-512 VNNI/VBMI): the weights of a 256-value chunk (one K-type super-block, or eight 32-value
+//    blocks) are unpacked in registers into four 64-byte vectors of unsigned codes u (nibble masks and shifts,
+//    high bits from vptestmb masks, IQ4 levels by vpshufb) and multiplied with the int8 activations by vpdpbusd;
+//    the 16 int32 lanes of each product are scaled by their 16-value group's S_g * da (one float FMA per 64
+//    weights) and the centre/min terms (S_g * c + M_g) * da * A_g are one FMA per chunk. Block headers are read
+//    with scalar code (K types) or eight fp16 loads and one vcvtph2ps (32-value types).
+//    Batches of tokens: each row is unpacked once into an L1 buffer and dotted with every token from there.
+//  - other targets: the scalar reference (ggml_dot_ref.cpp).
+// Rows whose length is not a multiple of 256 (32-value types only) finish their last < 8 blocks with the reference.
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "core/half.h"
+#include "formats/ggml.h"
+#include "lowbit/error.h"
+#include "ops/ggml_dot.h"
+#include "ops/ops.h"
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "ops/ggml_kernels.cpp"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/aligned_allocator.h"
+#include "hwy/highway.h"
+
+#ifndef LOWBIT_GGML_KERNELS_ONCE
+#define LOWBIT_GGML_KERNELS_ONCE
+namespace lowbit::ops::detail {
+// Dot of blocks [b0, b1) of a row with the activations (the reference's arithmetic).
+inline float ggml_dot_blocks_ref(DType t, const std::byte* row, const GgmlActs& a, int64_t b0, int64_t b1) {
+  const int B = ggml_block_values(t);
+  const size_t bb = dtype_info(t).block_bytes;
+  GgmlBlockTerms bt;
+  float sum = 0.0f;
+  for (int64_t b = b0; b < b1; ++b) {
+    ggml_block_terms(t, row + b * bb, bt);
+    const int8_t* q = a.q.data() + b * B;
+    float block_sum = 0.0f;
+    for (int g = 0; g < B / 16; ++g) {
+      int32_t s = 0;
+      for (int i = 0; i < 16; ++i) s += static_cast<int32_t>(bt.u[16 * g + i]) * q[16 * g + i];
+      const int32_t A = a.ag[static_cast<size_t>(b * B / 16 + g)];
+      block_sum += bt.S[g] * static_cast<float>(s - bt.c * A) - bt.M[g] * static_cast<float>(A);
+    }
+    sum += a.dg[static_cast<size_t>(b * B / 16)] * block_sum;
+  }
+  return sum;
+}
+}  // namespace lowbit::ops::detail
+#endif
+
+HWY_BEFORE_NAMESPACE();
+namespace lowbit::ops::HWY_NAMESPACE {
+
+#if HWY_TARGET == HWY_AVX3_DL
+
+using detail::GgmlActs;
+
+// Highway 1.0.3's AVX3_DL target string lacks avx512vnni (vpdpbusd on zmm); add it for these functions.
+#define LOWBIT_GGML_VNNI __attribute__((target(HWY_TARGET_STR ",avx512vnni")))
+
+// One 256-value chunk: codes u[4] (values 64k .. 64k+63 in order), per-group S and S * c + M.
+struct Chunk {
+  __m512i u[4];
+  __m512 S, Mf;
+};
+
+inline float F16(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return lowbit::f16_to_f32(h);
+}
+
+inline __m512i Lo4(__m256i q) { return _mm512_castsi256_si512(_mm256_and_si256(q, _mm256_set1_epi8(0x0F))); }
+inline __m512i Join(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
+inline __m256i Nib(__m128i q, bool high) {
+  const __m128i m = _mm_set1_epi8(0x0F);
+  return high ? _mm256_castsi128_si256(_mm_and_si128(_mm_srli_epi16(q, 4), m))
+              : _mm256_castsi128_si256(_mm_and_si128(q, m));
+}
+// 16 packed nibbles -> 32 codes: low nibbles first (values 0..15), then the high ones (16..31).
+inline __m256i Nibbles32(const uint8_t* qs) {
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m128i m = _mm_set1_epi8(0x0F);
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m), _mm_and_si128(q, m));
+}
+inline __m256i HighBits32(uint32_t bits, char value) { return _mm256_maskz_set1_epi8(bits, value); }
+
+// IQ4 levels + 128 (as unsigned bytes), for vpshufb.
+inline __m512i Iq4Table() {
+  alignas(16) uint8_t t[16];
+  for (int i = 0; i < 16; ++i) t[i] = static_cast<uint8_t>(formats::kIq4nlValues[i] + 128);
+  return _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(t)));
+}
+
+// Per-block S (one per 32-value block) expanded to the 16 groups: lanes 2k, 2k+1 <- block k.
+inline __m512 PerBlock(__m256 s8) {
+  const __m512i idx = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+  return _mm512_permutexvar_ps(idx, _mm512_castps256_ps512(s8));
+}
+
+template <DType T>
+LOWBIT_GGML_VNNI HWY_INLINE void Unpack(const uint8_t* p, Chunk& c) {
+  if constexpr (T == DType::Q8_0 || T == DType::Q4_0 || T == DType::Q4_1 || T == DType::Q5_0 ||
+                T == DType::Q5_1 || T == DType::IQ4_NL) {
+    constexpr size_t bb = T == DType::Q8_0 ? 34 : T == DType::Q4_1 ? 20 : T == DType::Q5_0 ? 22 : T == DType::Q5_1 ? 24 : 18;
+    constexpr bool has_min = T == DType::Q4_1 || T == DType::Q5_1;
+    constexpr float centre = T == DType::Q8_0 ? 128.f : T == DType::Q4_0 ? 8.f : T == DType::Q5_0 ? 16.f
+                             : T == DType::IQ4_NL ? 128.f : 0.f;
+    alignas(16) uint16_t d[8], m[8];
+    __m256i v[8];
+    for (int k = 0; k < 8; ++k) {
+      const uint8_t* b = p + k * bb;
+      std::memcpy(&d[k], b, 2);
+      if constexpr (has_min) std::memcpy(&m[k], b + 2, 2);
+      if constexpr (T == DType::Q8_0) {
+        v[k] = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2)), _mm256_set1_epi8(-128));
+      } else if constexpr (T == DType::Q5_0 || T == DType::Q5_1) {
+        constexpr int h = has_min ? 4 : 2;
+        uint32_t qh;
+        std::memcpy(&qh, b + h, 4);
+        v[k] = _mm256_or_si256(Nibbles32(b + h + 4), HighBits32(qh, 0x10));
+      } else {
+        v[k] = Nibbles32(b + (has_min ? 4 : 2));
+      }
+    }
+    for (int k = 0; k < 4; ++k) c.u[k] = Join(v[2 * k], v[2 * k + 1]);
+    if constexpr (T == DType::IQ4_NL) {
+      const __m512i tab = Iq4Table();
+      for (int k = 0; k < 4; ++k) c.u[k] = _mm512_shuffle_epi8(tab, c.u[k]);
+    }
+    c.S = PerBlock(_mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(d))));
+    c.Mf = _mm512_mul_ps(c.S, _mm512_set1_ps(centre));
+    if constexpr (has_min)
+      c.Mf = _mm512_sub_ps(c.Mf, PerBlock(_mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(m)))));
+  } else {
+    detail::GgmlBlockTerms bt;
+    detail::ggml_block_terms(T, reinterpret_cast<const std::byte*>(p), bt, /*codes=*/false);
+    c.S = _mm512_loadu_ps(bt.S);
+    c.Mf = _mm512_fmadd_ps(c.S, _mm512_set1_ps(static_cast<float>(bt.c)), _mm512_loadu_ps(bt.M));
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    auto ld = [](const uint8_t* q) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)); };
+    auto lo = [&](__m256i q) { return _mm256_and_si256(q, m4); };
+    auto hi = [&](__m256i q) { return _mm256_and_si256(_mm256_srli_epi16(q, 4), m4); };
+    if constexpr (T == DType::Q4_K) {
+      for (int k = 0; k < 4; ++k) {
+        const __m256i q = ld(p + 16 + 32 * k);
+        c.u[k] = Join(lo(q), hi(q));
+      }
+    } else if constexpr (T == DType::Q5_K) {
+      const __m256i qh = ld(p + 16);
+      for (int k = 0; k < 4; ++k) {
+        const __m256i q = ld(p + 48 + 32 * k);
+        const __mmask32 m0 = _mm256_test_epi8_mask(qh, _mm256_set1_epi8(static_cast<char>(1 << (2 * k))));
+        const __mmask32 m1 = _mm256_test_epi8_mask(qh, _mm256_set1_epi8(static_cast<char>(1 << (2 * k + 1))));
+        c.u[k] = Join(_mm256_or_si256(lo(q), HighBits32(m0, 0x10)), _mm256_or_si256(hi(q), HighBits32(m1, 0x10)));
+      }
+    } else if constexpr (T == DType::Q6_K) {
+      const __m256i m30 = _mm256_set1_epi8(0x30);
+      for (int n = 0; n < 2; ++n) {
+        const __m256i l0 = ld(p + 64 * n), l1 = ld(p + 64 * n + 32), h = ld(p + 128 + 32 * n);
+        const __m256i w0 = _mm256_or_si256(lo(l0), _mm256_and_si256(_mm256_slli_epi16(h, 4), m30));
+        const __m256i w1 = _mm256_or_si256(lo(l1), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30));
+        const __m256i w2 = _mm256_or_si256(hi(l0), _mm256_and_si256(h, m30));
+        const __m256i w3 = _mm256_or_si256(hi(l1), _mm256_and_si256(_mm256_srli_epi16(h, 2), m30));
+        c.u[2 * n] = Join(w0, w1);
+        c.u[2 * n + 1] = Join(w2, w3);
+      }
+    } else if constexpr (T == DType::Q3_K || T == DType::Q2_K) {
+      const __m256i m3 = _mm256_set1_epi8(3);
+      const __m256i hm = ld(p);
+      for (int n = 0; n < 2; ++n) {
+        const __m256i q = ld(p + (T == DType::Q3_K ? 32 : 16) + 32 * n);
+        __m256i w[4];
+        for (int j = 0; j < 4; ++j) {
+          w[j] = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3);
+          if constexpr (T == DType::Q3_K) {
+            const __mmask32 hb = _mm256_test_epi8_mask(hm, _mm256_set1_epi8(static_cast<char>(1 << (4 * n + j))));
+            w[j] = _mm256_or_si256(w[j], HighBits32(hb, 4));
+          }
+        }
+        c.u[2 * n] = Join(w[0], w[1]);
+        c.u[2 * n + 1] = Join(w[2], w[3]);
+      }
+    } else if constexpr (T == DType::IQ4_XS) {
+      const __m512i tab = Iq4Table();
+      for (int k = 0; k < 4; ++k) {
+        const __m256i q = ld(p + 8 + 32 * k);
+        const __m256i a = lo(q), b = hi(q);
+        const __m256i first = _mm256_permute2x128_si256(a, b, 0x20), second = _mm256_permute2x128_si256(a, b, 0x31);
+        c.u[k] = _mm512_shuffle_epi8(tab, Join(first, second));
+      }
+    }
+  }
+}
+
+// Adds chunk c's products with the activations at q (256 codes), dg / ag (16 groups) to acc / off.
+LOWBIT_GGML_VNNI HWY_INLINE void DotChunk(const Chunk& c, const int8_t* q, const float* dg, const int32_t* ag, __m512& acc,
+                         __m512& off) {
+  const __m512 dgv = _mm512_loadu_ps(dg);
+  const __m512 sc = _mm512_mul_ps(c.S, dgv);
+  for (int k = 0; k < 4; ++k) {
+    const __m512i idx = _mm512_set_epi32(4 * k + 3, 4 * k + 3, 4 * k + 3, 4 * k + 3, 4 * k + 2, 4 * k + 2, 4 * k + 2,
+                                         4 * k + 2, 4 * k + 1, 4 * k + 1, 4 * k + 1, 4 * k + 1, 4 * k, 4 * k, 4 * k,
+                                         4 * k);
+    const __m512i prod = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c.u[k],
+                                             _mm512_loadu_si512(reinterpret_cast<const void*>(q + 64 * k)));
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(prod), _mm512_permutexvar_ps(idx, sc), acc);
+  }
+  off = _mm512_fmadd_ps(_mm512_mul_ps(c.Mf, dgv),
+                        _mm512_cvtepi32_ps(_mm512_loadu_si512(reinterpret_cast<const void*>(ag))), off);
+}
+
+template <DType T>
+LOWBIT_GGML_VNNI void RowsT(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1, float* y, int64_t ldy) {
+  const size_t bb = dtype_info(T).block_bytes;
+  const int B = static_cast<int>(dtype_info(T).block);
+  const int64_t nblocks = w.cols / B;
+  const int64_t per_chunk = 256 / B;
+  const int64_t nchunks = nblocks / per_chunk;
+  const size_t chunk_bytes = bb * static_cast<size_t>(per_chunk);
+  if (n_tok == 1) {
+    const GgmlActs& a = acts[0];
+    for (int64_t r = r0; r < r1; ++r) {
+      const uint8_t* row = reinterpret_cast<const uint8_t*>(w.data + static_cast<size_t>(r) * w.row_bytes);
+      __m512 acc = _mm512_setzero_ps(), off = _mm512_setzero_ps();
+      for (int64_t ch = 0; ch < nchunks; ++ch) {
+        Chunk c;
+        Unpack<T>(row + ch * chunk_bytes, c);
+        DotChunk(c, a.q.data() + 256 * ch, a.dg.data() + 16 * ch, a.ag.data() + 16 * ch, acc, off);
+      }
+      float s = _mm512_reduce_add_ps(_mm512_sub_ps(acc, off));
+      if (nchunks * per_chunk < nblocks)
+        s += detail::ggml_dot_blocks_ref(T, reinterpret_cast<const std::byte*>(row), a, nchunks * per_chunk, nblocks);
+      y[r - r0] = s;
+    }
+    return;
+  }
+  // 64-byte aligned (std::vector does not promise it for the __m512i members here).
+  thread_local hwy::AlignedFreeUniquePtr<Chunk[]> buf;
+  thread_local int64_t cap = 0;
+  if (cap < nchunks) {
+    buf = hwy::AllocateAligned<Chunk>(static_cast<size_t>(nchunks));
+    cap = nchunks;
+  }
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* row = reinterpret_cast<const uint8_t*>(w.data + static_cast<size_t>(r) * w.row_bytes);
+    for (int64_t ch = 0; ch < nchunks; ++ch) Unpack<T>(row + ch * chunk_bytes, buf[static_cast<size_t>(ch)]);
+    for (int64_t t = 0; t < n_tok; ++t) {
+      const GgmlActs& a = acts[t];
+      __m512 acc = _mm512_setzero_ps(), off = _mm512_setzero_ps();
+      for (int64_t ch = 0; ch < nchunks; ++ch)
+        DotChunk(buf[static_cast<size_t>(ch)], a.q.data() + 256 * ch, a.dg.data() + 16 * ch, a.ag.data() + 16 * ch,
+                 acc, off);
+      float s = _mm512_reduce_add_ps(_mm512_sub_ps(acc, off));
+      if (nchunks * per_chunk < nblocks)
+        s += detail::ggml_dot_blocks_ref(T, reinterpret_cast<const std::byte*>(row), a, nchunks * per_chunk, nblocks);
+      y[t * ldy + (r - r0)] = s;
+    }
+  }
+}
+
+LOWBIT_GGML_VNNI void GemmGgmlRows(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1, float* y,
+                  int64_t ldy) {
+  switch (w.dtype) {
+    case DType::Q8_0: return RowsT<DType::Q8_0>(w, acts, n_tok, r0, r1, y, ldy);
+    case DType::Q4_0: return RowsT<DType::Q4_0>(w, acts, n_tok, r0, r1, y, ldy);
+    case DType::Q4_1: return RowsT<DType::Q4_1>(w, acts, n_tok, r0, r1, y, ldy);
+    case DType::Q5_0: return RowsT<DType::Q5_0>(w, acts, n_tok, r0, r1, y, ldy);
+    case DType::Q5_1: return RowsT<DType::Q5_1>(w, acts, n_tok, r0, r1, y, ldy);
+    case DType::IQ4_NL: return RowsT<DType::IQ4_NL>(w, acts, n_tok, r0, r1, y, ldy);
+    case DType::Q2_K: return RowsT<DType::Q2_K>(w, acts, n_tok, r0, r1, y, ldy);
+    case DType::Q3_K: return RowsT<DType::Q3_K>(w, acts, n_tok, r0, r1, y, ldy);
+    case DType::Q4_K: return RowsT<DType::Q4_K>(w, acts, n_tok, r0, r1, y, ldy);
+    case DType::Q5_K: return RowsT<DType::Q5_K>(w, acts, n_tok, r0, r1, y, ldy);
+    case DType::Q6_K: return RowsT<DType::Q6_K>(w, acts, n_tok, r0, r1, y, ldy);
+    case DType::IQ4_XS: return RowsT<DType::IQ4_XS>(w, acts, n_tok, r0, r1, y, ldy);
+    default: fail("", "matmul", "no native kernel for type " + std::string(dtype_name(w.dtype)));
+  }
+}
+
+#undef LOWBIT_GGML_VNNI
+#else  // portable targets: the scalar reference
+
+void GemmGgmlRows(const WeightView& w, const detail::GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1, float* y,
+                  int64_t ldy) {
+  for (int64_t r = r0; r < r1; ++r)
+    for (int64_t t = 0; t < n_tok; ++t)
+      y[t * ldy + (r - r0)] = detail::ggml_dot_row_ref(w.dtype, w.data + static_cast<size_t>(r) * w.row_bytes, acts[t]);
+}
+
+#endif
+
+}  // namespace lowbit::ops::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace lowbit::ops::detail {
+HWY_EXPORT(GemmGgmlRows);
+void gemm_ggml_rows(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1, float* y,
+                    int64_t ldy) {
+  HWY_DYNAMIC_DISPATCH(GemmGgmlRows)(w, acts, n_tok, r0, r1, y, ldy);
+}
+}  // namespace lowbit::ops::detail
+#endif

@@ -1,0 +1,116 @@
+// llama.cpp's quantization mixtures: the per-tensor type rules of llama-quantize for the presets lowbit offers.
+#include "quant/gguf_presets.h"
+
+#include <array>
+#include <cctype>
+#include <cstdio>
+
+namespace lowbit::quant {
+
+namespace {
+
+constexpr std::array<std::pair<const char*, std::pair<DType, uint32_t>>, 17> kPresets = {{
+    {"Q4_0", {DType::Q4_0, 2}},     {"Q4_1", {DType::Q4_1, 3}},     {"Q8_0", {DType::Q8_0, 7}},
+    {"Q5_0", {DType::Q5_0, 8}},     {"Q5_1", {DType::Q5_1, 9}},     {"Q2_K", {DType::Q2_K, 10}},
+    {"Q3_K_S", {DType::Q3_K, 11}},  {"Q3_K_M", {DType::Q3_K, 12}},  {"Q3_K_L", {DType::Q3_K, 13}},
+    {"Q4_K_S", {DType::Q4_K, 14}},  {"Q4_K_M", {DType::Q4_K, 15}},  {"Q5_K_S", {DType::Q5_K, 16}},
+    {"Q5_K_M", {DType::Q5_K, 17}},  {"Q6_K", {DType::Q6_K, 18}},    {"Q2_K_S", {DType::Q2_K, 21}},
+    {"IQ4_NL", {DType::IQ4_NL, 25}}, {"IQ4_XS", {DType::IQ4_XS, 30}},
+}};
+
+std::string upper(std::string_view s) {
+  std::string r(s);
+  for (char& c : r) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return r;
+}
+
+// llama.cpp's use_more_bits: the first and last eighth of the layers and every third one between get more bits.
+bool use_more_bits(int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
+
+}  // namespace
+
+std::optional<GgufPreset> gguf_preset(std::string_view name) {
+  const std::string want = upper(name);
+  for (const auto& [n, v] : kPresets)
+    if (want == n) return GgufPreset{n, v.first, v.second};
+  return std::nullopt;
+}
+
+std::vector<std::string> gguf_preset_names() {
+  std::vector<std::string> r;
+  for (const auto& p : kPresets) r.emplace_back(p.first);
+  return r;
+}
+
+DType fallback_type(DType t, int64_t cols) {
+  const DTypeInfo info = dtype_info(t);
+  if (cols % info.block == 0) return t;
+  DType f = t;
+  switch (t) {
+    case DType::Q2_K: case DType::Q3_K: case DType::IQ4_XS: f = DType::IQ4_NL; break;
+    case DType::Q4_K: f = DType::Q5_0; break;
+    case DType::Q5_K: f = DType::Q5_1; break;
+    case DType::Q6_K: f = DType::Q8_0; break;
+    default: break;
+  }
+  if (cols % dtype_info(f).block != 0) f = DType::F16;
+  return f;
+}
+
+DType preset_tensor_type(const GgufPreset& p, const std::string& name, int64_t cols, const PresetModelInfo& m,
+                         bool fallback) {
+  const std::string ft = p.name;
+  DType t = p.base;
+  int layer = -1;
+  char role[64] = {0};
+  if (std::sscanf(name.c_str(), "blk.%d.%63[a-z_].weight", &layer, role) != 2) layer = -1;
+  const std::string r = layer >= 0 ? role : "";
+  const int n = m.n_layers;
+  const bool is_output = name == "output.weight" || (m.tied_embeddings && name == "token_embd.weight");
+  if (is_output) {
+    if (cols % 256 != 0) t = DType::Q8_0;
+    else if (t != DType::Q8_0) t = DType::Q6_K;
+  } else if (r == "attn_v") {
+    if (ft == "Q2_K") t = m.n_gqa >= 4 ? DType::Q4_K : DType::Q3_K;
+    else if (ft == "Q2_K_S" && m.n_gqa >= 4) t = DType::Q4_K;
+    else if (ft == "Q3_K_M") t = layer < 2 ? DType::Q5_K : DType::Q4_K;
+    else if (ft == "Q3_K_L") t = DType::Q5_K;
+    else if ((ft == "IQ4_NL" || ft == "IQ4_XS") && m.n_gqa >= 4) t = DType::Q5_K;
+    else if ((ft == "Q4_K_M" || ft == "Q5_K_M") && use_more_bits(layer, n)) t = DType::Q6_K;
+    else if (ft == "Q4_K_S" && layer < 4) t = DType::Q5_K;
+  } else if (r == "ffn_down") {
+    if (ft == "Q2_K") t = DType::Q3_K;
+    else if (ft == "Q3_K_M") t = layer < n / 16 ? DType::Q5_K : use_more_bits(layer, n) ? DType::Q4_K : DType::Q3_K;
+    else if (ft == "Q3_K_L") t = DType::Q5_K;
+    else if ((ft == "Q4_K_M" || ft == "Q5_K_M") && use_more_bits(layer, n)) t = DType::Q6_K;
+    else if (ft == "Q4_K_S" && layer < n / 8) t = DType::Q5_K;
+  } else if (r == "attn_output") {
+    if (ft == "Q2_K") t = DType::Q3_K;
+    else if (ft == "Q3_K_M") t = DType::Q4_K;
+    else if (ft == "Q3_K_L") t = DType::Q5_K;
+  }
+  return fallback ? fallback_type(t, cols) : t;
+}
+
+uint32_t file_type_of(DType t) {
+  switch (t) {
+    case DType::F32: return 0;
+    case DType::F16: return 1;
+    case DType::Q4_0: return 2;
+    case DType::Q4_1: return 3;
+    case DType::Q8_0: return 7;
+    case DType::Q5_0: return 8;
+    case DType::Q5_1: return 9;
+    case DType::Q2_K: return 10;
+    case DType::Q3_K: return 11;
+    case DType::Q4_K: return 14;
+    case DType::Q5_K: return 16;
+    case DType::Q6_K: return 18;
+    case DType::IQ4_NL: return 25;
+    case DType::IQ4_XS: return 30;
+    case DType::BF16: return 32;
+    default: return 0;
+  }
+}
+
+}  // namespace lowbit::quant
