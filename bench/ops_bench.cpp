@@ -172,6 +172,48 @@ void MatmulIntNArgs(benchmark::internal::Benchmark* b) {
 }
 BENCHMARK(BM_MatmulIntN)->Apply(MatmulIntNArgs)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
+// llama.cpp block types (ops/ggml_dot.h) on the same pool (every 16-bit word a normal f16: sane block scales).
+// Args: ggml type id, rows, cols, tokens, threads, hot (as for MatmulIntN).
+void BM_MatmulGgml(benchmark::State& state) {
+  const auto dt = static_cast<DType>(state.range(0));
+  const int64_t rows = state.range(1), cols = state.range(2), tokens = state.range(3);
+  const bool hot = state.range(5) != 0;
+  lowbit::set_num_threads(static_cast<int>(state.range(4)));
+  const size_t rb = static_cast<size_t>(*lowbit::dtype_row_bytes(dt, static_cast<uint64_t>(cols)));
+  const size_t bytes = rb * static_cast<size_t>(rows);
+  std::vector<WeightView> views;
+  for (size_t off = 0; off + bytes <= kPoolBytes; off += bytes) views.push_back({dt, rows, cols, weight_pool() + off, rb});
+  const std::vector<float> x = random_floats(static_cast<size_t>(cols * tokens));
+  std::vector<float> y(static_cast<size_t>(rows * tokens));
+  size_t i = 0;
+  LoopTimer timer;
+  for (auto _ : state) {
+    lowbit::ops::matmul(views[i], x.data(), tokens, y.data());
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+    i = hot || i + 1 == views.size() ? 0 : i + 1;
+  }
+  const double iters = static_cast<double>(state.iterations()), sec = timer.seconds();
+  if (tokens == 1)
+    state.counters["GB/s"] = static_cast<double>(bytes) * iters / sec / 1e9;
+  else
+    state.counters["GFLOP/s"] = 2.0 * static_cast<double>(rows * cols * tokens) * iters / sec / 1e9;
+  state.SetLabel(std::string(lowbit::dtype_name(dt)) + " " + lowbit::ops::simd_target());
+}
+
+void MatmulGgmlArgs(benchmark::internal::Benchmark* b) {
+  const DType types[] = {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q6_K, DType::Q5_K, DType::Q3_K,
+                         DType::Q2_K, DType::IQ4_XS};
+  for (int threads : {1, 2})
+    for (DType t : types) b->Args({static_cast<int64_t>(t), 4096, 4096, 1, threads, 0});
+  for (DType t : types) b->Args({static_cast<int64_t>(t), 512, 4096, 1, 1, 1});  // L2-resident: compute ceiling
+  for (int threads : {1, 2})
+    for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K})
+      b->Args({static_cast<int64_t>(t), 4096, 4096, 512, threads, 0});
+  b->ArgNames({"type", "rows", "cols", "tokens", "threads", "hot"});
+}
+BENCHMARK(BM_MatmulGgml)->Apply(MatmulGgmlArgs)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
 // The portable kernels (CPUs without AVX-512 VNNI), forced with Highway's target mask: a 4096x4096 packed GEMV
 // streamed from the pool, 1 thread. Args: bits, target (hwy::TargetName's bit: AVX2 or SSE4).
 void BM_MatmulIntNPortable(benchmark::State& state) {
