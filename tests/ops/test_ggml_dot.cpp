@@ -189,3 +189,72 @@ TEST_P(GgmlDot, MatmulThreadsAndBatchesAgree) {
 
 }  // namespace
 }  // namespace lowbit::ops::test
+
+namespace lowbit::ops::test {
+namespace {
+
+// Types llama.cpp ships without a lowbit encoder (IQ1/IQ2/IQ3, TQ, Q8_K/Q8_1) still run: each row is decoded and
+// dotted in f32 (decode) or widened into the BLAS panel (batches). Random bytes <= 0x3F keep every fp16 / f32
+// scale finite.
+TEST(GgmlDecodeOnly, MatmulEqualsDecodedProduct) {
+  for (DType t : {DType::IQ2_XXS, DType::IQ2_XS, DType::IQ2_S, DType::IQ3_XXS, DType::IQ3_S, DType::IQ1_S,
+                  DType::IQ1_M, DType::TQ1_0, DType::TQ2_0, DType::Q8_K, DType::Q8_1}) {
+    SCOPED_TRACE(std::string(dtype_name(t)));
+    const DTypeInfo info = dtype_info(t);
+    const int64_t rows = 5, cols = 512, ntok = 3;
+    const size_t rb = cols / info.block * info.block_bytes;
+    std::vector<std::byte> bytes(rb * rows);
+    std::mt19937 rng(static_cast<uint32_t>(t));
+    for (auto& b : bytes) b = static_cast<std::byte>(rng() & 0x3F);
+    TensorInfo ti;
+    ti.name = "w";
+    ti.dtype = t;
+    ti.shape = {rows, cols};
+    ti.data = bytes.data();
+    ti.nbytes = bytes.size();
+    const WeightView w = view_of(ti);
+    const auto x = random_floats(static_cast<size_t>(cols * ntok), 9);
+    std::vector<float> yb(static_cast<size_t>(rows * ntok)), y1(static_cast<size_t>(rows));
+    matmul(w, x.data(), ntok, yb.data());
+    std::vector<float> wd(static_cast<size_t>(cols));
+    for (int64_t k = 0; k < ntok; ++k) {
+      matmul(w, x.data() + k * cols, 1, y1.data());
+      for (int64_t r = 0; r < rows; ++r) {
+        formats::ggml_decode_row(t, bytes.data() + r * rb, cols, wd.data());
+        double exact = 0, mag = 0;
+        for (int64_t i = 0; i < cols; ++i) {
+          exact += static_cast<double>(wd[i]) * x[k * cols + i];
+          mag += std::fabs(static_cast<double>(wd[i]) * x[k * cols + i]);
+        }
+        ASSERT_TRUE(std::isfinite(exact));
+        EXPECT_NEAR(y1[r], exact, 1e-5 * mag + 1e-6) << "decode row " << r;
+        EXPECT_NEAR(yb[k * rows + r], exact, 1e-5 * mag + 1e-6) << "batched row " << r;
+      }
+    }
+  }
+}
+
+TEST(GgmlDecodeOnly, BadShapeIsAClearError) {
+  std::vector<std::byte> bytes(1000);
+  TensorInfo ti;
+  ti.name = "blk.0.attn_q.weight";
+  ti.file = "m.gguf";
+  ti.dtype = DType::Q4_K;
+  ti.shape = {2, 300};  // 300 is not whole 256-value super-blocks
+  ti.data = bytes.data();
+  ti.nbytes = bytes.size();
+  try {
+    view_of(ti);
+    FAIL() << "accepted 300 columns of q4_K";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("m.gguf"), std::string::npos) << m;
+    EXPECT_NE(m.find("blk.0.attn_q.weight"), std::string::npos) << m;
+    EXPECT_NE(m.find("256"), std::string::npos) << m;
+  }
+  ti.shape = {8, 256};  // 8 rows need 8 * 144 bytes
+  EXPECT_THROW(view_of(ti), Error);
+}
+
+}  // namespace
+}  // namespace lowbit::ops::test

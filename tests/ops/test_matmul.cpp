@@ -196,8 +196,12 @@ TEST(WeightView, ViewOf) {
   EXPECT_EQ(w.row_bytes, 16u);
   EXPECT_EQ(w.data, buf.data());
 
-  const std::string q = error_of(make_tensor(DType::Q4_0, {6, 32}, 6 * 18, buf.data()));
-  EXPECT_NE(q.find("q4_0"), std::string::npos) << q;
+  std::vector<std::byte> qbuf(6 * 18);
+  const WeightView q40 = view_of(make_tensor(DType::Q4_0, {6, 32}, 6 * 18, qbuf.data()));  // llama.cpp block type
+  EXPECT_EQ(q40.row_bytes, 18u);
+  EXPECT_EQ(q40.cols, 32);
+  const std::string q = error_of(make_tensor(DType::I32, {6, 8}, 6 * 8 * 4, buf.data()));
+  EXPECT_NE(q.find("i32"), std::string::npos) << q;
   EXPECT_NE(q.find("blk.0.attn_q.weight"), std::string::npos) << q;
   EXPECT_NE(q.find("model.gguf"), std::string::npos) << q;
   const std::string one_d = error_of(make_tensor(DType::F32, {24}, 96, buf.data()));
