@@ -49,6 +49,8 @@ void ggml_block_terms(DType t, const std::byte* block, GgmlBlockTerms& out, bool
 
 // Scalar reference: dot of one row (a.n weights of type t) with the activations.
 float ggml_dot_row_ref(DType t, const std::byte* row, const GgmlActs& a);
+// The same over blocks [b0, b1) of the row.
+float ggml_dot_blocks_ref(DType t, const std::byte* row, const GgmlActs& a, int64_t b0, int64_t b1);
 
 // The SIMD kernel (dispatched per target; AVX3_DL has native kernels, others use the reference): y[i * ldy + r - r0]
 // for rows [r0, r1) and tokens i < n_tok of the activation sets acts[0..n_tok).

@@ -241,12 +241,12 @@ void ggml_block_terms(DType t, const std::byte* block, GgmlBlockTerms& o, bool c
   }
 }
 
-float ggml_dot_row_ref(DType t, const std::byte* row, const GgmlActs& a) {
+float ggml_dot_blocks_ref(DType t, const std::byte* row, const GgmlActs& a, int64_t b0, int64_t b1) {
   const int B = ggml_block_values(t);
   const size_t bb = dtype_info(t).block_bytes;
   GgmlBlockTerms bt;
   float sum = 0.0f;
-  for (int64_t b = 0; b < a.n / B; ++b) {
+  for (int64_t b = b0; b < b1; ++b) {
     ggml_block_terms(t, row + b * bb, bt);
     const int8_t* q = a.q.data() + b * B;
     float block_sum = 0.0f;
@@ -259,6 +259,10 @@ float ggml_dot_row_ref(DType t, const std::byte* row, const GgmlActs& a) {
     sum += a.dg[static_cast<size_t>(b * B / 16)] * block_sum;
   }
   return sum;
+}
+
+float ggml_dot_row_ref(DType t, const std::byte* row, const GgmlActs& a) {
+  return ggml_dot_blocks_ref(t, row, a, 0, a.n / ggml_block_values(t));
 }
 
 }  // namespace lowbit::ops::detail

@@ -26,31 +26,6 @@
 #include "hwy/aligned_allocator.h"
 #include "hwy/highway.h"
 
-#ifndef LOWBIT_GGML_KERNELS_ONCE
-#define LOWBIT_GGML_KERNELS_ONCE
-namespace lowbit::ops::detail {
-// Dot of blocks [b0, b1) of a row with the activations (the reference's arithmetic).
-inline float ggml_dot_blocks_ref(DType t, const std::byte* row, const GgmlActs& a, int64_t b0, int64_t b1) {
-  const int B = ggml_block_values(t);
-  const size_t bb = dtype_info(t).block_bytes;
-  GgmlBlockTerms bt;
-  float sum = 0.0f;
-  for (int64_t b = b0; b < b1; ++b) {
-    ggml_block_terms(t, row + b * bb, bt);
-    const int8_t* q = a.q.data() + b * B;
-    float block_sum = 0.0f;
-    for (int g = 0; g < B / 16; ++g) {
-      int32_t s = 0;
-      for (int i = 0; i < 16; ++i) s += static_cast<int32_t>(bt.u[16 * g + i]) * q[16 * g + i];
-      const int32_t A = a.ag[static_cast<size_t>(b * B / 16 + g)];
-      block_sum += bt.S[g] * static_cast<float>(s - bt.c * A) - bt.M[g] * static_cast<float>(A);
-    }
-    sum += a.dg[static_cast<size_t>(b * B / 16)] * block_sum;
-  }
-  return sum;
-}
-}  // namespace lowbit::ops::detail
-#endif
 
 HWY_BEFORE_NAMESPACE();
 namespace lowbit::ops::HWY_NAMESPACE {

@@ -3,6 +3,7 @@
 // files carry llama.cpp's keys; calibrated methods (importance-weighted, GPTQ) run inside the block formats.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -33,6 +34,8 @@ struct PureCase {
   DType type;
   uint32_t file_type;
 };
+
+void PrintTo(const PureCase& c, std::ostream* os) { *os << c.format; }
 
 class GgufExportPure : public ::testing::TestWithParam<PureCase> {};
 
@@ -67,6 +70,15 @@ TEST_P(GgufExportPure, ByteIdenticalToLlamaQuantize) {
   // No lowbit packed-format keys: every tensor is a plain llama.cpp type.
   for (const auto& [k, v] : mine->kv()) EXPECT_EQ(k.rfind("lowbit.tensor.", 0), std::string::npos) << k;
   EXPECT_TRUE(mine->find("lowbit.quantize.method") != nullptr);  // provenance beside llama.cpp's keys
+  // Every key llama-quantize wrote is there with the same value (llama.cpp's architecture and tokenizer keys).
+  // (general.file_type only names the mixture: checked above, and the Q5_K reference was written as Q5_K_M.)
+  for (const auto& [k, v] : ref->kv()) {
+    if (k == "general.file_type") continue;
+    const io::GgufValue* m = mine->find(k);
+    ASSERT_TRUE(m != nullptr) << k;
+    EXPECT_EQ(m->type_str(), v.type_str()) << k;
+    EXPECT_EQ(m->to_string(), v.to_string()) << k;
+  }
   fs::remove(out);
 }
 
@@ -162,6 +174,32 @@ TEST(GgufExport, GptqInFormatBeatsPlain) {
     // Importance weighting alone helps q4_K here; at q3_K it depends on the calibration draw (docs/results.md).
     if (std::string(fmt) == "q4_K") EXPECT_LT(kld["imatrix"], kld["plain"]) << fmt;
   }
+}
+
+// A preset with per-tensor choices on top (--bits-for attn_q=q8_0,ffn_up=iq4_xs).
+TEST(GgufExport, PresetWithPerTensorOverrides) {
+  LOWBIT_REQUIRE_SHARED(kSrc);
+  QuantizeModelOptions o;
+  o.format = "gguf:Q4_K_M";
+  o.keep.clear();
+  o.overrides = {{"attn_q", "q8_0"}, {"ffn_up", "iq4_xs"}, {"blk.1.ffn_gate", "int4g64a"}};
+  const std::string out = tmp("ovr.gguf");
+  quantize_model(test::shared(kSrc), out, o);
+  auto g = io::GgufFile::open(out);
+  std::map<std::string, DType> types;
+  for (const auto& t : g->tensors()) types[t.name] = t.dtype;
+  EXPECT_EQ(types["blk.0.attn_q.weight"], DType::Q8_0);
+  EXPECT_EQ(types["blk.1.ffn_up.weight"], DType::IQ4_XS);
+  EXPECT_EQ(types["blk.0.ffn_gate.weight"], DType::Q4_K);
+  EXPECT_EQ(types["blk.1.ffn_gate.weight"], DType::I8);  // a lowbit format: packed, with its keys
+  EXPECT_TRUE(g->find("lowbit.tensor.blk.1.ffn_gate.weight.format") != nullptr);
+  EXPECT_EQ(types["blk.1.attn_v.weight"], DType::Q6_K);  // use_more_bits(1, 2)
+  EXPECT_EQ(types["output.weight"], DType::Q6_K);
+  Model m(load_model(out), 64);  // loads and runs
+  std::vector<float> logits(512);
+  m.forward(std::vector<int32_t>{1, 300, 400}, 0, logits.data(), false);
+  for (float v : logits) ASSERT_TRUE(std::isfinite(v));
+  fs::remove(out);
 }
 
 TEST(GgufExport, UnknownPresetAndUnfitTypeAreClearErrors) {
