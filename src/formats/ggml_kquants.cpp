@@ -39,6 +39,7 @@
 
 #include "core/half.h"
 #include "formats/ggml.h"
+#include "formats/ggml_common.h"
 #include "lowbit/error.h"
 
 namespace lowbit::formats {
@@ -62,6 +63,10 @@ void q3k_scales(const uint8_t* s, int8_t out[16]) {
 }
 
 namespace {
+
+using ggml_detail::largest_magnitude;
+using ggml_detail::load_u16;
+using ggml_detail::store_u16;
 
 constexpr int kQK = 256;
 constexpr float kGroupMaxEps = 1e-15f;  // ggml's threshold for an all-zero group
@@ -90,45 +95,77 @@ uint16_t f16_sat(float v) {
   return static_cast<uint16_t>((h & 0x8000u) | 0x7bffu);
 }
 
-uint16_t load_u16(const std::byte* p) {
-  return static_cast<uint16_t>(static_cast<unsigned>(p[0]) | (static_cast<unsigned>(p[1]) << 8));
-}
-void store_u16(std::byte* p, uint16_t v) {
-  p[0] = static_cast<std::byte>(v & 0xff);
-  p[1] = static_cast<std::byte>(v >> 8);
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // Sub-block searches. Each mirrors one of llama.cpp's helpers operation for operation (what byte-exactness needs).
+
+// A sub-block's range and weighted sums for the affine searches: lo = min(min x, 0), hi = max x, sum_w = sum w,
+// sum_x = sum w * x (accumulated in index order, as ggml).
+struct AffineRange {
+  float lo, hi, sum_w, sum_x;
+};
+AffineRange affine_range(int n, const float* x, const float* w) {
+  AffineRange r{x[0], x[0], w[0], w[0] * x[0]};
+  for (int i = 1; i < n; ++i) {
+    if (x[i] < r.lo) r.lo = x[i];
+    if (x[i] > r.hi) r.hi = x[i];
+    r.sum_w += w[i];
+    r.sum_x += w[i] * x[i];
+  }
+  if (r.lo > 0) r.lo = 0;
+  return r;
+}
+
+// One candidate of the affine searches: the weighted least-squares (s, m) for x ~ s * trial + m (a positive m
+// dropped: m = 0, s = sum w*l*x / sum w*l^2, as in ggml; no candidate when the system is singular), kept in
+// L / scale / lo when its error sum_i term(w[i], s * trial[i] + m - x[i]) is below best.
+template <class Term>
+void try_affine_codes(int n, const float* x, const float* w, const uint8_t* trial, const AffineRange& r, Term term,
+                      uint8_t* L, float& best, float& scale, float& lo) {
+  float sl = 0, sl2 = 0, sxl = 0;
+  for (int i = 0; i < n; ++i) {
+    const int l = trial[i];
+    sl += w[i] * l;
+    sl2 += w[i] * l * l;
+    sxl += w[i] * l * x[i];
+  }
+  const float det = r.sum_w * sl2 - sl * sl;
+  if (!(det > 0)) return;
+  float s = (r.sum_w * sxl - r.sum_x * sl) / det;
+  float m = (sl2 * r.sum_x - sl * sxl) / det;
+  if (m > 0) {
+    m = 0;
+    s = sxl / sl2;
+  }
+  float err = 0;
+  for (int i = 0; i < n; ++i) err += term(w[i], s * trial[i] + m - x[i]);
+  if (err < best) {
+    std::copy(trial, trial + n, L);
+    best = err;
+    scale = s;
+    lo = m;
+  }
+}
 
 // Affine search (make_qkx2_quants): codes L in 0..nmax for x ~ scale*L - the_min, with error weights w; tries
 // nstep+1 step sizes around (max-min)/nmax and keeps the best weighted least-squares (scale, min) pair.
 float search_affine(int n, int nmax, const float* x, const float* w, uint8_t* L, float& the_min, float rmin,
                     float rdelta, int nstep, bool use_mad) {
-  float lo = x[0], hi = x[0];
-  float sum_w = w[0];
-  float sum_x = sum_w * x[0];
-  for (int i = 1; i < n; ++i) {
-    if (x[i] < lo) lo = x[i];
-    if (x[i] > hi) hi = x[i];
-    sum_w += w[i];
-    sum_x += w[i] * x[i];
-  }
-  if (lo > 0) lo = 0;
+  const AffineRange r = affine_range(n, x, w);
+  float lo = r.lo;
+  const float hi = r.hi;
   if (hi == lo) {
     for (int i = 0; i < n; ++i) L[i] = 0;
     the_min = -lo;
     return 0.0f;
   }
+  auto term = [use_mad](float wi, float diff) { return wi * (use_mad ? std::fabs(diff) : diff * diff); };
   float inv = nmax / (hi - lo);
   float scale = 1 / inv;
   float best = 0;
   for (int i = 0; i < n; ++i) {
     const int l = nearest_int(inv * (x[i] - lo));
     L[i] = static_cast<uint8_t>(std::max(0, std::min(nmax, l)));
-    float diff = scale * L[i] + lo - x[i];
-    diff = use_mad ? std::fabs(diff) : diff * diff;
-    best += w[i] * diff;
+    best += term(w[i], scale * L[i] + lo - x[i]);
   }
   if (nstep < 1) {
     the_min = -lo;
@@ -137,35 +174,9 @@ float search_affine(int n, int nmax, const float* x, const float* w, uint8_t* L,
   uint8_t trial[32];
   for (int is = 0; is <= nstep; ++is) {
     inv = (rmin + rdelta * is + nmax) / (hi - lo);
-    float sl = 0, sl2 = 0, sxl = 0;
-    for (int i = 0; i < n; ++i) {
-      const int l = std::max(0, std::min(nmax, nearest_int(inv * (x[i] - lo))));
-      trial[i] = static_cast<uint8_t>(l);
-      sl += w[i] * l;
-      sl2 += w[i] * l * l;
-      sxl += w[i] * l * x[i];
-    }
-    const float det = sum_w * sl2 - sl * sl;
-    if (det > 0) {
-      float s = (sum_w * sxl - sum_x * sl) / det;
-      float m = (sl2 * sum_x - sl * sxl) / det;
-      if (m > 0) {
-        m = 0;
-        s = sxl / sl2;
-      }
-      float err = 0;
-      for (int i = 0; i < n; ++i) {
-        float diff = s * trial[i] + m - x[i];
-        diff = use_mad ? std::fabs(diff) : diff * diff;
-        err += w[i] * diff;
-      }
-      if (err < best) {
-        std::copy(trial, trial + n, L);
-        best = err;
-        scale = s;
-        lo = m;
-      }
-    }
+    for (int i = 0; i < n; ++i)
+      trial[i] = static_cast<uint8_t>(std::max(0, std::min(nmax, nearest_int(inv * (x[i] - lo)))));
+    try_affine_codes(n, x, w, trial, r, term, L, best, scale, lo);
   }
   the_min = -lo;
   return scale;
@@ -176,60 +187,28 @@ float search_affine(int n, int nmax, const float* x, const float* w, uint8_t* L,
 float search_affine_weighted(int n, int nmax, const float* x, const float* w, uint8_t* L, float& the_min) {
   constexpr float rmin = -0.9f, rdelta = 0.05f;
   constexpr int nstep = 36;
-  float lo = x[0], hi = x[0];
-  float sum_w = w[0];
-  float sum_x = sum_w * x[0];
-  for (int i = 1; i < n; ++i) {
-    lo = std::min(lo, x[i]);
-    hi = std::max(hi, x[i]);
-    sum_w += w[i];
-    sum_x += w[i] * x[i];
-  }
-  if (lo > 0) lo = 0;
+  const AffineRange r = affine_range(n, x, w);
+  float lo = r.lo;
+  const float hi = r.hi;
   if (hi <= lo) {
     std::fill(L, L + n, uint8_t{0});
     the_min = -lo;
     return 0.0f;
   }
+  auto term = [](float wi, float diff) { return wi * diff * diff; };
   const float range = hi - lo;
   float scale = range / nmax;
   float best = 0;
   for (int i = 0; i < n; ++i) {
     L[i] = static_cast<uint8_t>(nearest_in(nmax / range * (x[i] - lo), 0, nmax));
-    const float diff = scale * L[i] + lo - x[i];
-    best += w[i] * diff * diff;
+    best += term(w[i], scale * L[i] + lo - x[i]);
   }
   uint8_t trial[32];
   const float lo0 = lo;
   for (int is = 0; is <= nstep; ++is) {
     const float inv = (rmin + rdelta * is + nmax) / range;
-    float sl = 0, sl2 = 0, sxl = 0;
-    for (int i = 0; i < n; ++i) {
-      const int l = nearest_in(inv * (x[i] - lo0), 0, nmax);
-      trial[i] = static_cast<uint8_t>(l);
-      sl += w[i] * l;
-      sl2 += w[i] * l * l;
-      sxl += w[i] * l * x[i];
-    }
-    const float det = sum_w * sl2 - sl * sl;
-    if (!(det > 0)) continue;
-    float s = (sum_w * sxl - sum_x * sl) / det;
-    float m = (sl2 * sum_x - sl * sxl) / det;
-    if (m > 0) {
-      m = 0;
-      s = sxl / sl2;
-    }
-    float err = 0;
-    for (int i = 0; i < n; ++i) {
-      const float diff = s * trial[i] + m - x[i];
-      err += w[i] * diff * diff;
-    }
-    if (err < best) {
-      std::copy(trial, trial + n, L);
-      best = err;
-      scale = s;
-      lo = m;
-    }
+    for (int i = 0; i < n; ++i) trial[i] = static_cast<uint8_t>(nearest_in(inv * (x[i] - lo0), 0, nmax));
+    try_affine_codes(n, x, w, trial, r, term, L, best, scale, lo);
   }
   the_min = -lo;
   return scale;
@@ -238,14 +217,7 @@ float search_affine_weighted(int n, int nmax, const float* x, const float* w, ui
 // Signed search (make_qx_quants with rmse_type 1): codes L in 0..2*nmax-1 (value L - nmax) for x ~ scale*(L-nmax),
 // error weights qw (x^2 when qw is null); tries 19 step sizes around max/nmax with least-squares scales.
 float search_signed(int n, int nmax, const float* x, const float* qw, int8_t* L) {
-  float max = 0, amax = 0;
-  for (int i = 0; i < n; ++i) {
-    const float ax = std::fabs(x[i]);
-    if (ax > amax) {
-      amax = ax;
-      max = x[i];
-    }
-  }
+  const auto [max, amax] = largest_magnitude({x, static_cast<size_t>(n)});
   if (amax < kGroupMaxEps) {
     for (int i = 0; i < n; ++i) L[i] = 0;
     return 0.0f;
@@ -286,14 +258,7 @@ float search_signed(int n, int nmax, const float* x, const float* qw, int8_t* L)
 // code at a time when that raises the x^2-weighted fit (sumlx^2 / suml2). Codes L in 0..2*nmax-1, all 0 for an
 // all-zero group.
 float search_q3(int n, int nmax, const float* x, int8_t* L) {
-  float max = 0, amax = 0;
-  for (int i = 0; i < n; ++i) {
-    const float ax = std::fabs(x[i]);
-    if (ax > amax) {
-      amax = ax;
-      max = x[i];
-    }
-  }
+  const auto [max, amax] = largest_magnitude({x, static_cast<size_t>(n)});
   if (amax < kGroupMaxEps) {
     for (int i = 0; i < n; ++i) L[i] = 0;
     return 0.0f;
@@ -458,7 +423,9 @@ class KQuantFormat final : public GgmlFormat {
   BlockParams to_params(const Stored& st) const;
   Stored fit_plain(const float* x) const;
   Stored fit_weighted(const float* x, const float* imp) const;
-  void search_codes(const float* x, uint8_t* codes) const;  // the reference search's codes for one sub-block
+  // The reference's search for one sub-block: its codes (0..maxcode), scale and (affine types) min.
+  float search_sub(const float* x, uint8_t* codes, float& the_min) const;
+  Stored quantize_q6_scales(const float* scales) const;
   bool is_null_block(const Stored& st) const;
   void pack(const Stored& st, const uint8_t* codes, std::byte* out) const;
   void unpack(const std::byte* in, Stored& st, uint8_t* codes) const;
@@ -511,70 +478,62 @@ bool KQuantFormat::is_null_block(const Stored& st) const {
   return true;
 }
 
-void KQuantFormat::search_codes(const float* x, uint8_t* codes) const {
+float KQuantFormat::search_sub(const float* x, uint8_t* codes, float& the_min) const {
   switch (s_.kind) {
     case Kind::Q2: {
-      float w[16], mn;
+      float w[16];
       for (int l = 0; l < 16; ++l) w[l] = std::fabs(x[l]);
-      search_affine(16, 3, x, w, codes, mn, -0.5f, 0.1f, 15, true);
-      return;
+      return search_affine(16, 3, x, w, codes, the_min, -0.5f, 0.1f, 15, true);
     }
     case Kind::Q4:
     case Kind::Q5: {
       float sum_x2 = 0;
       for (int l = 0; l < 32; ++l) sum_x2 += x[l] * x[l];
       const float av_x = std::sqrt(sum_x2 / 32);
-      float w[32], mn;
+      float w[32];
       for (int l = 0; l < 32; ++l) w[l] = av_x + std::fabs(x[l]);
-      if (s_.kind == Kind::Q4)
-        search_affine(32, 15, x, w, codes, mn, -1.0f, 0.1f, 20, false);
-      else
-        search_affine(32, 31, x, w, codes, mn, -0.5f, 0.1f, 15, false);
-      return;
+      if (s_.kind == Kind::Q4) return search_affine(32, 15, x, w, codes, the_min, -1.0f, 0.1f, 20, false);
+      return search_affine(32, 31, x, w, codes, the_min, -0.5f, 0.1f, 15, false);
     }
-    case Kind::Q3: {
-      int8_t L[16];
-      search_q3(16, 4, x, L);
-      for (int l = 0; l < 16; ++l) codes[l] = static_cast<uint8_t>(L[l]);
-      return;
-    }
+    case Kind::Q3:
     case Kind::Q6: {
       int8_t L[16];
-      search_signed(16, 32, x, nullptr, L);
+      const float scale = s_.kind == Kind::Q3 ? search_q3(16, 4, x, L) : search_signed(16, 32, x, nullptr, L);
       for (int l = 0; l < 16; ++l) codes[l] = static_cast<uint8_t>(L[l]);
-      return;
+      return scale;
     }
   }
+  return 0.0f;
+}
+
+// q6_K's sub-scales as int8 against the one of largest magnitude (-128 at it); the null block when all vanish.
+Stored KQuantFormat::quantize_q6_scales(const float* scales) const {
+  Stored st;
+  const auto [max_scale, amax] = largest_magnitude({scales, 16});
+  if (amax < kGroupMaxEps) return st;  // the null block
+  const float inv = -128.0f / max_scale;
+  st.d_bits = f16_sat(1 / inv);
+  for (int j = 0; j < 16; ++j) st.sc[j] = static_cast<int8_t>(std::min(127, nearest_int(inv * scales[j])));
+  return st;
 }
 
 // quantize_row_qX_K_ref: the sub-block searches, then the sub-scales (and sub-mins) quantized against the largest.
 Stored KQuantFormat::fit_plain(const float* x) const {
   Stored st;
+  const int ns = s_.nsub, n = s_.sub;
   float scales[16] = {}, mins[16] = {};
+  for (int j = 0; j < ns; ++j) {
+    uint8_t L[32];
+    scales[j] = search_sub(x + n * j, L, mins[j]);
+  }
   switch (s_.kind) {
     case Kind::Q2:
     case Kind::Q4:
     case Kind::Q5: {
-      // Sub-block searches; the largest scale and min set the super-block steps.
-      const int ns = s_.nsub, n = s_.sub, levels = s_.kind == Kind::Q2 ? 15 : 63;
+      // The largest scale and min set the super-block steps.
+      const int levels = s_.kind == Kind::Q2 ? 15 : 63;
       float max_scale = 0, max_min = 0;
       for (int j = 0; j < ns; ++j) {
-        const float* xs = x + n * j;
-        uint8_t L[32];
-        float w[32];
-        if (s_.kind == Kind::Q2) {
-          for (int l = 0; l < 16; ++l) w[l] = std::fabs(xs[l]);
-          scales[j] = search_affine(16, 3, xs, w, L, mins[j], -0.5f, 0.1f, 15, true);
-        } else {
-          float sum_x2 = 0;
-          for (int l = 0; l < 32; ++l) sum_x2 += xs[l] * xs[l];
-          const float av_x = std::sqrt(sum_x2 / 32);
-          for (int l = 0; l < 32; ++l) w[l] = av_x + std::fabs(xs[l]);
-          if (s_.kind == Kind::Q4)
-            scales[j] = search_affine(32, 15, xs, w, L, mins[j], -1.0f, 0.1f, 20, false);
-          else
-            scales[j] = search_affine(32, 31, xs, w, L, mins[j], -0.5f, 0.1f, 15, false);
-        }
         if (scales[j] > max_scale) max_scale = scales[j];
         if (mins[j] > max_min) max_min = mins[j];
       }
@@ -606,13 +565,7 @@ Stored KQuantFormat::fit_plain(const float* x) const {
       return st;
     }
     case Kind::Q3: {
-      float max_scale = 0, amax = 0;
-      for (int j = 0; j < 16; ++j) {
-        int8_t L[16];
-        scales[j] = search_q3(16, 4, x + 16 * j, L);
-        const float a = std::fabs(scales[j]);
-        if (a > amax) amax = a, max_scale = scales[j];
-      }
+      const float max_scale = largest_magnitude({scales, 16}).value;
       if (max_scale != 0) {
         const float inv = -32.0f / max_scale;
         for (int j = 0; j < 16; ++j) {
@@ -625,20 +578,8 @@ Stored KQuantFormat::fit_plain(const float* x) const {
       }
       return st;
     }
-    case Kind::Q6: {
-      float max_scale = 0, amax = 0;
-      for (int j = 0; j < 16; ++j) {
-        int8_t L[16];
-        scales[j] = search_signed(16, 32, x + 16 * j, nullptr, L);
-        const float a = std::fabs(scales[j]);
-        if (a > amax) amax = a, max_scale = scales[j];
-      }
-      if (amax < kGroupMaxEps) return st;  // the null block
-      const float inv = -128.0f / max_scale;
-      st.d_bits = f16_sat(1 / inv);
-      for (int j = 0; j < 16; ++j) st.sc[j] = static_cast<int8_t>(std::min(127, nearest_int(inv * scales[j])));
-      return st;
-    }
+    case Kind::Q6:
+      return quantize_q6_scales(scales);
   }
   return st;
 }
@@ -685,14 +626,7 @@ Stored KQuantFormat::fit_weighted(const float* x, const float* imp) const {
     for (int j = 0; j < 16; ++j) st.sc[j] = Ls[j] - 32;  // Ls holds l + 32
     return st;
   }
-  float max_scale = 0, amax = 0;
-  for (int j = 0; j < 16; ++j)
-    if (std::fabs(scales[j]) > amax) amax = std::fabs(scales[j]), max_scale = scales[j];
-  if (amax < kGroupMaxEps) return st;
-  const float inv = -128.0f / max_scale;
-  st.d_bits = f16_sat(1 / inv);
-  for (int j = 0; j < 16; ++j) st.sc[j] = static_cast<int8_t>(std::min(127, nearest_int(inv * scales[j])));
-  return st;
+  return quantize_q6_scales(scales);
 }
 
 BlockParams KQuantFormat::fit(std::span<const float> w, std::span<const float> importance) const {
@@ -739,7 +673,8 @@ void KQuantFormat::encode(std::span<const float> w, const BlockParams& p, std::b
       uint8_t* cs = codes + s_.sub * j;
       const SubStep ss = sub_step(st, j);
       if (ss.step == 0.0f) {
-        search_codes(xs, cs);
+        float the_min;
+        search_sub(xs, cs, the_min);
         continue;
       }
       for (int l = 0; l < s_.sub; ++l) cs[l] = static_cast<uint8_t>(code_of(xs[l], ss));
@@ -803,15 +738,14 @@ void KQuantFormat::pack(const Stored& st, const uint8_t* q, std::byte* out) cons
       return;
     }
     case Kind::Q4:
-      store_u16(out, st.d_bits);
-      store_u16(out + 2, st.dmin_bits);
-      pack_scales_k4(o + 4);
-      pack_nibbles(o + 16);
-      return;
     case Kind::Q5: {
       store_u16(out, st.d_bits);
       store_u16(out + 2, st.dmin_bits);
       pack_scales_k4(o + 4);
+      if (s_.kind == Kind::Q4) {
+        pack_nibbles(o + 16);
+        return;
+      }
       uint8_t* qh = o + 16;
       for (int c = 0; c < 4; ++c)
         for (int l = 0; l < 32; ++l) {
@@ -882,15 +816,14 @@ void KQuantFormat::unpack(const std::byte* in, Stored& st, uint8_t* q) const {
       return;
     }
     case Kind::Q4:
-      st.d_bits = load_u16(in);
-      st.dmin_bits = load_u16(in + 2);
-      unpack_scales_k4(b + 4);
-      unpack_nibbles(b + 16);
-      return;
     case Kind::Q5:
       st.d_bits = load_u16(in);
       st.dmin_bits = load_u16(in + 2);
       unpack_scales_k4(b + 4);
+      if (s_.kind == Kind::Q4) {
+        unpack_nibbles(b + 16);
+        return;
+      }
       unpack_nibbles(b + 48);
       for (int c = 0; c < 4; ++c)
         for (int l = 0; l < 32; ++l) {

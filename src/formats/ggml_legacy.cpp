@@ -31,21 +31,18 @@
 
 #include "core/half.h"
 #include "formats/ggml.h"
+#include "formats/ggml_common.h"
 #include "lowbit/error.h"
 
 namespace lowbit::formats {
 
 namespace {
 
+using ggml_detail::load_u16;
+using ggml_detail::store_u16;
+
 constexpr int kBlock = 32;
 
-uint16_t load_u16(const std::byte* p) {
-  return static_cast<uint16_t>(static_cast<unsigned>(p[0]) | (static_cast<unsigned>(p[1]) << 8));
-}
-void store_u16(std::byte* p, uint16_t v) {
-  p[0] = static_cast<std::byte>(v & 0xff);
-  p[1] = static_cast<std::byte>(v >> 8);
-}
 uint32_t load_u32(const std::byte* p) {
   uint32_t v = 0;
   for (int k = 0; k < 4; ++k) v |= static_cast<uint32_t>(p[k]) << (8 * k);
@@ -184,9 +181,7 @@ BlockParams LegacyFormat::fit_plain(std::span<const float> w) const {
     }
     case Kind::Q4_0:
     case Kind::Q5_0: {
-      float amax = 0.0f, vmax = 0.0f;  // the first weight of largest magnitude, sign kept
-      for (float v : w)
-        if (std::fabs(v) > amax) amax = std::fabs(v), vmax = v;
+      const float vmax = ggml_detail::largest_magnitude(w).value;  // the first one, sign kept
       p.scale = vmax / static_cast<float>(-off_);
       break;
     }
@@ -358,19 +353,13 @@ void LegacyFormat::decode(const std::byte* in, std::span<float> out) const {
 }
 
 float LegacyFormat::dot(const std::byte* in, const float* x) const {
-  std::array<float, kBlock> v{};
-  decode(in, v);
-  float acc = 0.0f;
-  for (int i = 0; i < kBlock; ++i) acc += v[i] * x[i];
-  return acc;
+  return ggml_detail::dot_by_decode<kBlock>(*this, in, x);
 }
 
 }  // namespace
 
 std::unique_ptr<GgmlFormat> make_ggml_legacy_format(DType t) {
-  for (const Spec& s : kSpecs)
-    if (s.dtype == t) return std::make_unique<LegacyFormat>(s);
-  return nullptr;
+  return ggml_detail::make_from_specs<LegacyFormat>(kSpecs, t);
 }
 
 }  // namespace lowbit::formats

@@ -210,9 +210,17 @@ LOWBIT_GGML_VNNI HWY_INLINE void Unpack(const uint8_t* p, Chunk& c) {
   }
 }
 
-// Adds chunk c's products with the activations at q (256 codes), dg / ag (16 groups) to acc / off.
-LOWBIT_GGML_VNNI HWY_INLINE void DotChunk(const Chunk& c, const int8_t* q, const float* dg, const int32_t* ag, __m512& acc,
-                         __m512& off) {
+// Running sums of one (row, token) dot: two product chains (so consecutive FMAs do not wait on each other) and
+// the centre/min term.
+struct Acc {
+  __m512 p0, p1, off;
+  void zero() { p0 = p1 = off = _mm512_setzero_ps(); }
+  float total() const { return _mm512_reduce_add_ps(_mm512_sub_ps(_mm512_add_ps(p0, p1), off)); }
+};
+
+// Adds chunk c's products with the activations at q (256 codes), dg / ag (16 groups) to acc.
+LOWBIT_GGML_VNNI HWY_INLINE void DotChunk(const Chunk& c, const int8_t* q, const float* dg, const int32_t* ag,
+                                          Acc& acc) {
   const __m512 dgv = _mm512_loadu_ps(dg);
   const __m512 sc = _mm512_mul_ps(c.S, dgv);
   for (int k = 0; k < 4; ++k) {
@@ -221,10 +229,11 @@ LOWBIT_GGML_VNNI HWY_INLINE void DotChunk(const Chunk& c, const int8_t* q, const
                                          4 * k);
     const __m512i prod = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c.u[k],
                                              _mm512_loadu_si512(reinterpret_cast<const void*>(q + 64 * k)));
-    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(prod), _mm512_permutexvar_ps(idx, sc), acc);
+    __m512& chain = (k & 1) ? acc.p1 : acc.p0;
+    chain = _mm512_fmadd_ps(_mm512_cvtepi32_ps(prod), _mm512_permutexvar_ps(idx, sc), chain);
   }
-  off = _mm512_fmadd_ps(_mm512_mul_ps(c.Mf, dgv),
-                        _mm512_cvtepi32_ps(_mm512_loadu_si512(reinterpret_cast<const void*>(ag))), off);
+  acc.off = _mm512_fmadd_ps(_mm512_mul_ps(c.Mf, dgv),
+                        _mm512_cvtepi32_ps(_mm512_loadu_si512(reinterpret_cast<const void*>(ag))), acc.off);
 }
 
 constexpr size_t kPrefetch = 8192;  // bytes ahead of the chunk being unpacked
@@ -241,7 +250,8 @@ LOWBIT_GGML_VNNI void RowsT(const WeightView& w, const GgmlActs* acts, int64_t n
     const GgmlActs& a = acts[0];
     for (int64_t r = r0; r < r1; ++r) {
       const uint8_t* row = reinterpret_cast<const uint8_t*>(w.data + static_cast<size_t>(r) * w.row_bytes);
-      __m512 acc = _mm512_setzero_ps(), off = _mm512_setzero_ps();
+      Acc acc;
+      acc.zero();
       for (int64_t ch = 0; ch < nchunks; ++ch) {
         // Software prefetch well ahead of the stream (the rows are contiguous, so this runs into the next ones):
         // the hardware prefetcher alone left decode at about half the cache-resident speed.
@@ -249,9 +259,9 @@ LOWBIT_GGML_VNNI void RowsT(const WeightView& w, const GgmlActs* acts, int64_t n
         for (size_t o = 0; o < chunk_bytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(cp + kPrefetch + o), _MM_HINT_T0);
         Chunk c;
         Unpack<T>(cp, c);
-        DotChunk(c, a.q.data() + 256 * ch, a.dg.data() + 16 * ch, a.ag.data() + 16 * ch, acc, off);
+        DotChunk(c, a.q.data() + 256 * ch, a.dg.data() + 16 * ch, a.ag.data() + 16 * ch, acc);
       }
-      float s = _mm512_reduce_add_ps(_mm512_sub_ps(acc, off));
+      float s = acc.total();
       if (nchunks * per_chunk < nblocks)
         s += detail::ggml_dot_blocks_ref(T, reinterpret_cast<const std::byte*>(row), a, nchunks * per_chunk, nblocks);
       y[r - r0] = s;
@@ -278,14 +288,14 @@ LOWBIT_GGML_VNNI void RowsT(const WeightView& w, const GgmlActs* acts, int64_t n
     }
     for (int64_t t = 0; t < n_tok; ++t) {
       const GgmlActs& a = acts[t];
-      __m512 acc[kMaxPanel], off[kMaxPanel];
-      for (int64_t i = 0; i < np; ++i) acc[i] = off[i] = _mm512_setzero_ps();
+      Acc acc[kMaxPanel];
+      for (int64_t i = 0; i < np; ++i) acc[i].zero();
       for (int64_t ch = 0; ch < nchunks; ++ch)
         for (int64_t i = 0; i < np; ++i)
           DotChunk(buf[static_cast<size_t>(i * nchunks + ch)], a.q.data() + 256 * ch, a.dg.data() + 16 * ch,
-                   a.ag.data() + 16 * ch, acc[i], off[i]);
+                   a.ag.data() + 16 * ch, acc[i]);
       for (int64_t i = 0; i < np; ++i) {
-        float s = _mm512_reduce_add_ps(_mm512_sub_ps(acc[i], off[i]));
+        float s = acc[i].total();
         if (nchunks * per_chunk < nblocks)
           s += detail::ggml_dot_blocks_ref(T, w.data + static_cast<size_t>(p0 + i) * w.row_bytes, a,
                                            nchunks * per_chunk, nblocks);

@@ -54,6 +54,61 @@ inline double rel_rmse(const Format& f, const std::vector<float>& w) {
   return std::sqrt(num / den);
 }
 
+// The plain fit's relative RMSE on w lies within pin * (1 -+ tolerance) (printed as a "[ band ]" line).
+inline void expect_rel_rmse_in_band(const Format& f, const std::vector<float>& w, double pin, double tolerance) {
+  const double e = rel_rmse(f, w);
+  std::cout << "[ band     ] " << f.name() << " rel RMSE " << e << "\n";
+  EXPECT_GE(e, pin * (1 - tolerance)) << f.name();
+  EXPECT_LE(e, pin * (1 + tolerance)) << f.name();
+}
+
+// GPTQ's contract for one block of weights w (the fit may not have seen them) under p: decode(encode(w, p))[i]
+// equals round(w[i], p, i) bit for bit, and encoding the decoded values again reproduces them (idempotence).
+// Fatal failures return from here: call it through ASSERT_NO_FATAL_FAILURE.
+inline void check_round_is_decode_of_encode(const Format& f, const std::vector<float>& w, const BlockParams& p,
+                                            int trial) {
+  const int g = f.block();
+  std::vector<std::byte> enc(f.block_bytes()), enc2(f.block_bytes());
+  std::vector<float> deq(static_cast<size_t>(g)), deq2(static_cast<size_t>(g));
+  f.encode(w, p, enc.data());
+  f.decode(enc.data(), deq);
+  for (int i = 0; i < g; ++i)
+    ASSERT_EQ(bits_of(deq[i]), bits_of(f.round(w[i], p, i))) << f.name() << " trial " << trial;
+  f.encode(deq, p, enc2.data());
+  f.decode(enc2.data(), deq2);
+  for (int i = 0; i < g; ++i) ASSERT_EQ(bits_of(deq2[i]), bits_of(deq[i])) << f.name() << " idempotence";
+}
+
+// An all-zero block decodes to zeros, and a block with one huge outlier (100 .. -3e38) decodes to finite values
+// equal to round() bit for bit, the outlier itself kept to 7% within fp16 range; with and without importance.
+// Fatal failures return from here: call it through ASSERT_NO_FATAL_FAILURE.
+inline void check_zero_and_outlier_blocks(const Format& f) {
+  const int g = f.block();
+  std::vector<std::byte> enc(f.block_bytes());
+  std::vector<float> out(size_t(g), 1.0f), imp(size_t(g), 1.0f);
+  for (bool use_imp : {false, true}) {
+    std::span<const float> is = use_imp ? std::span<const float>(imp) : std::span<const float>();
+    std::vector<float> zero(size_t(g), 0.0f);
+    f.encode(zero, f.fit(zero, is), enc.data());
+    f.decode(enc.data(), out);
+    for (float v : out) ASSERT_EQ(v, 0.0f) << f.name();
+    for (float big : {100.0f, -3.0e4f, 1.0e6f, -3.0e38f}) {
+      std::vector<float> w = gaussian(size_t(g), 9, 0.02f);
+      w[7] = big;
+      const BlockParams p = f.fit(w, is);
+      f.encode(w, p, enc.data());
+      f.decode(enc.data(), out);
+      for (int i = 0; i < g; ++i) {
+        ASSERT_TRUE(std::isfinite(out[i])) << f.name() << " outlier " << big << " i " << i;
+        ASSERT_EQ(bits_of(out[i]), bits_of(f.round(w[i], p, i))) << f.name();
+      }
+      if (std::fabs(big) <= 3.0e4f) {  // within fp16 range the outlier itself is kept to a few per cent
+        EXPECT_NEAR(out[7], big, 0.07 * std::fabs(big)) << f.name() << " outlier " << big;
+      }
+    }
+  }
+}
+
 // The llama.cpp reference files (llama-quantize --pure on synth256, and ggml's dequantization as .f32 dumps).
 inline const std::string kRefDir = "reference/gguf";
 inline bool have_reference(const std::string& file = "synth256-F32.gguf") {

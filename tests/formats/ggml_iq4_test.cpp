@@ -11,97 +11,18 @@
 #include <vector>
 
 #include "core/half.h"
+#include "formats/format_test_util.h"
 #include "formats/ggml.h"
 #include "io/gguf.h"
 #include "lowbit/error.h"
-#include "test_util.h"
 
 namespace lf = lowbit::formats;
 using lowbit::DType;
+using namespace lowbit::formats::test;
 
 namespace {
 
 const DType kTypes[] = {DType::IQ4_NL, DType::IQ4_XS};
-
-std::vector<float> gaussian(size_t n, uint32_t seed, float sigma = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, sigma);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
-uint32_t bits_of(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-
-std::string upper(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  return s;
-}
-
-const std::string kRefDir = "reference/gguf";
-bool have_reference() { return lowbit::test::have_shared(kRefDir + "/synth256-F32.gguf"); }
-std::string ref_path(const std::string& file) { return lowbit::test::shared(kRefDir + "/" + file); }
-
-const lowbit::io::GgufTensor* find_tensor(const lowbit::io::GgufFile& g, const std::string& name) {
-  for (const auto& t : g.tensors())
-    if (t.name == name) return &t;
-  return nullptr;
-}
-
-// Quantizes every matrix of synth256-F32.gguf with fit(w, {}) + encode, row by row, and compares with the same
-// tensor in synth256-<TYPE>.gguf. Returns the number of byte-identical tensors; `total` gets the matrix count.
-int count_matching_tensors(const lf::GgmlFormat& f, int& total, std::string& report) {
-  auto src = lowbit::io::GgufFile::open(ref_path("synth256-F32.gguf"));
-  auto ref = lowbit::io::GgufFile::open(ref_path("synth256-" + upper(f.name()) + ".gguf"));
-  int matched = 0;
-  total = 0;
-  for (const auto& t : src->tensors()) {
-    if (t.ne.size() != 2 || t.dtype != DType::F32) continue;
-    ++total;
-    const auto* r = find_tensor(*ref, t.name);
-    if (!r || r->dtype != f.dtype()) {
-      report += " " + t.name + "(missing)";
-      continue;
-    }
-    const int64_t n0 = static_cast<int64_t>(t.ne[0]), rows = static_cast<int64_t>(t.ne[1]);
-    const size_t row_bytes = lf::row_bytes(f, n0);
-    if (r->nbytes != row_bytes * rows) {
-      report += " " + t.name + "(size)";
-      continue;
-    }
-    const float* w = reinterpret_cast<const float*>(src->tensor_data(t));
-    std::vector<std::byte> out(row_bytes);
-    int64_t bad_blocks = 0;
-    for (int64_t row = 0; row < rows; ++row) {
-      lf::encode_row(f, std::span<const float>(w + row * n0, static_cast<size_t>(n0)), {}, out.data());
-      const std::byte* want = ref->tensor_data(*r) + row * row_bytes;
-      for (size_t b = 0; b < row_bytes; b += f.block_bytes())
-        if (std::memcmp(out.data() + b, want + b, f.block_bytes()) != 0) ++bad_blocks;
-    }
-    if (bad_blocks == 0)
-      ++matched;
-    else
-      report += " " + t.name + "(" + std::to_string(bad_blocks) + " blocks differ)";
-  }
-  return matched;
-}
-
-double rel_rmse(const lf::Format& f, const std::vector<float>& w) {
-  std::vector<std::byte> enc(lf::row_bytes(f, static_cast<int64_t>(w.size())));
-  lf::encode_row(f, w, {}, enc.data());
-  std::vector<float> deq(w.size());
-  lf::decode_row(f, enc.data(), deq);
-  double num = 0, den = 0;
-  for (size_t i = 0; i < w.size(); ++i) {
-    num += (double(w[i]) - deq[i]) * (double(w[i]) - deq[i]);
-    den += double(w[i]) * w[i];
-  }
-  return std::sqrt(num / den);
-}
 
 }  // namespace
 
@@ -186,40 +107,12 @@ TEST(GgmlIq4, GoldenBlocks) {
 // fit(w, {}) + encode reproduces llama-quantize --pure (the iq4_nl implementation without weights, ntry 7).
 TEST(GgmlIq4, MatchesLlamaQuantizeByteForByte) {
   if (!have_reference()) GTEST_SKIP() << "needs ../shared/reference/gguf (synth256-*.gguf from llama.cpp)";
-  for (DType t : kTypes) {
-    auto f = lf::make_ggml_iq4_format(t);
-    int total = 0;
-    std::string report;
-    const int matched = count_matching_tensors(*f, total, report);
-    std::cout << "[ ref      ] " << f->name() << ": " << matched << "/" << total << " tensors byte-identical"
-              << report << "\n";
-    EXPECT_EQ(total, 16) << f->name();
-    EXPECT_EQ(matched, total) << f->name() << report;
-  }
+  for (DType t : kTypes) expect_matches_llama_quantize(*lf::make_ggml_iq4_format(t));
 }
 
 TEST(GgmlIq4, DecodeMatchesLlamaCppBitForBit) {
   if (!have_reference()) GTEST_SKIP() << "needs ../shared/reference/gguf (synth256-*.f32 from llama.cpp)";
-  for (DType t : kTypes) {
-    auto f = lf::make_ggml_iq4_format(t);
-    const std::string tn = upper(f->name());
-    auto g = lowbit::io::GgufFile::open(ref_path("synth256-" + tn + ".gguf"));
-    for (const char* name : {"blk.0.attn_q.weight", "blk.0.ffn_down.weight"}) {
-      const auto* ten = find_tensor(*g, name);
-      ASSERT_TRUE(ten) << name;
-      ASSERT_EQ(ten->dtype, t);
-      const std::vector<float> want = lowbit::test::read_f32(ref_path("synth256-" + tn + "." + name + ".f32"));
-      const int64_t n = static_cast<int64_t>(ten->ne[0] * ten->ne[1]);
-      ASSERT_EQ(want.size(), size_t(n)) << tn << " " << name;
-      std::vector<float> got(static_cast<size_t>(n));
-      lf::ggml_decode_row(t, g->tensor_data(*ten), n, got.data());
-      int64_t diff = 0;
-      for (int64_t i = 0; i < n; ++i) diff += bits_of(got[i]) != bits_of(want[i]);
-      std::cout << "[ ref      ] " << f->name() << " " << name << ": " << (n - diff) << "/" << n
-                << " floats bit-identical\n";
-      EXPECT_EQ(diff, 0) << tn << " " << name;
-    }
-  }
+  for (DType t : kTypes) ASSERT_NO_FATAL_FAILURE(expect_decode_matches_llama_cpp(*lf::make_ggml_iq4_format(t)));
 }
 
 // GPTQ's contract: decode(encode(w', p))[i] == round(w'[i], p, i) for weights the fit never saw; idempotence.
@@ -239,17 +132,7 @@ TEST(GgmlIq4, RoundEqualsDecodeOfEncodeForPerturbedWeights) {
       std::vector<float> noise = gaussian(size_t(g), seed++, 0.01f);
       std::vector<float> w2(static_cast<size_t>(g));
       for (int i = 0; i < g; ++i) w2[i] = w[i] + noise[i] * (trial % 3 == 0 ? 5.0f : 1.0f);
-      for (const auto* ws : {&w, &w2}) {
-        std::vector<std::byte> enc(f->block_bytes()), enc2(f->block_bytes());
-        std::vector<float> deq(static_cast<size_t>(g)), deq2(static_cast<size_t>(g));
-        f->encode(*ws, p, enc.data());
-        f->decode(enc.data(), deq);
-        for (int i = 0; i < g; ++i)
-          ASSERT_EQ(bits_of(deq[i]), bits_of(f->round((*ws)[i], p, i))) << f->name() << " trial " << trial;
-        f->encode(deq, p, enc2.data());
-        f->decode(enc2.data(), deq2);
-        for (int i = 0; i < g; ++i) ASSERT_EQ(bits_of(deq2[i]), bits_of(deq[i])) << f->name() << " idempotence";
-      }
+      for (const auto* ws : {&w, &w2}) ASSERT_NO_FATAL_FAILURE(check_round_is_decode_of_encode(*f, *ws, p, trial));
     }
   }
 }
@@ -318,43 +201,12 @@ constexpr double kBandTolerance = 0.10;
 
 TEST(GgmlIq4, GaussianDistortionInPinnedBands) {
   const std::vector<float> w = gaussian(32768, 42);
-  for (int k = 0; k < 2; ++k) {
-    auto f = lf::make_ggml_iq4_format(kTypes[k]);
-    const double e = rel_rmse(*f, w);
-    std::cout << "[ band     ] " << f->name() << " rel RMSE " << e << "\n";
-    EXPECT_GE(e, kBand[k] * (1 - kBandTolerance)) << f->name();
-    EXPECT_LE(e, kBand[k] * (1 + kBandTolerance)) << f->name();
-  }
+  for (int k = 0; k < 2; ++k)
+    expect_rel_rmse_in_band(*lf::make_ggml_iq4_format(kTypes[k]), w, kBand[k], kBandTolerance);
 }
 
 TEST(GgmlIq4, ZeroAndOutlierBlocksStayFinite) {
-  for (DType t : kTypes) {
-    auto f = lf::make_ggml_iq4_format(t);
-    const int g = f->block();
-    std::vector<std::byte> enc(f->block_bytes());
-    std::vector<float> out(size_t(g), 1.0f), imp(size_t(g), 1.0f);
-    for (bool use_imp : {false, true}) {
-      std::span<const float> is = use_imp ? std::span<const float>(imp) : std::span<const float>();
-      std::vector<float> zero(size_t(g), 0.0f);
-      f->encode(zero, f->fit(zero, is), enc.data());
-      f->decode(enc.data(), out);
-      for (float v : out) ASSERT_EQ(v, 0.0f) << f->name();
-      for (float big : {100.0f, -3.0e4f, 1.0e6f, -3.0e38f}) {
-        std::vector<float> w = gaussian(size_t(g), 9, 0.02f);
-        w[7] = big;
-        const lf::BlockParams p = f->fit(w, is);
-        f->encode(w, p, enc.data());
-        f->decode(enc.data(), out);
-        for (int i = 0; i < g; ++i) {
-          ASSERT_TRUE(std::isfinite(out[i])) << f->name() << " outlier " << big << " i " << i;
-          ASSERT_EQ(bits_of(out[i]), bits_of(f->round(w[i], p, i))) << f->name();
-        }
-        if (std::fabs(big) <= 3.0e4f) {
-          EXPECT_NEAR(out[7], big, 0.07 * std::fabs(big)) << f->name() << " outlier " << big;
-        }
-      }
-    }
-  }
+  for (DType t : kTypes) ASSERT_NO_FATAL_FAILURE(check_zero_and_outlier_blocks(*lf::make_ggml_iq4_format(t)));
 }
 
 TEST(GgmlIq4, BadInputs) {

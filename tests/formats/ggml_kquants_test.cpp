@@ -4,8 +4,6 @@
 
 #include <cmath>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <map>
 #include <random>
@@ -14,6 +12,7 @@
 
 #include "core/half.h"
 #include "formats/format.h"
+#include "formats/format_test_util.h"
 #include "formats/ggml.h"
 #include "formats/ggml_kquants.h"
 #include "io/gguf.h"
@@ -21,6 +20,7 @@
 
 namespace lf = lowbit::formats;
 using lowbit::DType;
+using namespace lowbit::formats::test;
 
 namespace {
 
@@ -30,20 +30,6 @@ std::unique_ptr<lf::GgmlFormat> fmt(DType t) {
   auto f = lf::make_ggml_kquant_format(t);
   if (!f) throw std::runtime_error("no k-quant format");
   return f;
-}
-
-uint32_t bits_of(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-
-std::vector<float> gaussian(size_t n, uint32_t seed, float sigma = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, sigma);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
 }
 
 std::vector<float> decode_block(const lf::Format& f, const std::vector<std::byte>& b) {
@@ -70,8 +56,6 @@ void set_u16(std::vector<std::byte>& b, size_t at, uint16_t v) {
   b[at + 1] = std::byte(v >> 8);
 }
 void set(std::vector<std::byte>& b, size_t at, unsigned v) { b[at] = std::byte(v); }
-
-std::string ref_dir() { return std::string(LOWBIT_SHARED_DIR) + "/reference/gguf"; }
 
 // The reference file written for each K type (llama-quantize --pure, no imatrix).
 const std::map<DType, std::string> kRefFile = {{DType::Q2_K, "Q2_K"},   {DType::Q3_K, "Q3_K_M"},
@@ -235,24 +219,15 @@ TEST(GgmlKquant, EncodeOfDecodedValuesIsIdempotent) {
 }
 
 TEST(GgmlKquant, DecodeMatchesReferenceF32) {
-  const std::string dir = ref_dir();
-  if (!std::filesystem::exists(dir + "/synth256-Q4_K_M.gguf"))
+  if (!have_reference("synth256-Q4_K_M.gguf"))
     GTEST_SKIP() << "needs ../shared/reference/gguf (llama.cpp-made K-quant references)";
   for (DType t : kTypes) {
     auto f = fmt(t);
     const std::string tag = kRefFile.at(t);
-    auto g = lowbit::io::GgufFile::open(dir + "/synth256-" + tag + ".gguf");
+    auto g = lowbit::io::GgufFile::open(ref_path("synth256-" + tag + ".gguf"));
     for (const char* tensor : {"blk.0.attn_q.weight", "blk.0.ffn_down.weight"}) {
-      const auto want = [&] {
-        std::ifstream in(dir + "/synth256-" + tag + "." + tensor + ".f32", std::ios::binary);
-        std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-        std::vector<float> v(bytes.size() / 4);
-        std::memcpy(v.data(), bytes.data(), v.size() * 4);
-        return v;
-      }();
-      const lowbit::io::GgufTensor* info = nullptr;
-      for (const auto& ti : g->tensors())
-        if (ti.name == tensor) info = &ti;
+      const auto want = lowbit::test::read_f32(ref_path("synth256-" + tag + "." + tensor + ".f32"));
+      const lowbit::io::GgufTensor* info = find_tensor(*g, tensor);
       ASSERT_NE(info, nullptr) << tensor;
       ASSERT_EQ(info->dtype, t);
       const size_t n = info->ne[0] * info->ne[1];
@@ -270,14 +245,13 @@ TEST(GgmlKquant, DecodeMatchesReferenceF32) {
 }
 
 TEST(GgmlKquant, EncodeMatchesLlamaQuantizeByteForByte) {
-  const std::string dir = ref_dir();
-  if (!std::filesystem::exists(dir + "/synth256-F32.gguf"))
+  if (!have_reference())
     GTEST_SKIP() << "needs ../shared/reference/gguf (llama.cpp-made K-quant references)";
-  auto src = lowbit::io::GgufFile::open(dir + "/synth256-F32.gguf");
+  auto src = lowbit::io::GgufFile::open(ref_path("synth256-F32.gguf"));
   for (DType t : kTypes) {
     auto f = fmt(t);
     const std::string tag = kRefFile.at(t);
-    auto ref = lowbit::io::GgufFile::open(dir + "/synth256-" + tag + ".gguf");
+    auto ref = lowbit::io::GgufFile::open(ref_path("synth256-" + tag + ".gguf"));
     std::map<std::string, const lowbit::io::GgufTensor*> by_name;
     for (const auto& ti : ref->tensors()) by_name[ti.name] = &ti;
     int matrices = 0, matched = 0;
@@ -389,16 +363,7 @@ TEST(GgmlKquant, DistortionBands) {
   const auto w = gaussian(32768, 42, 1.0f);
   for (DType t : kTypes) {
     auto f = fmt(t);
-    std::vector<std::byte> enc(lf::row_bytes(*f, 32768));
-    lf::encode_row(*f, w, {}, enc.data());
-    std::vector<float> deq(w.size());
-    lf::decode_row(*f, enc.data(), deq);
-    double num = 0, den = 0;
-    for (size_t i = 0; i < w.size(); ++i) {
-      num += (double(w[i]) - deq[i]) * (double(w[i]) - deq[i]);
-      den += double(w[i]) * w[i];
-    }
-    const double rel = std::sqrt(num / den);
+    const double rel = rel_rmse(*f, w);
     std::cout << "[ rmse   ] " << f->name() << ": " << rel << "\n";
     EXPECT_NEAR(rel, pinned.at(t), 0.1 * pinned.at(t)) << f->name();
   }
@@ -431,9 +396,12 @@ TEST(GgmlKquant, ZeroBlocksAndHugeOutliersStayFinite) {
           ASSERT_TRUE(std::isfinite(v[i])) << f->name() << " case " << c << " imp " << imp << " i " << i;
           ASSERT_TRUE(std::isfinite(f->round(w[i], p, i)));
         }
-        if (c == 0)
+        if (c == 0) {
           for (int i = 0; i < 256; ++i) EXPECT_EQ(v[i], 0.0f) << f->name();
-        if (c == 1) EXPECT_NEAR(v[17], 1e4f, 1e4f * 0.2f) << f->name() << " imp " << imp;
+        }
+        if (c == 1) {
+          EXPECT_NEAR(v[17], 1e4f, 1e4f * 0.2f) << f->name() << " imp " << imp;
+        }
       }
     }
   }

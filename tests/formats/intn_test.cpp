@@ -9,10 +9,12 @@
 
 #include "core/half.h"
 #include "formats/format.h"
+#include "formats/format_test_util.h"
 #include "formats/intn.h"
 #include "lowbit/error.h"
 
 namespace lf = lowbit::formats;
+using namespace lowbit::formats::test;
 
 namespace {
 
@@ -32,40 +34,12 @@ std::vector<Cfg> all_cfgs() {
   return v;
 }
 
-std::vector<float> gaussian(size_t n, uint32_t seed, float sigma = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, sigma);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
 std::vector<float> student_t(size_t n, uint32_t seed, float dof) {
   std::mt19937 rng(seed);
   std::student_t_distribution<float> d(dof);
   std::vector<float> v(n);
   for (auto& x : v) x = d(rng);
   return v;
-}
-
-uint32_t bits_of(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-
-// ||w - deq|| / ||w|| over a row encoded with f.
-double rel_rmse(const lf::Format& f, const std::vector<float>& w) {
-  std::vector<std::byte> enc(lf::row_bytes(f, static_cast<int64_t>(w.size())));
-  lf::encode_row(f, w, {}, enc.data());
-  std::vector<float> deq(w.size());
-  lf::decode_row(f, enc.data(), deq);
-  double num = 0, den = 0;
-  for (size_t i = 0; i < w.size(); ++i) {
-    num += (double(w[i]) - deq[i]) * (double(w[i]) - deq[i]);
-    den += double(w[i]) * w[i];
-  }
-  return std::sqrt(num / den);
 }
 
 }  // namespace
@@ -330,7 +304,9 @@ TEST(IntN, ClipSearchBeatsMinMaxOnHeavyTails) {
     lf::IntNFormat clip(c.bits, c.group, c.asym), mm(c.bits, c.group, c.asym, {.clip_search = false});
     const double e = rel_rmse(clip, w), e_mm = rel_rmse(mm, w);
     EXPECT_LE(e, e_mm) << c.name();
-    if (c.bits == 3 || c.bits == 4) EXPECT_LT(e, 0.99 * e_mm) << c.name();
+    if (c.bits == 3 || c.bits == 4) {
+      EXPECT_LT(e, 0.99 * e_mm) << c.name();
+    }
   }
 }
 
