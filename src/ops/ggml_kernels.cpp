@@ -195,9 +195,15 @@ LOWBIT_GGML_VNNI HWY_INLINE void Unpack(const uint8_t* p, Chunk& c) {
         c.u[2 * n + 1] = Join(w[2], w[3]);
       }
     } else if constexpr (T == DType::IQ4_XS) {
-      detail::GgmlBlockTerms bt;
-      detail::ggml_block_terms(T, reinterpret_cast<const std::byte*>(p), bt, /*codes=*/false);
-      c.S = _mm512_loadu_ps(bt.S);
+      // 8 six-bit sub-block scales: low 4 bits in scales_l (nibbles), high 2 bits in scales_h (pairs of bits).
+      uint16_t sh;
+      std::memcpy(&sh, p + 2, 2);
+      const uint32_t sl = U32(p + 4);
+      uint64_t ls = 0;
+      for (int ib = 0; ib < 8; ++ib)
+        ls |= static_cast<uint64_t>(((sl >> (4 * ib)) & 0xF) | (((sh >> (2 * ib)) & 3) << 4)) << (8 * ib);
+      const __m512 v = BytesToFloats(_mm_cvtsi64_si128(static_cast<long long>(ls)));
+      c.S = _mm512_mul_ps(_mm512_set1_ps(F16(p)), _mm512_sub_ps(PerBlock(_mm512_castps512_ps256(v)), _mm512_set1_ps(32.0f)));
       c.Mf = _mm512_mul_ps(c.S, _mm512_set1_ps(128.0f));
       const __m512i tab = Iq4Table();
       for (int k = 0; k < 4; ++k) {
