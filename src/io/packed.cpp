@@ -1,6 +1,7 @@
 #include "io/packed.h"
 
 #include "formats/format.h"
+#include "formats/intn.h"
 #include "lowbit/error.h"
 
 namespace lowbit::io {
@@ -15,7 +16,8 @@ void annotate_packed_tensors(ModelFile& m, const GgufFile& f) {
     if (!fname) continue;
     std::unique_ptr<formats::Format> fmt;
     try {
-      fmt = formats::make_format(*fname);
+      // Only lowbit's own formats are packed; llama.cpp's types are stored as their own GGUF types.
+      fmt = formats::make_intn_format(*fname);
     } catch (const Error& e) {
       fail(f.path(), fkey, e.message());
     }
