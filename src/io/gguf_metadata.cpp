@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "lowbit/error.h"
+#include "tokenizer/hf_tokenizer.h"
 
 namespace lowbit::io {
 
@@ -43,12 +44,29 @@ void set_config_metadata(GgufWriter& w, const ModelConfig& c) {
   }
 }
 
-void set_tokenizer_metadata(GgufWriter& w, const TokenizerSpec& t) {
+namespace {
+
+// The tokenizer.ggml.* keys of a "llama" or "gpt2" spec (and the special ids every model has).
+void set_ggml_vocab(GgufWriter& w, const TokenizerSpec& t) {
+  w.set_string("tokenizer.ggml.model", t.model);
+  if (!t.pre.empty()) w.set_string("tokenizer.ggml.pre", t.pre);
+  w.set_strings("tokenizer.ggml.tokens", t.tokens);
+  if (!t.scores.empty()) w.set_f32s("tokenizer.ggml.scores", t.scores);
+  if (!t.types.empty()) w.set_i32s("tokenizer.ggml.token_type", t.types);
+  if (!t.merges.empty()) w.set_strings("tokenizer.ggml.merges", t.merges);
+  if (t.model == "llama") w.set_bool("tokenizer.ggml.add_space_prefix", t.add_space_prefix);
+}
+
+}  // namespace
+
+void set_tokenizer_metadata(GgufWriter& w, const TokenizerSpec& t, int n_vocab) {
   if (t.model == "none") return;
   auto set_id = [&](const char* key, int32_t id) {
     if (id >= 0) w.set_u32(key, static_cast<uint32_t>(id));
   };
   if (t.model == "hf-json") {
+    // llama.cpp's keys first: a tokenizer llama.cpp cannot reproduce fails here, before anything is written.
+    const TokenizerSpec g = ggml_vocab_from_hf(t, n_vocab);
     std::string text = t.json_text;
     if (text.empty()) {
       std::ifstream in(t.json_path, std::ios::binary);
@@ -58,15 +76,10 @@ void set_tokenizer_metadata(GgufWriter& w, const TokenizerSpec& t) {
       text = ss.str();
     }
     w.set_string("tokenizer.huggingface.json", text);
+    set_ggml_vocab(w, g);
   } else {
-    w.set_string("tokenizer.ggml.model", t.model);
-    if (!t.pre.empty()) w.set_string("tokenizer.ggml.pre", t.pre);
-    if (!t.scores.empty()) w.set_f32s("tokenizer.ggml.scores", t.scores);
-    if (!t.merges.empty()) w.set_strings("tokenizer.ggml.merges", t.merges);
-    w.set_bool("tokenizer.ggml.add_space_prefix", t.add_space_prefix);
+    set_ggml_vocab(w, t);
   }
-  w.set_strings("tokenizer.ggml.tokens", t.tokens);
-  if (!t.types.empty()) w.set_i32s("tokenizer.ggml.token_type", t.types);
   set_id("tokenizer.ggml.bos_token_id", t.bos);
   set_id("tokenizer.ggml.eos_token_id", t.eos);
   set_id("tokenizer.ggml.unknown_token_id", t.unk);

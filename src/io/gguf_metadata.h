@@ -1,7 +1,7 @@
 // ModelFile -> GGUF metadata: the inverse of gguf_model.cpp's reading, for writers whose source is not a GGUF
 // (quantize from a Hugging Face directory or a llama2.c checkpoint, synth). Keys follow llama.cpp's names:
 // general.architecture, "<arch>.*" hyperparameters and "tokenizer.ggml.*". A Hugging Face tokenizer.json is
-// embedded whole as tokenizer.huggingface.json (the GGUF spec's key for it) next to the token list and special ids.
+// embedded whole as tokenizer.huggingface.json (the GGUF spec's key for it) next to llama.cpp's tokenizer keys.
 #pragma once
 #include "io/gguf_writer.h"
 #include "lowbit/model_file.h"
@@ -16,8 +16,10 @@ RopeStyle gguf_rope_style(const std::string& gguf_arch);
 // Writes general.* and "<arch>.*" keys for c. Rope scaling "llama3" cannot be expressed as keys: the caller must
 // add the rope_freqs.weight tensor (see model/rope.h); "freq_factors" already has that tensor.
 void set_config_metadata(GgufWriter& w, const ModelConfig& c);
-// Writes the tokenizer keys for t (model "none": nothing). Throws lowbit::Error if an hf-json tokenizer's file
-// cannot be read.
-void set_tokenizer_metadata(GgufWriter& w, const TokenizerSpec& t);
+// Writes the tokenizer keys for t (model "none": nothing). An hf-json tokenizer is written twice: its tokenizer.json
+// embedded whole (what lowbit's loader runs) and the tokenizer.ggml.* keys llama.cpp's converter would write for it
+// (ggml_vocab_from_hf, tokens padded to n_vocab when that is larger), so llama.cpp loads the file too. Throws
+// lowbit::Error if an hf-json tokenizer's file cannot be read or llama.cpp has no equivalent of it.
+void set_tokenizer_metadata(GgufWriter& w, const TokenizerSpec& t, int n_vocab = 0);
 
 }  // namespace lowbit::io

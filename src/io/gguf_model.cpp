@@ -13,10 +13,9 @@ TokenizerSpec tokenizer_spec_from_gguf(const GgufFile& f) {
   TokenizerSpec t;
   t.source = f.path();
   auto model = f.get_string("tokenizer.ggml.model");
-  if (!model) {
-    // A Hugging Face tokenizer.json embedded whole (lowbit writes this for models quantized from a HF directory).
-    auto hf = f.get_string("tokenizer.huggingface.json");
-    if (!hf) return t;  // model "none"
+  // A Hugging Face tokenizer.json embedded whole (lowbit writes it, next to llama.cpp's keys, for models quantized
+  // from a HF directory): the exact HF tokenizer, so it wins over the tokenizer.ggml.* approximation of it.
+  if (auto hf = f.get_string("tokenizer.huggingface.json")) {
     t.model = "hf-json";
     t.json_text = *hf;
     t.add_space_prefix = false;
@@ -26,7 +25,8 @@ TokenizerSpec tokenizer_spec_from_gguf(const GgufFile& f) {
     if (!t.types.empty() && t.types.size() != t.tokens.size())
       fail(f.path(), "tokenizer.ggml.token_type",
            std::to_string(t.types.size()) + " types for " + std::to_string(t.tokens.size()) + " tokens");
-    model = "hf-json";
+  } else if (!model) {
+    return t;  // model "none"
   } else {
     t.model = *model;
   }

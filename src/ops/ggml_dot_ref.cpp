@@ -22,8 +22,13 @@ float f16_at(const std::byte* p) {
 
 const uint8_t* bytes(const std::byte* p) { return reinterpret_cast<const uint8_t*>(p); }
 
-// Round half to even, as llama.cpp's x86 activation quantizer (_mm256_round_ps, nearest).
-int round_even(float v) { return static_cast<int>(std::nearbyint(v)); }
+// Round half to even, as llama.cpp's x86 activation quantizer (_mm256_round_ps, nearest), into int8's range.
+// A NaN (from NaN weights upstream) becomes 0 instead of an undefined float-to-int conversion.
+int round_even(float v) {
+  const float r = std::nearbyint(v);
+  if (!(r == r)) return 0;
+  return r > 127.0f ? 127 : r < -127.0f ? -127 : static_cast<int>(r);
+}
 
 // ggml's nearest_int: round half to even through the float mantissa (valid for |v| < 2^22).
 int nearest_int(float v) {

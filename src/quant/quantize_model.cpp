@@ -320,7 +320,7 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
     for (const auto& [key, value] : gguf->kv()) w.set(key, value);
   } else {  // HF directory or llama2.c checkpoint: written as the equivalent GGUF
     io::set_config_metadata(w, cfg);
-    io::set_tokenizer_metadata(w, model->tokenizer);
+    io::set_tokenizer_metadata(w, model->tokenizer, cfg.n_vocab);
     const RopeStyle out_style = io::gguf_rope_style(io::gguf_arch_of(cfg));
     if (cfg.rope_style != out_style) {
       q_perm = rope_row_perm(cfg.n_heads, cfg.head_dim, cfg.rope_dim, cfg.rope_style, out_style);

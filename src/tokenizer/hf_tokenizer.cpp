@@ -96,6 +96,7 @@ struct HfDesc {
   bool lead_strip = false;
   bool byte_level = false;
   bool byte_fallback = false, fuse_unk = false, ignore_merges = false;
+  bool merges_as_pairs = false;  // model.merges holds [a, b] pairs (else "a b" strings)
   int32_t unk = -1;
   int32_t template_bos = -1;  // first special token of the post_processor's single template
   int32_t template_eos = -1;  // last special token of it
@@ -339,6 +340,7 @@ HfDesc parse_tokenizer_json_value(const json& j, const std::string& path) {
     const json& ms = m.at("merges");
     if (!ms.is_array()) c.bad("model.merges", "expected an array");
     d.merges.reserve(ms.size());
+    d.merges_as_pairs = !ms.empty() && ms[0].is_array();
     auto vid = [&](const std::string& t, const std::string& p) {
       auto it = vocab_ids.find(t);
       if (it == vocab_ids.end()) c.bad(p, "\"" + t + "\" is not in the vocabulary");
@@ -682,15 +684,20 @@ class HfTokenizer final : public BaseTokenizer {
 
 HfDesc parse_tokenizer_json(const std::string& path) { return parse_tokenizer_json_value(read_json_file(path), path); }
 
-std::unique_ptr<Tokenizer> make_hf_tokenizer(const TokenizerSpec& spec) {
-  if (!spec.json_text.empty()) {  // embedded in a GGUF (tokenizer.huggingface.json)
+// The tokenizer.json of an hf-json spec: its text embedded in a GGUF (tokenizer.huggingface.json) or its file.
+HfDesc parse_spec_json(const TokenizerSpec& spec) {
+  if (!spec.json_text.empty()) {
     const std::string where = spec.source + ": tokenizer.huggingface.json";
     json j = json::parse(spec.json_text, nullptr, /*allow_exceptions=*/false);
     if (j.is_discarded()) fail(spec.source, "tokenizer.huggingface.json", "not valid JSON");
-    return std::make_unique<HfTokenizer>(parse_tokenizer_json_value(j, where), spec);
+    return parse_tokenizer_json_value(j, where);
   }
   if (spec.json_path.empty()) fail(spec.source, "tokenizer", "hf-json tokenizer without a tokenizer.json path");
-  return std::make_unique<HfTokenizer>(parse_tokenizer_json(spec.json_path), spec);
+  return parse_tokenizer_json(spec.json_path);
+}
+
+std::unique_ptr<Tokenizer> make_hf_tokenizer(const TokenizerSpec& spec) {
+  return std::make_unique<HfTokenizer>(parse_spec_json(spec), spec);
 }
 
 }  // namespace tok
@@ -779,6 +786,174 @@ TokenizerSpec tokenizer_spec_from_hf_dir(const std::string& dir) {
   int add_eos = tc_flag("add_eos_token");
   s.add_eos = add_eos >= 0 ? add_eos == 1 : (d.template_eos >= 0 && d.template_eos == s.eos && d.template_eos != d.template_bos);
   return s;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+namespace {
+
+const char* regex_name(tok::SplitRegex r) {
+  switch (r) {
+    case tok::SplitRegex::Gpt2: return "GPT-2";
+    case tok::SplitRegex::Llama3: return "Llama-3";
+    case tok::SplitRegex::Qwen2: return "Qwen2";
+    case tok::SplitRegex::NumberEach: return "\\p{N}";
+    case tok::SplitRegex::NumberRun: return "\\p{N}+";
+    case tok::SplitRegex::AsciiDigits3: return "[0-9][0-9][0-9]";
+    case tok::SplitRegex::PunctRun: return "punctuation runs";
+  }
+  return "?";
+}
+
+// convert_hf_to_gguf.py's does_token_look_special: added tokens that are control tokens in practice even when the
+// tokenizer.json does not mark them special.
+bool looks_special(const std::string& t) {
+  auto wrapped = [&](std::string_view open, std::string_view close) {
+    return t.size() >= open.size() + close.size() && t.compare(0, open.size(), open) == 0 &&
+           t.compare(t.size() - close.size(), close.size(), close) == 0;
+  };
+  return t == "<pad>" || t == "<mask>" || t == "<2mass>" || t == "[@BOS@]" || wrapped("<|", "|>") ||
+         wrapped("<\xEF\xBD\x9C", "\xEF\xBD\x9C>") || wrapped("<unused", ">");
+}
+
+}  // namespace
+
+TokenizerSpec ggml_vocab_from_hf(const TokenizerSpec& hf, int n_vocab) {
+  using tok::PreStep;
+  const tok::HfDesc d = tok::parse_spec_json(hf);
+  const std::string& file = d.path;
+  const std::string kMeta = "\xE2\x96\x81";  // ▁
+
+  // What the pipeline does with spaces: byte-level (GPT-2 style) or SentencePiece-style ▁ escaping.
+  std::vector<tok::SplitRegex> regexes;
+  bool metaspace = false, metaspace_prefix = false, bytelevel_prefix = false;
+  for (const PreStep& st : d.pre) {
+    switch (st.kind) {
+      case PreStep::Split: regexes.push_back(st.regex); break;
+      case PreStep::ByteLevel:
+        bytelevel_prefix = bytelevel_prefix || st.add_prefix_space;
+        if (st.use_regex) regexes.push_back(tok::SplitRegex::Gpt2);
+        break;
+      case PreStep::Metaspace:
+        if (st.replacement != kMeta)
+          fail(file, "pre_tokenizer", "Metaspace replacement \"" + st.replacement +
+                                          "\" has no llama.cpp equivalent (its llama tokenizer escapes spaces as \"" +
+                                          kMeta + "\")");
+        metaspace = true;
+        metaspace_prefix = metaspace_prefix || st.prepend_scheme != 2;
+        break;
+    }
+  }
+  bool norm_prepend = false, norm_replace = false;
+  for (const tok::NormStep& n : d.norm) {
+    if (n.kind == tok::NormStep::Prepend && n.a == kMeta) norm_prepend = true;
+    else if (n.kind == tok::NormStep::Replace && n.a == " " && n.b == kMeta) norm_replace = true;
+    else
+      fail(file, "normalizer",
+           std::string(n.kind == tok::NormStep::Prepend ? "Prepend \"" + n.a + "\"" : "Replace \"" + n.a + "\" -> \"" + n.b + "\"") +
+               " has no llama.cpp equivalent (only Prepend \"" + kMeta + "\", Replace \" \" -> \"" + kMeta +
+               "\" and NFC can be written as GGUF tokenizer keys)");
+  }
+
+  TokenizerSpec g;
+  g.source = file;
+  g.bos = hf.bos, g.eos = hf.eos, g.unk = hf.unk, g.pad = hf.pad;
+  g.add_bos = hf.add_bos, g.add_eos = hf.add_eos;
+  if (d.byte_level) {
+    if (metaspace) fail(file, "pre_tokenizer", "mixes ByteLevel and Metaspace: no llama.cpp tokenizer does both");
+    if (norm_prepend || norm_replace)
+      fail(file, "normalizer", "a byte-level tokenizer with a \"" + kMeta + "\" normalizer has no llama.cpp equivalent");
+    if (bytelevel_prefix)
+      fail(file, "pre_tokenizer", "ByteLevel add_prefix_space has no llama.cpp equivalent (its gpt2 tokenizer adds no space)");
+    g.model = "gpt2";
+    g.pre = tok::pre_name_for(regexes, d.ignore_merges);
+    if (g.pre.empty()) {
+      std::string seq;
+      for (tok::SplitRegex r : regexes) seq += (seq.empty() ? "" : ", ") + std::string(regex_name(r));
+      fail(file, "pre_tokenizer",
+           "split regexes [" + seq + "]" + (d.ignore_merges ? " with model.ignore_merges" : "") +
+               " match no llama.cpp pre-tokenizer (known: Llama-3 as llama-bpe with ignore_merges or smaug-bpe "
+               "without, Qwen2, GPT-2, \\p{N} then GPT-2 as smollm); llama.cpp would split the text differently");
+    }
+  } else if (norm_prepend || norm_replace || metaspace) {
+    if (!regexes.empty())
+      fail(file, "pre_tokenizer",
+           std::string("splits with ") + regex_name(regexes.front()) +
+               " before SentencePiece-style BPE: llama.cpp's llama tokenizer does not pre-split");
+    g.model = "llama";
+    g.pre = "default";
+    g.add_space_prefix = norm_prepend || metaspace_prefix;
+  } else {
+    fail(file, "pre_tokenizer",
+         "neither byte-level (ByteLevel) nor SentencePiece-style (\"" + kMeta +
+             "\" normalizer or Metaspace): no llama.cpp tokenizer model matches");
+  }
+  const bool llama = g.model == "llama";
+
+  // Tokens in id order; ids nothing names (and ids up to the model's vocabulary size) as "[PAD<id>]", unused.
+  const size_t n_json = d.id_to_token.size();
+  const size_t n = std::max(n_json, n_vocab > 0 ? static_cast<size_t>(n_vocab) : size_t{0});
+  std::vector<std::string> vocab_text(n_json);
+  std::vector<uint8_t> in_vocab(n_json, 0);
+  std::unordered_map<std::string, int32_t> vocab_id;
+  vocab_id.reserve(d.vocab.size() * 2);
+  for (const auto& [t, id] : d.vocab) {
+    vocab_text[id] = t;
+    in_vocab[id] = 1;
+    vocab_id.emplace(t, id);
+  }
+  std::vector<int8_t> added(n_json, -1);  // -1 not added, 0 added, 1 added special
+  for (const tok::AddedToken& a : d.added) added[a.id] = a.special ? 1 : 0;
+  g.tokens.resize(n);
+  g.types.assign(n, tok::kNormal);
+  if (llama) g.scores.assign(n, 0.0f);
+  for (size_t i = 0; i < n; ++i) {
+    if (i >= n_json || (!in_vocab[i] && added[i] < 0)) {
+      g.tokens[i] = "[PAD" + std::to_string(i) + "]";
+      g.types[i] = tok::kUnused;
+      if (llama) g.scores[i] = -1000.0f;
+      continue;
+    }
+    std::string t = d.id_to_token[i];
+    if (llama) {  // the LlamaHfVocab rules, with unk as unknown
+      if (added[i] >= 0) g.types[i] = added[i] ? tok::kControl : tok::kUserDefined;
+      if (static_cast<int32_t>(i) == d.unk) g.types[i] = tok::kUnknown;
+      if (tok::parse_byte_token(t) >= 0) g.types[i] = tok::kByte;
+    } else if (added[i] >= 0) {  // convert_hf_to_gguf's get_vocab_base rules
+      if (added[i] == 1 || looks_special(t)) {
+        g.types[i] = tok::kControl;
+      } else {
+        g.types[i] = tok::kUserDefined;
+        t = tok::replace_all(std::move(t), kMeta, " ");  // user-defined spaces pre-normalized
+      }
+    }
+    g.tokens[i] = std::move(t);
+  }
+
+  if (llama) {
+    // Scores that make llama.cpp's score-driven merging follow the merge ranks: a token made by merge rank r
+    // (its first one) scores -(r + 1), every other token 0; so earlier merges win, as in BPE.
+    std::vector<uint8_t> scored(n_json, 0);
+    for (size_t r = 0; r < d.merges.size(); ++r) {
+      auto [a, b] = d.merges[r];
+      auto it = vocab_id.find(vocab_text[a] + vocab_text[b]);
+      if (it == vocab_id.end() || scored[it->second]) continue;
+      scored[it->second] = 1;
+      g.scores[it->second] = -static_cast<float>(r + 1);
+    }
+  } else {
+    // Merges as "a b" strings in rank order; spaces inside [a, b] pairs are written as U+0120, as gguf-py does.
+    g.merges.reserve(d.merges.size());
+    for (auto [a, b] : d.merges) {
+      std::string sa = vocab_text[a], sb = vocab_text[b];
+      if (d.merges_as_pairs) {
+        sa = tok::replace_all(std::move(sa), " ", "\xC4\xA0");
+        sb = tok::replace_all(std::move(sb), " ", "\xC4\xA0");
+      }
+      g.merges.push_back(sa + " " + sb);
+    }
+  }
+  return g;
 }
 
 }  // namespace lowbit

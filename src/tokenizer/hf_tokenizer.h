@@ -20,4 +20,18 @@ namespace lowbit {
 // else config.json (bos_token_id, eos_token_id). Throws lowbit::Error for a missing or malformed tokenizer.json.
 TokenizerSpec tokenizer_spec_from_hf_dir(const std::string& dir);
 
+// The GGUF tokenizer keys llama.cpp's converter (convert_hf_to_gguf.py with gguf-py) writes for an hf-json spec's
+// tokenizer.json, as a spec llama.cpp (and make_tokenizer) can run:
+//   - SentencePiece-style BPE ("▁" Prepend/Replace normalizer or Metaspace): model "llama", pre "default",
+//     add_space_prefix, token types as gguf-py's LlamaHfVocab (byte <0xXX> 6, special added 3, other added 4) with
+//     model.unk_token 2, and scores that order merged tokens by merge rank (the token merge r makes first scores
+//     -(r + 1), the rest 0) so llama.cpp's score-driven merging follows the ranks;
+//   - byte-level BPE (ByteLevel): model "gpt2", pre named by matching the Split/Digits/ByteLevel regexes (and
+//     model.ignore_merges) to llama.cpp's pre-tokenizers, types as get_vocab_base (special or special-looking added
+//     3, other added 4 with "▁" -> " "), merges as "a b" in rank order.
+// Ids nothing names, and ids up to n_vocab (the model's vocabulary), are "[PAD<id>]", unused. Special ids and
+// add_bos/add_eos come from hf. Throws lowbit::Error naming the tokenizer.json and the field when llama.cpp has no
+// equivalent (it would tokenize differently).
+TokenizerSpec ggml_vocab_from_hf(const TokenizerSpec& hf, int n_vocab = 0);
+
 }  // namespace lowbit

@@ -1,5 +1,7 @@
 #include "tokenizer/pretokenize.h"
 
+#include <algorithm>
+
 #include "lowbit/error.h"
 #include "tokenizer/unicode.h"
 
@@ -172,6 +174,17 @@ PreTokenizerConfig pre_config_for(const std::string& pre, const std::string& sou
              "\" (supported: default, gpt-2, llama3/llama-bpe, qwen2, smollm/starcoder and their aliases)");
   }
   return c;
+}
+
+std::string pre_name_for(std::span<const SplitRegex> regexes, bool ignore_merges) {
+  // One name per distinct behaviour of pre_config_for (the first of its aliases llama.cpp's converter writes).
+  for (const char* name : {"llama-bpe", "smaug-bpe", "qwen2", "gpt-2", "smollm"}) {
+    const PreTokenizerConfig c = pre_config_for(name, "");
+    if (c.ignore_merges == ignore_merges &&
+        std::equal(c.regexes.begin(), c.regexes.end(), regexes.begin(), regexes.end()))
+      return name;
+  }
+  return "";
 }
 
 std::vector<std::string_view> pre_split(std::string_view text, std::span<const SplitRegex> regexes) {

@@ -33,6 +33,10 @@ struct PreTokenizerConfig {
 // `source`) for an unknown one.
 PreTokenizerConfig pre_config_for(const std::string& pre, const std::string& source);
 
+// The llama.cpp tokenizer.ggml.pre name whose regex sequence (and llama3 ignore_merges rule) is exactly
+// `regexes` / `ignore_merges` ("llama-bpe", "smaug-bpe", "qwen2", "gpt-2", "smollm"), or "" when none is.
+std::string pre_name_for(std::span<const SplitRegex> regexes, bool ignore_merges);
+
 // Splits text (arbitrary bytes: invalid UTF-8 bytes count as one "other" character each) into pieces.
 std::vector<std::string_view> pre_split(std::string_view text, std::span<const SplitRegex> regexes);
 

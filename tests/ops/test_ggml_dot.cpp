@@ -140,6 +140,11 @@ TEST(GgmlActs, Q8_0RulesAndSums) {
     EXPECT_EQ(a.ag[g], s);
   }
   EXPECT_THROW(detail::quantize_acts_ggml(DType::Q4_0, x.data(), 48, a), Error);  // not whole blocks
+  // A NaN activation (NaN weights upstream) gives code 0, not an undefined conversion (UBSan checks this).
+  x[3] = std::nanf("");
+  detail::quantize_acts_ggml(DType::Q4_0, x.data(), 64, a);
+  EXPECT_EQ(a.q[3], 0);
+  EXPECT_EQ(a.q[5], -127);
 }
 
 TEST(GgmlActs, Q8_KRulesAndZeroBlock) {
