@@ -23,6 +23,10 @@ mkdir -p "$B/seeds"/{gguf,hf,llama2c,tokenizer,packed} "$B/corpus" "$B/crashes"
 "$B/lowbit" quantize -m "$B/seeds/gguf/tiny-f16.gguf" -o "$B/seeds/gguf/tiny-int4.gguf" --bits 4 --group 32 >/dev/null
 "$B/lowbit" quantize -m "$B/seeds/gguf/tiny-f16.gguf" -o "$B/seeds/gguf/tiny-int3.gguf" --bits 3 --group 64 \
   --keep output >/dev/null
+# ... and into llama.cpp's block types (K types where rows allow, their fallbacks elsewhere; 32-value types).
+"$B/lowbit" quantize -m "$B/seeds/gguf/tiny-f16.gguf" -o "$B/seeds/gguf/tiny-q4km.gguf" --format gguf:Q4_K_M >/dev/null
+"$B/lowbit" quantize -m "$B/seeds/gguf/tiny-f16.gguf" -o "$B/seeds/gguf/tiny-q8_0.gguf" --format q8_0 >/dev/null
+"$B/lowbit" quantize -m "$B/seeds/gguf/tiny-f16.gguf" -o "$B/seeds/gguf/tiny-iq4xs.gguf" --format gguf:IQ4_XS >/dev/null
 for f in "$SHARED"/models/*/*.gguf; do [ -f "$f" ] && cp "$f" "$B/seeds/gguf/"; done
 # Hugging Face: config.json, tokenizer.json, model.safetensors [and model.safetensors.index.json] as parts of one input.
 if [ -d "$SHARED/models/TinyStories-656K" ]; then
