@@ -22,7 +22,7 @@ struct QuantizeArgs {
   std::string calib;
   int calib_samples = 128, calib_len = 512;
   uint64_t seed = 0;
-  bool act_order = false, importance = false, resume = false;
+  bool act_order = false, importance = false, resume = false, requantize = false;
   double percdamp = 0.01;
   bool sym = false, json = false;
   std::vector<std::string> keep, bits_override;
@@ -61,6 +61,7 @@ void quantize_cmd(const QuantizeArgs& a) {
   };
   o.qopts.act_order = a.act_order;
   o.resume = a.resume;
+  o.allow_requantize = a.requantize;
   o.qopts.percdamp = a.percdamp;
   o.qopts.use_importance = a.importance;
   if (!a.calib.empty()) {
@@ -140,6 +141,8 @@ void add_quantize(CLI::App& app) {
   cmd->add_option("--keep-dtype", a->keep_dtype, "dtype of kept matrices (f16, bf16, f32; norms stay f32)");
   cmd->add_option("-t,--threads", a->threads, "threads (default: all cores)")->check(CLI::Range(0, 1024));
   cmd->add_flag("--json", a->json, "machine-readable summary");
+  cmd->add_flag("--allow-requantize", a->requantize,
+                "decode matrices already in a llama.cpp type (e.g. a Q8_0 file) and quantize them again (else copied)");
   cmd->add_flag("--resume", a->resume,
                 "continue a killed run: reuse the tensors it saved in <output>.resume/ (same source and options)");
   cmd->callback([a] { quantize_cmd(*a); });

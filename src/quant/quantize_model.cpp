@@ -268,7 +268,8 @@ static std::string run_fingerprint(const std::string& src, const std::string& so
                       {"keep_dtype", dtype_name(o.keep_dtype)}, {"overrides", o.overrides},
                       {"calib_source", o.calib_source}, {"use_importance", o.qopts.use_importance},
                       {"percdamp", o.qopts.percdamp}, {"block_size", o.qopts.block_size},
-                      {"act_order", o.qopts.act_order}, {"static_groups", o.qopts.static_groups}};
+                      {"act_order", o.qopts.act_order}, {"static_groups", o.qopts.static_groups},
+                      {"allow_requantize", o.allow_requantize}};
   uint64_t h = fnv1a64(nullptr, 0);
   for (const auto& win : o.calib) {
     const uint64_t n = win.size();
@@ -397,7 +398,11 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
         fname = std::string(dtype_name(fb));
       }
     }
-    p.keep = !is_matrix_weight(t) || (t.dtype != DType::F32 && t.dtype != DType::F16 && t.dtype != DType::BF16);
+    const bool float_src = t.dtype == DType::F32 || t.dtype == DType::F16 || t.dtype == DType::BF16;
+    const bool requant = o.allow_requantize && dtype_info(t.dtype).block > 1 && formats::ggml_decodable(t.dtype);
+    p.keep = !is_matrix_weight(t) || (!float_src && !requant);
+    if (is_matrix_weight(t) && !float_src && !requant)
+      r.note = "already " + std::string(dtype_name(t.dtype)) + ": copied (--allow-requantize quantizes it again)";
     for (const auto& k : o.keep)
       if (matches(t.name, k)) p.keep = true;
     const bool to_f16 = fname == "f16";  // a preset's fallback for rows no block type fits

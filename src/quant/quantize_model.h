@@ -36,6 +36,9 @@ struct QuantizeModelOptions {
   // end. resume: reuse what a killed run with the same source, options and calibration saved there; the output is
   // byte-identical to an uninterrupted run's.
   bool resume = false;
+  // Matrices already in a llama.cpp block type (a Q8_0 download, say) are decoded and quantized again like f32 ones
+  // (llama-quantize's --allow-requantize); without it they are copied as they are.
+  bool allow_requantize = false;
 };
 
 struct TensorReport {

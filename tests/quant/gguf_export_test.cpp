@@ -13,6 +13,7 @@
 #include "lowbit/error.h"
 #include "lowbit/kld.h"
 #include "lowbit/model.h"
+#include "ops/ops.h"
 #include "lowbit/tokenizer.h"
 #include "calib/calib_data.h"
 #include "quant/quantize_model.h"
@@ -200,6 +201,50 @@ TEST(GgufExport, PresetWithPerTensorOverrides) {
   m.forward(std::vector<int32_t>{1, 300, 400}, 0, logits.data(), false);
   for (float v : logits) ASSERT_TRUE(std::isfinite(v));
   fs::remove(out);
+}
+
+// A model already in a llama.cpp type is copied as it is, or decoded and quantized again with allow_requantize.
+TEST(GgufExport, RequantizeOnlyWhenAsked) {
+  const char* q8 = "reference/gguf/synth256-Q8_0.gguf";
+  LOWBIT_REQUIRE_SHARED(q8);
+  LOWBIT_REQUIRE_SHARED(kSrc);
+  QuantizeModelOptions o;
+  o.format = "q4_K";
+  const std::string copied = tmp("copied.gguf"), requant = tmp("requant.gguf");
+  QuantizeReport rc = quantize_model(test::shared(q8), copied, o);
+  o.allow_requantize = true;
+  quantize_model(test::shared(q8), requant, o);
+  auto src = io::GgufFile::open(test::shared(q8));
+  auto a = io::GgufFile::open(copied), b = io::GgufFile::open(requant);
+  auto f32 = load_model(test::shared(kSrc));
+  auto bm = load_model(requant);
+  for (const auto& t : a->tensors()) {
+    if (t.name.find("blk.") != 0 || t.ne.size() != 2) continue;
+    EXPECT_EQ(t.dtype, DType::Q8_0) << t.name;
+    const io::GgufTensor* s = nullptr;
+    for (const auto& x : src->tensors())
+      if (x.name == t.name) s = &x;
+    ASSERT_TRUE(s);
+    EXPECT_EQ(std::memcmp(a->tensor_data(t), src->tensor_data(*s), t.nbytes), 0) << t.name;
+    // Re-quantized: q4_K of the q8_0 values, within q4_K's error of the original f32 weights.
+    const TensorInfo& q = bm->get(t.name);
+    EXPECT_EQ(q.dtype, DType::Q4_K) << t.name;
+    const TensorInfo& w = f32->get(t.name);
+    const ops::WeightView qv = ops::view_of(q), wv = ops::view_of(w);
+    std::vector<float> qr(static_cast<size_t>(qv.cols)), wr(qr.size());
+    double num = 0, den = 0;
+    for (int64_t r = 0; r < qv.rows; ++r) {
+      ops::get_row(qv, r, qr.data());
+      ops::get_row(wv, r, wr.data());
+      for (size_t i = 0; i < qr.size(); ++i) num += (qr[i] - wr[i]) * (qr[i] - wr[i]), den += wr[i] * wr[i];
+    }
+    EXPECT_LT(std::sqrt(num / den), 0.12) << t.name;
+  }
+  bool noted = false;
+  for (const auto& t : rc.tensors) noted |= t.note.find("--allow-requantize") != std::string::npos;
+  EXPECT_TRUE(noted);
+  fs::remove(copied);
+  fs::remove(requant);
 }
 
 TEST(GgufExport, UnknownPresetAndUnfitTypeAreClearErrors) {
