@@ -69,8 +69,10 @@ struct SmallHf {
   std::string dtype = "F32";
   bool biases = false;
 
+  // The embedding and head have config["vocab_size"] rows (40 unless a test changes it).
   std::vector<StTensor> tensors() const {
     const size_t es = dtype == "F32" ? 4 : 2;
+    const int64_t nv = config.value("vocab_size", 40);
     std::vector<StTensor> ts;
     uint32_t seed = 0;
     auto add = [&](const std::string& name, std::vector<int64_t> shape) {
@@ -78,7 +80,7 @@ struct SmallHf {
       for (auto d : shape) n *= static_cast<size_t>(d);
       ts.push_back({name, dtype, shape, pattern_bytes(n * es, ++seed)});
     };
-    add("model.embed_tokens.weight", {40, 16});
+    add("model.embed_tokens.weight", {nv, 16});
     for (int l = 0; l < 2; ++l) {
       const std::string p = "model.layers." + std::to_string(l) + ".";
       add(p + "input_layernorm.weight", {16});
@@ -97,7 +99,7 @@ struct SmallHf {
       add(p + "mlp.down_proj.weight", {16, 24});
     }
     add("model.norm.weight", {16});
-    add("lm_head.weight", {40, 16});
+    add("lm_head.weight", {nv, 16});
     return ts;
   }
   void write(const std::string& dir) const {

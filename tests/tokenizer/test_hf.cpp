@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tok_test_util.h"
+#include "lowbit/error.h"
 #include "tokenizer/hf_tokenizer.h"
 
 using namespace tok_test;
@@ -279,4 +280,132 @@ TEST(HfTokenizer, MetaspaceAndByteFallbackSynthetic) {
   EXPECT_EQ(tok->decode(tok->encode("  hi", true)), " hi");
   // Special tokens split the text; "first" prepends only at the start of the input.
   EXPECT_EQ(ids_str(tok->encode("hi</s>hi", false, true)), ids_str({hi, 2, 259 + 3}));
+}
+
+// ggml_vocab_from_hf: the tokenizer.ggml.* keys llama.cpp's converter writes for a tokenizer.json.
+
+// The GPT-2 tokenizer.json (built from llama.cpp's own GPT-2 vocabulary GGUF) gives back exactly that GGUF's
+// vocabulary: model, pre, tokens, types and merges, whichever form the merges are in.
+TEST(HfToGgml, Gpt2JsonGivesLlamaCppsGpt2Vocab) {
+  REQUIRE_SHARED("tokenizers/ggml-vocab-gpt-2.gguf");
+  auto f = lowbit::io::GgufFile::open(shared("tokenizers/ggml-vocab-gpt-2.gguf"));
+  const auto want = lowbit::io::tokenizer_spec_from_gguf(*f);
+  for (bool pairs : {false, true}) {
+    SCOPED_TRACE(pairs ? "pairs" : "strings");
+    json pre = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
+    std::string path = write_bytelevel_json(pairs ? "gg_gpt2_pairs.json" : "gg_gpt2_strings.json", pre, pairs, false);
+    const auto g = lowbit::ggml_vocab_from_hf(lowbit::tokenizer_spec_from_hf_dir(path));
+    EXPECT_EQ(g.model, "gpt2");
+    EXPECT_EQ(g.pre, *f->get_string("tokenizer.ggml.pre"));  // "gpt-2"
+    EXPECT_EQ(g.tokens, want.tokens);
+    EXPECT_EQ(g.types, want.types);
+    EXPECT_EQ(g.merges, want.merges);
+    EXPECT_TRUE(g.scores.empty());
+    auto tok = lowbit::make_tokenizer(g);
+    for (const auto& v : load_vectors("tokenizers/ggml-vocab-gpt-2.gguf"))
+      EXPECT_EQ(ids_str(tok->encode(v.text, false)), ids_str(v.ids)) << "text: \"" << v.text << "\"";
+  }
+}
+
+namespace {
+
+// A small SentencePiece-style tokenizer.json (256 byte tokens, a few merges) whose pre_tokenizer and normalizer
+// a test sets.
+std::string write_spm_json(const std::string& name, const json& normalizer, const json& pre_tokenizer) {
+  const std::string S = "\xE2\x96\x81";
+  json vocab = {{"<unk>", 0}, {"<s>", 1}, {"</s>", 2}};
+  for (int b = 0; b < 256; ++b) {
+    char buf[8];
+    std::snprintf(buf, sizeof buf, "<0x%02X>", b);
+    vocab[buf] = 3 + b;
+  }
+  int next = 259;
+  for (const std::string& t : {S, std::string("h"), std::string("i"), std::string("hi"), S + "h", S + "hi",
+                               std::string("a"), S + "a"})
+    vocab[t] = next++;
+  json j = {
+      {"added_tokens", json::array({{{"id", 0}, {"content", "<unk>"}, {"special", true}},
+                                    {{"id", 1}, {"content", "<s>"}, {"special", true}},
+                                    {{"id", 2}, {"content", "</s>"}, {"special", true}},
+                                    {{"id", 267}, {"content", "[tool]"}, {"special", false}}})},
+      {"normalizer", normalizer},
+      {"pre_tokenizer", pre_tokenizer},
+      {"decoder", {{"type", "Sequence"},
+                   {"decoders", json::array({{{"type", "Replace"}, {"pattern", {{"String", S}}}, {"content", " "}},
+                                             {{"type", "ByteFallback"}}, {{"type", "Fuse"}}})}}},
+      {"model", {{"type", "BPE"}, {"unk_token", "<unk>"}, {"fuse_unk", true}, {"byte_fallback", true},
+                 {"vocab", vocab}, {"merges", json::array({S + " h", "h i", S + "h i", S + " a", "h i"})}}},
+  };
+  std::string path = temp_path(name);
+  write_file(path, j.dump());
+  return path;
+}
+
+json metaspace(const std::string& scheme) {
+  return {{"type", "Metaspace"}, {"replacement", "\xE2\x96\x81"}, {"prepend_scheme", scheme}, {"split", false}};
+}
+json prepend_replace() {
+  return {{"type", "Sequence"},
+          {"normalizers", json::array({{{"type", "Prepend"}, {"prepend", "\xE2\x96\x81"}},
+                                       {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "\xE2\x96\x81"}}})}};
+}
+
+}  // namespace
+
+TEST(HfToGgml, SentencePieceStyleJsonGivesLlamaVocab) {
+  struct Case {
+    const char* name;
+    json normalizer, pre;
+    bool add_space_prefix;
+  };
+  for (const Case& c : {Case{"prepend_replace", prepend_replace(), nullptr, true},
+                        Case{"metaspace_first", nullptr, metaspace("first"), true},
+                        Case{"metaspace_never", nullptr, metaspace("never"), false}}) {
+    SCOPED_TRACE(c.name);
+    auto hf = lowbit::tokenizer_spec_from_hf_dir(write_spm_json(std::string(c.name) + ".json", c.normalizer, c.pre));
+    const auto g = lowbit::ggml_vocab_from_hf(hf, 270);
+    EXPECT_EQ(g.model, "llama");
+    EXPECT_EQ(g.pre, "default");
+    EXPECT_EQ(g.add_space_prefix, c.add_space_prefix);
+    EXPECT_TRUE(g.merges.empty());
+    ASSERT_EQ(g.tokens.size(), 270u);  // 268 tokens, padded to the model's 270
+    EXPECT_EQ(g.tokens[259], "\xE2\x96\x81");
+    EXPECT_EQ(g.tokens[268], "[PAD268]");
+    EXPECT_EQ(g.tokens[267], "[tool]");
+    // unk 2, special added 3, bytes 6, non-special added 4, padding 5, else 1.
+    std::vector<int32_t> types(270, 1);
+    types[0] = 2, types[1] = types[2] = 3, types[267] = 4, types[268] = types[269] = 5;
+    for (int b = 0; b < 256; ++b) types[3 + b] = 6;
+    EXPECT_EQ(g.types, types);
+    // The token merge r makes first scores -(r + 1): "▁h" 0, "hi" 1 ("h i" again at 4 changes nothing), "▁hi" 2,
+    // "▁a" 3; padding -1000 as the converter pads; everything else 0.
+    std::vector<float> scores(270, 0.0f);
+    scores[259 + 4] = -1, scores[259 + 3] = -2, scores[259 + 5] = -3, scores[259 + 7] = -4;
+    scores[268] = scores[269] = -1000;
+    EXPECT_EQ(g.scores, scores);
+    EXPECT_EQ(g.bos, hf.bos);
+    EXPECT_EQ(g.unk, 0);
+  }
+}
+
+TEST(HfToGgml, WhatLlamaCppCannotReproduceIsAnError) {
+  auto expect_error = [](const std::string& path, const std::string& field) {
+    auto hf = lowbit::tokenizer_spec_from_hf_dir(path);  // lowbit itself runs it
+    try {
+      lowbit::ggml_vocab_from_hf(hf);
+      ADD_FAILURE() << path << " accepted";
+    } catch (const lowbit::Error& e) {
+      const std::string msg = e.what();
+      EXPECT_EQ(msg.rfind(path + ": " + field, 0), 0u) << msg;  // names the file and the field first
+    }
+  };
+  // No space handling at all: neither byte-level nor "▁".
+  expect_error(write_spm_json("plain.json", nullptr, nullptr), "pre_tokenizer");
+  // A normalizer llama.cpp does not have.
+  expect_error(write_spm_json("replace.json",
+                              {{"type", "Replace"}, {"pattern", {{"String", "a"}}}, {"content", "b"}}, metaspace("first")),
+               "normalizer");
+  // Pre-splitting before SentencePiece-style BPE.
+  expect_error(write_spm_json("digits.json", prepend_replace(), {{"type", "Digits"}, {"individual_digits", true}}),
+               "pre_tokenizer");
 }

@@ -112,3 +112,27 @@ TEST(PreTokenize, RecognisesHfPatterns) {
   EXPECT_EQ(r, SplitRegex::Qwen2);
   EXPECT_FALSE(regex_from_pattern("\\w+", r));
 }
+
+// The llama.cpp pre name for a regex sequence (what a GGUF written from a tokenizer.json says), and back.
+TEST(PreTokenize, PreNameForRegexSequences) {
+  using R = SplitRegex;
+  struct Case {
+    std::vector<R> regexes;
+    bool ignore_merges;
+    std::string name;
+  };
+  const std::vector<Case> cases = {
+      {{R::Llama3}, true, "llama-bpe"}, {{R::Llama3}, false, "smaug-bpe"}, {{R::Qwen2}, false, "qwen2"},
+      {{R::Gpt2}, false, "gpt-2"},      {{R::NumberEach, R::Gpt2}, false, "smollm"},
+      // No llama.cpp pre-tokenizer does these.
+      {{R::Qwen2}, true, ""},           {{R::NumberRun, R::Gpt2}, false, ""}, {{R::Gpt2, R::NumberEach}, false, ""},
+      {{}, false, ""},                  {{R::Llama3, R::Gpt2}, true, ""},
+  };
+  for (const Case& c : cases) {
+    EXPECT_EQ(pre_name_for(c.regexes, c.ignore_merges), c.name);
+    if (c.name.empty()) continue;
+    const PreTokenizerConfig back = pre_config_for(c.name, "test");
+    EXPECT_EQ(back.regexes, c.regexes) << c.name;
+    EXPECT_EQ(back.ignore_merges, c.ignore_merges) << c.name;
+  }
+}
