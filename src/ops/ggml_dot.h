@@ -31,7 +31,13 @@ struct GgmlActs {
   std::vector<int8_t> q;      // n
   std::vector<float> dg;      // n / 16: the block's scale, per group
   std::vector<int32_t> ag;    // n / 16: sum of the group's codes
+  // The codes of each whole 256-value chunk transposed for the AVX3_DL kernels of the types where
+  // ggml_acts_transposed() holds: qt[256 c + 64 k + 4 g + j] = q[256 c + 16 g + 4 k + j] (vector k, 32-bit lane g
+  // holds group g's codes 4k..4k+3, so four vpdpbusd into one accumulator give every group's sum in its own lane).
+  std::vector<int8_t> qt;
 };
+// Whether the AVX3_DL kernel for weight type t reads GgmlActs::qt (its codes are unpacked in that layout).
+bool ggml_acts_transposed(DType t);
 // Quantizes as llama.cpp does on x86: Q8_0 (d = max|x| / 127 rounded to fp16, q = round-half-even(x * 127 /
 // max|x|)) or Q8_K (iscale = -127 / x_m where x_m is the value of largest magnitude, q = min(127,
 // nearest(iscale * x)), d = 1 / iscale).

@@ -60,6 +60,16 @@ int k3_scale(const uint8_t* s, int i) {
 
 bool ggml_dot_supported(DType t) { return formats::ggml_encodable(t); }
 
+bool ggml_acts_transposed(DType t) {
+  switch (t) {
+    case DType::Q4_0: case DType::Q4_1: case DType::IQ4_NL: case DType::Q2_K: case DType::Q3_K: case DType::Q4_K:
+    case DType::Q5_K: case DType::Q6_K: case DType::IQ4_XS:
+      return true;
+    default:
+      return false;
+  }
+}
+
 int ggml_block_values(DType t) { return static_cast<int>(dtype_info(t).block); }
 
 void quantize_acts_ggml(DType wtype, const float* x, int64_t n, GgmlActs& a) {
@@ -101,6 +111,15 @@ void quantize_acts_ggml(DType wtype, const float* x, int64_t n, GgmlActs& a) {
       a.dg[static_cast<size_t>(b * B / 16 + g)] = d;
       a.ag[static_cast<size_t>(b * B / 16 + g)] = s;
     }
+  }
+  a.qt.clear();
+  if (ggml_acts_transposed(wtype)) {
+    a.qt.resize(static_cast<size_t>(n / 256 * 256));
+    for (int64_t c = 0; c < n / 256; ++c)
+      for (int g = 0; g < 16; ++g)
+        for (int k = 0; k < 4; ++k)
+          for (int j = 0; j < 4; ++j)
+            a.qt[static_cast<size_t>(256 * c + 64 * k + 4 * g + j)] = a.q[static_cast<size_t>(256 * c + 16 * g + 4 * k + j)];
   }
 }
 
