@@ -125,21 +125,13 @@ void GemvArgs(benchmark::internal::Benchmark* b) {
 }
 BENCHMARK(BM_Gemv)->Apply(GemvArgs)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
-// Packed intN matmul on consecutive packed matrices in the pool (random code bytes; every 16-bit word is a
-// normal f16, so the block scales and zeros are sane). Args: bits, group, rows, cols, tokens, threads.
-// tokens 1 is the decode GEMV (GB/s of packed bytes read); tokens 512 the prefill path (GFLOP/s).
-// hot 1 multiplies the same (cache-resident) matrix every time: the kernel's compute ceiling.
-void BM_MatmulIntN(benchmark::State& state) {
-  const bool hot = state.range(6) != 0;
-  const int bits = static_cast<int>(state.range(0)), group = static_cast<int>(state.range(1));
-  const int64_t rows = state.range(2), cols = state.range(3), tokens = state.range(4);
-  lowbit::set_num_threads(static_cast<int>(state.range(5)));
-  const std::string name = "int" + std::to_string(bits) + "g" + std::to_string(group) + "a";
-  const lowbit::formats::IntNFormat& f = lowbit::formats::intn_format(name);
-  const std::vector<WeightView> views = packed_views(f, rows, cols);
-  const size_t bytes = views.front().row_bytes * static_cast<size_t>(rows);
-  const std::vector<float> x = random_floats(static_cast<size_t>(cols * tokens));
-  std::vector<float> y(static_cast<size_t>(rows * tokens));
+// The matmul loop shared by the quantized-weight benchmarks: one matmul per iteration on the next view (or the same
+// one when hot), then GB/s of weight bytes (tokens 1) or GFLOP/s (batches).
+void run_matmul(benchmark::State& state, const std::vector<WeightView>& views, int64_t tokens, bool hot) {
+  const WeightView& v0 = views.front();
+  const size_t bytes = v0.row_bytes * static_cast<size_t>(v0.rows);
+  const std::vector<float> x = random_floats(static_cast<size_t>(v0.cols * tokens));
+  std::vector<float> y(static_cast<size_t>(v0.rows * tokens));
   size_t i = 0;
   LoopTimer timer;
   for (auto _ : state) {
@@ -152,7 +144,21 @@ void BM_MatmulIntN(benchmark::State& state) {
   if (tokens == 1)
     state.counters["GB/s"] = static_cast<double>(bytes) * iters / sec / 1e9;
   else
-    state.counters["GFLOP/s"] = 2.0 * static_cast<double>(rows * cols * tokens) * iters / sec / 1e9;
+    state.counters["GFLOP/s"] = 2.0 * static_cast<double>(v0.rows * v0.cols * tokens) * iters / sec / 1e9;
+}
+
+// Packed intN matmul on consecutive packed matrices in the pool (random code bytes; every 16-bit word is a
+// normal f16, so the block scales and zeros are sane). Args: bits, group, rows, cols, tokens, threads.
+// tokens 1 is the decode GEMV (GB/s of packed bytes read); tokens 512 the prefill path (GFLOP/s).
+// hot 1 multiplies the same (cache-resident) matrix every time: the kernel's compute ceiling.
+void BM_MatmulIntN(benchmark::State& state) {
+  const bool hot = state.range(6) != 0;
+  const int bits = static_cast<int>(state.range(0)), group = static_cast<int>(state.range(1));
+  const int64_t rows = state.range(2), cols = state.range(3), tokens = state.range(4);
+  lowbit::set_num_threads(static_cast<int>(state.range(5)));
+  const std::string name = "int" + std::to_string(bits) + "g" + std::to_string(group) + "a";
+  const lowbit::formats::IntNFormat& f = lowbit::formats::intn_format(name);
+  run_matmul(state, packed_views(f, rows, cols), tokens, hot);
   state.SetLabel(name + " " + lowbit::ops::simd_target());
 }
 
@@ -183,21 +189,7 @@ void BM_MatmulGgml(benchmark::State& state) {
   const size_t bytes = rb * static_cast<size_t>(rows);
   std::vector<WeightView> views;
   for (size_t off = 0; off + bytes <= kPoolBytes; off += bytes) views.push_back({dt, rows, cols, weight_pool() + off, rb});
-  const std::vector<float> x = random_floats(static_cast<size_t>(cols * tokens));
-  std::vector<float> y(static_cast<size_t>(rows * tokens));
-  size_t i = 0;
-  LoopTimer timer;
-  for (auto _ : state) {
-    lowbit::ops::matmul(views[i], x.data(), tokens, y.data());
-    benchmark::DoNotOptimize(y.data());
-    benchmark::ClobberMemory();
-    i = hot || i + 1 == views.size() ? 0 : i + 1;
-  }
-  const double iters = static_cast<double>(state.iterations()), sec = timer.seconds();
-  if (tokens == 1)
-    state.counters["GB/s"] = static_cast<double>(bytes) * iters / sec / 1e9;
-  else
-    state.counters["GFLOP/s"] = 2.0 * static_cast<double>(rows * cols * tokens) * iters / sec / 1e9;
+  run_matmul(state, views, tokens, hot);
   state.SetLabel(std::string(lowbit::dtype_name(dt)) + " " + lowbit::ops::simd_target());
 }
 

@@ -47,12 +47,13 @@ void check_dtype(const WeightView& w, const char* what) {
 // Below this many weight bytes a GEMV is not worth waking the thread team for.
 constexpr uint64_t kMinParallelGemvBytes = 256 << 10;
 
-// Decode: rows split into one contiguous block per thread, on multiples of 4 rows (the kernel's row group).
-void gemv_parallel(const WeightView& w, const float* x, float* y) {
+// Runs fn(r0, r1) over rows [0, rows): on the calling thread when the work (`bytes` of weights) is too small to
+// wake the thread team, else one contiguous block per thread on multiples of 4 rows (the kernels' row group).
+template <typename Fn>
+void split_rows(int64_t rows, uint64_t bytes, const Fn& fn) {
   const int threads = num_threads();
-  const int64_t rows = w.rows;
-  if (threads <= 1 || static_cast<uint64_t>(rows) * w.row_bytes < kMinParallelGemvBytes || rows < 8) {
-    gemv_rows(w, x, 0, rows, y);
+  if (threads <= 1 || bytes < kMinParallelGemvBytes || rows < 8) {
+    fn(int64_t{0}, rows);
     return;
   }
   const int64_t groups = (rows + 3) / 4;
@@ -61,29 +62,24 @@ void gemv_parallel(const WeightView& w, const float* x, float* y) {
     const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
     const int64_t r0 = std::min(rows, groups * t / nt * 4);
     const int64_t r1 = std::min(rows, groups * (t + 1) / nt * 4);
-    if (r1 > r0) gemv_rows(w, x, r0, r1, y + r0);
+    if (r1 > r0) fn(r0, r1);
   }
 }
 
-// Packed intN decode: the activations are quantized once, then rows are split as above.
+uint64_t matrix_bytes(const WeightView& w) { return static_cast<uint64_t>(w.rows) * w.row_bytes; }
+
+// Decode on f32 / f16 / bf16 weights.
+void gemv_parallel(const WeightView& w, const float* x, float* y) {
+  split_rows(w.rows, matrix_bytes(w), [&](int64_t r0, int64_t r1) { gemv_rows(w, x, r0, r1, y + r0); });
+}
+
+// Packed intN decode: the activations are quantized once (on the calling thread, shared read-only), then rows are
+// split as above.
 void gemv_intn_parallel(const WeightView& w, const float* x, float* y) {
   thread_local detail::IntNActs acts;
   detail::quantize_acts_intn(*w.intn, x, w.cols, acts);
-  const int threads = num_threads();
-  const int64_t rows = w.rows;
-  if (threads <= 1 || static_cast<uint64_t>(rows) * w.row_bytes < kMinParallelGemvBytes || rows < 8) {
-    detail::gemv_intn_rows(w, acts, 0, rows, y);
-    return;
-  }
-  const detail::IntNActs& a = acts;  // the thread_local of the calling thread, shared read-only
-  const int64_t groups = (rows + 3) / 4;
-#pragma omp parallel num_threads(threads)
-  {
-    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
-    const int64_t r0 = std::min(rows, groups * t / nt * 4);
-    const int64_t r1 = std::min(rows, groups * (t + 1) / nt * 4);
-    if (r1 > r0) detail::gemv_intn_rows(w, a, r0, r1, y + r0);
-  }
+  const detail::IntNActs& a = acts;  // the calling thread's, not each worker's own thread_local
+  split_rows(w.rows, matrix_bytes(w), [&](int64_t r0, int64_t r1) { detail::gemv_intn_rows(w, a, r0, r1, y + r0); });
 }
 
 // llama.cpp block types with a native kernel: activations quantized per token as llama.cpp does (ops/ggml_dot.h),
@@ -93,21 +89,8 @@ void matmul_ggml(const WeightView& w, const float* x, int64_t n_tokens, float* y
   if (acts.size() < static_cast<size_t>(n_tokens)) acts.resize(static_cast<size_t>(n_tokens));
   for (int64_t t = 0; t < n_tokens; ++t) detail::quantize_acts_ggml(w.dtype, x + t * w.cols, w.cols, acts[t]);
   const detail::GgmlActs* a = acts.data();
-  const int threads = num_threads();
-  const int64_t rows = w.rows;
-  if (threads <= 1 || static_cast<uint64_t>(rows) * w.row_bytes * static_cast<uint64_t>(n_tokens) <
-                          kMinParallelGemvBytes || rows < 8) {
-    detail::gemm_ggml_rows(w, a, n_tokens, 0, rows, y, rows);
-    return;
-  }
-  const int64_t groups = (rows + 3) / 4;
-#pragma omp parallel num_threads(threads)
-  {
-    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
-    const int64_t r0 = std::min(rows, groups * t / nt * 4);
-    const int64_t r1 = std::min(rows, groups * (t + 1) / nt * 4);
-    if (r1 > r0) detail::gemm_ggml_rows(w, a, n_tokens, r0, r1, y + r0, rows);
-  }
+  split_rows(w.rows, matrix_bytes(w) * static_cast<uint64_t>(n_tokens),
+             [&](int64_t r0, int64_t r1) { detail::gemm_ggml_rows(w, a, n_tokens, r0, r1, y + r0, w.rows); });
 }
 
 // Types without a native kernel (IQ1/IQ2/IQ3, TQ, Q8_K ...): each row decoded to f32 and dotted.
