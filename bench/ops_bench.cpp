@@ -231,6 +231,38 @@ BENCHMARK(BM_MatmulIntNPortable)
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 
+// The portable ggml-type kernels, forced the same way: a 4096x4096 GEMV streamed from the pool, 1 thread.
+// Args: ggml type id, target (AVX2 or SSE4).
+void BM_MatmulGgmlPortable(benchmark::State& state) {
+  const auto target = static_cast<int64_t>(state.range(1));
+  if ((hwy::SupportedTargets() & target) == 0) {
+    state.SkipWithError("target not supported by this CPU");
+    return;
+  }
+  hwy::SetSupportedTargetsForTest(target);
+  const auto dt = static_cast<DType>(state.range(0));
+  const int64_t rows = 4096, cols = 4096;
+  lowbit::set_num_threads(1);
+  const size_t rb = static_cast<size_t>(*lowbit::dtype_row_bytes(dt, static_cast<uint64_t>(cols)));
+  const size_t bytes = rb * static_cast<size_t>(rows);
+  std::vector<WeightView> views;
+  for (size_t off = 0; off + bytes <= kPoolBytes; off += bytes) views.push_back({dt, rows, cols, weight_pool() + off, rb});
+  state.counters["GB/s"] = static_cast<double>(bytes) / gemv_seconds(state, views) / 1e9;
+  state.SetLabel(std::string(lowbit::dtype_name(dt)) + " " + lowbit::ops::simd_target());
+  hwy::SetSupportedTargetsForTest(0);
+}
+BENCHMARK(BM_MatmulGgmlPortable)
+    ->ArgsProduct({{static_cast<int64_t>(DType::Q4_0), static_cast<int64_t>(DType::Q8_0),
+                    static_cast<int64_t>(DType::Q4_K), static_cast<int64_t>(DType::Q6_K),
+                    static_cast<int64_t>(DType::Q5_K), static_cast<int64_t>(DType::Q3_K),
+                    static_cast<int64_t>(DType::Q2_K), static_cast<int64_t>(DType::IQ4_XS),
+                    static_cast<int64_t>(DType::IQ4_NL), static_cast<int64_t>(DType::Q4_1),
+                    static_cast<int64_t>(DType::Q5_0), static_cast<int64_t>(DType::Q5_1)},
+                   {static_cast<int64_t>(HWY_AVX2), static_cast<int64_t>(HWY_SSE4)}})
+    ->ArgNames({"type", "target"})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+
 // The matmuls of one decode step of a hidden-2048 Llama (TinyLlama-1.1B shapes: GQA k/v 256 x 2048, FFN 5632),
 // layer after layer through the pool, as the model graph issues them. Args: dtype, threads.
 void BM_DecodeLayerHidden2048(benchmark::State& state) {

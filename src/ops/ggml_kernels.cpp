@@ -6,7 +6,8 @@
 //    weights) and the centre/min terms (S_g * c + M_g) * da * A_g are one FMA per chunk. Block headers are read
 //    with scalar code (K types) or eight fp16 loads and one vcvtph2ps (32-value types).
 //    Batches of tokens: each row is unpacked once into an L1 buffer and dotted with every token from there.
-//  - other targets: the scalar reference (ggml_dot_ref.cpp).
+//  - other targets (AVX3, AVX2, SSE4, SSSE3, ...): portable Highway kernels, see "Portable SIMD path" below.
+//  - the scalar target: the scalar reference (ggml_dot_ref.cpp).
 // Rows whose length is not a multiple of 256 (32-value types only) finish their last < 8 blocks with the reference.
 #include <algorithm>
 #include <cstddef>
@@ -24,6 +25,7 @@
 #define HWY_TARGET_INCLUDE "ops/ggml_kernels.cpp"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/aligned_allocator.h"
+#include "hwy/cache_control.h"
 #include "hwy/highway.h"
 
 
@@ -451,7 +453,356 @@ LOWBIT_GGML_VNNI void GemmGgmlRows(const WeightView& w, const GgmlActs* acts, in
 }
 
 #undef LOWBIT_GGML_VNNI
-#else  // portable targets: the scalar reference
+#elif HWY_TARGET != HWY_SCALAR && !HWY_HAVE_SCALABLE
+// ---- Portable SIMD path (AVX3 without VNNI, AVX2, SSE4, SSSE3, ...) ---------------------------------------------
+// Layout: the activations are GgmlActs::q (natural order, int8; not qt), widened once per call to int16 in a
+// per-thread buffer, since every row reads them. Work is done per 256-value chunk (one K-type
+// super-block, or eight 32-value blocks). Every 16 codes of a group are unpacked into one 128-bit vector of int8
+// holding u - c (the centred code, which always fits in int8: nibble masks / shifts, high bits by TestBit, IQ4
+// levels by a byte table lookup), so the centre term c * A_g of the decomposition is already folded into the
+// integer sum. The codes are widened to int16 and multiplied with the activations pairwise into int32 lanes
+// (ReorderWidenMulAccumulate: vpmaddwd on x86). A "unit" is one group (K types) or one 32-value block (both of
+// its groups share one scale, so their integer sums are added before the float step). The per-unit int32 vectors
+// are then reduced together, four at a time, by interleave-and-add steps into one int32 vector whose lane j is
+// unit j's exact sum (vectors are capped at 256 bits: 8 int32 lanes take two such quads and one cross-block add).
+// Float step per vector of units: acc += float(sum_u) * S_u * dg_u and, for types with a min, off += M_u * dg_u *
+// A_u; the row result is the horizontal sum of acc - off. Headers of the K types come from the scalar
+// ggml_block_terms (once per 256 values), those of 32-value blocks from their fp16 scale (and min) directly.
+// Several tokens are processed by the same per-(row, token) routine, so batches equal single-token calls bit for bit.
+
+namespace hn = hwy::HWY_NAMESPACE;
+using detail::GgmlActs;
+using D32 = hn::CappedTag<int32_t, 8>;
+using DF = hn::Repartition<float, D32>;
+using D16 = hn::Repartition<int16_t, D32>;
+using DI8 = hn::Full128<int8_t>;
+using DU8 = hn::Full128<uint8_t>;
+using V32 = hn::Vec<D32>;
+using VI8 = hn::Vec<DI8>;
+using VU8 = hn::Vec<DU8>;
+constexpr int kN32 = static_cast<int>(hn::MaxLanes(D32()));
+static_assert(kN32 == 4 || kN32 == 8, "the unit reduction expects 128- or 256-bit vectors");
+
+template <DType T>
+constexpr bool kPortable = T == DType::Q8_0 || T == DType::Q4_0 || T == DType::Q4_1 || T == DType::Q5_0 ||
+                           T == DType::Q5_1 || T == DType::IQ4_NL || T == DType::Q2_K || T == DType::Q3_K ||
+                           T == DType::Q4_K || T == DType::Q5_K || T == DType::Q6_K || T == DType::IQ4_XS;
+template <DType T>
+constexpr bool kSmall = T == DType::Q8_0 || T == DType::Q4_0 || T == DType::Q4_1 || T == DType::Q5_0 ||
+                        T == DType::Q5_1 || T == DType::IQ4_NL;  // 32-value blocks
+template <DType T>
+constexpr bool kHasMin = T == DType::Q4_1 || T == DType::Q5_1 || T == DType::Q2_K || T == DType::Q4_K ||
+                         T == DType::Q5_K;
+template <DType T>
+constexpr int kBlockBytes = T == DType::Q8_0 ? 34 : T == DType::Q4_0 || T == DType::IQ4_NL ? 18 : T == DType::Q4_1 ? 20
+                            : T == DType::Q5_0 ? 22 : T == DType::Q5_1 ? 24 : 0;
+
+// acc + sum of 16 codes (int8) times the 16 int16 activations at q, in int32 lanes.
+// (A template so that only the branch for this target's vector width is instantiated.)
+template <class D = D16>
+HWY_INLINE V32 Mad(VI8 codes, const int16_t* HWY_RESTRICT q, V32 acc) {
+  const D32 d32;
+  const D d16;
+  const hn::Rebind<int8_t, D> d8;
+  V32 s1 = hn::Zero(d32);  // the second accumulator of ReorderWidenMulAccumulate (unused on x86)
+  if constexpr (hn::MaxLanes(D()) == 16) {
+    acc = hn::ReorderWidenMulAccumulate(d32, hn::PromoteTo(d16, hn::BitCast(d8, codes)), hn::LoadU(d16, q), acc, s1);
+  } else {
+    const hn::Twice<decltype(d8)> dfull;
+    const auto c = hn::BitCast(dfull, codes);
+    acc = hn::ReorderWidenMulAccumulate(d32, hn::PromoteTo(d16, hn::LowerHalf(d8, c)), hn::LoadU(d16, q), acc, s1);
+    acc = hn::ReorderWidenMulAccumulate(d32, hn::PromoteTo(d16, hn::UpperHalf(d8, c)), hn::LoadU(d16, q + 8), acc,
+                                        s1);
+  }
+  return hn::Add(acc, s1);
+}
+
+// The int8 activation codes of a token widened to int16 once per call (every row reads them).
+HWY_INLINE void WidenActs(const int8_t* HWY_RESTRICT q, int64_t n, int16_t* HWY_RESTRICT out) {
+  const D16 d16;
+  const hn::Rebind<int8_t, D16> d8;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d16));
+  int64_t i = 0;
+  for (; i + N <= n; i += N) hn::StoreU(hn::PromoteTo(d16, hn::LoadU(d8, q + i)), d16, out + i);
+  for (; i < n; ++i) out[i] = q[i];
+}
+
+// Four vectors -> per 128-bit block, lane j = the sum of that block's lanes of vector j.
+HWY_INLINE V32 Sum4(V32 a, V32 b, V32 c, V32 d) {
+  const D32 d32;
+  const hn::Repartition<int64_t, D32> d64;
+  const V32 ab = hn::Add(hn::InterleaveLower(d32, a, b), hn::InterleaveUpper(d32, a, b));  // a b a b
+  const V32 cd = hn::Add(hn::InterleaveLower(d32, c, d), hn::InterleaveUpper(d32, c, d));  // c d c d
+  const auto ab64 = hn::BitCast(d64, ab), cd64 = hn::BitCast(d64, cd);
+  return hn::Add(hn::BitCast(d32, hn::InterleaveLower(d64, ab64, cd64)),
+                 hn::BitCast(d32, hn::InterleaveUpper(d64, ab64, cd64)));  // a b c d
+}
+
+HWY_INLINE VU8 Lo4(VU8 v) { return hn::And(v, hn::Set(DU8(), 0x0F)); }
+HWY_INLINE VU8 Hi4(VU8 v) { return hn::ShiftRight<4>(v); }
+HWY_INLINE VI8 Centre(VU8 v, int c) { return hn::Sub(hn::BitCast(DI8(), v), hn::Set(DI8(), static_cast<int8_t>(c))); }
+// 0x10 (or `value`) in byte i where bit `bit` of byte i of h is set.
+HWY_INLINE VU8 BitTo(VU8 h, uint8_t bit, uint8_t value) {
+  const DU8 du8;
+  return hn::IfThenElseZero(hn::TestBit(h, hn::Set(du8, bit)), hn::Set(du8, value));
+}
+// Bytes i = 0..15 get bit i of the 16-bit word `bits`, as 0x10.
+HWY_INLINE VU8 Bits16(uint32_t bits) {
+  const DU8 du8;
+  alignas(16) static constexpr uint8_t kIdx[16] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
+  alignas(16) static constexpr uint8_t kBit[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+  const auto w = hn::BitCast(du8, hn::Set(hn::Full128<uint16_t>(), static_cast<uint16_t>(bits)));
+  const auto spread = hn::TableLookupBytes(w, hn::Load(du8, kIdx));
+  return hn::IfThenElseZero(hn::TestBit(spread, hn::Load(du8, kBit)), hn::Set(du8, 0x10));
+}
+HWY_INLINE VI8 Iq4(VU8 idx) {
+  alignas(16) static constexpr int8_t kLev[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                                  1,    13,   25,  38,  53,  69,  89,  113};
+  return hn::TableLookupBytes(hn::Load(DI8(), kLev), hn::BitCast(DI8(), idx));
+}
+
+// The 16 centred codes u - c of group G (values 16 G .. 16 G + 15) of the chunk at p, as int8.
+template <DType T, int G>
+HWY_INLINE VI8 Codes(const uint8_t* HWY_RESTRICT p) {
+  const DU8 du8;
+  const DI8 di8;
+  if constexpr (kSmall<T>) {  // block G / 2: low nibbles (G even) or high nibbles (G odd) of its 16 code bytes
+    constexpr int hdr = T == DType::Q4_1 || T == DType::Q5_1 ? 4 : 2;
+    const uint8_t* b = p + (G / 2) * kBlockBytes<T>;
+    if constexpr (T == DType::Q8_0) {
+      return hn::LoadU(di8, reinterpret_cast<const int8_t*>(b + 2 + 16 * (G % 2)));
+    } else if constexpr (T == DType::Q4_0 || T == DType::Q4_1 || T == DType::IQ4_NL) {
+      const VU8 v = hn::LoadU(du8, b + hdr);
+      const VU8 u = G % 2 == 0 ? Lo4(v) : Hi4(v);
+      if constexpr (T == DType::IQ4_NL) return Iq4(u);
+      return Centre(u, T == DType::Q4_0 ? 8 : 0);
+    } else {  // Q5_0 / Q5_1: bit j of qh is the fifth bit of code j
+      uint32_t qh;
+      std::memcpy(&qh, b + hdr, 4);
+      const VU8 v = hn::LoadU(du8, b + hdr + 4);
+      const VU8 u = G % 2 == 0 ? hn::Or(Lo4(v), Bits16(qh & 0xFFFF)) : hn::Or(Hi4(v), Bits16(qh >> 16));
+      return Centre(u, T == DType::Q5_0 ? 16 : 0);
+    }
+  } else if constexpr (T == DType::Q4_K || T == DType::Q5_K) {
+    // group 4c + t: t = 0 / 1 low nibbles of bytes 32c + 16t .. (t = 2 / 3: high nibbles of 32c + 16(t - 2) ..)
+    constexpr int c = G / 4, t = G % 4, half = t % 2;
+    const VU8 v = hn::LoadU(du8, p + (T == DType::Q5_K ? 48 : 16) + 32 * c + 16 * half);
+    VU8 u = t < 2 ? Lo4(v) : Hi4(v);
+    if constexpr (T == DType::Q5_K)  // fifth bit: bit 2c (low nibbles) or 2c + 1 (high) of qh[l]
+      u = hn::Or(u, BitTo(hn::LoadU(du8, p + 16 + 16 * half), static_cast<uint8_t>(1 << (2 * c + t / 2)), 0x10));
+    return hn::BitCast(di8, u);
+  } else if constexpr (T == DType::Q6_K) {
+    // half n = G / 8; group 8n + 2s + k: nibble of ql[64n + 32(s % 2) + 16k ..] (low for s < 2) | 2 bits of
+    // qh[32n + 16k ..] at 2s, minus 32
+    constexpr int n = G / 8, s = (G % 8) / 2, k = G % 2;
+    const VU8 l = hn::LoadU(du8, p + 64 * n + 32 * (s % 2) + 16 * k);
+    const VU8 h = hn::LoadU(du8, p + 128 + 32 * n + 16 * k);
+    const VU8 m30 = hn::Set(du8, 0x30);
+    VU8 hb;
+    if constexpr (s == 0) hb = hn::And(hn::ShiftLeft<4>(h), m30);
+    else if constexpr (s == 1) hb = hn::And(hn::ShiftLeft<2>(h), m30);
+    else if constexpr (s == 2) hb = hn::And(h, m30);
+    else hb = hn::And(hn::ShiftRight<2>(h), m30);
+    return Centre(hn::Or(s < 2 ? Lo4(l) : Hi4(l), hb), 32);
+  } else if constexpr (T == DType::Q2_K || T == DType::Q3_K) {
+    // group 8n + 2j + k: bits 2j of qs[32n + 16k ..]; Q3_K: | bit 4n + j of hmask[16k ..] as 4, minus 4
+    constexpr int n = G / 8, j = (G % 8) / 2, k = G % 2;
+    const VU8 v = hn::LoadU(du8, p + (T == DType::Q3_K ? 32 : 16) + 32 * n + 16 * k);
+    const VU8 u = hn::And(hn::ShiftRight<2 * j>(v), hn::Set(du8, 3));
+    if constexpr (T == DType::Q2_K) return hn::BitCast(di8, u);
+    return Centre(hn::Or(u, BitTo(hn::LoadU(du8, p + 16 * k), static_cast<uint8_t>(1 << (4 * n + j)), 4)), 4);
+  } else {  // IQ4_XS: sub-block G / 2, low (G even) or high nibbles of qs[16 (G / 2) ..]
+    const VU8 v = hn::LoadU(du8, p + 8 + 16 * (G / 2));
+    return Iq4(G % 2 == 0 ? Lo4(v) : Hi4(v));
+  }
+}
+
+// Types whose two groups of each 32 values share one scale (and min): a unit is 32 values, else 16.
+template <DType T>
+constexpr bool kUnit32 = kSmall<T> || T == DType::Q4_K || T == DType::Q5_K || T == DType::IQ4_XS;
+template <DType T>
+constexpr int kUnits = kUnit32<T> ? 8 : 16;
+
+// The int32 partial sums of unit U of the chunk at p with the chunk's activations q.
+template <DType T, int U>
+HWY_INLINE V32 Unit(const uint8_t* HWY_RESTRICT p, const int16_t* HWY_RESTRICT q) {
+  const V32 z = hn::Zero(D32());
+  if constexpr (kUnit32<T>)
+    return Mad(Codes<T, 2 * U + 1>(p), q + 32 * U + 16, Mad(Codes<T, 2 * U>(p), q + 32 * U, z));
+  else
+    return Mad(Codes<T, U>(p), q + 16 * U, z);
+}
+
+// Exact int32 sums of units U0 .. U0 + kN32 - 1, unit U0 + j in lane j.
+template <DType T, int U0>
+HWY_INLINE V32 Units(const uint8_t* HWY_RESTRICT p, const int16_t* HWY_RESTRICT q) {
+  const V32 a = Sum4(Unit<T, U0>(p, q), Unit<T, U0 + 1>(p, q), Unit<T, U0 + 2>(p, q), Unit<T, U0 + 3>(p, q));
+  if constexpr (kN32 == 4) {
+    return a;
+  } else {
+    const D32 d32;
+    const V32 b = Sum4(Unit<T, U0 + 4>(p, q), Unit<T, U0 + 5>(p, q), Unit<T, U0 + 6>(p, q), Unit<T, U0 + 7>(p, q));
+    return hn::Add(hn::ConcatLowerLower(d32, b, a), hn::ConcatUpperUpper(d32, b, a));
+  }
+}
+
+// acc += float(sums of units J * kN32 ..) * scale; then the next vector of units.
+template <DType T, int J>
+HWY_INLINE void ScaleUnits(const uint8_t* HWY_RESTRICT p, const int16_t* HWY_RESTRICT q, const float* sc,
+                           hn::Vec<DF>& acc) {
+  if constexpr (J * kN32 < kUnits<T>) {
+    const DF df;
+    acc = hn::MulAdd(hn::ConvertTo(df, Units<T, J * kN32>(p, q)), hn::Load(df, sc + J * kN32), acc);
+    ScaleUnits<T, J + 1>(p, q, sc, acc);
+  }
+}
+
+inline float F16(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return lowbit::f16_to_f32(h);
+}
+inline uint32_t U32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// Float factors of the chunk at p for each unit: sc[u] = S_u * dg (the unit's step times the activation scale),
+// and for types with a min off += M_u * dg * A_u. Integer scales are gathered into bytes (scalar bit tricks) and
+// converted with vector ops.
+template <DType T>
+HWY_INLINE void Headers(const uint8_t* HWY_RESTRICT p, const float* HWY_RESTRICT dg, const int32_t* HWY_RESTRICT ag,
+                        float* HWY_RESTRICT sc, hn::Vec<DF>& off) {
+  const DF df;
+  const D32 d32;
+  const hn::Rebind<uint8_t, D32> du8;
+  const hn::Rebind<int8_t, D32> di8;
+  alignas(16) uint8_t by[16];
+  alignas(32) int32_t A[8];
+  if constexpr (kUnit32<T> && kHasMin<T>)
+    for (int u = 0; u < 8; ++u) A[u] = ag[2 * u] + ag[2 * u + 1];
+  if constexpr (kSmall<T>) {  // fp16 scale (and min) per block; dg per group
+    alignas(32) float md[8];
+    for (int b = 0; b < 8; ++b) {
+      const uint8_t* h = p + b * kBlockBytes<T>;
+      sc[b] = F16(h) * dg[2 * b];
+      if constexpr (kHasMin<T>) md[b] = -F16(h + 2) * dg[2 * b];  // M = -m
+    }
+    if constexpr (kHasMin<T>)
+      for (int j = 0; j < 8; j += kN32)
+        off = hn::MulAdd(hn::Load(df, md + j), hn::ConvertTo(df, hn::Load(d32, A + j)), off);
+    return;
+  } else if constexpr (T == DType::Q4_K || T == DType::Q5_K) {
+    // 8 six-bit scales and mins from 12 bytes: by[0..8) scales, by[8..16) mins.
+    const uint32_t x0 = U32(p + 4), x1 = U32(p + 8), x2 = U32(p + 12);
+    const uint32_t w[4] = {x0 & 0x3f3f3f3f, (x2 & 0x0f0f0f0f) | (((x0 >> 6) & 0x03030303) << 4), x1 & 0x3f3f3f3f,
+                           ((x2 >> 4) & 0x0f0f0f0f) | (((x1 >> 6) & 0x03030303) << 4)};
+    std::memcpy(by, w, 16);
+    const auto d = hn::Set(df, F16(p) * dg[0]), dm = hn::Set(df, F16(p + 2) * dg[0]);
+    for (int j = 0; j < 8; j += kN32) {
+      hn::Store(hn::Mul(hn::ConvertTo(df, hn::PromoteTo(d32, hn::LoadU(du8, by + j))), d), df, sc + j);
+      off = hn::MulAdd(hn::Mul(hn::ConvertTo(df, hn::PromoteTo(d32, hn::LoadU(du8, by + 8 + j))), dm),
+                       hn::ConvertTo(df, hn::Load(d32, A + j)), off);
+    }
+  } else if constexpr (T == DType::IQ4_XS) {
+    const uint32_t sh = static_cast<uint32_t>(p[2]) | (static_cast<uint32_t>(p[3]) << 8), sl = U32(p + 4);
+    for (int ib = 0; ib < 8; ++ib)
+      by[ib] = static_cast<uint8_t>(((sl >> (4 * ib)) & 0xF) | (((sh >> (2 * ib)) & 3) << 4));
+    const auto d = hn::Set(df, F16(p) * dg[0]);
+    const auto c32 = hn::Set(d32, 32);
+    for (int j = 0; j < 8; j += kN32)
+      hn::Store(hn::Mul(hn::ConvertTo(df, hn::Sub(hn::PromoteTo(d32, hn::LoadU(du8, by + j)), c32)), d), df, sc + j);
+  } else if constexpr (T == DType::Q6_K) {
+    const auto d = hn::Set(df, F16(p + 208) * dg[0]);
+    const int8_t* s8 = reinterpret_cast<const int8_t*>(p + 192);
+    for (int j = 0; j < 16; j += kN32)
+      hn::Store(hn::Mul(hn::ConvertTo(df, hn::PromoteTo(d32, hn::LoadU(di8, s8 + j))), d), df, sc + j);
+  } else if constexpr (T == DType::Q3_K) {
+    // 16 six-bit scales: low nibbles in bytes 0..7, high 2 bits in bytes 8..11; the value is scale - 32.
+    const uint32_t a0 = U32(p + 96), a1 = U32(p + 100), a2 = U32(p + 104);
+    const uint32_t w[4] = {(a0 & 0x0f0f0f0f) | ((a2 & 0x03030303) << 4),
+                           (a1 & 0x0f0f0f0f) | (((a2 >> 2) & 0x03030303) << 4),
+                           ((a0 >> 4) & 0x0f0f0f0f) | (((a2 >> 4) & 0x03030303) << 4),
+                           ((a1 >> 4) & 0x0f0f0f0f) | (((a2 >> 6) & 0x03030303) << 4)};
+    std::memcpy(by, w, 16);
+    const auto d = hn::Set(df, F16(p + 108) * dg[0]);
+    const auto c32 = hn::Set(d32, 32);
+    for (int j = 0; j < 16; j += kN32)
+      hn::Store(hn::Mul(hn::ConvertTo(df, hn::Sub(hn::PromoteTo(d32, hn::LoadU(du8, by + j)), c32)), d), df, sc + j);
+  } else {  // Q2_K: byte g = scale (low nibble) | min (high nibble)
+    const auto d = hn::Set(df, F16(p + 80) * dg[0]), dm = hn::Set(df, F16(p + 82) * dg[0]);
+    const auto m4 = hn::Set(d32, 0xF);
+    for (int j = 0; j < 16; j += kN32) {
+      const auto v = hn::PromoteTo(d32, hn::LoadU(du8, p + j));
+      hn::Store(hn::Mul(hn::ConvertTo(df, hn::And(v, m4)), d), df, sc + j);
+      off = hn::MulAdd(hn::Mul(hn::ConvertTo(df, hn::ShiftRight<4>(v)), dm), hn::ConvertTo(df, hn::LoadU(d32, ag + j)),
+                       off);
+    }
+  }
+}
+
+// Dot of one row with one token's activations a (q16: its codes widened to int16) over whole chunks; a 32-value
+// row's last < 8 blocks by the reference.
+template <DType T>
+HWY_NOINLINE float RowDot(const uint8_t* HWY_RESTRICT row, int64_t nblocks, const GgmlActs& a,
+                          const int16_t* HWY_RESTRICT q16) {
+  const DF df;
+  constexpr int64_t per_chunk = kSmall<T> ? 8 : 1;
+  const size_t cb = kSmall<T> ? 8 * kBlockBytes<T> : dtype_info(T).block_bytes;
+  const int64_t nchunks = nblocks / per_chunk;
+  auto acc = hn::Zero(df), off = hn::Zero(df);
+  alignas(32) float sc[16];
+  for (int64_t ch = 0; ch < nchunks; ++ch) {
+    const uint8_t* p = row + ch * cb;
+    hwy::Prefetch(p + 2048);
+    Headers<T>(p, a.dg.data() + 16 * ch, a.ag.data() + 16 * ch, sc, off);
+    ScaleUnits<T, 0>(p, q16 + 256 * ch, sc, acc);
+  }
+  float s = hn::GetLane(hn::SumOfLanes(df, hn::Sub(acc, off)));
+  if (nchunks * per_chunk < nblocks)
+    s += detail::ggml_dot_blocks_ref(T, reinterpret_cast<const std::byte*>(row), a, nchunks * per_chunk, nblocks);
+  return s;
+}
+
+template <DType T>
+void RowsPortable(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1, float* y,
+                  int64_t ldy) {
+  const int64_t nblocks = w.cols / static_cast<int64_t>(dtype_info(T).block);
+  thread_local std::vector<int16_t> q16;
+  q16.resize(static_cast<size_t>(n_tok * w.cols));
+  for (int64_t t = 0; t < n_tok; ++t) WidenActs(acts[t].q.data(), w.cols, q16.data() + t * w.cols);
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* row = reinterpret_cast<const uint8_t*>(w.data + static_cast<size_t>(r) * w.row_bytes);
+    for (int64_t t = 0; t < n_tok; ++t)
+      y[t * ldy + (r - r0)] = RowDot<T>(row, nblocks, acts[t], q16.data() + t * w.cols);
+  }
+}
+
+void GemmGgmlRows(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1, float* y,
+                  int64_t ldy) {
+  switch (w.dtype) {
+    case DType::Q8_0: return RowsPortable<DType::Q8_0>(w, acts, n_tok, r0, r1, y, ldy);
+    case DType::Q4_0: return RowsPortable<DType::Q4_0>(w, acts, n_tok, r0, r1, y, ldy);
+    case DType::Q4_1: return RowsPortable<DType::Q4_1>(w, acts, n_tok, r0, r1, y, ldy);
+    case DType::Q5_0: return RowsPortable<DType::Q5_0>(w, acts, n_tok, r0, r1, y, ldy);
+    case DType::Q5_1: return RowsPortable<DType::Q5_1>(w, acts, n_tok, r0, r1, y, ldy);
+    case DType::IQ4_NL: return RowsPortable<DType::IQ4_NL>(w, acts, n_tok, r0, r1, y, ldy);
+    case DType::Q2_K: return RowsPortable<DType::Q2_K>(w, acts, n_tok, r0, r1, y, ldy);
+    case DType::Q3_K: return RowsPortable<DType::Q3_K>(w, acts, n_tok, r0, r1, y, ldy);
+    case DType::Q4_K: return RowsPortable<DType::Q4_K>(w, acts, n_tok, r0, r1, y, ldy);
+    case DType::Q5_K: return RowsPortable<DType::Q5_K>(w, acts, n_tok, r0, r1, y, ldy);
+    case DType::Q6_K: return RowsPortable<DType::Q6_K>(w, acts, n_tok, r0, r1, y, ldy);
+    case DType::IQ4_XS: return RowsPortable<DType::IQ4_XS>(w, acts, n_tok, r0, r1, y, ldy);
+    default:
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t t = 0; t < n_tok; ++t)
+          y[t * ldy + (r - r0)] =
+              detail::ggml_dot_row_ref(w.dtype, w.data + static_cast<size_t>(r) * w.row_bytes, acts[t]);
+  }
+}
+
+#else  // the scalar target: the reference
 
 void GemmGgmlRows(const WeightView& w, const detail::GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1, float* y,
                   int64_t ldy) {
