@@ -7,7 +7,7 @@
 //    with scalar code (K types) or eight fp16 loads and one vcvtph2ps (32-value types).
 //    Batches of tokens: each row is unpacked once into an L1 buffer and dotted with every token from there.
 //  - other targets (AVX3, AVX2, SSE4, SSSE3, ...): portable Highway kernels, see "Portable SIMD path" below.
-//  - the scalar target: the scalar reference (ggml_dot_ref.cpp).
+//  - the scalar and EMU128 targets: the scalar reference (ggml_dot_ref.cpp).
 // Rows whose length is not a multiple of 256 (32-value types only) finish their last < 8 blocks with the reference.
 #include <algorithm>
 #include <cstddef>
@@ -453,7 +453,7 @@ LOWBIT_GGML_VNNI void GemmGgmlRows(const WeightView& w, const GgmlActs* acts, in
 }
 
 #undef LOWBIT_GGML_VNNI
-#elif HWY_TARGET != HWY_SCALAR && !HWY_HAVE_SCALABLE
+#elif HWY_TARGET != HWY_SCALAR && HWY_TARGET != HWY_EMU128 && !HWY_HAVE_SCALABLE
 // ---- Portable SIMD path (AVX3 without VNNI, AVX2, SSE4, SSSE3, ...) ---------------------------------------------
 // Layout: the activations are GgmlActs::q (natural order, int8; not qt), widened once per call to int16 in a
 // per-thread buffer, since every row reads them. Work is done per 256-value chunk (one K-type
