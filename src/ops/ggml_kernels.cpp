@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "core/half.h"
@@ -31,6 +32,32 @@
 
 HWY_BEFORE_NAMESPACE();
 namespace lowbit::ops::HWY_NAMESPACE {
+
+// Calls f(std::integral_constant<DType, T>{}) for an encodable llama.cpp type t (the kernels are instantiated per
+// type); false for any other type.
+template <class F>
+bool VisitGgmlType(DType t, const F& f) {
+  switch (t) {
+#define LOWBIT_GGML_CASE(T) \
+  case DType::T:            \
+    f(std::integral_constant<DType, DType::T>{}); \
+    return true;
+    LOWBIT_GGML_CASE(Q8_0) LOWBIT_GGML_CASE(Q4_0) LOWBIT_GGML_CASE(Q4_1) LOWBIT_GGML_CASE(Q5_0)
+    LOWBIT_GGML_CASE(Q5_1) LOWBIT_GGML_CASE(IQ4_NL) LOWBIT_GGML_CASE(Q2_K) LOWBIT_GGML_CASE(Q3_K)
+    LOWBIT_GGML_CASE(Q4_K) LOWBIT_GGML_CASE(Q5_K) LOWBIT_GGML_CASE(Q6_K) LOWBIT_GGML_CASE(IQ4_XS)
+#undef LOWBIT_GGML_CASE
+    default:
+      return false;
+  }
+}
+
+// The scalar reference over rows [r0, r1) and n_tok tokens (types and targets without a SIMD kernel).
+inline void RefRows(const WeightView& w, const detail::GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1, float* y,
+                    int64_t ldy) {
+  for (int64_t r = r0; r < r1; ++r)
+    for (int64_t t = 0; t < n_tok; ++t)
+      y[t * ldy + (r - r0)] = detail::ggml_dot_row_ref(w.dtype, w.data + static_cast<size_t>(r) * w.row_bytes, acts[t]);
+}
 
 #if HWY_TARGET == HWY_AVX3_DL
 
@@ -433,23 +460,10 @@ LOWBIT_GGML_VNNI void RowsT(const WeightView& w, const GgmlActs* acts, int64_t n
   }
 }
 
-LOWBIT_GGML_VNNI void GemmGgmlRows(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1, float* y,
-                  int64_t ldy) {
-  switch (w.dtype) {
-    case DType::Q8_0: return RowsT<DType::Q8_0>(w, acts, n_tok, r0, r1, y, ldy);
-    case DType::Q4_0: return RowsT<DType::Q4_0>(w, acts, n_tok, r0, r1, y, ldy);
-    case DType::Q4_1: return RowsT<DType::Q4_1>(w, acts, n_tok, r0, r1, y, ldy);
-    case DType::Q5_0: return RowsT<DType::Q5_0>(w, acts, n_tok, r0, r1, y, ldy);
-    case DType::Q5_1: return RowsT<DType::Q5_1>(w, acts, n_tok, r0, r1, y, ldy);
-    case DType::IQ4_NL: return RowsT<DType::IQ4_NL>(w, acts, n_tok, r0, r1, y, ldy);
-    case DType::Q2_K: return RowsT<DType::Q2_K>(w, acts, n_tok, r0, r1, y, ldy);
-    case DType::Q3_K: return RowsT<DType::Q3_K>(w, acts, n_tok, r0, r1, y, ldy);
-    case DType::Q4_K: return RowsT<DType::Q4_K>(w, acts, n_tok, r0, r1, y, ldy);
-    case DType::Q5_K: return RowsT<DType::Q5_K>(w, acts, n_tok, r0, r1, y, ldy);
-    case DType::Q6_K: return RowsT<DType::Q6_K>(w, acts, n_tok, r0, r1, y, ldy);
-    case DType::IQ4_XS: return RowsT<DType::IQ4_XS>(w, acts, n_tok, r0, r1, y, ldy);
-    default: fail("", "matmul", "no native kernel for type " + std::string(dtype_name(w.dtype)));
-  }
+LOWBIT_GGML_VNNI void GemmGgmlRows(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1,
+                                   float* y, int64_t ldy) {
+  if (!VisitGgmlType(w.dtype, [&](auto t) { RowsT<decltype(t)::value>(w, acts, n_tok, r0, r1, y, ldy); }))
+    fail("", "matmul", "no native kernel for type " + std::string(dtype_name(w.dtype)));
 }
 
 #undef LOWBIT_GGML_VNNI
@@ -781,34 +795,15 @@ void RowsPortable(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int6
 
 void GemmGgmlRows(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1, float* y,
                   int64_t ldy) {
-  switch (w.dtype) {
-    case DType::Q8_0: return RowsPortable<DType::Q8_0>(w, acts, n_tok, r0, r1, y, ldy);
-    case DType::Q4_0: return RowsPortable<DType::Q4_0>(w, acts, n_tok, r0, r1, y, ldy);
-    case DType::Q4_1: return RowsPortable<DType::Q4_1>(w, acts, n_tok, r0, r1, y, ldy);
-    case DType::Q5_0: return RowsPortable<DType::Q5_0>(w, acts, n_tok, r0, r1, y, ldy);
-    case DType::Q5_1: return RowsPortable<DType::Q5_1>(w, acts, n_tok, r0, r1, y, ldy);
-    case DType::IQ4_NL: return RowsPortable<DType::IQ4_NL>(w, acts, n_tok, r0, r1, y, ldy);
-    case DType::Q2_K: return RowsPortable<DType::Q2_K>(w, acts, n_tok, r0, r1, y, ldy);
-    case DType::Q3_K: return RowsPortable<DType::Q3_K>(w, acts, n_tok, r0, r1, y, ldy);
-    case DType::Q4_K: return RowsPortable<DType::Q4_K>(w, acts, n_tok, r0, r1, y, ldy);
-    case DType::Q5_K: return RowsPortable<DType::Q5_K>(w, acts, n_tok, r0, r1, y, ldy);
-    case DType::Q6_K: return RowsPortable<DType::Q6_K>(w, acts, n_tok, r0, r1, y, ldy);
-    case DType::IQ4_XS: return RowsPortable<DType::IQ4_XS>(w, acts, n_tok, r0, r1, y, ldy);
-    default:
-      for (int64_t r = r0; r < r1; ++r)
-        for (int64_t t = 0; t < n_tok; ++t)
-          y[t * ldy + (r - r0)] =
-              detail::ggml_dot_row_ref(w.dtype, w.data + static_cast<size_t>(r) * w.row_bytes, acts[t]);
-  }
+  if (!VisitGgmlType(w.dtype, [&](auto t) { RowsPortable<decltype(t)::value>(w, acts, n_tok, r0, r1, y, ldy); }))
+    RefRows(w, acts, n_tok, r0, r1, y, ldy);
 }
 
 #else  // the scalar target: the reference
 
 void GemmGgmlRows(const WeightView& w, const detail::GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1, float* y,
                   int64_t ldy) {
-  for (int64_t r = r0; r < r1; ++r)
-    for (int64_t t = 0; t < n_tok; ++t)
-      y[t * ldy + (r - r0)] = detail::ggml_dot_row_ref(w.dtype, w.data + static_cast<size_t>(r) * w.row_bytes, acts[t]);
+  RefRows(w, acts, n_tok, r0, r1, y, ldy);
 }
 
 #endif
