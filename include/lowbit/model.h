@@ -17,8 +17,8 @@ namespace lowbit {
 std::vector<float> rope_inv_freq(const ModelConfig& c, const ModelFile& f);
 
 // Which linear layers read a captured input: Attention feeds attn_q/k/v, AttentionOutput feeds attn_output,
-// Ffn feeds ffn_gate/ffn_up, FfnDown feeds ffn_down.
-enum class LinearInput { Attention, AttentionOutput, Ffn, FfnDown };
+// Ffn feeds ffn_gate/ffn_up, FfnDown feeds ffn_down. The values are the sites of the role table (io/arch.h).
+enum class LinearInput { Attention = 0, AttentionOutput = 1, Ffn = 2, FfnDown = 3 };
 
 class Model {
  public:
@@ -41,12 +41,17 @@ class Model {
   void forward(std::span<const int32_t> tokens, int pos, float* logits, bool all_logits);
 
   // Calibration building blocks. embed: hidden states (n x dim) of the tokens. forward_layer: runs block l on
-  // one sequence's hidden states x (n x dim, positions 0..n-1) in place; capture (may be empty) sees each
-  // linear layer's input. Running embed and every layer in turn equals forward() up to the final norm.
+  // n_seq independent sequences of len tokens each (x: n_seq x len x dim, positions 0..len-1 in every sequence)
+  // in place; capture (may be empty) sees each linear layer's input, rows = n_seq * len in sequence order.
+  // Running embed and every layer in turn equals forward() up to the final norm.
   void embed(std::span<const int32_t> tokens, float* x);
-  void forward_layer(int l, float* x, int n, const CaptureFn& capture);
-  // Replaces a weight matrix (t.name canonical, same shape, F32/F16/BF16) by t's values, e.g. its quantized
-  // decoding. The caller keeps t's bytes alive while the model uses them.
+  void forward_layer(int l, float* x, int n_seq, int len, const CaptureFn& capture);
+  // Runs block l on the sequences in x only as far as the input of `site`, hands it to capture and stops;
+  // x is not modified (true-sequential calibration: the input of a linear after its predecessors were swapped).
+  void capture_site(int l, const float* x, int n_seq, int len, LinearInput site, const CaptureFn& capture);
+  // Replaces a tensor (t.name canonical, same shape, F32/F16/BF16) by t's values: a weight matrix (e.g. its
+  // quantized decoding; the caller keeps t's bytes alive while the model uses them) or a norm / bias vector
+  // (copied), e.g. after an equivalence transform.
   void replace_weight(const TensorInfo& t);
 
   // Bytes of weights one decode step reads (every matrix once, plus one embedding row).

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "io/arch.h"
 #include "io/gguf.h"
 #include "io/loaders.h"
 #include "lowbit/error.h"
@@ -111,28 +112,13 @@ void validate_model(const ModelFile& m) {
       bad(name, "shape " + t->shape_str() + ", expected " + want.shape_str());
     }
   };
-  const int64_t q = static_cast<int64_t>(c.n_heads) * c.head_dim;
-  const int64_t kv = static_cast<int64_t>(c.n_kv_heads) * c.head_dim;
   expect("token_embd.weight", {c.n_vocab, c.dim});
   expect("output_norm.weight", {c.dim});
   if (!c.tied_embeddings) expect("output.weight", {c.n_vocab, c.dim});
-  for (int l = 0; l < c.n_layers; ++l) {
-    const std::string b = "blk." + std::to_string(l) + ".";
-    expect(b + "attn_norm.weight", {c.dim});
-    expect(b + "attn_q.weight", {q, c.dim});
-    expect(b + "attn_k.weight", {kv, c.dim});
-    expect(b + "attn_v.weight", {kv, c.dim});
-    expect(b + "attn_output.weight", {c.dim, q});
-    expect(b + "ffn_norm.weight", {c.dim});
-    expect(b + "ffn_gate.weight", {c.ffn_dim, c.dim});
-    expect(b + "ffn_up.weight", {c.ffn_dim, c.dim});
-    expect(b + "ffn_down.weight", {c.dim, c.ffn_dim});
-    if (c.qkv_bias) {
-      expect(b + "attn_q.bias", {q});
-      expect(b + "attn_k.bias", {kv});
-      expect(b + "attn_v.bias", {kv});
-    }
-  }
+  const ArchRoles& roles = arch_roles(c);
+  for (int l = 0; l < c.n_layers; ++l)
+    for (const BlockTensorRole& r : roles.block)
+      if (present(c, r)) expect(block_tensor_name(l, r.role, r.suffix), shape_of(c, r));
   if (c.rope_scaling.type == "freq_factors") expect("rope_freqs.weight", {c.rope_dim / 2});
 }
 

@@ -12,6 +12,7 @@
 #include "lowbit/error.h"
 #include "lowbit/model.h"
 #include "lowbit/threads.h"
+#include "io/arch.h"
 #include "ops/ops.h"
 
 namespace lowbit {
@@ -64,9 +65,27 @@ std::vector<float> rope_inv_freq(const ModelConfig& c, const ModelFile& f) {
 
 namespace {
 
+// A block's tensors, indexed by their row in the architecture's role table (io/arch.h): matrices are views into
+// the model file (or a replacement), norms and biases are widened to f32.
 struct Layer {
-  std::vector<float> attn_norm, ffn_norm, bq, bk, bv;
-  ops::WeightView wq, wk, wv, wo, wgate, wup, wdown;
+  std::vector<ops::WeightView> mat;      // [roles.block.size()], set for Linear roles
+  std::vector<std::vector<float>> vec;   // [roles.block.size()], set for Norm / Bias roles present in the file
+};
+
+// Row indices of the roles the graph computes with.
+struct RoleIndex {
+  size_t attn_norm, q, k, v, bq, bk, bv, o, ffn_norm, gate, up, down;
+  explicit RoleIndex(const io::ArchRoles& a) {
+    auto at = [&](std::string_view role, std::string_view suffix) {
+      const io::BlockTensorRole* r = io::find_role(a, role, suffix);
+      if (!r) fail("model", std::string(role), "missing from the architecture's role table");
+      return static_cast<size_t>(r - a.block.data());
+    };
+    attn_norm = at("attn_norm", "weight"), q = at("attn_q", "weight"), k = at("attn_k", "weight");
+    v = at("attn_v", "weight"), bq = at("attn_q", "bias"), bk = at("attn_k", "bias"), bv = at("attn_v", "bias");
+    o = at("attn_output", "weight"), ffn_norm = at("ffn_norm", "weight"), gate = at("ffn_gate", "weight");
+    up = at("ffn_up", "weight"), down = at("ffn_down", "weight");
+  }
 };
 
 }  // namespace
@@ -74,6 +93,8 @@ struct Layer {
 struct Model::Impl {
   std::shared_ptr<const ModelFile> file;
   ModelConfig c;
+  const io::ArchRoles* roles = nullptr;
+  std::unique_ptr<RoleIndex> ri;
   int max_ctx = 0;
   ops::WeightView tok_embd, output;
   std::vector<float> output_norm;
@@ -106,6 +127,14 @@ struct Model::Impl {
       vcache[l].resize(static_cast<size_t>(want) * kv_dim);
     }
     cache_positions = want;
+  }
+
+  void check_layer_call(int l, int n_seq, int len) {
+    if (l < 0 || l >= c.n_layers) fail(file->path, "layer", std::to_string(l) + " does not exist");
+    if (len <= 0 || len > max_ctx || n_seq < 0)
+      fail(file->path, "context", std::to_string(len) + " tokens exceed the context of " + std::to_string(max_ctx));
+    ensure_cache(len);
+    ensure_scratch(len);
   }
 
   void ensure_scratch(int n) {
@@ -155,7 +184,8 @@ struct Model::Impl {
 
   // One transformer block on the n hidden states in x (positions pos..pos+n-1), in place. capture, when set,
   // sees the input of every linear layer (for calibration).
-  void layer(int l, int n, int pos, const Model::CaptureFn* capture) {
+  // stop_at >= 0: return right after the input of that site (a LinearInput) has been captured.
+  void layer(int l, int n, int pos, const Model::CaptureFn* capture, int stop_at = -1) {
     const int dim = c.dim;
     const size_t qd = static_cast<size_t>(c.n_heads) * c.head_dim;
     const size_t kvd = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
@@ -167,22 +197,23 @@ struct Model::Impl {
       Timer tm(*this, "norm");
       for (int t = 0; t < n; ++t)
         ops::rmsnorm(xb.data() + static_cast<size_t>(t) * dim, x.data() + static_cast<size_t>(t) * dim,
-                     L.attn_norm.data(), dim, c.norm_eps);
+                     L.vec[ri->attn_norm].data(), dim, c.norm_eps);
     }
     {
       Timer tm(*this, "matmul");
       cap(LinearInput::Attention, xb.data(), dim);
-      ops::matmul(L.wq, xb.data(), n, q.data());
-      ops::matmul(L.wk, xb.data(), n, k.data());
-      ops::matmul(L.wv, xb.data(), n, v.data());
+      if (stop_at == static_cast<int>(LinearInput::Attention)) return;
+      ops::matmul(L.mat[ri->q], xb.data(), n, q.data());
+      ops::matmul(L.mat[ri->k], xb.data(), n, k.data());
+      ops::matmul(L.mat[ri->v], xb.data(), n, v.data());
     }
     {
       Timer tm(*this, "rope");
       for (int t = 0; t < n; ++t) {
         if (c.qkv_bias) {
-          ops::axpy(1.0f, L.bq.data(), q.data() + t * qd, static_cast<int64_t>(qd));
-          ops::axpy(1.0f, L.bk.data(), k.data() + t * kvd, static_cast<int64_t>(kvd));
-          ops::axpy(1.0f, L.bv.data(), v.data() + t * kvd, static_cast<int64_t>(kvd));
+          ops::axpy(1.0f, L.vec[ri->bq].data(), q.data() + t * qd, static_cast<int64_t>(qd));
+          ops::axpy(1.0f, L.vec[ri->bk].data(), k.data() + t * kvd, static_cast<int64_t>(kvd));
+          ops::axpy(1.0f, L.vec[ri->bv].data(), v.data() + t * kvd, static_cast<int64_t>(kvd));
         }
         ops::rope(q.data() + t * qd, c.n_heads, c.head_dim, c.rope_dim, pos + t, inv_freq.data(), c.rope_style);
         ops::rope(k.data() + t * kvd, c.n_kv_heads, c.head_dim, c.rope_dim, pos + t, inv_freq.data(), c.rope_style);
@@ -197,20 +228,22 @@ struct Model::Impl {
     {
       Timer tm(*this, "matmul");
       cap(LinearInput::AttentionOutput, att.data(), static_cast<int64_t>(qd));
-      ops::matmul(L.wo, att.data(), n, xb.data());
+      if (stop_at == static_cast<int>(LinearInput::AttentionOutput)) return;
+      ops::matmul(L.mat[ri->o], att.data(), n, xb.data());
     }
     {
       Timer tm(*this, "norm");
       ops::axpy(1.0f, xb.data(), x.data(), static_cast<int64_t>(n) * dim);
       for (int t = 0; t < n; ++t)
         ops::rmsnorm(xb.data() + static_cast<size_t>(t) * dim, x.data() + static_cast<size_t>(t) * dim,
-                     L.ffn_norm.data(), dim, c.norm_eps);
+                     L.vec[ri->ffn_norm].data(), dim, c.norm_eps);
     }
     {
       Timer tm(*this, "matmul");
       cap(LinearInput::Ffn, xb.data(), dim);
-      ops::matmul(L.wgate, xb.data(), n, ffg.data());
-      ops::matmul(L.wup, xb.data(), n, ffu.data());
+      if (stop_at == static_cast<int>(LinearInput::Ffn)) return;
+      ops::matmul(L.mat[ri->gate], xb.data(), n, ffg.data());
+      ops::matmul(L.mat[ri->up], xb.data(), n, ffu.data());
     }
     {
       Timer tm(*this, "silu");
@@ -219,7 +252,8 @@ struct Model::Impl {
     {
       Timer tm(*this, "matmul");
       cap(LinearInput::FfnDown, ffg.data(), c.ffn_dim);
-      ops::matmul(L.wdown, ffg.data(), n, xb.data());
+      if (stop_at == static_cast<int>(LinearInput::FfnDown)) return;
+      ops::matmul(L.mat[ri->down], ffg.data(), n, xb.data());
     }
     ops::axpy(1.0f, xb.data(), x.data(), static_cast<int64_t>(n) * dim);
   }
@@ -267,23 +301,19 @@ Model::Model(std::shared_ptr<const ModelFile> file, int max_context) : impl_(std
   m.output = m.c.tied_embeddings ? m.tok_embd : ops::view_of(f.get("output.weight"));
   m.output_norm = to_f32(f.get("output_norm.weight"));
   m.inv_freq = rope_inv_freq(m.c, f);
+  m.roles = &io::arch_roles(m.c);
+  m.ri = std::make_unique<RoleIndex>(*m.roles);
   m.layers.resize(m.c.n_layers);
+  const auto& block = m.roles->block;
   for (int l = 0; l < m.c.n_layers; ++l) {
-    const std::string b = "blk." + std::to_string(l) + ".";
     Layer& L = m.layers[l];
-    L.attn_norm = to_f32(f.get(b + "attn_norm.weight"));
-    L.ffn_norm = to_f32(f.get(b + "ffn_norm.weight"));
-    L.wq = ops::view_of(f.get(b + "attn_q.weight"));
-    L.wk = ops::view_of(f.get(b + "attn_k.weight"));
-    L.wv = ops::view_of(f.get(b + "attn_v.weight"));
-    L.wo = ops::view_of(f.get(b + "attn_output.weight"));
-    L.wgate = ops::view_of(f.get(b + "ffn_gate.weight"));
-    L.wup = ops::view_of(f.get(b + "ffn_up.weight"));
-    L.wdown = ops::view_of(f.get(b + "ffn_down.weight"));
-    if (m.c.qkv_bias) {
-      L.bq = to_f32(f.get(b + "attn_q.bias"));
-      L.bk = to_f32(f.get(b + "attn_k.bias"));
-      L.bv = to_f32(f.get(b + "attn_v.bias"));
+    L.mat.resize(block.size());
+    L.vec.resize(block.size());
+    for (size_t i = 0; i < block.size(); ++i) {
+      if (!io::present(m.c, block[i])) continue;
+      const TensorInfo& t = f.get(io::block_tensor_name(l, block[i].role, block[i].suffix));
+      if (block[i].kind == io::TensorKind::Linear) L.mat[i] = ops::view_of(t);
+      else L.vec[i] = to_f32(t);
     }
   }
   m.kcache.resize(m.c.n_layers);
@@ -309,17 +339,25 @@ void Model::embed(std::span<const int32_t> tokens, float* x) {
   }
 }
 
-void Model::forward_layer(int l, float* x, int n, const CaptureFn& capture) {
+void Model::forward_layer(int l, float* x, int n_seq, int len, const CaptureFn& capture) {
   Impl& m = *impl_;
-  if (l < 0 || l >= m.c.n_layers) fail(m.file->path, "layer", std::to_string(l) + " does not exist");
-  if (n <= 0 || n > m.max_ctx)
-    fail(m.file->path, "context", std::to_string(n) + " tokens exceed the context of " + std::to_string(m.max_ctx));
-  m.ensure_cache(n);
-  m.ensure_scratch(n);
-  const size_t count = static_cast<size_t>(n) * m.c.dim;
-  std::memcpy(m.x.data(), x, count * sizeof(float));
-  m.layer(l, n, 0, &capture);
-  std::memcpy(x, m.x.data(), count * sizeof(float));
+  m.check_layer_call(l, n_seq, len);
+  const size_t count = static_cast<size_t>(len) * m.c.dim;
+  for (int s = 0; s < n_seq; ++s) {
+    std::memcpy(m.x.data(), x + s * count, count * sizeof(float));
+    m.layer(l, len, 0, &capture);
+    std::memcpy(x + s * count, m.x.data(), count * sizeof(float));
+  }
+}
+
+void Model::capture_site(int l, const float* x, int n_seq, int len, LinearInput site, const CaptureFn& capture) {
+  Impl& m = *impl_;
+  m.check_layer_call(l, n_seq, len);
+  const size_t count = static_cast<size_t>(len) * m.c.dim;
+  for (int s = 0; s < n_seq; ++s) {
+    std::memcpy(m.x.data(), x + s * count, count * sizeof(float));
+    m.layer(l, len, 0, &capture, static_cast<int>(site));
+  }
 }
 
 void Model::replace_weight(const TensorInfo& t) {
@@ -331,27 +369,28 @@ void Model::replace_weight(const TensorInfo& t) {
     dst = v;
   };
   const std::string& n = t.name;
-  if (n == "token_embd.weight") {
+  if (n == m.roles->token_embd) {
     const bool tied_output = m.c.tied_embeddings;
     set(m.tok_embd);
     if (tied_output) m.output = m.tok_embd;
     return;
   }
-  if (n == "output.weight" && !m.c.tied_embeddings) return set(m.output);
-  int l = -1;
-  char role[64] = {0};
-  if (std::sscanf(n.c_str(), "blk.%d.%63[a-z_].weight", &l, role) == 2 && l >= 0 && l < m.c.n_layers) {
-    Layer& L = m.layers[l];
-    const std::string r = role;
-    if (r == "attn_q") return set(L.wq);
-    if (r == "attn_k") return set(L.wk);
-    if (r == "attn_v") return set(L.wv);
-    if (r == "attn_output") return set(L.wo);
-    if (r == "ffn_gate") return set(L.wgate);
-    if (r == "ffn_up") return set(L.wup);
-    if (r == "ffn_down") return set(L.wdown);
+  if (n == m.roles->output && !m.c.tied_embeddings) return set(m.output);
+  if (n == m.roles->output_norm) {
+    if (t.numel() != m.c.dim) fail(t.file, n, "shape " + t.shape_str() + " does not match the model's vector");
+    m.output_norm = to_f32(t);
+    return;
   }
-  fail(t.file, n, "is not a weight matrix of the model");
+  if (auto ref = io::parse_block_tensor(*m.roles, n); ref && ref->layer < m.c.n_layers && io::present(m.c, *ref->role)) {
+    Layer& L = m.layers[ref->layer];
+    const size_t i = static_cast<size_t>(ref->role - m.roles->block.data());
+    if (ref->role->kind == io::TensorKind::Linear) return set(L.mat[i]);
+    if (t.shape != io::shape_of(m.c, *ref->role))
+      fail(t.file, n, "shape " + t.shape_str() + " does not match the model's vector");
+    L.vec[i] = to_f32(t);
+    return;
+  }
+  fail(t.file, n, "is not a weight of the model");
 }
 
 uint64_t Model::weight_bytes_per_token() const {
@@ -359,7 +398,8 @@ uint64_t Model::weight_bytes_per_token() const {
   auto bytes = [](const ops::WeightView& w) { return static_cast<uint64_t>(w.rows) * w.row_bytes; };
   uint64_t total = bytes(m.output) + m.tok_embd.row_bytes;
   for (const Layer& L : m.layers)
-    total += bytes(L.wq) + bytes(L.wk) + bytes(L.wv) + bytes(L.wo) + bytes(L.wgate) + bytes(L.wup) + bytes(L.wdown);
+    for (const ops::WeightView& w : L.mat)
+      if (w.rows > 0) total += bytes(w);
   return total;
 }
 

@@ -187,10 +187,8 @@ class CalibratedRun {
     Model::CaptureFn capture = [&](int, LinearInput which, const float* in, int64_t rows, int64_t) {
       acc[static_cast<int>(which)].add(in, rows);
     };
-    for (size_t s = 0; s < n_seq; ++s) {  // capture on the unmodified block, inputs from quantized blocks < l
-      std::copy_n(x_.data() + s * tmp.size(), tmp.size(), tmp.data());
-      model_.forward_layer(l, tmp.data(), len_, capture);
-    }
+    for (size_t s = 0; s < n_seq; ++s)  // capture on the unmodified block, inputs from quantized blocks < l
+      model_.capture_site(l, x_.data() + s * tmp.size(), 1, len_, LinearInput::FfnDown, capture);
     std::array<LayerStats, 4> stats;
     for (int k = 0; k < 4; ++k) stats[k] = acc[k].stats();
     decoded_.clear();
@@ -229,7 +227,7 @@ class CalibratedRun {
   // The windows go through the (quantized) block l: the next block sees what it outputs.
   void advance(int l) {
     const size_t step = static_cast<size_t>(len_) * dim_;
-    for (size_t s = 0; s < x_.size() / step; ++s) model_.forward_layer(l, x_.data() + s * step, len_, {});
+    model_.forward_layer(l, x_.data(), static_cast<int>(x_.size() / step), len_, {});
   }
 
   // Block l from saved tensors: the same decoded weights swapped in and the same forward pass as run_layer.

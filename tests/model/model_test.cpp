@@ -221,7 +221,7 @@ TEST(ModelLayers, LayerByLayerEqualsForwardAndCaptures) {
   model.embed(tokens, x.data());
   std::map<LinearInput, int> seen;
   for (int l = 0; l < c.n_layers; ++l)
-    model.forward_layer(l, x.data(), static_cast<int>(tokens.size()),
+    model.forward_layer(l, x.data(), 1, static_cast<int>(tokens.size()),
                         [&](int layer, LinearInput which, const float* in, int64_t rows, int64_t cols) {
                           EXPECT_EQ(layer, l);
                           EXPECT_EQ(rows, static_cast<int64_t>(tokens.size()));
