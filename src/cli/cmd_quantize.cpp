@@ -9,6 +9,7 @@
 #include "lowbit/error.h"
 #include "lowbit/threads.h"
 #include "calib/calib_data.h"
+#include "quant/methods.h"
 #include "quant/quantize_model.h"
 
 namespace lowbit::cli {
@@ -16,13 +17,13 @@ namespace lowbit::cli {
 namespace {
 
 struct QuantizeArgs {
-  std::string model, out, method = "rtn", format;
+  std::string model, out, method, format;
   int bits = 4, group = 64, threads = 0;
   std::string keep_dtype = "f16";
   std::string calib;
   int calib_samples = 128, calib_len = 512;
   uint64_t seed = 0;
-  bool act_order = false, importance = false, resume = false, requantize = false;
+  bool act_order = false, importance = false, resume = false, requantize = false, no_true_sequential = false, transforms_only = false;
   double percdamp = 0.01;
   bool sym = false, json = false;
   std::vector<std::string> keep, bits_override;
@@ -60,6 +61,8 @@ void quantize_cmd(const QuantizeArgs& a) {
     bar->update(static_cast<int64_t>(done), name);
   };
   o.qopts.act_order = a.act_order;
+  o.true_sequential = !a.no_true_sequential;
+  o.transforms_only = a.transforms_only;
   o.resume = a.resume;
   o.allow_requantize = a.requantize;
   o.qopts.percdamp = a.percdamp;
@@ -84,7 +87,7 @@ void quantize_cmd(const QuantizeArgs& a) {
     for (const auto& t : r.tensors)
       ts.push_back({{"name", t.name}, {"shape", t.shape}, {"stored", t.stored}, {"bits_per_weight", t.bits_per_weight},
                     {"rel_error", t.rel_error}, {"rel_output_error", t.rel_output_error}, {"note", t.note}});
-    print_json({{"source", a.model}, {"output", a.out}, {"method", o.method}, {"format", o.format}, {"tensors", ts},
+    print_json({{"source", a.model}, {"output", a.out}, {"method", r.method}, {"format", o.format}, {"tensors", ts},
                 {"params", r.params}, {"bytes", r.bytes}, {"bits_per_weight", r.bits_per_weight},
                 {"seconds", r.seconds}, {"layer_seconds", r.layer_seconds},
                 {"resumed_tensors", r.resumed_tensors}});
@@ -108,6 +111,7 @@ void quantize_cmd(const QuantizeArgs& a) {
                 mx, r.layer_seconds.size());
   }
   if (a.resume) std::printf("resumed: %zu tensors taken from the saved progress\n", r.resumed_tensors);
+  std::printf("method: %s\n", r.method.c_str());
   std::printf("wrote %s: %lld parameters, %.2f MiB of tensors, %.4f bits per weight, %.1fs\n", a.out.c_str(),
               static_cast<long long>(r.params), static_cast<double>(r.bytes) / (1 << 20), r.bits_per_weight, r.seconds);
 }
@@ -119,7 +123,14 @@ void add_quantize(CLI::App& app) {
   auto* cmd = app.add_subcommand("quantize", "Quantize a model into lowbit's packed GGUF");
   cmd->add_option("-m,--model", a->model, "source model: GGUF, Hugging Face directory or llama2.c checkpoint (f32/f16/bf16 tensors)")->required();
   cmd->add_option("-o,--output", a->out, "output GGUF file (written atomically)")->required();
-  cmd->add_option("--method", a->method, "rtn or gptq (gptq needs --calib)");
+  cmd->add_option("--method", a->method,
+                 "method, parts joined with '+' (" + quant::methods_help() +
+                     "); e.g. awq+gptq, rotate+gptaq. Default: rtn without --calib; with --calib the combination that "
+                     "measured best for the format: " + quant::default_method_help());
+  cmd->add_flag("--transforms-only", a->transforms_only,
+                "run the method's transforms (rotate, awq) but write the matrices in f32, unquantized (checks exactness)");
+  cmd->add_flag("--no-true-sequential", a->no_true_sequential,
+                "gptq/gptaq: quantize a block's linears from one capture instead of site by site");
   cmd->add_option("--calib", a->calib, "calibration text (use text you will not evaluate on)");
   cmd->add_option("--calib-samples", a->calib_samples, "calibration windows")->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--calib-len", a->calib_len, "tokens per calibration window")->check(CLI::Range(2, 1 << 16));

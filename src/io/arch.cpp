@@ -15,8 +15,8 @@ const ArchRoles& arch_roles(const ModelConfig&) {
     using K = TensorKind;
     a.block = {
         {"attn_norm", "weight", K::Norm, Dim::Model, Dim::Model},
-        {"attn_q", "weight", K::Linear, Dim::QHeads, Dim::Model, false, Site::AttnIn},
-        {"attn_k", "weight", K::Linear, Dim::KvHeads, Dim::Model, false, Site::AttnIn},
+        {"attn_q", "weight", K::Linear, Dim::QHeads, Dim::Model, false, Site::AttnIn, true},
+        {"attn_k", "weight", K::Linear, Dim::KvHeads, Dim::Model, false, Site::AttnIn, true},
         {"attn_v", "weight", K::Linear, Dim::KvHeads, Dim::Model, false, Site::AttnIn},
         {"attn_q", "bias", K::Bias, Dim::QHeads, Dim::QHeads, true},
         {"attn_k", "bias", K::Bias, Dim::KvHeads, Dim::KvHeads, true},

@@ -44,6 +44,8 @@ struct BlockTensorRole {
   Dim rows, cols;          // shape {rows, cols}; 1-D tensors use rows only (cols ignored)
   bool bias_only_with_qkv_bias = false;  // present only when ModelConfig::qkv_bias
   Site site = Site::AttnIn;              // Linear: the input it reads
+  bool feeds_scores = false;             // q / k: its output only meets the others' through q.k scores, so its
+                                         // error is not judged by its own output alone (AWQ's clip skips it)
 };
 
 struct SiteRole {

@@ -22,14 +22,7 @@ namespace {
 // Small vectors (norms, biases, rope factors) are widened to f32 once.
 std::vector<float> to_f32(const TensorInfo& t) {
   std::vector<float> out(static_cast<size_t>(t.numel()));
-  const auto* p = reinterpret_cast<const uint16_t*>(t.data);
-  switch (t.dtype) {
-    case DType::F32: std::memcpy(out.data(), t.data, out.size() * 4); break;
-    case DType::F16: ops::f16_to_f32(p, out.data(), t.numel()); break;
-    case DType::BF16: ops::bf16_to_f32(p, out.data(), t.numel()); break;
-    default:
-      fail(t.file, t.name, "dtype " + std::string(dtype_name(t.dtype)) + " is not supported for vectors");
-  }
+  ops::widen_vector(t, out.data());
   return out;
 }
 
@@ -362,8 +355,8 @@ void Model::capture_site(int l, const float* x, int n_seq, int len, LinearInput 
 
 void Model::replace_weight(const TensorInfo& t) {
   Impl& m = *impl_;
-  ops::WeightView v = ops::view_of(t);
   auto set = [&](ops::WeightView& dst) {
+    const ops::WeightView v = ops::view_of(t);
     if (dst.rows != v.rows || dst.cols != v.cols)
       fail(t.file, t.name, "shape " + t.shape_str() + " does not match the model's weight");
     dst = v;

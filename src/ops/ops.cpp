@@ -217,6 +217,17 @@ void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y) {
   }
 }
 
+void widen_vector(const TensorInfo& t, float* out) {
+  const auto* p = reinterpret_cast<const uint16_t*>(t.data);
+  switch (t.dtype) {
+    case DType::F32: std::memcpy(out, t.data, static_cast<size_t>(t.numel()) * 4); break;
+    case DType::F16: f16_to_f32(p, out, t.numel()); break;
+    case DType::BF16: bf16_to_f32(p, out, t.numel()); break;
+    default:
+      fail(t.file, t.name, "dtype " + std::string(dtype_name(t.dtype)) + " is not supported for vectors");
+  }
+}
+
 void get_row(const WeightView& w, int64_t r, float* out) {
   if (r < 0 || r >= w.rows)
     fail("", "get_row", "row " + std::to_string(r) + " is out of range [0, " + std::to_string(w.rows) + ")");

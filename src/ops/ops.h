@@ -36,6 +36,9 @@ void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y);
 // Single-threaded GEMV over a row range [r0, r1): y[r - r0] for r in range. Building block of matmul.
 void gemv_rows(const WeightView& w, const float* x, int64_t r0, int64_t r1, float* y);
 
+// A whole F32 / F16 / BF16 tensor (norms, biases: any shape) widened to f32; other dtypes are an error.
+void widen_vector(const TensorInfo& t, float* out);
+
 // Row r of w widened to f32 (embedding lookup).
 void get_row(const WeightView& w, int64_t r, float* out);
 

@@ -22,7 +22,11 @@
 #include "lowbit/error.h"
 #include "lowbit/model.h"
 #include "ops/ops.h"
+#include "io/arch.h"
+#include "quant/block_transform.h"
 #include "quant/gguf_presets.h"
+#include "quant/methods.h"
+#include "quant/gptaq/cross_stats.h"
 #include "quant/resume.h"
 
 namespace lowbit::quant {
@@ -42,24 +46,6 @@ bool matches(const std::string& name, const std::string& pattern) {
     if ((pos == 0 || name[pos - 1] == '.') && (end == name.size() || name[end] == '.')) return true;
   }
   return false;
-}
-
-// Layer index and role of "blk.<l>.<role>.weight", or -1.
-int layer_of(const std::string& name, std::string* role) {
-  int l = -1;
-  char r[64] = {0};
-  if (std::sscanf(name.c_str(), "blk.%d.%63[a-z_].weight", &l, r) != 2) return -1;
-  if (role) *role = r;
-  return l;
-}
-
-// Which captured input feeds a block's linear layer.
-int input_of(const std::string& role) {
-  if (role == "attn_q" || role == "attn_k" || role == "attn_v") return static_cast<int>(LinearInput::Attention);
-  if (role == "attn_output") return static_cast<int>(LinearInput::AttentionOutput);
-  if (role == "ffn_gate" || role == "ffn_up") return static_cast<int>(LinearInput::Ffn);
-  if (role == "ffn_down") return static_cast<int>(LinearInput::FfnDown);
-  return -1;
 }
 
 std::vector<float> widen(const TensorInfo& t) {
@@ -121,8 +107,9 @@ struct Plan {
   DType keep_dtype = DType::F32;
   std::shared_ptr<formats::Format> fmt;
   DType ggml = DType::F32;  // fmt is a llama.cpp block type: stored as that GGUF type (else lowbit's packed I8)
-  int layer = -1;
-  int input = -1;  // LinearInput of a block linear quantized with calibration
+  int layer = -1;   // a block tensor produced by the calibrated run (quantized linear or a tensor it may edit)
+  int role = -1;    // its row in the role table
+  bool calibrated_linear = false;  // a block linear quantized with calibration statistics
   const std::vector<int64_t>* perm = nullptr;  // output row order (Q/K rows re-paired for the output's RoPE)
 };
 
@@ -143,131 +130,288 @@ std::vector<float> decode_blocks(const formats::Format& fmt, const std::vector<s
   return out;
 }
 
-// Layer-by-layer calibrated quantization: produces each block's encoded tensors when the writer first asks.
+// Per-site statistics accumulated while the calibration windows run through a block: H and mean|x| of the
+// quantized model's inputs, and (asymmetric solvers) the cross term of the full-precision model's inputs.
+struct SiteAccumulator {
+  explicit SiteAccumulator(int64_t cols, bool cross) : hessian(cols), abs_sum(static_cast<size_t>(cols), 0.0) {
+    if (cross) this->cross = std::make_unique<CrossAccumulator>(cols);
+  }
+  void add(const float* x, const float* x_fp, int64_t rows) {
+    hessian.add(x, rows);
+    const size_t c = abs_sum.size();
+    for (int64_t r = 0; r < rows; ++r)
+      for (size_t j = 0; j < c; ++j) abs_sum[j] += std::fabs(x[static_cast<size_t>(r) * c + j]);
+    if (cross) cross->add(x_fp, x, rows);
+    n += rows;
+  }
+  SiteStats stats() const {
+    SiteStats s;
+    s.hessian = hessian.stats();
+    if (cross) s.hessian.cross = cross->cross();
+    s.mean_abs.resize(abs_sum.size());
+    for (size_t j = 0; j < abs_sum.size(); ++j) s.mean_abs[j] = n > 0 ? abs_sum[j] / static_cast<double>(n) : 0.0;
+    return s;
+  }
+  HessianAccumulator hessian;
+  std::vector<double> abs_sum;
+  std::unique_ptr<CrossAccumulator> cross;
+  int64_t n = 0;
+};
+
+// Layer-by-layer calibrated quantization: produces each block's tensors when the writer first asks for one.
+// Per block: the block's tensors are widened to an f32 working copy; block transforms (AWQ) edit it from the
+// statistics of every site's input and it is swapped into the model; then the solver quantizes the linears,
+// site by site in graph order (true-sequential: each site's inputs are captured after the linears before it
+// were swapped for their quantized decoding) or all from one capture; finally the windows run through the
+// quantized block. Asymmetric solvers (GPTAQ) also run the windows through a second, full-precision (but
+// transformed) copy of the model, whose inputs pair with the quantized model's.
 class CalibratedRun {
  public:
-  CalibratedRun(std::shared_ptr<const ModelFile> model, const std::vector<Plan>& plans, const Quantizer& q,
-                const std::vector<std::vector<int32_t>>& windows, std::vector<TensorReport>& reports, ResumeStore& store)
-      : file_(model), plans_(plans), quantizer_(q), reports_(reports), store_(store),
+  CalibratedRun(std::shared_ptr<const ModelFile> model, const std::vector<Plan>& plans, const MethodPlan& method,
+                const QuantOptions& qopts, bool true_sequential, const std::vector<std::vector<int32_t>>& windows,
+                std::vector<TensorReport>& reports, ResumeStore& store)
+      : file_(model), plans_(plans), reports_(reports), store_(store), roles_(io::arch_roles(model->config)),
         model_(model, static_cast<int>(windows[0].size())) {
+    solver_ = method.solver->solver(qopts);
+    solver_name_ = method.solver->name;
+    for (const MethodEntry* e : method.block_transforms) transforms_.push_back(e->block(qopts));
+    true_sequential_ = true_sequential && solver_name_ != "rtn";
     len_ = static_cast<int>(windows[0].size());
     dim_ = model->config.dim;
     x_.resize(windows.size() * static_cast<size_t>(len_) * dim_);
     for (size_t s = 0; s < windows.size(); ++s) model_.embed(windows[s], x_.data() + s * len_ * dim_);
+    if (method.needs_fp_inputs) {
+      model_fp_ = std::make_unique<Model>(model, len_);
+      x_fp_ = x_;
+    }
+    for (size_t i = 0; i < plans_.size(); ++i)
+      if (plans_[i].layer >= 0) index_[{plans_[i].layer, plans_[i].role}] = i;
   }
 
-  // Encoded bytes of tensor i (a block linear); runs blocks up to its layer first.
-  std::vector<std::byte> take(size_t i) {
-    const int l = plans_[i].layer;
+  // Runs the blocks up to layer l.
+  void ensure(int l) {
     while (done_layers_ <= l) run_layer(done_layers_++);
+  }
+  // Encoded bytes of block linear i.
+  std::vector<std::byte> take_encoded(size_t i) {
+    ensure(plans_[i].layer);
     auto it = encoded_.find(i);
     std::vector<std::byte> out = std::move(it->second);
     encoded_.erase(it);
     return out;
   }
-
- private:
-  void run_layer(int l) {
-    // A block a previous run finished (--resume): its saved tensors, decoded, stand in for quantizing it again.
-    std::map<size_t, SavedTensor> saved;
-    bool all_saved = true;
-    for (size_t i = 0; i < plans_.size() && all_saved; ++i) {
-      if (plans_[i].layer != l || plans_[i].keep) continue;
-      auto st = store_.load(i, file_->tensors[i].name);
-      if (st) saved.emplace(i, std::move(*st));
-      else all_saved = false;
-    }
-    if (all_saved) return replay_layer(l, saved);
-    const ModelConfig& c = file_->config;
-    const std::array<int64_t, 4> cols = {c.dim, static_cast<int64_t>(c.n_heads) * c.head_dim, c.dim, c.ffn_dim};
-    std::vector<HessianAccumulator> acc;
-    for (int64_t k : cols) acc.emplace_back(k);
-    const size_t n_seq = x_.size() / (static_cast<size_t>(len_) * dim_);
-    std::vector<float> tmp(static_cast<size_t>(len_) * dim_);
-    Model::CaptureFn capture = [&](int, LinearInput which, const float* in, int64_t rows, int64_t) {
-      acc[static_cast<int>(which)].add(in, rows);
-    };
-    for (size_t s = 0; s < n_seq; ++s)  // capture on the unmodified block, inputs from quantized blocks < l
-      model_.capture_site(l, x_.data() + s * tmp.size(), 1, len_, LinearInput::FfnDown, capture);
-    std::array<LayerStats, 4> stats;
-    for (int k = 0; k < 4; ++k) stats[k] = acc[k].stats();
-    decoded_.clear();
-    for (size_t i = 0; i < plans_.size(); ++i) {
-      const Plan& p = plans_[i];
-      if (p.layer != l || p.keep) continue;
-      const TensorInfo& t = file_->tensors[i];
-      std::vector<float> W = widen(t);
-      const LayerStats& st = stats[p.input];
-      QuantResult q = quantize_tensor(quantizer_, file_->path, t, W, *p.fmt, &st);
-      TensorReport& r = reports_[i];
-      r.rel_error = rel_weight_error(W, q.dequant);
-      const double err = layer_error(W.data(), q.dequant.data(), t.rows(), t.cols(), st);
-      const std::vector<float> zero(W.size(), 0.0f);
-      const double ref = layer_error(W.data(), zero.data(), t.rows(), t.cols(), st);
-      r.rel_output_error = ref > 0 ? std::sqrt(err / ref) : 0.0;
-      store_.save(i, t.name, q.data, r.rel_error, r.rel_output_error);
-      encoded_[i] = std::move(q.data);
-      swap_in(t, std::move(q.dequant));
-    }
-    advance(l);
+  // The f32 values of kept block tensor i when a transform edited the block (else nullopt: the source's bytes).
+  std::optional<std::vector<float>> take_edited(size_t i) {
+    ensure(plans_[i].layer);
+    auto it = edited_.find(i);
+    if (it == edited_.end()) return std::nullopt;
+    std::vector<float> out = std::move(it->second);
+    edited_.erase(it);
+    return out;
   }
 
-  // The model computes with t's decoded weights from now on; the source's pages are dropped.
-  void swap_in(const TensorInfo& t, std::vector<float> decoded) {
-    auto buf = std::make_shared<std::vector<float>>(std::move(decoded));
+ private:
+  size_t n_seq() const { return x_.size() / (static_cast<size_t>(len_) * dim_); }
+
+  BlockWork load_block(int l) const {
+    BlockWork w;
+    w.config = &file_->config;
+    w.roles = &roles_;
+    w.layer = l;
+    w.values.resize(roles_.block.size());
+    w.formats.resize(roles_.block.size());
+    for (size_t r = 0; r < roles_.block.size(); ++r) {
+      auto it = index_.find({l, static_cast<int>(r)});
+      if (it == index_.end()) continue;
+      const TensorInfo& t = file_->tensors[it->second];
+      if (t.shape.size() == 2) {
+        w.values[r] = widen(t);
+      } else {
+        w.values[r].resize(static_cast<size_t>(t.numel()));
+        ops::widen_vector(t, w.values[r].data());
+      }
+      if (roles_.block[r].kind == io::TensorKind::Linear) w.formats[r] = plans_[it->second].fmt;
+    }
+    return w;
+  }
+
+  // Statistics of the inputs of `sites` (graph order; the last one is where the block stops) under the models'
+  // current weights, over every window. Sequences go in chunks so the full-precision inputs held for pairing stay
+  // bounded.
+  void capture(int l, const std::vector<io::Site>& sites, std::array<SiteStats, io::kSites>& out) {
+    const ModelConfig& c = file_->config;
+    std::array<std::unique_ptr<SiteAccumulator>, io::kSites> acc;
+    int64_t widest = 0;
+    for (io::Site s : sites) {
+      const int64_t cols = io::dim_size(c, roles_.sites[static_cast<int>(s)].width);
+      acc[static_cast<int>(s)] = std::make_unique<SiteAccumulator>(cols, model_fp_ != nullptr);
+      widest += cols;
+    }
+    const io::Site last = sites.back();
+    const size_t total = n_seq(), step = static_cast<size_t>(len_) * dim_;
+    const size_t chunk = model_fp_ ? std::max<size_t>(1, (size_t{64} << 20) / (static_cast<size_t>(len_) * widest)) : total;
+    std::array<std::vector<float>, io::kSites> fp;  // the full-precision inputs of this chunk, per site
+    std::array<size_t, io::kSites> fp_row{};
+    for (size_t s0 = 0; s0 < total; s0 += chunk) {
+      const int n = static_cast<int>(std::min(chunk, total - s0));
+      if (model_fp_) {
+        for (auto& v : fp) v.clear();
+        model_fp_->capture_site(l, x_fp_.data() + s0 * step, n, len_, static_cast<LinearInput>(last),
+                                [&](int, LinearInput which, const float* in, int64_t rows, int64_t cols) {
+                                  if (acc[static_cast<int>(which)])
+                                    fp[static_cast<int>(which)].insert(fp[static_cast<int>(which)].end(), in, in + rows * cols);
+                                });
+        fp_row.fill(0);
+      }
+      model_.capture_site(l, x_.data() + s0 * step, n, len_, static_cast<LinearInput>(last),
+                          [&](int, LinearInput which, const float* in, int64_t rows, int64_t cols) {
+                            const int k = static_cast<int>(which);
+                            if (!acc[k]) return;
+                            const float* pair = model_fp_ ? fp[k].data() + fp_row[k] * cols : nullptr;
+                            acc[k]->add(in, pair, rows);
+                            fp_row[k] += static_cast<size_t>(rows);
+                          });
+    }
+    for (io::Site s : sites) out[static_cast<int>(s)] = acc[static_cast<int>(s)]->stats();
+  }
+
+  std::vector<io::Site> all_sites() const {
+    std::vector<io::Site> s;
+    for (const auto& r : roles_.sites) s.push_back(r.site);
+    return s;
+  }
+
+  // The model computes with these values of block tensor `role` from now on (buffers live until the next block).
+  void install(Model& m, int l, size_t role, const std::vector<float>& values) {
+    auto it = index_.find({l, static_cast<int>(role)});
+    const TensorInfo& t = file_->tensors[it->second];
+    auto buf = std::make_shared<std::vector<float>>(values);
     TensorInfo dq = t;
     dq.dtype = DType::F32;
     dq.data = reinterpret_cast<const std::byte*>(buf->data());
     dq.nbytes = buf->size() * sizeof(float);
-    model_.replace_weight(dq);
+    m.replace_weight(dq);
+    buffers_.push_back(buf);
+  }
+
+  void quantize_linear(int l, size_t role, const BlockWork& w, const SiteStats& st) {
+    const size_t i = index_.at({l, static_cast<int>(role)});
+    const TensorInfo& t = file_->tensors[i];
+    const std::vector<float>& W = w.values[role];
+    QuantResult q = quantize_tensor(*solver_, file_->path, t, W, *plans_[i].fmt, &st.hessian);
+    TensorReport& r = reports_[i];
+    r.rel_error = rel_weight_error(W, q.dequant);
+    const double err = layer_error(W.data(), q.dequant.data(), t.rows(), t.cols(), st.hessian);
+    const std::vector<float> zero(W.size(), 0.0f);
+    const double ref = layer_error(W.data(), zero.data(), t.rows(), t.cols(), st.hessian);
+    r.rel_output_error = ref > 0 ? std::sqrt(err / ref) : 0.0;
+    store_.save(i, t.name, q.data, r.rel_error, r.rel_output_error);
+    encoded_[i] = std::move(q.data);
+    install(model_, l, role, q.dequant);
     release_source(*file_, t);
-    decoded_.push_back(buf);
   }
 
-  // The windows go through the (quantized) block l: the next block sees what it outputs.
-  void advance(int l) {
-    const size_t step = static_cast<size_t>(len_) * dim_;
-    model_.forward_layer(l, x_.data(), static_cast<int>(x_.size() / step), len_, {});
-  }
-
-  // Block l from saved tensors: the same decoded weights swapped in and the same forward pass as run_layer.
-  void replay_layer(int l, std::map<size_t, SavedTensor>& saved) {
-    decoded_.clear();
-    for (auto& [i, st] : saved) {
-      const TensorInfo& t = file_->tensors[i];
-      reports_[i].rel_error = st.rel_error;
-      reports_[i].rel_output_error = st.rel_output_error;
-      std::vector<float> decoded = decode_blocks(*plans_[i].fmt, st.bytes, t.rows(), t.cols());
-      encoded_[i] = std::move(st.bytes);
-      swap_in(t, std::move(decoded));
+  void run_layer(int l) {
+    buffers_.clear();  // blocks < l never run again
+    BlockWork w = load_block(l);
+    // A block a previous run finished (--resume): its saved tensors, decoded, stand in for quantizing it again.
+    std::map<size_t, SavedTensor> saved;
+    bool all_saved = true;
+    for (const auto& [key, i] : index_) {
+      if (key.first != l || !plans_[i].calibrated_linear || !all_saved) continue;
+      auto st = store_.load(i, file_->tensors[i].name);
+      if (st) saved.emplace(i, std::move(*st));
+      else all_saved = false;
+    }
+    if (!transforms_.empty()) {
+      capture(l, all_sites(), w.sites);
+      for (const auto& t : transforms_) t->apply(w, solver_name_);
+      for (size_t r = 0; r < w.values.size(); ++r) {
+        if (w.values[r].empty()) continue;
+        install(model_, l, r, w.values[r]);
+        if (model_fp_) install(*model_fp_, l, r, w.values[r]);
+        const size_t i = index_.at({l, static_cast<int>(r)});
+        if (!plans_[i].calibrated_linear) edited_[i] = w.values[r];
+      }
+    }
+    if (all_saved) {
+      for (auto& [i, st] : saved) {
+        const TensorInfo& t = file_->tensors[i];
+        reports_[i].rel_error = st.rel_error;
+        reports_[i].rel_output_error = st.rel_output_error;
+        install(model_, l, static_cast<size_t>(plans_[i].role), decode_blocks(*plans_[i].fmt, st.bytes, t.rows(), t.cols()));
+        encoded_[i] = std::move(st.bytes);
+        release_source(*file_, t);
+      }
+      return advance(l);
+    }
+    auto quantize_site = [&](const io::SiteRole& site) {
+      for (std::string_view lin : site.linears) {
+        const size_t r = w.index(lin);
+        if (w.formats[r] && plans_[index_.at({l, static_cast<int>(r)})].calibrated_linear)
+          quantize_linear(l, r, w, w.sites[static_cast<int>(site.site)]);
+      }
+    };
+    auto has_work = [&](const io::SiteRole& site) {
+      for (std::string_view lin : site.linears) {
+        auto it = index_.find({l, static_cast<int>(w.index(lin))});
+        if (it != index_.end() && plans_[it->second].calibrated_linear) return true;
+      }
+      return false;
+    };
+    if (true_sequential_) {
+      for (const io::SiteRole& site : roles_.sites) {
+        if (!has_work(site)) continue;
+        capture(l, {site.site}, w.sites);
+        quantize_site(site);
+      }
+    } else {
+      capture(l, all_sites(), w.sites);
+      for (const io::SiteRole& site : roles_.sites) quantize_site(site);
     }
     advance(l);
   }
 
+  // The windows go through block l: the quantized model's and the full-precision one's.
+  void advance(int l) {
+    model_.forward_layer(l, x_.data(), static_cast<int>(n_seq()), len_, {});
+    if (model_fp_) model_fp_->forward_layer(l, x_fp_.data(), static_cast<int>(n_seq()), len_, {});
+  }
+
   std::shared_ptr<const ModelFile> file_;
   const std::vector<Plan>& plans_;
-  const Quantizer& quantizer_;
   std::vector<TensorReport>& reports_;
   ResumeStore& store_;
-  Model model_;
+  const io::ArchRoles& roles_;
+  Model model_;                       // the quantized model so far (blocks < done_layers_ quantized)
+  std::unique_ptr<Model> model_fp_;   // the full-precision (transformed) model, for asymmetric solvers
+  std::unique_ptr<Quantizer> solver_;
+  std::string solver_name_;
+  std::vector<std::unique_ptr<BlockTransform>> transforms_;
+  bool true_sequential_ = true;
   int len_ = 0, dim_ = 0, done_layers_ = 0;
-  std::vector<float> x_;  // n_seq x len x dim activations entering the next block
+  std::vector<float> x_, x_fp_;       // n_seq x len x dim activations entering the next block
+  std::map<std::pair<int, int>, size_t> index_;  // (layer, role) -> tensor index
   std::map<size_t, std::vector<std::byte>> encoded_;
-  std::vector<std::shared_ptr<std::vector<float>>> decoded_;  // the current block's decoded weights
+  std::map<size_t, std::vector<float>> edited_;
+  std::vector<std::shared_ptr<std::vector<float>>> buffers_;  // values the models compute with for this block
 };
-
 }  // namespace
 
 // Everything the output bytes depend on: lowbit's version, the source (path and checksum), every option and the
 // calibration windows. Progress saved under another fingerprint is never reused.
-static std::string run_fingerprint(const std::string& src, const std::string& source_checksum, const QuantizeModelOptions& o) {
+static std::string run_fingerprint(const std::string& src, const std::string& source_checksum, const QuantizeModelOptions& o,
+                                   const std::string& method) {
   nlohmann::json j = {{"version", LOWBIT_VERSION}, {"source", src}, {"source_fnv1a64", source_checksum},
-                      {"method", o.method}, {"format", o.format}, {"keep", o.keep},
+                      {"method", method}, {"format", o.format}, {"keep", o.keep},
                       {"keep_dtype", dtype_name(o.keep_dtype)}, {"overrides", o.overrides},
                       {"calib_source", o.calib_source}, {"use_importance", o.qopts.use_importance},
                       {"percdamp", o.qopts.percdamp}, {"block_size", o.qopts.block_size},
                       {"act_order", o.qopts.act_order}, {"static_groups", o.qopts.static_groups},
-                      {"allow_requantize", o.allow_requantize}};
+                      {"allow_requantize", o.allow_requantize}, {"true_sequential", o.true_sequential},
+                      {"transforms_only", o.transforms_only},
+                      {"awq_grid", o.qopts.awq_grid}, {"awq_clip", o.qopts.awq_clip},
+                      {"rotate_seed", o.qopts.rotate_seed}, {"rotate_heads", o.qopts.rotate_heads}};
   uint64_t h = fnv1a64(nullptr, 0);
   for (const auto& win : o.calib) {
     const uint64_t n = win.size();
@@ -281,10 +425,11 @@ static std::string run_fingerprint(const std::string& src, const std::string& so
 
 QuantizeReport quantize_model(const std::string& src, const std::string& out, const QuantizeModelOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
-  auto quantizer = make_quantizer(o.method, o.qopts);
   const bool calibrated = !o.calib.empty();
-  if (!calibrated && (o.method != "rtn" || o.qopts.use_importance))
-    fail(src, "--method", "'" + o.method + "'" + (o.qopts.use_importance ? " with importance" : "") +
+  // Plan stage: the method, the formats and every tensor's fate, all checked before any work.
+  const MethodPlan method = parse_method(o.method.empty() ? default_method(o.format, calibrated) : o.method);
+  if (!calibrated && (method.needs_calibration || o.qopts.use_importance))
+    fail(src, "--method", "'" + method.text + "'" + (o.qopts.use_importance ? " with importance" : "") +
                               " needs calibration statistics: pass --calib FILE");
   // "gguf:<PRESET>": llama-quantize's per-tensor mixture (quant/gguf_presets.h); else one format for every linear.
   std::optional<GgufPreset> preset;
@@ -306,11 +451,17 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
     for (const auto& w : o.calib)
       if (w.size() != o.calib[0].size() || w.size() < 2) fail(o.calib_source, "calibration", "windows must share one length >= 2");
 
-  auto model = load_model(src);
+  std::shared_ptr<const ModelFile> model = load_model(src);
   for (const auto& t : model->tensors)
     if (!t.packed.empty()) fail(src, "tensor '" + t.name + "'", "is already quantized (" + t.packed + ")");
-  const ModelConfig& cfg = model->config;
+  for (const MethodEntry* e : method.model_transforms)  // reject before the checksum pass
+    if (std::string_view(e->name) == "rotate")
+      for (const auto& t : model->tensors)
+        if (t.shape.size() == 2 && !(t.dtype == DType::F32 || t.dtype == DType::F16 || t.dtype == DType::BF16))
+          fail(src, "tensor '" + t.name + "'", "is " + std::string(dtype_name(t.dtype)) +
+                                                    ": rotations need f32/f16/bf16 weights (quantize from the original)");
 
+  const ModelConfig src_cfg = model->config;
   io::GgufWriter w;
   std::vector<int64_t> q_perm, k_perm;  // empty: rows stay in source order
   std::vector<float> rope_factors;      // llama3 scaling from a HF config, written as rope_freqs.weight
@@ -318,22 +469,22 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
     auto gguf = io::GgufFile::open(src);
     for (const auto& [key, value] : gguf->kv()) w.set(key, value);
   } else {  // HF directory or llama2.c checkpoint: written as the equivalent GGUF
-    io::set_config_metadata(w, cfg);
-    io::set_tokenizer_metadata(w, model->tokenizer, cfg.n_vocab);
-    const RopeStyle out_style = io::gguf_rope_style(io::gguf_arch_of(cfg));
-    if (cfg.rope_style != out_style) {
-      q_perm = rope_row_perm(cfg.n_heads, cfg.head_dim, cfg.rope_dim, cfg.rope_style, out_style);
-      k_perm = rope_row_perm(cfg.n_kv_heads, cfg.head_dim, cfg.rope_dim, cfg.rope_style, out_style);
+    io::set_config_metadata(w, src_cfg);
+    io::set_tokenizer_metadata(w, model->tokenizer, src_cfg.n_vocab);
+    const RopeStyle out_style = io::gguf_rope_style(io::gguf_arch_of(src_cfg));
+    if (src_cfg.rope_style != out_style) {
+      q_perm = rope_row_perm(src_cfg.n_heads, src_cfg.head_dim, src_cfg.rope_dim, src_cfg.rope_style, out_style);
+      k_perm = rope_row_perm(src_cfg.n_kv_heads, src_cfg.head_dim, src_cfg.rope_dim, src_cfg.rope_style, out_style);
     }
-    if (cfg.rope_scaling.type == "llama3") {
-      ModelConfig plain = cfg;
+    if (src_cfg.rope_scaling.type == "llama3") {
+      ModelConfig plain = src_cfg;
       plain.rope_scaling = RopeScaling{};
-      const std::vector<float> base = rope_inv_freq(plain, *model), scaled = rope_inv_freq(cfg, *model);
+      const std::vector<float> base = rope_inv_freq(plain, *model), scaled = rope_inv_freq(src_cfg, *model);
       for (size_t i = 0; i < base.size(); ++i) rope_factors.push_back(base[i] / scaled[i]);
     }
   }
   w.set_string("lowbit.version", LOWBIT_VERSION);
-  w.set_string("lowbit.quantize.method", o.method);
+  w.set_string("lowbit.quantize.method", method.text);
   w.set_string("lowbit.quantize.format", o.format);
   w.set_string("lowbit.quantize.source", src);
   std::string source_checksum;
@@ -348,6 +499,10 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
     source_checksum = hex64(h);
     w.set_string("lowbit.quantize.source_fnv1a64", source_checksum);
   }
+  // Model transforms (rotations): the rest of the pipeline quantizes the transformed model.
+  for (const MethodEntry* e : method.model_transforms) model = e->model(*model, o.qopts);
+  const ModelConfig& cfg = model->config;
+  const io::ArchRoles& roles = io::arch_roles(cfg);
   if (calibrated) {
     w.set_string("lowbit.quantize.calib_source", o.calib_source);
     w.set_u32("lowbit.quantize.calib_samples", static_cast<uint32_t>(o.calib.size()));
@@ -365,14 +520,14 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
     TensorReport& r = rep.tensors[i];
     r.name = t.name;
     r.shape = t.shape;
-    if (!q_perm.empty()) {  // Q/K weights and biases of every block
-      int l = -1;
-      char role[64] = {0}, kind[16] = {0};
-      if (std::sscanf(t.name.c_str(), "blk.%d.%63[a-z_].%15s", &l, role, kind) == 3 &&
-          (std::strcmp(kind, "weight") == 0 || std::strcmp(kind, "bias") == 0)) {
-        if (std::strcmp(role, "attn_q") == 0) p.perm = &q_perm;
-        if (std::strcmp(role, "attn_k") == 0) p.perm = &k_perm;
-      }
+    const auto ref = io::parse_block_tensor(roles, t.name);
+    if (!q_perm.empty() && ref) {  // Q/K weights and biases of every block
+      if (ref->role->role == "attn_q") p.perm = &q_perm;
+      if (ref->role->role == "attn_k") p.perm = &k_perm;
+    }
+    if (calibrated && ref) {  // produced by the calibrated run, which may edit it
+      p.layer = ref->layer;
+      p.role = static_cast<int>(ref->role - roles.block.data());
     }
     if (p.perm && static_cast<int64_t>(p.perm->size()) != (t.shape.size() == 1 ? t.numel() : t.rows()))
       fail(src, "tensor '" + t.name + "'", t.shape_str() + " does not match the config's heads x head_dim (" +
@@ -411,12 +566,22 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
     if (!p.keep) {
       p.fmt = formats::make_format(fname);
       if (auto* g = dynamic_cast<const formats::GgmlFormat*>(p.fmt.get())) p.ggml = g->dtype();
+      if (o.transforms_only) {  // the transforms still see the format they would target
+        p.keep = true;
+        p.keep_dtype = DType::F32;
+        r.stored = "f32";
+        r.bits_per_weight = 32;
+        p.calibrated_linear = false;
+        continue;
+      }
     }
     if (p.keep) {
-      const DType want = to_f16 ? DType::F16 : o.keep_dtype;
+      const DType want = o.transforms_only ? DType::F32 : to_f16 ? DType::F16 : o.keep_dtype;
       const bool convert = t.shape.size() == 2 && t.dtype != want &&
                            (t.dtype == DType::F32 || t.dtype == DType::F16 || t.dtype == DType::BF16);
       p.keep_dtype = convert ? want : t.dtype;
+      // Norms and biases a transform may edit keep the precision of the edit.
+      if (t.shape.size() == 1 && ref && !method.block_transforms.empty()) p.keep_dtype = DType::F32;
       r.stored = std::string(dtype_name(p.keep_dtype));
       const DTypeInfo di = dtype_info(p.keep_dtype);
       r.bits_per_weight = 8.0 * di.block_bytes / di.block;
@@ -424,10 +589,7 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
     }
     r.stored = fname;
     r.bits_per_weight = 8.0 * static_cast<double>(formats::row_bytes(*p.fmt, t.cols())) / static_cast<double>(t.cols());
-    std::string role;
-    p.layer = layer_of(t.name, &role);
-    if (calibrated && p.layer >= 0) p.input = input_of(role);
-    if (p.input < 0) p.layer = -1;  // quantized on its own (RTN / the method without stats)
+    p.calibrated_linear = p.layer >= 0 && ref->role->kind == io::TensorKind::Linear;
   }
 
   // llama.cpp's file-level keys when the linears are llama.cpp types (ggml's quantization version 2).
@@ -445,17 +607,19 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
     if (preset || !counts.empty()) w.set_u32("general.quantization_version", 2);
   }
 
-  ResumeStore store(out, run_fingerprint(src, source_checksum, o), o.resume);
+  ResumeStore store(out, run_fingerprint(src, source_checksum, o, method.text), o.resume);
   rep.resumed_tensors = store.resumed();
   std::unique_ptr<CalibratedRun> run;
-  if (calibrated) run = std::make_unique<CalibratedRun>(model, plans, *quantizer, o.calib, rep.tensors, store);
+  if (calibrated)
+    run = std::make_unique<CalibratedRun>(model, plans, method, o.qopts, o.true_sequential, o.calib, rep.tensors, store);
   auto rtn = make_quantizer("rtn");
+  const auto solver = make_quantizer(method.solver->name, o.qopts);
 
   // File order: tensors outside the blocks, then block by block, so calibrated blocks are produced in order.
   std::vector<size_t> order(total);
   for (size_t i = 0; i < total; ++i) order[i] = i;
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    return layer_of(model->tensors[a].name, nullptr) < layer_of(model->tensors[b].name, nullptr);
+    return io::layer_of_name(model->tensors[a].name) < io::layer_of_name(model->tensors[b].name);
   });
   std::mutex mu;
   size_t done = 0;
@@ -467,8 +631,8 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
   rep.layer_seconds.assign(static_cast<size_t>(std::max(cfg.n_layers, 0)), 0.0);
   auto tick = [&](const std::string& name) {
     std::lock_guard<std::mutex> lock(mu);
-    int l = -1;
-    if (std::sscanf(name.c_str(), "blk.%d.", &l) != 1 || l < 0 || l >= cfg.n_layers) l = -1;
+    int l = io::layer_of_name(name);
+    if (l >= cfg.n_layers) l = -1;
     const Clock::time_point now = Clock::now();
     if (l != cur_layer) block_start = last_tick, cur_layer = l;
     if (l >= 0) rep.layer_seconds[static_cast<size_t>(l)] = std::chrono::duration<double>(now - block_start).count();
@@ -485,7 +649,18 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
     const Plan& p = plans[i];
     const TensorInfo* tp = &t;
     if (p.keep) {
-      w.add_tensor(t.name, p.keep_dtype, t.shape, [tp, &p, &tick, &model](const io::GgufWriter::Sink& sink) {
+      w.add_tensor(t.name, p.keep_dtype, t.shape, [tp, &p, i, &run, &tick, &model](const io::GgufWriter::Sink& sink) mutable {
+        // A tensor a block transform edited is written from its new f32 values.
+        std::optional<std::vector<float>> edited;
+        TensorInfo edited_info;
+        if (p.layer >= 0 && run) edited = run->take_edited(i);
+        if (edited) {
+          edited_info = *tp;
+          edited_info.dtype = DType::F32;
+          edited_info.data = reinterpret_cast<const std::byte*>(edited->data());
+          edited_info.nbytes = edited->size() * sizeof(float);
+          tp = &edited_info;
+        }
         if (p.keep_dtype == tp->dtype && p.perm == nullptr) {
           sink(tp->data, tp->nbytes);
         } else if (tp->shape.size() == 1) {  // a Q/K bias: elements re-paired like the rows
@@ -524,13 +699,13 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
       w.set(io::packed_shape_key(t.name), io::GgufWriter::array(io::GgufType::U64, {rows, cols}));
     }
     TensorReport* r = &rep.tensors[i];
-    const Quantizer* alone = calibrated ? rtn.get() : quantizer.get();
+    const Quantizer* alone = calibrated ? rtn.get() : solver.get();
     w.add_tensor(t.name, native ? p.ggml : DType::I8,
                  native ? std::vector<int64_t>{rows, cols} : std::vector<int64_t>{rows, static_cast<int64_t>(rb)},
                  [tp, &p, i, r, rb, alone, &run, &tick, &model, &src, &store](const io::GgufWriter::Sink& sink) {
                    std::vector<std::byte> bytes;
-                   if (p.layer >= 0) {
-                     bytes = run->take(i);
+                   if (p.calibrated_linear) {
+                     bytes = run->take_encoded(i);
                    } else if (auto saved = store.load(i, tp->name)) {  // finished by a previous run (--resume)
                      r->rel_error = saved->rel_error;
                      bytes = std::move(saved->bytes);
@@ -559,6 +734,7 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
     rep.bytes += static_cast<uint64_t>(std::llround(rep.tensors[i].bits_per_weight * static_cast<double>(t.numel()) / 8.0));
   }
   rep.bits_per_weight = rep.params > 0 ? 8.0 * static_cast<double>(rep.bytes) / static_cast<double>(rep.params) : 0;
+  rep.method = method.text;
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return rep;
 }

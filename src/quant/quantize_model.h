@@ -17,7 +17,15 @@
 namespace lowbit::quant {
 
 struct QuantizeModelOptions {
-  std::string method = "rtn";
+  // "rtn", "gptq", "awq+gptq", "rotate+gptaq", ... (quant/methods.h); empty: the measured default for the format
+  // with calibration (default_method), plain rtn without.
+  std::string method;
+  // GPTQ / GPTAQ quantize a block's sites in graph order, each on inputs produced by the already-quantized
+  // linears before it (q/k/v, then o, then gate/up, then down); false: all from one capture of the block.
+  bool true_sequential = true;
+  // Run the method's transforms (rotations, AWQ scales and clipping) but write every matrix in f32 instead of
+  // quantizing it: the transformed model, to check a transform is exact (its logits equal the source's).
+  bool transforms_only = false;
   std::string format = "int4g64a";       // default format for the linear layers
   QuantOptions qopts;
   // Tensors kept unquantized. Patterns match whole dot-separated parts of a name: "token_embd", "output.weight",
@@ -53,6 +61,7 @@ struct TensorReport {
 };
 
 struct QuantizeReport {
+  std::string method;       // what ran, canonical ("awq+gptq")
   std::vector<TensorReport> tensors;
   uint64_t bytes = 0;       // tensor bytes written
   int64_t params = 0;

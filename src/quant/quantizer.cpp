@@ -1,4 +1,4 @@
-// Quantizer registry, Hessian accumulation and the layer error measure.
+// Hessian accumulation and the layer error measure (the method registry is in methods.cpp).
 #include "quant/quantizer.h"
 
 #include <cblas.h>
@@ -9,35 +9,6 @@
 #include "lowbit/error.h"
 
 namespace lowbit::quant {
-
-std::unique_ptr<Quantizer> make_rtn_quantizer(const QuantOptions& opts);
-std::unique_ptr<Quantizer> make_gptq_quantizer(const QuantOptions& opts);
-
-namespace {
-struct Entry {
-  const char* name;
-  std::unique_ptr<Quantizer> (*make)(const QuantOptions&);
-};
-// One line per method.
-constexpr Entry kRegistry[] = {
-    {"rtn", make_rtn_quantizer},
-    {"gptq", make_gptq_quantizer},
-};
-}  // namespace
-
-std::vector<std::string> quantizer_names() {
-  std::vector<std::string> out;
-  for (const auto& e : kRegistry) out.emplace_back(e.name);
-  return out;
-}
-
-std::unique_ptr<Quantizer> make_quantizer(std::string_view name, const QuantOptions& opts) {
-  for (const auto& e : kRegistry)
-    if (name == e.name) return e.make(opts);
-  std::string known;
-  for (const auto& e : kRegistry) known += (known.empty() ? "" : ", ") + std::string(e.name);
-  fail("quantizer", std::string(name), "unknown quantization method (known: " + known + ")");
-}
 
 HessianAccumulator::HessianAccumulator(int64_t cols) : cols_(cols) {
   if (cols <= 0) fail("HessianAccumulator", "cols", "must be positive");

@@ -20,6 +20,9 @@ struct LayerStats {
   int64_t cols = 0;
   std::vector<double> H;             // cols x cols, row-major, H = 2/N * sum_x x x^T (symmetric, full)
   std::vector<double> act_sq_mean;   // cols: mean of x_j^2 over the samples (= diag(H) / 2)
+  // cols x cols row-major: C = 2/N sum_s (x_fp - x_q)_s x_q_s^T, C[i][j] = 2/N sum_s D[s][i] X~[s][j] (GPTAQ's
+  // asymmetric term); empty: symmetric calibration
+  std::vector<double> cross;
   int64_t n_samples = 0;
 };
 
@@ -55,6 +58,13 @@ struct QuantOptions {
   int block_size = 128;       // lazy-batch width (rounded up to a multiple of fmt.block())
   bool act_order = false;     // quantize columns by decreasing diag(H); implies static_groups
   bool static_groups = false; // fit every block's params on the original weights before the pass
+  // awq (quant/awq)
+  int awq_grid = 20;          // alpha candidates in [0, 1) and clip steps
+  bool awq_clip = true;       // clipping search when the solver is rtn
+  double awq_alpha = -1;      // >= 0: use s = mean|x|^alpha without searching (tests, ablations)
+  // rotate (quant/rotate)
+  uint64_t rotate_seed = 0;
+  bool rotate_heads = true;   // R2 besides R1
 };
 
 class Quantizer {

@@ -1,0 +1,117 @@
+// The method registry: one line per method (each lives in its own folder or file).
+#include "quant/methods.h"
+
+#include "lowbit/error.h"
+#include "quant/awq/awq.h"
+#include "quant/rotate/rotate.h"
+
+namespace lowbit::quant {
+
+std::unique_ptr<Quantizer> make_rtn_quantizer(const QuantOptions& opts);
+std::unique_ptr<Quantizer> make_gptq_quantizer(const QuantOptions& opts);
+
+namespace {
+std::shared_ptr<const ModelFile> rotate_entry(const ModelFile& m, const QuantOptions& q) {
+  RotateOptions ro;
+  ro.seed = q.rotate_seed;
+  ro.heads = q.rotate_heads;
+  return rotate_model(m, ro);
+}
+}  // namespace
+
+const std::vector<MethodEntry>& method_registry() {
+  using K = MethodKind;
+  static const std::vector<MethodEntry> kMethods = {
+      {"rotate", K::ModelTransform, false, false, "QuaRot R1/R2 Hadamard rotations folded into the weights",
+       nullptr, nullptr, rotate_entry},
+      {"awq", K::BlockTransform, true, false, "activation-aware per-channel scales (+ clipping with rtn)", nullptr,
+       make_awq_transform},
+      {"rtn", K::Solver, false, false, "round to nearest (imatrix-like with --importance)", make_rtn_quantizer},
+      {"gptq", K::Solver, true, false, "GPTQ, true-sequential inside each block", make_gptq_quantizer},
+  };
+  return kMethods;
+}
+
+MethodPlan parse_method(std::string_view text) {
+  MethodPlan p;
+  auto known = [] {
+    std::string k;
+    for (const auto& e : method_registry()) k += (k.empty() ? "" : ", ") + std::string(e.name);
+    return k;
+  };
+  if (text.empty()) fail("", "--method", "is empty (known: " + known() + ", joined with '+')");
+  std::vector<const MethodEntry*> parts;
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t plus = text.find('+', start);
+    const std::string_view part = text.substr(start, plus == std::string_view::npos ? text.size() - start : plus - start);
+    const MethodEntry* e = nullptr;
+    for (const auto& m : method_registry())
+      if (part == m.name) e = &m;
+    if (!e)
+      fail("", "--method", "'" + std::string(part) + "' in '" + std::string(text) + "' is not a method (known: " + known() +
+                               ", joined with '+', e.g. awq+gptq)");
+    for (const MethodEntry* q : parts)
+      if (q == e) fail("", "--method", "'" + std::string(part) + "' appears twice in '" + std::string(text) + "'");
+    parts.push_back(e);
+    if (plus == std::string_view::npos) break;
+    start = plus + 1;
+  }
+  for (const MethodEntry* e : parts) {
+    switch (e->kind) {
+      case MethodKind::ModelTransform: p.model_transforms.push_back(e); break;
+      case MethodKind::BlockTransform: p.block_transforms.push_back(e); break;
+      case MethodKind::Solver:
+        if (p.solver)
+          fail("", "--method", "'" + std::string(text) + "' names two solvers (" + p.solver->name + " and " + e->name +
+                                   "); combine transforms (rotate, awq) with one of rtn, gptq, gptaq");
+        p.solver = e;
+        break;
+    }
+  }
+  if (!p.solver) {
+    for (const auto& m : method_registry())
+      if (std::string_view(m.name) == "rtn") p.solver = &m;
+  }
+  for (const auto* list : {&p.model_transforms, &p.block_transforms})
+    for (const MethodEntry* e : *list) p.text += std::string(e->name) + "+";
+  p.text += p.solver->name;
+  for (const auto* list : {&p.model_transforms, &p.block_transforms})
+    for (const MethodEntry* e : *list) {
+      p.needs_calibration |= e->needs_calibration;
+      p.needs_fp_inputs |= e->needs_fp_inputs;
+    }
+  p.needs_calibration |= p.solver->needs_calibration;
+  p.needs_fp_inputs |= p.solver->needs_fp_inputs;
+  return p;
+}
+
+std::string default_method(std::string_view format, bool calibrated) {
+  if (!calibrated) return "rtn";
+  return "awq+gptq";  // TODO(measure)
+}
+
+std::string default_method_help() { return "awq+gptq (TODO measure)"; }
+
+std::string methods_help() {
+  std::string h;
+  for (const auto& e : method_registry()) h += std::string(h.empty() ? "" : "; ") + e.name + ": " + e.summary;
+  return h;
+}
+
+std::vector<std::string> quantizer_names() {
+  std::vector<std::string> out;
+  for (const auto& e : method_registry())
+    if (e.kind == MethodKind::Solver) out.emplace_back(e.name);
+  return out;
+}
+
+std::unique_ptr<Quantizer> make_quantizer(std::string_view name, const QuantOptions& opts) {
+  for (const auto& e : method_registry())
+    if (e.kind == MethodKind::Solver && name == e.name) return e.solver(opts);
+  std::string known;
+  for (const auto& n : quantizer_names()) known += (known.empty() ? "" : ", ") + n;
+  fail("quantizer", std::string(name), "unknown quantization method (known: " + known + ")");
+}
+
+}  // namespace lowbit::quant
