@@ -423,16 +423,37 @@ static std::string run_fingerprint(const std::string& src, const std::string& so
   return hex64(fnv1a64(reinterpret_cast<const std::byte*>(text.data()), text.size()));
 }
 
-QuantizeReport quantize_model(const std::string& src, const std::string& out, const QuantizeModelOptions& o) {
-  const auto t0 = std::chrono::steady_clock::now();
-  const bool calibrated = !o.calib.empty();
+namespace {
+
+// What the stages share: the parsed options, the (transformed) source, every tensor's plan and the report.
+struct Job {
+  Job(std::string source, const QuantizeModelOptions& opts) : src(std::move(source)), o(opts) {}
+  std::string src;
+  const QuantizeModelOptions& o;
+  bool calibrated = false;
+  MethodPlan method;
+  std::optional<GgufPreset> preset;           // "gguf:<PRESET>": llama-quantize's per-tensor mixture
+  std::shared_ptr<const ModelFile> model;     // after the model transforms
+  std::vector<int64_t> q_perm, k_perm;        // empty: rows stay in source order
+  std::vector<float> rope_factors;            // llama3 scaling from a HF config, written as rope_freqs.weight
+  std::string source_checksum;
+  std::vector<Plan> plans;
+  QuantizeReport rep;
+};
+
+// Stage 1, options: the method, the formats and the calibration windows, checked before any work.
+void check_options(Job& job) {
+  const QuantizeModelOptions& o = job.o;
+  const std::string& src = job.src;
+  const bool calibrated = job.calibrated;
+  MethodPlan& method = job.method;
+  std::optional<GgufPreset>& preset = job.preset;
   // Plan stage: the method, the formats and every tensor's fate, all checked before any work.
-  const MethodPlan method = parse_method(o.method.empty() ? default_method(o.format, calibrated) : o.method);
+  method = parse_method(o.method.empty() ? default_method(o.format, calibrated) : o.method);
   if (!calibrated && (method.needs_calibration || o.qopts.use_importance))
     fail(src, "--method", "'" + method.text + "'" + (o.qopts.use_importance ? " with importance" : "") +
                               " needs calibration statistics: pass --calib FILE");
   // "gguf:<PRESET>": llama-quantize's per-tensor mixture (quant/gguf_presets.h); else one format for every linear.
-  std::optional<GgufPreset> preset;
   if (o.format.rfind("gguf:", 0) == 0) {
     preset = gguf_preset(o.format.substr(5));
     if (!preset) {
@@ -451,20 +472,24 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
     for (const auto& w : o.calib)
       if (w.size() != o.calib[0].size() || w.size() < 2) fail(o.calib_source, "calibration", "windows must share one length >= 2");
 
-  std::shared_ptr<const ModelFile> model = load_model(src);
+}
+
+// Stage 2, source: the model opened, its metadata carried into the writer, its checksum taken (for --resume), then
+// the model transforms (rotations) applied: the later stages quantize the transformed model.
+void open_source(Job& job, io::GgufWriter& w) {
+  const QuantizeModelOptions& o = job.o;
+  const std::string& src = job.src;
+  const bool calibrated = job.calibrated;
+  const MethodPlan& method = job.method;
+  auto& model = job.model;
+  auto& q_perm = job.q_perm;
+  auto& k_perm = job.k_perm;
+  auto& rope_factors = job.rope_factors;
+  std::string& source_checksum = job.source_checksum;
+  model = load_model(src);
   for (const auto& t : model->tensors)
     if (!t.packed.empty()) fail(src, "tensor '" + t.name + "'", "is already quantized (" + t.packed + ")");
-  for (const MethodEntry* e : method.model_transforms)  // reject before the checksum pass
-    if (std::string_view(e->name) == "rotate")
-      for (const auto& t : model->tensors)
-        if (t.shape.size() == 2 && !(t.dtype == DType::F32 || t.dtype == DType::F16 || t.dtype == DType::BF16))
-          fail(src, "tensor '" + t.name + "'", "is " + std::string(dtype_name(t.dtype)) +
-                                                    ": rotations need f32/f16/bf16 weights (quantize from the original)");
-
   const ModelConfig src_cfg = model->config;
-  io::GgufWriter w;
-  std::vector<int64_t> q_perm, k_perm;  // empty: rows stay in source order
-  std::vector<float> rope_factors;      // llama3 scaling from a HF config, written as rope_freqs.weight
   if (model->format == "gguf") {  // every key carries over
     auto gguf = io::GgufFile::open(src);
     for (const auto& [key, value] : gguf->kv()) w.set(key, value);
@@ -487,7 +512,6 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
   w.set_string("lowbit.quantize.method", method.text);
   w.set_string("lowbit.quantize.format", o.format);
   w.set_string("lowbit.quantize.source", src);
-  std::string source_checksum;
   {  // checksum of the weight files in 64 MiB steps, dropping each step's pages so hashing does not pull them in
     uint64_t h = fnv1a64(nullptr, 0);
     for (const auto& mf : model->mappings)
@@ -501,18 +525,32 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
   }
   // Model transforms (rotations): the rest of the pipeline quantizes the transformed model.
   for (const MethodEntry* e : method.model_transforms) model = e->model(*model, o.qopts);
-  const ModelConfig& cfg = model->config;
-  const io::ArchRoles& roles = io::arch_roles(cfg);
   if (calibrated) {
     w.set_string("lowbit.quantize.calib_source", o.calib_source);
     w.set_u32("lowbit.quantize.calib_samples", static_cast<uint32_t>(o.calib.size()));
     w.set_u32("lowbit.quantize.calib_len", static_cast<uint32_t>(o.calib[0].size()));
   }
 
+}
+
+// Stage 3, plan: every tensor's fate (kept in which dtype, or quantized into which format, by the calibrated run
+// or alone), and llama.cpp's file-level keys.
+void plan_tensors(Job& job, io::GgufWriter& w) {
+  const QuantizeModelOptions& o = job.o;
+  const std::string& src = job.src;
+  const bool calibrated = job.calibrated;
+  const MethodPlan& method = job.method;
+  const auto& preset = job.preset;
+  const auto& model = job.model;
+  const auto& q_perm = job.q_perm;
+  const auto& k_perm = job.k_perm;
+  auto& plans = job.plans;
+  QuantizeReport& rep = job.rep;
+  const ModelConfig& cfg = model->config;
+  const io::ArchRoles& roles = io::arch_roles(cfg);
   // Decide every tensor's fate first.
   const size_t total = model->tensors.size();
-  std::vector<Plan> plans(total);
-  QuantizeReport rep;
+  plans.resize(total);
   rep.tensors.resize(total);
   for (size_t i = 0; i < total; ++i) {
     const TensorInfo& t = model->tensors[i];
@@ -607,7 +645,22 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
     if (preset || !counts.empty()) w.set_u32("general.quantization_version", 2);
   }
 
-  ResumeStore store(out, run_fingerprint(src, source_checksum, o, method.text), o.resume);
+}
+
+// Stages 4 and 5, statistics + quantize and write: the writer pulls each tensor in file order (outside the blocks
+// first, then block by block); a block's first request runs the calibrated run through it (CalibratedRun).
+void write_tensors(Job& job, io::GgufWriter& w, const std::string& out) {
+  const QuantizeModelOptions& o = job.o;
+  const std::string& src = job.src;
+  const bool calibrated = job.calibrated;
+  const MethodPlan& method = job.method;
+  const auto& model = job.model;
+  const auto& plans = job.plans;
+  const auto& rope_factors = job.rope_factors;
+  QuantizeReport& rep = job.rep;
+  const ModelConfig& cfg = model->config;
+  const size_t total = plans.size();
+  ResumeStore store(out, run_fingerprint(src, job.source_checksum, o, method.text), o.resume);
   rep.resumed_tensors = store.resumed();
   std::unique_ptr<CalibratedRun> run;
   if (calibrated)
@@ -734,9 +787,22 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
     rep.bytes += static_cast<uint64_t>(std::llround(rep.tensors[i].bits_per_weight * static_cast<double>(t.numel()) / 8.0));
   }
   rep.bits_per_weight = rep.params > 0 ? 8.0 * static_cast<double>(rep.bytes) / static_cast<double>(rep.params) : 0;
-  rep.method = method.text;
-  rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return rep;
+}
+
+}  // namespace
+
+QuantizeReport quantize_model(const std::string& src, const std::string& out, const QuantizeModelOptions& o) {
+  const auto t0 = std::chrono::steady_clock::now();
+  Job job{src, o};
+  job.calibrated = !o.calib.empty();
+  check_options(job);
+  io::GgufWriter w;
+  open_source(job, w);
+  plan_tensors(job, w);
+  write_tensors(job, w, out);
+  job.rep.method = job.method.text;
+  job.rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return job.rep;
 }
 
 }  // namespace lowbit::quant
