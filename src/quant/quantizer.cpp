@@ -12,6 +12,7 @@ namespace lowbit::quant {
 
 std::unique_ptr<Quantizer> make_rtn_quantizer(const QuantOptions& opts);
 std::unique_ptr<Quantizer> make_gptq_quantizer(const QuantOptions& opts);
+std::unique_ptr<Quantizer> make_gptaq_quantizer(const QuantOptions& opts);
 
 namespace {
 struct Entry {
@@ -22,6 +23,7 @@ struct Entry {
 constexpr Entry kRegistry[] = {
     {"rtn", make_rtn_quantizer},
     {"gptq", make_gptq_quantizer},
+    {"gptaq", make_gptaq_quantizer},
 };
 }  // namespace
 

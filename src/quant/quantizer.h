@@ -21,6 +21,9 @@ struct LayerStats {
   std::vector<double> H;             // cols x cols, row-major, H = 2/N * sum_x x x^T (symmetric, full)
   std::vector<double> act_sq_mean;   // cols: mean of x_j^2 over the samples (= diag(H) / 2)
   int64_t n_samples = 0;
+  // cols x cols row-major: C = 2/N sum_s (x_fp - x_q)_s x_q_s^T, C[i][j] = 2/N sum_s D[s][i] X~[s][j]; empty: symmetric
+  // calibration (GPTQ). H above is then the quantized model's inputs' (X~); see gptaq/cross_stats.h.
+  std::vector<double> cross;
 };
 
 // Accumulates H = 2/N * sum x x^T over batches of input rows X (n x cols, row-major), in double (BLAS dsyrk).
@@ -55,6 +58,9 @@ struct QuantOptions {
   int block_size = 128;       // lazy-batch width (rounded up to a multiple of fmt.block())
   bool act_order = false;     // quantize columns by decreasing diag(H); implies static_groups
   bool static_groups = false; // fit every block's params on the original weights before the pass
+  // gptaq: how far the target moves towards the full-precision model's inputs, X~ + alpha (X - X~), i.e. alpha
+  // scales stats.cross. 0.25: the official GPTAQ code's default (fasterquant(alpha=0.25)).
+  double gptaq_alpha = 0.25;
 };
 
 class Quantizer {
@@ -62,12 +68,12 @@ class Quantizer {
   virtual ~Quantizer() = default;
   virtual std::string name() const = 0;
   // W: rows x cols row-major, any cols >= 1 (a partial last block is padded; see formats/format.h). stats may be null where the method allows
-  // (rtn); gptq needs it (stats->cols == cols).
+  // (rtn); gptq needs it (stats->cols == cols), gptaq also stats->cross.
   virtual QuantResult quantize(const float* W, int64_t rows, int64_t cols, const formats::Format& fmt,
                                const LayerStats* stats) const = 0;
 };
 
-// "rtn" or "gptq", or a lowbit::Error naming the methods that exist.
+// "rtn", "gptq" or "gptaq", or a lowbit::Error naming the methods that exist.
 std::unique_ptr<Quantizer> make_quantizer(std::string_view name, const QuantOptions& opts = {});
 std::vector<std::string> quantizer_names();
 
