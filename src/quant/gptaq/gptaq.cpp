@@ -30,7 +30,6 @@
 // is theirs (fasterquant(alpha=0.25); hard-coded 0.25 in their spinquant and vit versions).
 #include <cblas.h>
 
-#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <span>
