@@ -8,6 +8,8 @@
 // (error-updated) weights; the batch width is a multiple of fmt.block() so a block never straddles two batches.
 // act_order processes columns by decreasing diag(H); it uses static groups (all block params fitted on the original
 // weights first), so the stored layout is exactly the plain one and needs no permutation at inference.
+//
+// detail::gptq_solve (gptq_core.h) is the whole method; GPTAQ (gptaq/) is the same pass started from other weights.
 #include <omp.h>
 
 #include <Eigen/Dense>
@@ -17,6 +19,7 @@
 
 #include "lowbit/error.h"
 #include "lowbit/threads.h"
+#include "quant/gptq_core.h"
 #include "quant/quantizer.h"
 
 extern "C" {
@@ -28,7 +31,7 @@ void dpotri_(const char* uplo, const int* n, double* a, const int* lda, int* inf
 namespace lowbit::quant {
 namespace {
 
-using MatD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using detail::MatD;
 
 class GptqQuantizer final : public Quantizer {
  public:
@@ -37,32 +40,39 @@ class GptqQuantizer final : public Quantizer {
 
   QuantResult quantize(const float* W, int64_t rows, int64_t cols, const formats::Format& fmt,
                        const LayerStats* stats) const override {
+    return solve(W, rows, cols, fmt, stats, "gptq", {});
+  }
+
+  QuantResult solve(const float* W, int64_t rows, int64_t cols, const formats::Format& fmt, const LayerStats* stats,
+                    const char* who, const detail::GptqStartHook& start) const {
     QuantResult res;
     res.rows = rows;
     res.cols = cols;
-    res.row_bytes = detail::checked_row_bytes(fmt, rows, cols, "gptq");
-    detail::check_finite(W, rows, cols, "gptq");
-    if (stats == nullptr) fail("gptq", "stats", "GPTQ needs the layer's input Hessian (calibration statistics)");
+    res.row_bytes = detail::checked_row_bytes(fmt, rows, cols, who);
+    detail::check_finite(W, rows, cols, who);
+    if (stats == nullptr) fail(who, "stats", "GPTQ needs the layer's input Hessian (calibration statistics)");
     if (stats->cols != cols || static_cast<int64_t>(stats->H.size()) != cols * cols)
-      fail("gptq", "stats.cols", "does not match the weight matrix (" + std::to_string(stats->cols) + " vs " +
-                                     std::to_string(cols) + ")");
-    if (opts_.percdamp < 0) fail("gptq", "percdamp", "must be >= 0");
+      fail(who, "stats.cols", "does not match the weight matrix (" + std::to_string(stats->cols) + " vs " +
+                                  std::to_string(cols) + ")");
+    if (opts_.percdamp < 0) fail(who, "percdamp", "must be >= 0");
     const int64_t n = cols;
     const int64_t gb = fmt.block();
     const int64_t nblocks = formats::row_blocks(fmt, n);  // the last block may be partial
     auto blen = [&](int64_t k) { return std::min(gb, n - k * gb); };
     const bool static_groups = opts_.static_groups || opts_.act_order;
 
-    // Dead columns (diag H == 0: the input is always zero): H_jj = 1, weight column zeroed. Weights in double.
+    // Dead columns (diag H == 0: the input is always zero): H_jj = 1, weight column zeroed (after the start hook,
+    // which may still read them). Weights in double.
     const double* H = stats->H.data();
     std::vector<double> hdiag(static_cast<size_t>(n));
+    std::vector<int64_t> dead;
     MatD Wd = Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(W, rows, n)
                   .cast<double>();
     for (int64_t j = 0; j < n; ++j) {
       hdiag[j] = H[j * n + j];
       if (hdiag[j] == 0.0) {
         hdiag[j] = 1.0;
-        Wd.col(j).setZero();
+        dead.push_back(j);
       }
     }
     std::vector<float> importance;
@@ -71,7 +81,22 @@ class GptqQuantizer final : public Quantizer {
       for (int64_t j = 0; j < n; ++j) importance[j] = static_cast<float>(hdiag[j]);
     }
 
-    // Each block's params: fitted up front (static groups, from the original dead-zeroed weights) or during the
+    // Column order.
+    std::vector<int64_t> perm(static_cast<size_t>(n));
+    std::iota(perm.begin(), perm.end(), 0);
+    if (opts_.act_order)
+      std::stable_sort(perm.begin(), perm.end(), [&](int64_t a, int64_t b) { return hdiag[a] > hdiag[b]; });
+    // The only n x n working matrix: permuted H, factored in place into U (a layer with 11008 inputs needs ~1 GB).
+    MatD Hp(n, n);
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t j = 0; j < n; ++j) Hp(i, j) = H[perm[i] * n + perm[j]];
+      Hp(i, i) = hdiag[perm[i]];
+    }
+    const MatD U = inverse_cholesky_upper(std::move(Hp), who);
+    if (start) start(Wd, U, perm);
+    for (int64_t j : dead) Wd.col(j).setZero();
+
+    // Each block's params: fitted up front (static groups, from the starting dead-zeroed weights) or during the
     // pass when it reaches the block's first column.
     std::vector<formats::BlockParams> params(static_cast<size_t>(rows * nblocks));
     if (static_groups) {
@@ -87,21 +112,8 @@ class GptqQuantizer final : public Quantizer {
       }
     }
 
-    // Column order.
-    std::vector<int64_t> perm(static_cast<size_t>(n));
-    std::iota(perm.begin(), perm.end(), 0);
-    if (opts_.act_order)
-      std::stable_sort(perm.begin(), perm.end(), [&](int64_t a, int64_t b) { return hdiag[a] > hdiag[b]; });
-    // The only n x n working matrix: permuted H, factored in place into U (a layer with 11008 inputs needs ~1 GB).
-    MatD Hp(n, n);
-    for (int64_t i = 0; i < n; ++i) {
-      for (int64_t j = 0; j < n; ++j) Hp(i, j) = H[perm[i] * n + perm[j]];
-      Hp(i, i) = hdiag[perm[i]];
-    }
     MatD Wp(rows, n);
     for (int64_t j = 0; j < n; ++j) Wp.col(j) = Wd.col(perm[j]);
-
-    const MatD U = inverse_cholesky_upper(std::move(Hp));
 
     // Lazy batch width: a multiple of the format block so a block's fit sees fully updated weights.
     int64_t B = std::max<int64_t>(1, opts_.block_size);
@@ -180,7 +192,7 @@ class GptqQuantizer final : public Quantizer {
   // column-major lower triangle ('L') is our row-major upper one, so potrf('L') leaves U (H = U^T U) in our upper
   // triangle while the strict lower triangle still holds the original H -- from which a failed attempt is restored
   // before retrying with ten times the damping.
-  MatD inverse_cholesky_upper(MatD A) const {
+  MatD inverse_cholesky_upper(MatD A, const char* who) const {
     const int n = static_cast<int>(A.rows());
     const Eigen::VectorXd diag0 = A.diagonal();
     const double mean_diag = diag0.mean();
@@ -204,13 +216,13 @@ class GptqQuantizer final : public Quantizer {
         for (int j = i + 1; j < n; ++j) A(j, i) = A(i, j);
       dpotrf_(&uplo, &n, A.data(), &n, &info);
       if (info != 0)
-        fail("gptq", "H", "the inverse Hessian is not numerically positive definite (raise percdamp, now " +
-                              std::to_string(opts_.percdamp) + ")");
+        fail(who, "H", "the inverse Hessian is not numerically positive definite (raise percdamp, now " +
+                           std::to_string(opts_.percdamp) + ")");
       for (int i = 0; i < n; ++i)
         for (int j = 0; j < i; ++j) A(i, j) = 0.0;
       return A;
     }
-    fail("gptq", "H", "the Hessian is not positive definite even after dampening");
+    fail(who, "H", "the Hessian is not positive definite even after dampening");
   }
 
   QuantOptions opts_;
@@ -220,6 +232,12 @@ class GptqQuantizer final : public Quantizer {
 
 std::unique_ptr<Quantizer> make_gptq_quantizer(const QuantOptions& opts) {
   return std::make_unique<GptqQuantizer>(opts);
+}
+
+QuantResult detail::gptq_solve(const float* W, int64_t rows, int64_t cols, const formats::Format& fmt,
+                               const LayerStats* stats, const QuantOptions& opts, const char* who,
+                               const GptqStartHook& start) {
+  return GptqQuantizer(opts).solve(W, rows, cols, fmt, stats, who, start);
 }
 
 }  // namespace lowbit::quant

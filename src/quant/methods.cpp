@@ -1,6 +1,8 @@
 // The method registry: one line per method (each lives in its own folder or file).
 #include "quant/methods.h"
 
+#include <fmt/format.h>
+
 #include "lowbit/error.h"
 #include "quant/awq/awq.h"
 #include "quant/rotate/rotate.h"
@@ -9,6 +11,7 @@ namespace lowbit::quant {
 
 std::unique_ptr<Quantizer> make_rtn_quantizer(const QuantOptions& opts);
 std::unique_ptr<Quantizer> make_gptq_quantizer(const QuantOptions& opts);
+std::unique_ptr<Quantizer> make_gptaq_quantizer(const QuantOptions& opts);
 
 namespace {
 std::shared_ptr<const ModelFile> rotate_entry(const ModelFile& m, const QuantOptions& q) {
@@ -28,6 +31,8 @@ const std::vector<MethodEntry>& method_registry() {
        make_awq_transform},
       {"rtn", K::Solver, false, false, "round to nearest (imatrix-like with --importance)", make_rtn_quantizer},
       {"gptq", K::Solver, true, false, "GPTQ, true-sequential inside each block", make_gptq_quantizer},
+      {"gptaq", K::Solver, true, true, "GPTAQ: GPTQ against the full-precision model's outputs (asymmetric)",
+       make_gptaq_quantizer},
   };
   return kMethods;
 }
@@ -49,10 +54,10 @@ MethodPlan parse_method(std::string_view text) {
     for (const auto& m : method_registry())
       if (part == m.name) e = &m;
     if (!e)
-      fail("", "--method", "'" + std::string(part) + "' in '" + std::string(text) + "' is not a method (known: " + known() +
-                               ", joined with '+', e.g. awq+gptq)");
+      fail("", "--method", fmt::format("'{}' in '{}' is not a method (known: {}, joined with '+', e.g. awq+gptq)", part,
+                                       text, known()));
     for (const MethodEntry* q : parts)
-      if (q == e) fail("", "--method", "'" + std::string(part) + "' appears twice in '" + std::string(text) + "'");
+      if (q == e) fail("", "--method", fmt::format("'{}' appears twice in '{}'", part, text));
     parts.push_back(e);
     if (plus == std::string_view::npos) break;
     start = plus + 1;
@@ -63,8 +68,8 @@ MethodPlan parse_method(std::string_view text) {
       case MethodKind::BlockTransform: p.block_transforms.push_back(e); break;
       case MethodKind::Solver:
         if (p.solver)
-          fail("", "--method", "'" + std::string(text) + "' names two solvers (" + p.solver->name + " and " + e->name +
-                                   "); combine transforms (rotate, awq) with one of rtn, gptq, gptaq");
+          fail("", "--method", fmt::format("'{}' names two solvers ({} and {}); combine transforms (rotate, awq) with one "
+                                           "of rtn, gptq, gptaq", text, p.solver->name, e->name));
         p.solver = e;
         break;
     }

@@ -147,7 +147,7 @@ struct SiteAccumulator {
   SiteStats stats() const {
     SiteStats s;
     s.hessian = hessian.stats();
-    if (cross) s.hessian.cross = cross->cross();
+    if (cross) cross->attach(s.hessian);
     s.mean_abs.resize(abs_sum.size());
     for (size_t j = 0; j < abs_sum.size(); ++j) s.mean_abs[j] = n > 0 ? abs_sum[j] / static_cast<double>(n) : 0.0;
     return s;
@@ -410,7 +410,7 @@ static std::string run_fingerprint(const std::string& src, const std::string& so
                       {"act_order", o.qopts.act_order}, {"static_groups", o.qopts.static_groups},
                       {"allow_requantize", o.allow_requantize}, {"true_sequential", o.true_sequential},
                       {"transforms_only", o.transforms_only},
-                      {"awq_grid", o.qopts.awq_grid}, {"awq_clip", o.qopts.awq_clip},
+                      {"gptaq_alpha", o.qopts.gptaq_alpha}, {"awq_grid", o.qopts.awq_grid}, {"awq_alpha", o.qopts.awq_alpha}, {"awq_clip", o.qopts.awq_clip},
                       {"rotate_seed", o.qopts.rotate_seed}, {"rotate_heads", o.qopts.rotate_heads}};
   uint64_t h = fnv1a64(nullptr, 0);
   for (const auto& win : o.calib) {

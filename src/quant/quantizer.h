@@ -20,10 +20,10 @@ struct LayerStats {
   int64_t cols = 0;
   std::vector<double> H;             // cols x cols, row-major, H = 2/N * sum_x x x^T (symmetric, full)
   std::vector<double> act_sq_mean;   // cols: mean of x_j^2 over the samples (= diag(H) / 2)
-  // cols x cols row-major: C = 2/N sum_s (x_fp - x_q)_s x_q_s^T, C[i][j] = 2/N sum_s D[s][i] X~[s][j] (GPTAQ's
-  // asymmetric term); empty: symmetric calibration
-  std::vector<double> cross;
   int64_t n_samples = 0;
+  // cols x cols row-major: C = 2/N sum_s (x_fp - x_q)_s x_q_s^T, C[i][j] = 2/N sum_s D[s][i] X~[s][j]; empty: symmetric
+  // calibration (GPTQ). H above is then the quantized model's inputs' (X~); see gptaq/cross_stats.h.
+  std::vector<double> cross;
 };
 
 // Accumulates H = 2/N * sum x x^T over batches of input rows X (n x cols, row-major), in double (BLAS dsyrk).
@@ -65,6 +65,9 @@ struct QuantOptions {
   // rotate (quant/rotate)
   uint64_t rotate_seed = 0;
   bool rotate_heads = true;   // R2 besides R1
+  // gptaq: how far the target moves towards the full-precision model's inputs, X~ + alpha (X - X~), i.e. alpha
+  // scales stats.cross. 0.25: the official GPTAQ code's default (fasterquant(alpha=0.25)).
+  double gptaq_alpha = 0.25;
 };
 
 class Quantizer {
@@ -72,12 +75,12 @@ class Quantizer {
   virtual ~Quantizer() = default;
   virtual std::string name() const = 0;
   // W: rows x cols row-major, any cols >= 1 (a partial last block is padded; see formats/format.h). stats may be null where the method allows
-  // (rtn); gptq needs it (stats->cols == cols).
+  // (rtn); gptq needs it (stats->cols == cols), gptaq also stats->cross.
   virtual QuantResult quantize(const float* W, int64_t rows, int64_t cols, const formats::Format& fmt,
                                const LayerStats* stats) const = 0;
 };
 
-// "rtn" or "gptq", or a lowbit::Error naming the methods that exist.
+// "rtn", "gptq" or "gptaq", or a lowbit::Error naming the methods that exist.
 std::unique_ptr<Quantizer> make_quantizer(std::string_view name, const QuantOptions& opts = {});
 std::vector<std::string> quantizer_names();
 

@@ -181,7 +181,8 @@ TEST(HessianAccumulator, MatchesNaiveLoop) {
 TEST(Registry, NamesAndErrors) {
   EXPECT_EQ(make_quantizer("rtn")->name(), "rtn");
   EXPECT_EQ(make_quantizer("gptq")->name(), "gptq");
-  EXPECT_EQ(quantizer_names().size(), 2u);
+  EXPECT_EQ(make_quantizer("gptaq")->name(), "gptaq");
+  EXPECT_EQ(quantizer_names().size(), 3u);
   EXPECT_THROW(make_quantizer("awq-nope"), lowbit::Error);
   GridFormat fmt(4, 8);
   std::vector<float> w(2 * 12, 0.5f);
