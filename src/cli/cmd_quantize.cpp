@@ -37,6 +37,7 @@ void quantize_cmd(const QuantizeArgs& a) {
   set_num_threads(a.threads);
   quant::QuantizeModelOptions o;
   o.method = a.method;
+  if (!o.method.empty()) quant::parse_method(o.method);  // a bad --method fails before the text is read
   auto kd = dtype_from_name(a.keep_dtype);
   if (!kd || (*kd != DType::F16 && *kd != DType::BF16 && *kd != DType::F32))
     fail("", "--keep-dtype", "expected f16, bf16 or f32, got '" + a.keep_dtype + "'");

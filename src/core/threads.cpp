@@ -2,6 +2,8 @@
 
 #include <omp.h>
 
+#include <algorithm>
+#include <atomic>
 #include <thread>
 
 extern "C" void openblas_set_num_threads(int);
@@ -28,5 +30,23 @@ int num_threads() {
   if (g_threads <= 0) set_num_threads(0);
   return g_threads;
 }
+
+void parallel_fixed_chunks(int64_t n, int64_t chunk, const std::function<void(int64_t, int64_t)>& body) {
+  if (n <= 0) return;
+  chunk = chunk < 1 ? 1 : chunk;
+  const int64_t chunks = (n + chunk - 1) / chunk;
+  const int threads = num_threads();
+  openblas_set_num_threads(1);
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+  for (int64_t c = 0; c < chunks; ++c) body(c * chunk, std::min(n, (c + 1) * chunk));
+  openblas_set_num_threads(threads);
+}
+
+namespace {
+std::atomic<bool> g_deterministic{false};
+}
+
+void set_deterministic_blas(bool on) { g_deterministic = on; }
+bool deterministic_blas() { return g_deterministic; }
 
 }  // namespace lowbit

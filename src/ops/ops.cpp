@@ -197,6 +197,23 @@ void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y) {
     return;
   }
   const auto M = static_cast<blasint>(n_tokens), K = static_cast<blasint>(w.cols);
+  if (deterministic_blas()) {  // fixed panels of weight rows, one single-threaded SGEMM each (quantize)
+    const bool f32 = w.dtype == DType::F32 && !w.intn && w.row_bytes % sizeof(float) == 0;
+    parallel_fixed_chunks(w.rows, 64, [&](int64_t r0, int64_t r1) {
+      const int64_t p = r1 - r0;
+      thread_local std::vector<float> panel;
+      const float* B = reinterpret_cast<const float*>(w.data + static_cast<size_t>(r0) * w.row_bytes);
+      blasint ldb = f32 ? static_cast<blasint>(w.row_bytes / sizeof(float)) : K;
+      if (!f32) {
+        panel.resize(static_cast<size_t>(p * w.cols));
+        widen_rows(w, r0, p, panel.data());
+        B = panel.data();
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, static_cast<blasint>(p), K, 1.0f, x, K, B, ldb, 0.0f,
+                  y + r0, static_cast<blasint>(w.rows));
+    });
+    return;
+  }
   if (w.dtype == DType::F32 && !w.intn && w.row_bytes % sizeof(float) == 0) {
     // Y (n x rows) = X (n x cols) * W^T, straight from the weight bytes.
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, static_cast<blasint>(w.rows), K, 1.0f, x, K,

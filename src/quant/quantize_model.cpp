@@ -21,6 +21,7 @@
 #include "io/packed.h"
 #include "lowbit/error.h"
 #include "lowbit/model.h"
+#include "lowbit/threads.h"
 #include "ops/ops.h"
 #include "io/arch.h"
 #include "quant/block_transform.h"
@@ -793,6 +794,11 @@ void write_tensors(Job& job, io::GgufWriter& w, const std::string& out) {
 
 QuantizeReport quantize_model(const std::string& src, const std::string& out, const QuantizeModelOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
+  // The same bytes for any thread count: batched matmuls in fixed panels while quantizing (lowbit/threads.h).
+  struct DeterministicBlas {
+    DeterministicBlas() { set_deterministic_blas(true); }
+    ~DeterministicBlas() { set_deterministic_blas(false); }
+  } deterministic;
   Job job{src, o};
   job.calibrated = !o.calib.empty();
   check_options(job);

@@ -190,6 +190,8 @@ TEST(Cli, QuantizeIsByteIdenticalAcrossThreadCounts) {
     ++ran;
     for (const std::string opts : {std::string(" --method gptq --act-order --calib ") + test::shared(c.calib) +
                                        " --calib-samples 8 --calib-len 128 --seed 7 --bits 3 --group 32",
+                                   std::string(" --method rotate+awq+gptaq --calib ") + test::shared(c.calib) +
+                                       " --calib-samples 8 --calib-len 128 --seed 7 --bits 4 --group 32",
                                    std::string(" --bits 4 --group 64")}) {
       TempDir d;
       std::string bytes[2];
@@ -215,14 +217,19 @@ TEST(Cli, KilledQuantizeResumesToTheSameBytes) {
   const std::string src = test::shared("models/stories260K/stories260K.gguf");
   const std::string gptq = " --method gptq --act-order --calib " + test::shared("data/wikitext-2-raw/wiki.test.raw") +
                            " --calib-samples 8 --calib-len 128 --bits 3 --group 32";
-  for (const std::string opts : {gptq, std::string(" --bits 4 --group 64")}) {
+  // The transforms rerun on resume (deterministic): edited norms, the full-precision stream of GPTAQ.
+  const std::string transforms = " --method rotate+awq+gptaq --calib " + test::shared("data/wikitext-2-raw/wiki.test.raw") +
+                                 " --calib-samples 8 --calib-len 128 --bits 4 --group 32";
+  for (const std::string opts : {gptq, transforms, std::string(" --bits 4 --group 64")}) {
     TempDir d;
     const std::string clean = d.path("clean.gguf"), out = d.path("q.gguf");
     Result r = lowbit("quantize -m " + src + " -o " + clean + opts);
     ASSERT_EQ(r.code, 0) << r.err;
     EXPECT_FALSE(fs::exists(clean + ".resume")) << "a finished run leaves its progress behind";
     const std::string want = test::read_file(clean);
-    for (int kill_after : {3, 9, 20, 34}) {
+    // Every kill point for the plain methods; two for the transforms (each run is a full calibrated quantize).
+    const std::vector<int> kills = opts == transforms ? std::vector<int>{9, 20} : std::vector<int>{3, 9, 20, 34};
+    for (int kill_after : kills) {
       SCOPED_TRACE(opts + ", killed after " + std::to_string(kill_after) + " tensors");
       r = lowbit_env("LOWBIT_TEST_KILL_AFTER_SAVES=" + std::to_string(kill_after), "quantize -m " + src + " -o " + out + opts);
       ASSERT_EQ(r.code, 128 + 9) << "not killed: " << r.err;
@@ -396,6 +403,22 @@ TEST(CliErrors, CalibrationTextShorterThanRequested) {
   expect_clean_error(r, p);  // names the file
   EXPECT_NE(r.err.find("64"), std::string::npos) << r.err;  // and what was asked for
   EXPECT_FALSE(fs::exists(out));
+}
+
+// A bad --method is one error line before any work: no output, no saved progress.
+TEST(CliErrors, QuantizeMethodErrors) {
+  LOWBIT_REQUIRE_SHARED(kStories);
+  TempDir d;
+  const std::string out = d.path("q.gguf"), base = "quantize -m " + test::shared(kStories) + " -o " + out;
+  const std::string calib = " --calib " + test::shared("data/wikitext-2-raw/wiki.test.raw") + " --calib-samples 2 --calib-len 32";
+  expect_clean_error(lowbit(base + " --method smoothquant" + calib), "smoothquant");
+  expect_clean_error(lowbit(base + " --method gptq+gptaq" + calib), "two solvers");
+  expect_clean_error(lowbit(base + " --method awq+awq" + calib), "twice");
+  Result r = lowbit(base + " --method awq+gptq");  // no calibration
+  expect_clean_error(r, "--calib");
+  EXPECT_NE(r.err.find("awq+gptq"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(out));
+  EXPECT_FALSE(fs::exists(out + ".resume"));
 }
 
 TEST(CliErrors, MissingConfigKey) {

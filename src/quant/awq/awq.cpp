@@ -33,11 +33,19 @@ std::vector<float> scales_for(const std::vector<double>& mean_abs, double alpha)
 double output_error(const float* W, const float* Q, int64_t rows, int64_t n, const std::vector<float>& H) {
   std::vector<float> E(static_cast<size_t>(rows * n)), EH(static_cast<size_t>(rows * n));
   for (size_t k = 0; k < E.size(); ++k) E[k] = W[k] - Q[k];
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(rows), static_cast<blasint>(n),
-              static_cast<blasint>(n), 1.0f, E.data(), static_cast<blasint>(n), H.data(), static_cast<blasint>(n), 0.0f,
-              EH.data(), static_cast<blasint>(n));
+  // Rows in fixed chunks (thread-count independent, lowbit/threads.h), each chunk's sum kept apart and added in order.
+  const int64_t chunk = 32;
+  std::vector<double> part(static_cast<size_t>((rows + chunk - 1) / chunk), 0.0);
+  parallel_fixed_chunks(rows, chunk, [&](int64_t r0, int64_t r1) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(r1 - r0), static_cast<blasint>(n),
+                static_cast<blasint>(n), 1.0f, E.data() + r0 * n, static_cast<blasint>(n), H.data(),
+                static_cast<blasint>(n), 0.0f, EH.data() + r0 * n, static_cast<blasint>(n));
+    double sum = 0;
+    for (int64_t k = r0 * n; k < r1 * n; ++k) sum += static_cast<double>(E[static_cast<size_t>(k)]) * EH[static_cast<size_t>(k)];
+    part[static_cast<size_t>(r0 / chunk)] = sum;
+  });
   double total = 0;
-  for (size_t k = 0; k < E.size(); ++k) total += static_cast<double>(E[k]) * EH[k];
+  for (double v : part) total += v;
   return total;
 }
 

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "lowbit/error.h"
+#include "lowbit/threads.h"
 
 namespace lowbit::quant {
 
@@ -24,9 +25,12 @@ void CrossAccumulator::add(const float* X_fp, const float* X_q, int64_t n) {
     d_[i] = static_cast<double>(X_fp[i]) - xq_[i];
   }
   // sum += D^T X~ (cols x cols).
+  // In fixed chunks of output rows, so the sums do not depend on the thread count (lowbit/threads.h).
   const auto c = static_cast<blasint>(cols_);
-  cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, c, c, static_cast<blasint>(n), 1.0, d_.data(), c, xq_.data(), c,
-              1.0, sum_.data(), c);
+  parallel_fixed_chunks(cols_, 64, [&](int64_t i0, int64_t i1) {
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<blasint>(i1 - i0), c, static_cast<blasint>(n), 1.0,
+                d_.data() + i0, c, xq_.data(), c, 1.0, sum_.data() + i0 * cols_, c);
+  });
   n_ += n;
 }
 

@@ -36,6 +36,7 @@
 #include <string>
 
 #include "lowbit/error.h"
+#include "lowbit/threads.h"
 #include "quant/gptq_core.h"
 #include "quant/quantizer.h"
 
@@ -55,13 +56,18 @@ void move_to_least_squares(MatD& W, const MatD& U, std::span<const int64_t> perm
     Wp.col(i) = W.col(perm[i]);
     for (int64_t j = 0; j < n; ++j) Cp(i, j) = C[perm[i] * n + perm[j]];
   }
-  const auto r = static_cast<blasint>(rows), c = static_cast<blasint>(n);
-  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r, c, c, alpha, Wp.data(), c, Cp.data(), c, 0.0, T.data(),
-              c);  // T = alpha Wp Cp
-  cblas_dtrmm(CblasRowMajor, CblasRight, CblasUpper, CblasTrans, CblasNonUnit, r, c, 1.0, U.data(), c, T.data(),
-              c);  // T = T U^T
-  cblas_dtrmm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, r, c, 1.0, U.data(), c, T.data(),
-              c);  // T = T U
+  const auto c = static_cast<blasint>(n);
+  // Rows in fixed chunks, so the result does not depend on the thread count (lowbit/threads.h).
+  parallel_fixed_chunks(rows, 16, [&](int64_t r0, int64_t r1) {
+    const auto r = static_cast<blasint>(r1 - r0);
+    double* t = T.data() + r0 * n;
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r, c, c, alpha, Wp.data() + r0 * n, c, Cp.data(), c, 0.0, t,
+                c);  // T = alpha Wp Cp
+    cblas_dtrmm(CblasRowMajor, CblasRight, CblasUpper, CblasTrans, CblasNonUnit, r, c, 1.0, U.data(), c, t,
+                c);  // T = T U^T
+    cblas_dtrmm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, r, c, 1.0, U.data(), c, t,
+                c);  // T = T U
+  });
   for (int64_t i = 0; i < n; ++i) W.col(perm[i]) += T.col(i);
 }
 

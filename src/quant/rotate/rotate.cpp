@@ -80,9 +80,11 @@ void Rotation::apply_rows(float* w, int64_t rows) const {
     return;
   }
   std::vector<float> out(static_cast<size_t>(rows * n_));
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(rows), static_cast<blasint>(n_),
-              static_cast<blasint>(n_), 1.0f, w, static_cast<blasint>(n_), dense_.data(), static_cast<blasint>(n_), 0.0f,
-              out.data(), static_cast<blasint>(n_));
+  parallel_fixed_chunks(rows, 64, [&](int64_t r0, int64_t r1) {  // thread-count independent (lowbit/threads.h)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(r1 - r0), static_cast<blasint>(n_),
+                static_cast<blasint>(n_), 1.0f, w + r0 * n_, static_cast<blasint>(n_), dense_.data(),
+                static_cast<blasint>(n_), 0.0f, out.data() + r0 * n_, static_cast<blasint>(n_));
+  });
   std::memcpy(w, out.data(), out.size() * sizeof(float));
 }
 
@@ -98,9 +100,11 @@ void Rotation::apply_rows_inverse(float* w, int64_t rows) const {
     return;
   }
   std::vector<float> out(static_cast<size_t>(rows * n_));
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(rows), static_cast<blasint>(n_),
-              static_cast<blasint>(n_), 1.0f, w, static_cast<blasint>(n_), dense_.data(), static_cast<blasint>(n_), 0.0f,
-              out.data(), static_cast<blasint>(n_));
+  parallel_fixed_chunks(rows, 64, [&](int64_t r0, int64_t r1) {  // thread-count independent (lowbit/threads.h)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(r1 - r0), static_cast<blasint>(n_),
+                static_cast<blasint>(n_), 1.0f, w + r0 * n_, static_cast<blasint>(n_), dense_.data(),
+                static_cast<blasint>(n_), 0.0f, out.data() + r0 * n_, static_cast<blasint>(n_));
+  });
   std::memcpy(w, out.data(), out.size() * sizeof(float));
 }
 
