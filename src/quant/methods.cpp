@@ -91,12 +91,36 @@ MethodPlan parse_method(std::string_view text) {
   return p;
 }
 
+namespace {
+// The measured defaults (docs/results.md, "Methods"), per format family.
+struct DefaultRow {
+  const char* family;
+  const char* method;
+  const char* why;
+};
+constexpr DefaultRow kDefaults[] = {
+    {"llama.cpp types and presets (q4_0 ... q6_K, iq4_*, gguf:Q4_K_M ...)", "gptaq",
+     "lowest KLD on TinyStories-656K for Q4_0, Q5_0, Q4_K_M and Q3_K_M and on synth256 for Q4_K_M / Q3_K_M among "
+     "gptq, gptaq, awq+gptaq, rotate+gptaq at equal file size"},
+    {"lowbit int2/int3 groups", "awq+gptaq", "lowest KLD on TinyStories-656K int3g64a"},
+    {"lowbit int4..int8 groups", "gptaq", "lowest KLD on TinyStories-656K int4g128a"},
+};
+}  // namespace
+
 std::string default_method(std::string_view format, bool calibrated) {
   if (!calibrated) return "rtn";
-  return "awq+gptq";  // TODO(measure)
+  if (format.substr(0, 3) == "int" && format.size() > 3 && format[3] >= '2' && format[3] <= '3' &&
+      (format.size() == 4 || format[4] == 'g'))
+    return kDefaults[1].method;
+  if (format.substr(0, 3) == "int") return kDefaults[2].method;
+  return kDefaults[0].method;
 }
 
-std::string default_method_help() { return "awq+gptq (TODO measure)"; }
+std::string default_method_help() {
+  std::string h;
+  for (const auto& d : kDefaults) h += std::string(h.empty() ? "" : "; ") + d.family + ": " + d.method;
+  return h;
+}
 
 std::string methods_help() {
   std::string h;

@@ -219,6 +219,15 @@ TEST(Methods, BadCombinationsAreOneLineErrors) {
   EXPECT_EQ(parse_method("awq").text, "awq+rtn");
   EXPECT_TRUE(parse_method("awq+rtn").needs_calibration);
   EXPECT_FALSE(parse_method("rotate+rtn").needs_calibration);
+  EXPECT_TRUE(parse_method("gptaq").needs_fp_inputs);
+  // Defaults: rtn without calibration (never a method that needs it), the measured choice with it.
+  for (const char* f : {"int4g64a", "int3g32s", "q4_K", "gguf:Q4_K_M"}) {
+    EXPECT_EQ(default_method(f, false), "rtn") << f;
+    const MethodPlan p = parse_method(default_method(f, true));
+    EXPECT_NE(p.solver->name, std::string("rtn")) << f << ": --calib without --method must not be plain RTN";
+  }
+  EXPECT_EQ(default_method("gguf:Q4_K_M", true), "gptaq");
+  EXPECT_EQ(default_method("int3g64a", true), "awq+gptaq");
 }
 
 }  // namespace
