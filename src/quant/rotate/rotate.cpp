@@ -67,43 +67,29 @@ Rotation::Rotation(int64_t n, uint64_t seed) : n_(n) {
     for (int64_t j = 0; j < n; ++j) dense_[static_cast<size_t>(i * n + j)] = static_cast<float>(Q(i, j));
 }
 
-void Rotation::apply_rows(float* w, int64_t rows) const {
-  const float norm = 1.0f / std::sqrt(static_cast<float>(n_));
-  if (is_hadamard()) {
-#pragma omp parallel for num_threads(lowbit::num_threads()) schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      float* x = w + r * n_;
-      for (int64_t j = 0; j < n_; ++j) x[j] *= signs_[j];
-      fwht(x, n_);
-      for (int64_t j = 0; j < n_; ++j) x[j] *= norm;
-    }
-    return;
-  }
-  std::vector<float> out(static_cast<size_t>(rows * n_));
-  parallel_fixed_chunks(rows, 64, [&](int64_t r0, int64_t r1) {  // thread-count independent (lowbit/threads.h)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(r1 - r0), static_cast<blasint>(n_),
-                static_cast<blasint>(n_), 1.0f, w + r0 * n_, static_cast<blasint>(n_), dense_.data(),
-                static_cast<blasint>(n_), 0.0f, out.data() + r0 * n_, static_cast<blasint>(n_));
-  });
-  std::memcpy(w, out.data(), out.size() * sizeof(float));
-}
+void Rotation::apply_rows(float* w, int64_t rows) const { apply(w, rows, false); }
+void Rotation::apply_rows_inverse(float* w, int64_t rows) const { apply(w, rows, true); }
 
-void Rotation::apply_rows_inverse(float* w, int64_t rows) const {
+// row * Q, or row * Q^T when inverse. Hadamard: Q = diag(signs) H / sqrt(n) with H symmetric, so Q^T = H diag(signs)
+// / sqrt(n): the signs go before the transform for Q and after it for Q^T.
+void Rotation::apply(float* w, int64_t rows, bool inverse) const {
   const float norm = 1.0f / std::sqrt(static_cast<float>(n_));
   if (is_hadamard()) {
 #pragma omp parallel for num_threads(lowbit::num_threads()) schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
       float* x = w + r * n_;
+      if (!inverse)
+        for (int64_t j = 0; j < n_; ++j) x[j] *= signs_[j];
       fwht(x, n_);
-      for (int64_t j = 0; j < n_; ++j) x[j] *= norm * signs_[j];
+      for (int64_t j = 0; j < n_; ++j) x[j] *= inverse ? norm * signs_[j] : norm;
     }
     return;
   }
   std::vector<float> out(static_cast<size_t>(rows * n_));
   parallel_fixed_chunks(rows, 64, [&](int64_t r0, int64_t r1) {  // thread-count independent (lowbit/threads.h)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(r1 - r0), static_cast<blasint>(n_),
-                static_cast<blasint>(n_), 1.0f, w + r0 * n_, static_cast<blasint>(n_), dense_.data(),
-                static_cast<blasint>(n_), 0.0f, out.data() + r0 * n_, static_cast<blasint>(n_));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, inverse ? CblasTrans : CblasNoTrans, static_cast<blasint>(r1 - r0),
+                static_cast<blasint>(n_), static_cast<blasint>(n_), 1.0f, w + r0 * n_, static_cast<blasint>(n_),
+                dense_.data(), static_cast<blasint>(n_), 0.0f, out.data() + r0 * n_, static_cast<blasint>(n_));
   });
   std::memcpy(w, out.data(), out.size() * sizeof(float));
 }

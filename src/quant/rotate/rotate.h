@@ -43,6 +43,7 @@ class Rotation {
   std::vector<double> dense() const;
 
  private:
+  void apply(float* w, int64_t rows, bool inverse) const;
   int64_t n_;
   std::vector<float> signs_;   // Hadamard: Q = diag(signs) H / sqrt(n)
   std::vector<float> dense_;   // otherwise: Q, row-major
