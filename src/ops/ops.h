@@ -33,6 +33,21 @@ WeightView view_of(const TensorInfo& t);  // checks the dtype is supported and t
 // n_tokens > 1 : BLAS SGEMM (F16/BF16/packed weights are decoded to f32 in panels, never the whole matrix).
 void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y);
 
+// While alive, OpenBLAS runs every call on the calling thread: for BLAS calls made by the threads of an OpenMP team,
+// where OpenBLAS's own pthread pool would otherwise be woken by each of them at once (oversubscribing the cores and
+// serialising on its server lock). Restores the previous OpenBLAS thread count. Not for concurrent use from threads
+// that call BLAS outside such a team (the setting is process-wide).
+class BlasOnCallingThread {
+ public:
+  BlasOnCallingThread();
+  ~BlasOnCallingThread();
+  BlasOnCallingThread(const BlasOnCallingThread&) = delete;
+  BlasOnCallingThread& operator=(const BlasOnCallingThread&) = delete;
+
+ private:
+  int saved_;
+};
+
 // Single-threaded GEMV over a row range [r0, r1): y[r - r0] for r in range. Building block of matmul.
 void gemv_rows(const WeightView& w, const float* x, int64_t r0, int64_t r1, float* y);
 

@@ -1,13 +1,16 @@
 // GPTQ (Frantar et al. 2022): columns are quantized left to right and each column's rounding error is spread
-// over the not-yet-quantized columns through the upper Cholesky factor U of H^-1 (H^-1 = U^T U, via LAPACK potrf/potri/potrf):
+// over the not-yet-quantized columns through the upper Cholesky factor U of H^-1 (H^-1 = U^T U):
 //   err = (w_j - q_j) / U_jj,   w_k -= err * U_jk  (k > j).
+// U comes from one Cholesky factorization and one triangular inverse (LAPACK potrf + trtri on the reversed H, see
+// inverse_cholesky_upper), never from an explicit H^-1.
 // Updates inside a lazy batch of block_size columns are applied immediately; the rest of the row gets them in one
-// product per batch. Rows are independent given U, so rows are processed in chunks in parallel.
+// BLAS dgemm per batch. Rows are independent given U, so rows are processed in fixed chunks in parallel.
 //
 // Format blocks: when the pass reaches the first column of a block, fmt.fit runs on that block's current
 // (error-updated) weights; the batch width is a multiple of fmt.block() so a block never straddles two batches.
 // act_order processes columns by decreasing diag(H); it uses static groups (all block params fitted on the original
 // weights first), so the stored layout is exactly the plain one and needs no permutation at inference.
+#include <cblas.h>
 #include <omp.h>
 
 #include <Eigen/Dense>
@@ -17,12 +20,13 @@
 
 #include "lowbit/error.h"
 #include "lowbit/threads.h"
+#include "ops/ops.h"
 #include "quant/quantizer.h"
 
 extern "C" {
 // LAPACK from OpenBLAS (Fortran symbols; no LAPACKE header on this system).
 void dpotrf_(const char* uplo, const int* n, double* a, const int* lda, int* info);
-void dpotri_(const char* uplo, const int* n, double* a, const int* lda, int* info);
+void dtrtri_(const char* uplo, const char* diag, const int* n, double* a, const int* lda, int* info);
 }
 
 namespace lowbit::quant {
@@ -109,8 +113,11 @@ class GptqQuantizer final : public Quantizer {
 
     // Pre-rounding (updated) weights in original column order: encode() of them stores exactly the chosen values.
     MatD Wpre(rows, n);
-    const int64_t chunk = 16;
+    // Rows per task: a fixed count (the dgemm of a chunk must not depend on the thread count, or neither would the
+    // result), large enough that each batch's dgemm reuses a U panel over many rows.
+    const int64_t chunk = 64;
     const int64_t nchunks = (rows + chunk - 1) / chunk;
+    ops::BlasOnCallingThread single;  // each task's dgemm on its own thread
 #pragma omp parallel for num_threads(lowbit::num_threads()) schedule(dynamic)
     for (int64_t c = 0; c < nchunks; ++c) {
       const int64_t r0 = c * chunk;
@@ -136,18 +143,24 @@ class GptqQuantizer final : public Quantizer {
             }
           }
           const double d = U(i, i);
+          const double* Ui = U.data() + i * n;
           for (int64_t r = 0; r < nr; ++r) {
             const formats::BlockParams& p = params[(r0 + r) * nblocks + blk];
-            const double w = Wc(r, i);
+            double* wr = Wc.data() + r * n;
+            const double w = wr[i];
             const float wf = static_cast<float>(w);
             const double q = fmt.round(wf, p, idx);
             Wpre(r0 + r, col) = wf;
             const double e = (w - q) / d;
             Err(r, i - i1) = e;
-            for (int64_t k = i + 1; k < i2; ++k) Wc(r, k) -= e * U(i, k);
+            for (int64_t k = i + 1; k < i2; ++k) wr[k] -= e * Ui[k];
           }
         }
-        if (i2 < n) Wc.rightCols(n - i2).noalias() -= Err.leftCols(cnt) * U.block(i1, i2, cnt, n - i2);
+        // The rest of the row: W[:, i2:] -= Err * U[i1:i2, i2:].
+        if (i2 < n)
+          cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(nr), static_cast<blasint>(n - i2),
+                      static_cast<blasint>(cnt), -1.0, Err.data(), static_cast<blasint>(B), U.data() + i1 * n + i2,
+                      static_cast<blasint>(n), 1.0, Wc.data() + i2, static_cast<blasint>(n));
       }
     }
 
@@ -175,17 +188,22 @@ class GptqQuantizer final : public Quantizer {
     return std::span<const float>(imp.data() + k * gb, static_cast<size_t>(len));
   }
 
-  // Upper Cholesky factor U of (H + damp I)^-1 = U^T U, in place, with LAPACK (OpenBLAS, threaded):
-  // potrf, potri, potrf. The row-major buffer read as column-major is the same symmetric matrix, and LAPACK's
-  // column-major lower triangle ('L') is our row-major upper one, so potrf('L') leaves U (H = U^T U) in our upper
-  // triangle while the strict lower triangle still holds the original H -- from which a failed attempt is restored
-  // before retrying with ten times the damping.
+  // Upper Cholesky factor U of (H + damp I)^-1 = U^T U, in place, with LAPACK (OpenBLAS, threaded): one potrf and
+  // one trtri, n^3 / 3 flops each (an explicit inverse, potri, and a second potrf of it cost twice that).
+  // With R the reversal permutation, R A R = L L^T (potrf) gives A = V V^T for the upper triangular V = R L R, so
+  // A^-1 = V^-T V^-1 and U = V^-1 = R L^-1 R: the upper Cholesky factor of A^-1, unique, so the same U as
+  // factoring the inverse. Layout: the row-major buffer read as column-major is the same symmetric matrix, and
+  // LAPACK's column-major lower triangle ('L') is our row-major upper one, so potrf('L') and trtri('L') leave
+  // (L^-1)^T in our upper triangle while the strict lower triangle still holds the original matrix -- from which a
+  // failed attempt is restored before retrying with ten times the damping.
   MatD inverse_cholesky_upper(MatD A) const {
     const int n = static_cast<int>(A.rows());
+    const size_t nn = static_cast<size_t>(n) * static_cast<size_t>(n);
+    std::reverse(A.data(), A.data() + nn);  // R A R: entry (i, j) moves to (n-1-i, n-1-j)
     const Eigen::VectorXd diag0 = A.diagonal();
     const double mean_diag = diag0.mean();
     double damp = opts_.percdamp * mean_diag;
-    const char uplo = 'L';
+    const char lower = 'L', non_unit = 'N';
     auto restore_upper = [&] {
       for (int i = 0; i < n; ++i)
         for (int j = i + 1; j < n; ++j) A(i, j) = A(j, i);
@@ -193,24 +211,35 @@ class GptqQuantizer final : public Quantizer {
     for (int attempt = 0; attempt < 6; ++attempt) {
       A.diagonal() = diag0.array() + damp;
       int info = 0;
-      dpotrf_(&uplo, &n, A.data(), &n, &info);
-      if (info == 0) dpotri_(&uplo, &n, A.data(), &n, &info);  // upper triangle: (H + damp I)^-1
+      dpotrf_(&lower, &n, A.data(), &n, &info);
       if (info != 0) {
         restore_upper();
         damp = damp > 0 ? damp * 10.0 : 1e-6 * std::max(mean_diag, 1e-30);
         continue;
       }
-      for (int i = 0; i < n; ++i)
-        for (int j = i + 1; j < n; ++j) A(j, i) = A(i, j);
-      dpotrf_(&uplo, &n, A.data(), &n, &info);
+      dtrtri_(&lower, &non_unit, &n, A.data(), &n, &info);
       if (info != 0)
-        fail("gptq", "H", "the inverse Hessian is not numerically positive definite (raise percdamp, now " +
+        fail("gptq", "H", "the Cholesky factor of the Hessian is singular (raise percdamp, now " +
                               std::to_string(opts_.percdamp) + ")");
+      // Our upper triangle holds X = (L^-1)^T; U(i, j) = L^-1(n-1-i, n-1-j) = X(n-1-j, n-1-i): transpose, then
+      // reverse the buffer. The lower triangle is cleared first so the transpose carries zeros into the upper.
       for (int i = 0; i < n; ++i)
         for (int j = 0; j < i; ++j) A(i, j) = 0.0;
+      transpose_in_place(A);
+      std::reverse(A.data(), A.data() + nn);
       return A;
     }
     fail("gptq", "H", "the Hessian is not positive definite even after dampening");
+  }
+
+  // Square transpose in tiles (a plain swap loop strides through a 1 GB matrix one cache line per element).
+  static void transpose_in_place(MatD& A) {
+    const int64_t n = A.rows();
+    constexpr int64_t T = 32;
+    for (int64_t bi = 0; bi < n; bi += T)
+      for (int64_t bj = bi; bj < n; bj += T)
+        for (int64_t i = bi; i < std::min(bi + T, n); ++i)
+          for (int64_t j = (bi == bj ? i + 1 : bj); j < std::min(bj + T, n); ++j) std::swap(A(i, j), A(j, i));
   }
 
   QuantOptions opts_;

@@ -182,13 +182,12 @@ class CalibratedRun {
     const std::array<int64_t, 4> cols = {c.dim, static_cast<int64_t>(c.n_heads) * c.head_dim, c.dim, c.ffn_dim};
     std::vector<HessianAccumulator> acc;
     for (int64_t k : cols) acc.emplace_back(k);
-    const size_t n_seq = x_.size() / (static_cast<size_t>(len_) * dim_);
-    std::vector<float> tmp(static_cast<size_t>(len_) * dim_);
+    const int n_seq = static_cast<int>(x_.size() / (static_cast<size_t>(len_) * dim_));
     Model::CaptureFn capture = [&](int, LinearInput which, const float* in, int64_t rows, int64_t) {
       acc[static_cast<int>(which)].add(in, rows);
     };
-    for (size_t s = 0; s < n_seq; ++s)  // capture on the unmodified block, inputs from quantized blocks < l
-      model_.capture_site(l, x_.data() + s * tmp.size(), 1, len_, LinearInput::FfnDown, capture);
+    // capture on the unmodified block, inputs from quantized blocks < l; all sequences in one batched call
+    model_.capture_site(l, x_.data(), n_seq, len_, LinearInput::FfnDown, capture);
     std::array<LayerStats, 4> stats;
     for (int k = 0; k < 4; ++k) stats[k] = acc[k].stats();
     decoded_.clear();
