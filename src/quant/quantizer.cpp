@@ -40,6 +40,17 @@ std::unique_ptr<Quantizer> make_quantizer(std::string_view name, const QuantOpti
   fail("quantizer", std::string(name), "unknown quantization method (known: " + known + ")");
 }
 
+namespace {
+// The float cols x cols product of one block of rows (HessianAccumulator, layer_error), one per thread and kept:
+// fresh pages for a 127 MB buffer cost more than the product itself on a VM that faults every page in, and a run
+// would otherwise allocate one per block of rows of every site.
+std::vector<float>& block_scratch(size_t n) {
+  thread_local std::vector<float> block;
+  block.resize(n);
+  return block;
+}
+}  // namespace
+
 HessianAccumulator::HessianAccumulator(int64_t cols) : cols_(cols) {
   if (cols <= 0) fail("HessianAccumulator", "cols", "must be positive");
   sum_.assign(static_cast<size_t>(cols * cols), 0.0);
@@ -47,12 +58,12 @@ HessianAccumulator::HessianAccumulator(int64_t cols) : cols_(cols) {
 
 void HessianAccumulator::add_block(const float* X, int64_t rows, std::vector<double>& sum) const {
   const auto c = static_cast<size_t>(cols_);
-  block_.resize(c * c);
+  std::vector<float>& block = block_scratch(c * c);
   // block = X^T X (cols x cols), upper triangle of the row-major result; the strict lower one is never read.
   cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, static_cast<blasint>(cols_), static_cast<blasint>(rows), 1.0f, X,
-              static_cast<blasint>(cols_), 0.0f, block_.data(), static_cast<blasint>(cols_));
+              static_cast<blasint>(cols_), 0.0f, block.data(), static_cast<blasint>(cols_));
   for (size_t i = 0; i < c; ++i) {
-    const float* b = block_.data() + i * c;
+    const float* b = block.data() + i * c;
     double* s = sum.data() + i * c;
     for (size_t j = i; j < c; ++j) s[j] += b[j];
   }
@@ -108,18 +119,26 @@ LayerStats HessianAccumulator::stats() const {
 double layer_error(const float* W, const float* Q, int64_t rows, int64_t cols, const LayerStats& stats) {
   if (stats.cols != cols || static_cast<int64_t>(stats.H.size()) != cols * cols)
     fail("layer_error", "stats.cols", "does not match the weight matrix");
-  // sum_r d_r^T H d_r = <H, D^T D> with D = W - Q: the Gram matrix by BLAS dsyrk over blocks of rows (rows * cols^2
-  // flops, compute-bound), then one pass over H. One dsymv per row instead streams all of H from memory for every
-  // row (a 5632-column layer: 254 MB per row), which made this the costliest step of a calibrated run.
+  // sum_r d_r^T H d_r = <H, D^T D> with D = W - Q. The Gram matrix D^T D is built like the Hessian: one float
+  // ssyrk per block of kBlockRows rows, summed in double (rows * cols^2 flops at SGEMM speed, compute-bound), then
+  // one pass over H in double. One dsymv per row instead streamed all of H from memory for every row (a 5632-column
+  // layer: 254 MB per row), which made this the costliest step of a calibrated run. The scratch is kept per thread:
+  // fresh pages for a 254 MB Gram matrix cost more than the product on a VM that faults every page in.
+  constexpr int64_t kBlockRows = HessianAccumulator::kBlockRows;
   const size_t c = static_cast<size_t>(cols);
-  constexpr int64_t kRows = 512;
-  std::vector<double> gram(c * c, 0.0), d(static_cast<size_t>(std::min(rows, kRows)) * c);
-  for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
-    const int64_t nr = std::min(kRows, rows - r0);
+  thread_local std::vector<double> gram;
+  thread_local std::vector<float> d;
+  gram.assign(c * c, 0.0);
+  std::vector<float>& block = block_scratch(c * c);
+  d.resize(static_cast<size_t>(std::min(rows, kBlockRows)) * c);
+  for (int64_t r0 = 0; r0 < rows; r0 += kBlockRows) {
+    const int64_t nr = std::min(kBlockRows, rows - r0);
     const size_t off = static_cast<size_t>(r0) * c;
-    for (size_t k = 0; k < static_cast<size_t>(nr) * c; ++k) d[k] = static_cast<double>(W[off + k]) - Q[off + k];
-    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, static_cast<blasint>(c), static_cast<blasint>(nr), 1.0, d.data(),
-                static_cast<blasint>(c), 1.0, gram.data(), static_cast<blasint>(c));
+    for (size_t k = 0; k < static_cast<size_t>(nr) * c; ++k) d[k] = W[off + k] - Q[off + k];
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, static_cast<blasint>(c), static_cast<blasint>(nr), 1.0f, d.data(),
+                static_cast<blasint>(c), 0.0f, block.data(), static_cast<blasint>(c));
+    for (size_t i = 0; i < c; ++i)
+      for (size_t j = i; j < c; ++j) gram[i * c + j] += block[i * c + j];
   }
   double total = 0.0;
   for (size_t i = 0; i < c; ++i) {

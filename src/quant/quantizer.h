@@ -47,7 +47,6 @@ class HessianAccumulator {
   std::vector<double> sum_;      // sum x x^T over the full blocks, upper triangle valid (row-major)
   std::vector<float> pending_;   // rows of the current, not yet full block (pending_rows_ x cols)
   int64_t pending_rows_ = 0;
-  mutable std::vector<float> block_;  // cols x cols float product of one block (scratch)
 };
 
 struct QuantResult {

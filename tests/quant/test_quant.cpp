@@ -448,16 +448,74 @@ TEST(Gptq, ActOrderStaticGroupsPlainLayoutAndLowerError) {
 TEST(Gptq, SameResultForAnyThreadCount) {
   std::mt19937 rng(5);
   GridFormat fmt(4, 8);
-  const int64_t rows = 40, cols = 32, ns = 64;
+  const int64_t rows = 200, cols = 32, ns = 64;  // several row chunks
   auto w = randn(rng, rows * cols);
   const LayerStats st = stats_of(correlated_x(rng, ns, cols), ns, cols);
+  const LayerStats other = stats_of(correlated_x(rng, ns, cols), ns, cols);
   const int before = lowbit::num_threads();
   lowbit::set_num_threads(1);
   const QuantResult a = make_quantizer("gptq")->quantize(w.data(), rows, cols, fmt, &st);
   lowbit::set_num_threads(2);
+  make_quantizer("gptq")->quantize(w.data(), rows, cols, fmt, &other);  // U factored again below, on 2 threads
   const QuantResult b = make_quantizer("gptq")->quantize(w.data(), rows, cols, fmt, &st);
   lowbit::set_num_threads(before);
   EXPECT_EQ(a.data, b.data);
+}
+
+// Consecutive calls with one H (q, k and v; gate and up) reuse its factorization: the results are those of a
+// fresh factorization, for other weights and for other options alike.
+TEST(Gptq, SharedHessianGivesTheSameResultAsAFreshOne) {
+  std::mt19937 rng(8);
+  GridFormat fmt(3, 8);
+  const int64_t cols = 48, ns = 96;
+  const LayerStats st = stats_of(correlated_x(rng, ns, cols, 2, 5.0f), ns, cols);
+  const LayerStats other = stats_of(correlated_x(rng, ns, cols), ns, cols);
+  const auto w1 = randn(rng, 7 * cols), w2 = randn(rng, 130 * cols);
+  QuantOptions ao;
+  ao.act_order = true;
+  for (const QuantOptions& opts : {QuantOptions{}, ao}) {
+    auto q = make_quantizer("gptq", opts);
+    q->quantize(w2.data(), 130, cols, fmt, &other);  // whatever this thread held before
+    const QuantResult fresh = q->quantize(w2.data(), 130, cols, fmt, &st);
+    q->quantize(w1.data(), 7, cols, fmt, &other);
+    q->quantize(w1.data(), 7, cols, fmt, &st);
+    const QuantResult reused = q->quantize(w2.data(), 130, cols, fmt, &st);  // after w1 with the same H
+    EXPECT_EQ(fresh.data, reused.data) << "act_order " << opts.act_order;
+    EXPECT_EQ(fresh.dequant, reused.dequant);
+  }
+  // Same H, other damping: not the cached factor.
+  QuantOptions damped;
+  damped.percdamp = 0.5;
+  auto q = make_quantizer("gptq");
+  q->quantize(w2.data(), 130, cols, fmt, &st);
+  const QuantResult after = make_quantizer("gptq", damped)->quantize(w2.data(), 130, cols, fmt, &st);
+  make_quantizer("gptq")->quantize(w2.data(), 130, cols, fmt, &other);
+  const QuantResult alone = make_quantizer("gptq", damped)->quantize(w2.data(), 130, cols, fmt, &st);
+  EXPECT_EQ(after.data, alone.data);
+}
+
+// layer_error's float Gram blocks (summed in double) against the double definition sum_r d_r^T H d_r, on GPTQ
+// output -- whose error is shaped to be small in the H norm, the case where rounding in D^T D shows most -- and on
+// the weights themselves (the reference of rel_output_error). Several blocks of rows.
+TEST(LayerError, FloatGramMatchesDoubleDefinition) {
+  std::mt19937 rng(21);
+  GridFormat fmt(3, 16);
+  const int64_t rows = 2 * HessianAccumulator::kBlockRows + 77, cols = 96, ns = 400;
+  const auto w = randn(rng, static_cast<size_t>(rows * cols));
+  const LayerStats st = stats_of(correlated_x(rng, ns, cols, 4, 10.0f), ns, cols);
+  const QuantResult res = make_quantizer("gptq")->quantize(w.data(), rows, cols, fmt, &st);
+  const std::vector<float> zero(w.size(), 0.0f);
+  for (const std::vector<float>* q : {&res.dequant, &zero}) {
+    double want = 0;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t i = 0; i < cols; ++i) {
+        const double di = static_cast<double>(w[r * cols + i]) - (*q)[r * cols + i];
+        for (int64_t j = 0; j < cols; ++j)
+          want += di * st.H[i * cols + j] * (static_cast<double>(w[r * cols + j]) - (*q)[r * cols + j]);
+      }
+    const double got = layer_error(w.data(), q->data(), rows, cols, st);
+    EXPECT_NEAR(got, want, 1e-6 * want) << (q == &zero ? "reference" : "gptq");
+  }
 }
 
 // The same checks with lowbit's real intN formats (clip-search fit, fp16 params, packed codes).
