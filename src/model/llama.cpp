@@ -165,7 +165,7 @@ struct Model::Impl {
   }
 
   // Attention of n tokens at positions pos..pos+n-1 over the KV cache, one dot / axpy per (token, head, position):
-  // the decode path (n == 1), where a GEMM would be a GEMV anyway.
+  // forward()'s path, for decode (n == 1) and prefill alike.
   void attention_rows(int l, int n, int pos) {
     const int hd = c.head_dim;
     const int group = c.n_heads / c.n_kv_heads;
@@ -197,7 +197,7 @@ struct Model::Impl {
   }
 
   // Attention of n_seq sequences of len queries each (rows of q / att in sequence order, query t of a sequence at
-  // position pos + t) as GEMMs: per (sequence, head, tile of kAttnTile queries) S = scale * Q K^T over the keys up
+  // position pos + t) as GEMMs (the calibration path): per (sequence, head, tile of kAttnTile queries) S = scale * Q K^T over the keys up
   // to the tile's last query, causal mask, row-wise softmax, O = P V. Keys / values of sequence s start at
   // K + s * seq_stride (row stride kvd), positions 0..pos+len-1. GQA: head h reads kv head h / (n_heads / n_kv).
   // One job per tile on an OpenMP team, each GEMM on its own thread (see ops::BlasOnCallingThread); a job's result
@@ -284,12 +284,13 @@ struct Model::Impl {
     }
     {
       Timer tm(*this, "attention");
-      if (!use_cache)
-        attention_gemm(n_seq, len, 0, k.data(), v.data(), static_cast<size_t>(len) * kvd);
-      else if (n == 1)
+      // forward() keeps the per-token path for prefill too: its scores are then bit for bit those of decode, and
+      // llama.cpp types that quantize the activations of attn_output (Q8_K) would otherwise round some of them
+      // differently between prefill and decode (tests/eval: decode path == batched to 1e-4 in perplexity).
+      if (use_cache)
         attention_rows(l, n, pos);
       else
-        attention_gemm(1, n, pos, kcache[l].data(), vcache[l].data(), 0);
+        attention_gemm(n_seq, len, 0, k.data(), v.data(), static_cast<size_t>(len) * kvd);
     }
     {
       Timer tm(*this, "matmul");
