@@ -42,7 +42,10 @@ class Model {
 
   // Calibration building blocks. embed: hidden states (n x dim) of the tokens. forward_layer: runs block l on
   // n_seq independent sequences of len tokens each (x: n_seq x len x dim, positions 0..len-1 in every sequence)
-  // in place; capture (may be empty) sees each linear layer's input, rows = n_seq * len in sequence order.
+  // in place, batched: a chunk of whole sequences (up to ~4096 rows) goes through each matmul as one GEMM and
+  // attention is GEMMs per (sequence, head). capture (may be empty) sees each linear layer's input once per chunk,
+  // rows = the chunk's sequences x len, chunks in sequence order: over the call, every row once, in sequence
+  // order (accumulate in the callback). The KV cache is not touched.
   // Running embed and every layer in turn equals forward() up to the final norm.
   void embed(std::span<const int32_t> tokens, float* x);
   void forward_layer(int l, float* x, int n_seq, int len, const CaptureFn& capture);

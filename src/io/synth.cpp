@@ -16,6 +16,7 @@ const std::vector<SynthArch>& synth_archs() {
       // name, gguf arch, dim, layers, heads, kv heads, ffn, vocab, context, eps, rope theta, tied, qkv bias
       {"tiny", "llama", 64, 2, 4, 2, 192, 512, 256, 1e-5f, 10000.0f, false, false},
       {"llama-1b", "llama", 2048, 16, 32, 8, 8192, 32000, 4096, 1e-5f, 10000.0f, false, false},
+      {"tinyllama-1.1b", "llama", 2048, 22, 32, 4, 5632, 32000, 2048, 1e-5f, 10000.0f, false, false},
       {"llama-7b", "llama", 4096, 32, 32, 32, 11008, 32000, 4096, 1e-5f, 10000.0f, false, false},
       {"llama-13b", "llama", 5120, 40, 40, 40, 13824, 32000, 4096, 1e-5f, 10000.0f, false, false},
       {"llama-70b", "llama", 8192, 80, 64, 8, 28672, 32000, 4096, 1e-5f, 10000.0f, false, false},

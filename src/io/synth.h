@@ -19,7 +19,7 @@ struct SynthArch {
   bool tied, qkv_bias;
 };
 
-// tiny, llama-1b, llama-7b, llama-13b, llama-70b, qwen2-0.5b.
+// tiny, llama-1b, tinyllama-1.1b, llama-7b, llama-13b, llama-70b, qwen2-0.5b.
 const std::vector<SynthArch>& synth_archs();
 // The named architecture, or a lowbit::Error listing the known names.
 const SynthArch& synth_arch(const std::string& name);

@@ -1,5 +1,6 @@
 // The Llama-family graph: embeddings -> n_layers x (RMSNorm, GQA attention with RoPE, RMSNorm, SwiGLU FFN)
 // -> RMSNorm -> output head. One implementation for Llama 1/2/3, Mistral, Qwen2 (q/k/v bias), SmolLM, TinyLlama.
+#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -18,6 +19,12 @@
 namespace lowbit {
 
 namespace {
+
+// Queries per attention GEMM tile: a tile multiplies only the keys up to its last query, so a causal window costs
+// about half of its square plus one tile's triangle.
+constexpr int kAttnTile = 64;
+// Rows (tokens over all sequences) that forward_layer / capture_site run through a block at once.
+constexpr int64_t kCalibChunkRows = 4096;
 
 // Small vectors (norms, biases, rope factors) are widened to f32 once.
 std::vector<float> to_f32(const TensorInfo& t) {
@@ -126,8 +133,13 @@ struct Model::Impl {
     if (l < 0 || l >= c.n_layers) fail(file->path, "layer", std::to_string(l) + " does not exist");
     if (len <= 0 || len > max_ctx || n_seq < 0)
       fail(file->path, "context", std::to_string(len) + " tokens exceed the context of " + std::to_string(max_ctx));
-    ensure_cache(len);
-    ensure_scratch(len);
+  }
+
+  // Sequences of len tokens that go through a block together in forward_layer / capture_site: as many as fit in
+  // kCalibChunkRows rows (at least one), so the block's matmuls are few large GEMMs while the scratch stays bounded
+  // (~80 KiB per row at dim 2048 / ffn 5632).
+  int chunk_seqs(int n_seq, int len) const {
+    return std::clamp(static_cast<int>(kCalibChunkRows / len), 1, std::max(n_seq, 1));
   }
 
   void ensure_scratch(int n) {
@@ -145,7 +157,9 @@ struct Model::Impl {
     ffu.resize(N * c.ffn_dim);
   }
 
-  void attention(int l, int n, int pos) {
+  // Attention of n tokens at positions pos..pos+n-1 over the KV cache, one dot / axpy per (token, head, position):
+  // forward()'s path, for decode (n == 1) and prefill alike.
+  void attention_rows(int l, int n, int pos) {
     const int hd = c.head_dim;
     const int group = c.n_heads / c.n_kv_heads;
     const size_t qd = static_cast<size_t>(c.n_heads) * hd;
@@ -175,11 +189,55 @@ struct Model::Impl {
     }
   }
 
-  // One transformer block on the n hidden states in x (positions pos..pos+n-1), in place. capture, when set,
-  // sees the input of every linear layer (for calibration).
-  // stop_at >= 0: return right after the input of that site (a LinearInput) has been captured.
-  void layer(int l, int n, int pos, const Model::CaptureFn* capture, int stop_at = -1) {
+  // Attention of n_seq sequences of len queries each (rows of q / att in sequence order, query t of a sequence at
+  // position pos + t) as GEMMs (the calibration path): per (sequence, head, tile of kAttnTile queries) S = scale * Q K^T over the keys up
+  // to the tile's last query, causal mask, row-wise softmax, O = P V. Keys / values of sequence s start at
+  // K + s * seq_stride (row stride kvd), positions 0..pos+len-1. GQA: head h reads kv head h / (n_heads / n_kv).
+  // One job per tile on an OpenMP team, each GEMM on its own thread (see ops::BlasOnCallingThread); a job's result
+  // does not depend on the thread count.
+  void attention_gemm(int n_seq, int len, int pos, const float* K, const float* V, size_t seq_stride) {
+    const int hd = c.head_dim;
+    const int group = c.n_heads / c.n_kv_heads;
+    const size_t qd = static_cast<size_t>(c.n_heads) * hd;
+    const size_t kvd = static_cast<size_t>(c.n_kv_heads) * hd;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    const int nthreads = num_threads();
+    const int tiles = (len + kAttnTile - 1) / kAttnTile;
+    const size_t tile_scores = static_cast<size_t>(kAttnTile) * (pos + len);
+    if (scores.size() < nthreads * tile_scores) scores.resize(nthreads * tile_scores);
+    const int64_t jobs = static_cast<int64_t>(n_seq) * c.n_heads * tiles;
+    ops::BlasOnCallingThread single;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (nthreads > 1 && jobs > 1)
+    for (int64_t job = 0; job < jobs; ++job) {
+      const int s = static_cast<int>(job / (static_cast<int64_t>(c.n_heads) * tiles));
+      const int h = static_cast<int>(job / tiles % c.n_heads);
+      const int tile = tiles - 1 - static_cast<int>(job % tiles);  // the longest spans first: better balance
+      const int t0 = tile * kAttnTile, rows = std::min(kAttnTile, len - t0), span = pos + t0 + rows;
+      const size_t kv_off = static_cast<size_t>(s) * seq_stride + static_cast<size_t>(h / group) * hd;
+      const size_t q_off = (static_cast<size_t>(s) * len + t0) * qd + static_cast<size_t>(h) * hd;
+      float* S = scores.data() + static_cast<size_t>(omp_get_thread_num()) * tile_scores;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, span, hd, scale, q.data() + q_off,
+                  static_cast<blasint>(qd), K + kv_off, static_cast<blasint>(kvd), 0.0f, S, span);
+      for (int i = 0; i < rows; ++i) {
+        float* row = S + static_cast<size_t>(i) * span;
+        const int visible = pos + t0 + i + 1;  // causal: keys 0 .. pos+t0+i
+        ops::softmax(row, visible);
+        std::fill(row + visible, row + span, 0.0f);
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, span, 1.0f, S, span, V + kv_off,
+                  static_cast<blasint>(kvd), 0.0f, att.data() + q_off, static_cast<blasint>(qd));
+    }
+  }
+
+  // One transformer block on n_seq sequences of len hidden states each in x (rows in sequence order, positions
+  // pos..pos+len-1 in every sequence), in place. use_cache (forward(), n_seq == 1): the keys / values go into the KV
+  // cache at pos and attention reads the cache; otherwise (calibration, pos == 0) attention reads each sequence's
+  // own keys / values from the scratch and the cache is left alone. capture, when set, sees the input of every
+  // linear layer (for calibration). stop_at >= 0: return right after the input of that site (a LinearInput) has
+  // been captured.
+  void layer(int l, int n_seq, int len, int pos, bool use_cache, const Model::CaptureFn* capture, int stop_at = -1) {
     const int dim = c.dim;
+    const int n = n_seq * len;
     const size_t qd = static_cast<size_t>(c.n_heads) * c.head_dim;
     const size_t kvd = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
     auto cap = [&](LinearInput which, const float* in, int64_t cols) {
@@ -208,15 +266,24 @@ struct Model::Impl {
           ops::axpy(1.0f, L.vec[ri->bk].data(), k.data() + t * kvd, static_cast<int64_t>(kvd));
           ops::axpy(1.0f, L.vec[ri->bv].data(), v.data() + t * kvd, static_cast<int64_t>(kvd));
         }
-        ops::rope(q.data() + t * qd, c.n_heads, c.head_dim, c.rope_dim, pos + t, inv_freq.data(), c.rope_style);
-        ops::rope(k.data() + t * kvd, c.n_kv_heads, c.head_dim, c.rope_dim, pos + t, inv_freq.data(), c.rope_style);
+        const int p = pos + t % len;
+        ops::rope(q.data() + t * qd, c.n_heads, c.head_dim, c.rope_dim, p, inv_freq.data(), c.rope_style);
+        ops::rope(k.data() + t * kvd, c.n_kv_heads, c.head_dim, c.rope_dim, p, inv_freq.data(), c.rope_style);
       }
-      std::memcpy(kcache[l].data() + static_cast<size_t>(pos) * kvd, k.data(), n * kvd * sizeof(float));
-      std::memcpy(vcache[l].data() + static_cast<size_t>(pos) * kvd, v.data(), n * kvd * sizeof(float));
+      if (use_cache) {
+        std::memcpy(kcache[l].data() + static_cast<size_t>(pos) * kvd, k.data(), n * kvd * sizeof(float));
+        std::memcpy(vcache[l].data() + static_cast<size_t>(pos) * kvd, v.data(), n * kvd * sizeof(float));
+      }
     }
     {
       Timer tm(*this, "attention");
-      attention(l, n, pos);
+      // forward() keeps the per-token path for prefill too: its scores are then bit for bit those of decode, and
+      // llama.cpp types that quantize the activations of attn_output (Q8_K) would otherwise round some of them
+      // differently between prefill and decode (tests/eval: decode path == batched to 1e-4 in perplexity).
+      if (use_cache)
+        attention_rows(l, n, pos);
+      else
+        attention_gemm(n_seq, len, 0, k.data(), v.data(), static_cast<size_t>(len) * kvd);
     }
     {
       Timer tm(*this, "matmul");
@@ -267,7 +334,7 @@ struct Model::Impl {
       Timer tm(*this, "embed");
       for (int t = 0; t < n; ++t) ops::get_row(tok_embd, tokens[t], x.data() + static_cast<size_t>(t) * dim);
     }
-    for (int l = 0; l < c.n_layers; ++l) layer(l, n, pos, nullptr);
+    for (int l = 0; l < c.n_layers; ++l) layer(l, 1, n, pos, /*use_cache=*/true, nullptr);
     const int first = all_logits ? 0 : n - 1;
     const int rows = n - first;
     {
@@ -336,10 +403,13 @@ void Model::forward_layer(int l, float* x, int n_seq, int len, const CaptureFn& 
   Impl& m = *impl_;
   m.check_layer_call(l, n_seq, len);
   const size_t count = static_cast<size_t>(len) * m.c.dim;
-  for (int s = 0; s < n_seq; ++s) {
-    std::memcpy(m.x.data(), x + s * count, count * sizeof(float));
-    m.layer(l, len, 0, &capture);
-    std::memcpy(x + s * count, m.x.data(), count * sizeof(float));
+  const int chunk = m.chunk_seqs(n_seq, len);
+  for (int s0 = 0; s0 < n_seq; s0 += chunk) {
+    const int ns = std::min(chunk, n_seq - s0);
+    m.ensure_scratch(ns * len);
+    std::memcpy(m.x.data(), x + s0 * count, ns * count * sizeof(float));
+    m.layer(l, ns, len, 0, /*use_cache=*/false, &capture);
+    std::memcpy(x + s0 * count, m.x.data(), ns * count * sizeof(float));
   }
 }
 
@@ -347,9 +417,12 @@ void Model::capture_site(int l, const float* x, int n_seq, int len, LinearInput 
   Impl& m = *impl_;
   m.check_layer_call(l, n_seq, len);
   const size_t count = static_cast<size_t>(len) * m.c.dim;
-  for (int s = 0; s < n_seq; ++s) {
-    std::memcpy(m.x.data(), x + s * count, count * sizeof(float));
-    m.layer(l, len, 0, &capture, static_cast<int>(site));
+  const int chunk = m.chunk_seqs(n_seq, len);
+  for (int s0 = 0; s0 < n_seq; s0 += chunk) {
+    const int ns = std::min(chunk, n_seq - s0);
+    m.ensure_scratch(ns * len);
+    std::memcpy(m.x.data(), x + s0 * count, ns * count * sizeof(float));
+    m.layer(l, ns, len, 0, /*use_cache=*/false, &capture, static_cast<int>(site));
   }
 }
 

@@ -221,6 +221,19 @@ void Axpy(float a, const float* HWY_RESTRICT x, float* HWY_RESTRICT y, int64_t n
   for (; i < n; ++i) y[i] += a * x[i];
 }
 
+// y[i] -= a * x[i] with the product rounded before the subtraction (Mul then Sub, never fused): the same bits as
+// the scalar loop, at the target's vector width.
+void SubScaledF64(double a, const double* HWY_RESTRICT x, double* HWY_RESTRICT y, int64_t n) {
+  int64_t i = 0;
+#if HWY_HAVE_FLOAT64
+  const hn::ScalableTag<double> dd;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(dd));
+  const auto va = hn::Set(dd, a);
+  for (; i + N <= n; i += N) hn::StoreU(hn::Sub(hn::LoadU(dd, y + i), hn::Mul(va, hn::LoadU(dd, x + i))), dd, y + i);
+#endif
+  for (; i < n; ++i) y[i] -= a * x[i];
+}
+
 void RmsNorm(float* HWY_RESTRICT out, const float* HWY_RESTRICT x, const float* HWY_RESTRICT weight, int64_t n,
              float eps) {
   const DF df;
@@ -398,6 +411,7 @@ HWY_EXPORT(WidenF16);
 HWY_EXPORT(WidenBF16);
 HWY_EXPORT(Dot);
 HWY_EXPORT(Axpy);
+HWY_EXPORT(SubScaledF64);
 HWY_EXPORT(RmsNorm);
 HWY_EXPORT(Softmax);
 HWY_EXPORT(SiluMul);
@@ -424,6 +438,7 @@ void f16_to_f32(const uint16_t* in, float* out, int64_t n) { HWY_DYNAMIC_DISPATC
 void bf16_to_f32(const uint16_t* in, float* out, int64_t n) { HWY_DYNAMIC_DISPATCH(WidenBF16)(in, out, n); }
 float dot(const float* a, const float* b, int64_t n) { return HWY_DYNAMIC_DISPATCH(Dot)(a, b, n); }
 void axpy(float a, const float* x, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(Axpy)(a, x, y, n); }
+void sub_scaled(double a, const double* x, double* y, int64_t n) { HWY_DYNAMIC_DISPATCH(SubScaledF64)(a, x, y, n); }
 void rmsnorm(float* out, const float* x, const float* weight, int64_t n, float eps) {
   HWY_DYNAMIC_DISPATCH(RmsNorm)(out, x, weight, n, eps);
 }

@@ -245,6 +245,14 @@ void widen_vector(const TensorInfo& t, float* out) {
   }
 }
 
+BlasOnCallingThread::BlasOnCallingThread() : saved_(openblas_get_num_threads()) {
+  if (saved_ != 1) openblas_set_num_threads(1);
+}
+
+BlasOnCallingThread::~BlasOnCallingThread() {
+  if (saved_ != 1) openblas_set_num_threads(saved_);
+}
+
 void get_row(const WeightView& w, int64_t r, float* out) {
   if (r < 0 || r >= w.rows)
     fail("", "get_row", "row " + std::to_string(r) + " is out of range [0, " + std::to_string(w.rows) + ")");

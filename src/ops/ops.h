@@ -33,6 +33,21 @@ WeightView view_of(const TensorInfo& t);  // checks the dtype is supported and t
 // n_tokens > 1 : BLAS SGEMM (F16/BF16/packed weights are decoded to f32 in panels, never the whole matrix).
 void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y);
 
+// While alive, OpenBLAS runs every call on the calling thread: for BLAS calls made by the threads of an OpenMP team,
+// where OpenBLAS's own pthread pool would otherwise be woken by each of them at once (oversubscribing the cores and
+// serialising on its server lock). Restores the previous OpenBLAS thread count. Not for concurrent use from threads
+// that call BLAS outside such a team (the setting is process-wide).
+class BlasOnCallingThread {
+ public:
+  BlasOnCallingThread();
+  ~BlasOnCallingThread();
+  BlasOnCallingThread(const BlasOnCallingThread&) = delete;
+  BlasOnCallingThread& operator=(const BlasOnCallingThread&) = delete;
+
+ private:
+  int saved_;
+};
+
 // Single-threaded GEMV over a row range [r0, r1): y[r - r0] for r in range. Building block of matmul.
 void gemv_rows(const WeightView& w, const float* x, int64_t r0, int64_t r1, float* y);
 
@@ -51,6 +66,9 @@ void silu_mul(float* gate, const float* up, int64_t n);
 float dot(const float* a, const float* b, int64_t n);
 // y[i] += a * x[i]
 void axpy(float a, const float* x, float* y, int64_t n);
+// y[i] -= a * x[i] in double, the product rounded before the subtraction (not fused): the same bits as the plain
+// scalar loop on every target (GPTQ's updates inside a lazy batch).
+void sub_scaled(double a, const double* x, double* y, int64_t n);
 // Widen a run of f16 / bf16 values to f32.
 void f16_to_f32(const uint16_t* in, float* out, int64_t n);
 void bf16_to_f32(const uint16_t* in, float* out, int64_t n);

@@ -161,6 +161,14 @@ TEST_F(Synth, ArchTable) {
   EXPECT_EQ(l1.dim, 2048);
   EXPECT_EQ(l1.n_layers, 16);
   EXPECT_EQ(l1.n_kv_heads, 8);
+  const io::SynthArch& tl = io::synth_arch("tinyllama-1.1b");
+  EXPECT_EQ(tl.dim, 2048);
+  EXPECT_EQ(tl.n_layers, 22);
+  EXPECT_EQ(tl.n_heads, 32);
+  EXPECT_EQ(tl.n_kv_heads, 4);
+  EXPECT_EQ(tl.ffn_dim, 5632);
+  EXPECT_EQ(tl.context, 2048);
+  EXPECT_FALSE(tl.tied);
   const io::SynthArch& q = io::synth_arch("qwen2-0.5b");
   EXPECT_TRUE(q.qkv_bias);
   EXPECT_TRUE(q.tied);
