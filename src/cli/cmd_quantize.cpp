@@ -1,4 +1,6 @@
 // lowbit quantize -m SRC -o OUT --method rtn --format int4g64a: writes a lowbit packed GGUF and a summary table.
+#include <malloc.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <memory>
@@ -69,6 +71,13 @@ void quantize_cmd(const QuantizeArgs& a) {
   o.qopts.percdamp = a.percdamp;
   o.qopts.use_importance = a.importance;
   if (!a.calib.empty()) {
+    // A calibrated run frees and allocates ~1.2 GB per block at 1B shapes (Hessians and their normalised copies,
+    // widened and decoded weights), in blocks glibc maps and unmaps one by one (everything over 32 MB): every page
+    // then faults in anew, ~11 us each on a paravirtualised VM, 8% of the run's CPU time (measured: 1.18 M -> 0.57 M
+    // faults, sys 11.6 s -> 6.8 s on three TinyLlama-shape blocks). Served from the heap and kept there instead,
+    // the memory is reused block after block (peak RSS +3%).
+    mallopt(M_MMAP_MAX, 0);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
     // Tokenize the calibration text with the source model's tokenizer and draw the windows.
     Loaded src = load(a.model, "");
     const Tokenizer& tok = need_tokenizer(src);

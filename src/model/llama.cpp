@@ -189,13 +189,12 @@ struct Model::Impl {
     }
   }
 
-  // Attention of n_seq sequences of len queries each (rows of q / att in sequence order, query t of a sequence at
-  // position pos + t) as GEMMs (the calibration path): per (sequence, head, tile of kAttnTile queries) S = scale * Q K^T over the keys up
-  // to the tile's last query, causal mask, row-wise softmax, O = P V. Keys / values of sequence s start at
-  // K + s * seq_stride (row stride kvd), positions 0..pos+len-1. GQA: head h reads kv head h / (n_heads / n_kv).
-  // One job per tile on an OpenMP team, each GEMM on its own thread (see ops::BlasOnCallingThread); a job's result
-  // does not depend on the thread count.
-  void attention_gemm(int n_seq, int len, int pos, const float* K, const float* V, size_t seq_stride) {
+  // Attention of n_seq sequences of len tokens each at positions 0..len-1 (rows of q / k / v / att in sequence
+  // order) as GEMMs, the calibration path: per (sequence, head, tile of kAttnTile queries) S = scale * Q K^T over
+  // the sequence's keys up to the tile's last query, causal mask, row-wise softmax, O = P V. GQA: head h reads kv
+  // head h / (n_heads / n_kv_heads). One job per tile on an OpenMP team, each GEMM on its own thread (see
+  // ops::BlasOnCallingThread); a job's result does not depend on the thread count.
+  void attention_gemm(int n_seq, int len) {
     const int hd = c.head_dim;
     const int group = c.n_heads / c.n_kv_heads;
     const size_t qd = static_cast<size_t>(c.n_heads) * hd;
@@ -203,7 +202,7 @@ struct Model::Impl {
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     const int nthreads = num_threads();
     const int tiles = (len + kAttnTile - 1) / kAttnTile;
-    const size_t tile_scores = static_cast<size_t>(kAttnTile) * (pos + len);
+    const size_t tile_scores = static_cast<size_t>(kAttnTile) * len;
     if (scores.size() < nthreads * tile_scores) scores.resize(nthreads * tile_scores);
     const int64_t jobs = static_cast<int64_t>(n_seq) * c.n_heads * tiles;
     ops::BlasOnCallingThread single;
@@ -212,27 +211,27 @@ struct Model::Impl {
       const int s = static_cast<int>(job / (static_cast<int64_t>(c.n_heads) * tiles));
       const int h = static_cast<int>(job / tiles % c.n_heads);
       const int tile = tiles - 1 - static_cast<int>(job % tiles);  // the longest spans first: better balance
-      const int t0 = tile * kAttnTile, rows = std::min(kAttnTile, len - t0), span = pos + t0 + rows;
-      const size_t kv_off = static_cast<size_t>(s) * seq_stride + static_cast<size_t>(h / group) * hd;
+      const int t0 = tile * kAttnTile, rows = std::min(kAttnTile, len - t0), span = t0 + rows;
+      const size_t kv_off = static_cast<size_t>(s) * len * kvd + static_cast<size_t>(h / group) * hd;
       const size_t q_off = (static_cast<size_t>(s) * len + t0) * qd + static_cast<size_t>(h) * hd;
       float* S = scores.data() + static_cast<size_t>(omp_get_thread_num()) * tile_scores;
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, span, hd, scale, q.data() + q_off,
-                  static_cast<blasint>(qd), K + kv_off, static_cast<blasint>(kvd), 0.0f, S, span);
+                  static_cast<blasint>(qd), k.data() + kv_off, static_cast<blasint>(kvd), 0.0f, S, span);
       for (int i = 0; i < rows; ++i) {
         float* row = S + static_cast<size_t>(i) * span;
-        const int visible = pos + t0 + i + 1;  // causal: keys 0 .. pos+t0+i
+        const int visible = t0 + i + 1;  // causal: keys 0 .. t0+i
         ops::softmax(row, visible);
         std::fill(row + visible, row + span, 0.0f);
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, span, 1.0f, S, span, V + kv_off,
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, span, 1.0f, S, span, v.data() + kv_off,
                   static_cast<blasint>(kvd), 0.0f, att.data() + q_off, static_cast<blasint>(qd));
     }
   }
 
   // One transformer block on n_seq sequences of len hidden states each in x (rows in sequence order, positions
   // pos..pos+len-1 in every sequence), in place. use_cache (forward(), n_seq == 1): the keys / values go into the KV
-  // cache at pos and attention reads the cache; otherwise (calibration, pos == 0) attention reads each sequence's
-  // own keys / values from the scratch and the cache is left alone. capture, when set, sees the input of every
+  // cache at pos and attention reads the cache, token by token; otherwise (calibration, pos == 0) attention runs as
+  // GEMMs over each sequence's own keys / values in the scratch and the cache is left alone. capture, when set, sees the input of every
   // linear layer (for calibration). stop_at >= 0: return right after the input of that site (a LinearInput) has
   // been captured.
   void layer(int l, int n_seq, int len, int pos, bool use_cache, const Model::CaptureFn* capture, int stop_at = -1) {
@@ -283,7 +282,7 @@ struct Model::Impl {
       if (use_cache)
         attention_rows(l, n, pos);
       else
-        attention_gemm(n_seq, len, 0, k.data(), v.data(), static_cast<size_t>(len) * kvd);
+        attention_gemm(n_seq, len);
     }
     {
       Timer tm(*this, "matmul");
