@@ -1,6 +1,8 @@
 // llama.cpp's quantization mixtures: the per-tensor type rules of llama-quantize for the presets lowbit offers.
 #include "quant/gguf_presets.h"
 
+#include "io/arch.h"
+
 #include <array>
 #include <cctype>
 #include <cstdio>
@@ -61,10 +63,16 @@ DType preset_tensor_type(const GgufPreset& p, const std::string& name, int64_t c
                          bool fallback) {
   const std::string ft = p.name;
   DType t = p.base;
-  int layer = -1;
-  char role[64] = {0};
-  if (std::sscanf(name.c_str(), "blk.%d.%63[a-z_].weight", &layer, role) != 2) layer = -1;
-  const std::string r = layer >= 0 ? role : "";
+  // "blk.<l>.<role>.weight" -> (l, role), parsed where every block name is (io/arch.h)
+  int layer = io::layer_of_name(name);
+  std::string r;
+  if (layer >= 0) {
+    const std::string_view rest = std::string_view(name).substr(name.find('.', 4) + 1);
+    if (rest.size() > 7 && rest.substr(rest.size() - 7) == ".weight" && rest.find('.') == rest.size() - 7)
+      r = std::string(rest.substr(0, rest.size() - 7));
+    else
+      layer = -1;
+  }
   const int n = m.n_layers;
   const bool is_output = name == "output.weight" || (m.tied_embeddings && name == "token_embd.weight");
   if (is_output) {
