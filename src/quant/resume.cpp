@@ -14,6 +14,7 @@
 
 #include "core/checksum.h"
 #include "core/json_file.h"
+#include "io/arch.h"
 #include "lowbit/error.h"
 
 namespace lowbit::quant {
@@ -52,10 +53,7 @@ void write_replace(const std::string& path, const void* data, size_t n) {
 }
 
 // The "blk.N" group of a tensor name, -1 outside the blocks.
-int group_of(const std::string& name) {
-  int l = -1;
-  return std::sscanf(name.c_str(), "blk.%d.", &l) == 1 ? l : -1;
-}
+int group_of(const std::string& name) { return io::layer_of_name(name); }
 
 }  // namespace
 
