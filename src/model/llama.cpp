@@ -129,6 +129,22 @@ struct Model::Impl {
     cache_positions = want;
   }
 
+  // Block l on n_seq sequences of len tokens from `in`, in chunks of sequences (bounded scratch); out (may be null)
+  // receives the block's output; stop_at >= 0 stops each chunk after that site's input was captured.
+  void run_sequences(int l, const float* in, float* out, int n_seq, int len, const Model::CaptureFn& capture,
+                     int stop_at) {
+    check_layer_call(l, n_seq, len);
+    const size_t count = static_cast<size_t>(len) * c.dim;
+    const int chunk = chunk_seqs(n_seq, len);
+    for (int s0 = 0; s0 < n_seq; s0 += chunk) {
+      const int ns = std::min(chunk, n_seq - s0);
+      ensure_scratch(ns * len);
+      std::memcpy(x.data(), in + s0 * count, ns * count * sizeof(float));
+      layer(l, ns, len, 0, /*use_cache=*/false, &capture, stop_at);
+      if (out) std::memcpy(out + s0 * count, x.data(), ns * count * sizeof(float));
+    }
+  }
+
   void check_layer_call(int l, int n_seq, int len) {
     if (l < 0 || l >= c.n_layers) fail(file->path, "layer", std::to_string(l) + " does not exist");
     if (len <= 0 || len > max_ctx || n_seq < 0)
@@ -399,30 +415,11 @@ void Model::embed(std::span<const int32_t> tokens, float* x) {
 }
 
 void Model::forward_layer(int l, float* x, int n_seq, int len, const CaptureFn& capture) {
-  Impl& m = *impl_;
-  m.check_layer_call(l, n_seq, len);
-  const size_t count = static_cast<size_t>(len) * m.c.dim;
-  const int chunk = m.chunk_seqs(n_seq, len);
-  for (int s0 = 0; s0 < n_seq; s0 += chunk) {
-    const int ns = std::min(chunk, n_seq - s0);
-    m.ensure_scratch(ns * len);
-    std::memcpy(m.x.data(), x + s0 * count, ns * count * sizeof(float));
-    m.layer(l, ns, len, 0, /*use_cache=*/false, &capture);
-    std::memcpy(x + s0 * count, m.x.data(), ns * count * sizeof(float));
-  }
+  impl_->run_sequences(l, x, x, n_seq, len, capture, -1);
 }
 
 void Model::capture_site(int l, const float* x, int n_seq, int len, LinearInput site, const CaptureFn& capture) {
-  Impl& m = *impl_;
-  m.check_layer_call(l, n_seq, len);
-  const size_t count = static_cast<size_t>(len) * m.c.dim;
-  const int chunk = m.chunk_seqs(n_seq, len);
-  for (int s0 = 0; s0 < n_seq; s0 += chunk) {
-    const int ns = std::min(chunk, n_seq - s0);
-    m.ensure_scratch(ns * len);
-    std::memcpy(m.x.data(), x + s0 * count, ns * count * sizeof(float));
-    m.layer(l, ns, len, 0, /*use_cache=*/false, &capture, static_cast<int>(site));
-  }
+  impl_->run_sequences(l, x, nullptr, n_seq, len, capture, static_cast<int>(site));
 }
 
 void Model::replace_weight(const TensorInfo& t) {
