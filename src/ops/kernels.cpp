@@ -221,15 +221,15 @@ void Axpy(float a, const float* HWY_RESTRICT x, float* HWY_RESTRICT y, int64_t n
   for (; i < n; ++i) y[i] += a * x[i];
 }
 
-// y[i] -= a * x[i] with the product rounded before the subtraction (Mul then Sub, never fused): the same bits as
-// the scalar loop, at the target's vector width.
+// y[i] -= a * x[i]: one NegMulAdd per vector (fused on targets with FMA, as the compiler would contract a separate
+// Mul and Sub there anyway under GCC's default -ffp-contract=fast).
 void SubScaledF64(double a, const double* HWY_RESTRICT x, double* HWY_RESTRICT y, int64_t n) {
   int64_t i = 0;
 #if HWY_HAVE_FLOAT64
   const hn::ScalableTag<double> dd;
   const int64_t N = static_cast<int64_t>(hn::Lanes(dd));
   const auto va = hn::Set(dd, a);
-  for (; i + N <= n; i += N) hn::StoreU(hn::Sub(hn::LoadU(dd, y + i), hn::Mul(va, hn::LoadU(dd, x + i))), dd, y + i);
+  for (; i + N <= n; i += N) hn::StoreU(hn::NegMulAdd(va, hn::LoadU(dd, x + i), hn::LoadU(dd, y + i)), dd, y + i);
 #endif
   for (; i < n; ++i) y[i] -= a * x[i];
 }

@@ -66,8 +66,8 @@ void silu_mul(float* gate, const float* up, int64_t n);
 float dot(const float* a, const float* b, int64_t n);
 // y[i] += a * x[i]
 void axpy(float a, const float* x, float* y, int64_t n);
-// y[i] -= a * x[i] in double, the product rounded before the subtraction (not fused): the same bits as the plain
-// scalar loop on every target (GPTQ's updates inside a lazy batch).
+// y[i] -= a * x[i] in double (GPTQ's updates inside a lazy batch). Fused where the CPU has FMA, so the last bit
+// depends on the CPU (as OpenBLAS's dgemm does), never on the thread count.
 void sub_scaled(double a, const double* x, double* y, int64_t n);
 // Widen a run of f16 / bf16 values to f32.
 void f16_to_f32(const uint16_t* in, float* out, int64_t n);

@@ -115,6 +115,10 @@ void axpy_ref(float a, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
+void sub_scaled_ref(double a, const double* x, double* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] -= a * x[i];
+}
+
 void f16_to_f32_ref(const uint16_t* in, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = lowbit::f16_to_f32(in[i]);
 }

@@ -23,6 +23,8 @@ void softmax_ref(float* x, int64_t n);
 void silu_mul_ref(float* gate, const float* up, int64_t n);
 float dot_ref(const float* a, const float* b, int64_t n);
 void axpy_ref(float a, const float* x, float* y, int64_t n);
+// y[i] -= a * x[i] in double
+void sub_scaled_ref(double a, const double* x, double* y, int64_t n);
 void f16_to_f32_ref(const uint16_t* in, float* out, int64_t n);
 void bf16_to_f32_ref(const uint16_t* in, float* out, int64_t n);
 void rope_ref(float* x, int n_heads, int head_dim, int rope_dim, int pos, const float* inv_freq, RopeStyle style);

@@ -10,13 +10,14 @@
 namespace lowbit::quant::detail {
 
 using MatD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using MatDMap = Eigen::Map<MatD>;  // the pass's working matrices live in per-thread scratch
 
 // Called once before the pass with the weights it starts from (rows x cols, double, original column order, dead
 // columns not yet zeroed) and the upper Cholesky factor U of the damped inverse Hessian in pass order
 // ((H + damp I)^-1 = U^T U, the damping the pass really uses, escalations included; pass position i is original
 // column perm[i]). It may replace the weights, e.g. with a least-squares target; static groups are fitted on what
 // it leaves. Dead columns (diag H == 0) are zeroed after it.
-using GptqStartHook = std::function<void(MatD& W, const MatD& U, std::span<const int64_t> perm)>;
+using GptqStartHook = std::function<void(MatDMap& W, const MatDMap& U, std::span<const int64_t> perm)>;
 
 // GPTQ's whole quantize(): validation (errors name `who`), dead columns, damping, act_order / static groups, the
 // lazy-batch pass and encode. With an empty `start` it is exactly the "gptq" method.

@@ -8,6 +8,7 @@
 #include <functional>
 
 #include "lowbit/error.h"
+#include "lowbit/threads.h"
 
 namespace lowbit::quant {
 
@@ -20,6 +21,18 @@ std::vector<float>& block_scratch(size_t n) {
   block.resize(n);
   return block;
 }
+
+// out = X^T X for X rows x cols (row-major), upper triangle of the row-major cols x cols result (the strict lower one
+// is left unspecified). Panels of output rows, one single-threaded SGEMM each (lowbit/threads.h): OpenBLAS's own
+// threaded ssyrk splits by thread count, and its last bits then depend on -t (measured on a 2048-wide layer).
+void gram_upper(const float* X, int64_t rows, int64_t cols, float* out) {
+  const auto c = static_cast<blasint>(cols);
+  parallel_fixed_chunks(cols, 128, [&](int64_t i0, int64_t i1) {
+    // rows i0..i1 of the result, columns i0..cols: X[:, i0:i1]^T X[:, i0:]
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<blasint>(i1 - i0), static_cast<blasint>(cols - i0),
+                static_cast<blasint>(rows), 1.0f, X + i0, c, X + i0, c, 0.0f, out + i0 * cols + i0, c);
+  });
+}
 }  // namespace
 
 HessianAccumulator::HessianAccumulator(int64_t cols) : cols_(cols) {
@@ -30,9 +43,7 @@ HessianAccumulator::HessianAccumulator(int64_t cols) : cols_(cols) {
 void HessianAccumulator::add_block(const float* X, int64_t rows, std::vector<double>& sum) const {
   const auto c = static_cast<size_t>(cols_);
   std::vector<float>& block = block_scratch(c * c);
-  // block = X^T X (cols x cols), upper triangle of the row-major result; the strict lower one is never read.
-  cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, static_cast<blasint>(cols_), static_cast<blasint>(rows), 1.0f, X,
-              static_cast<blasint>(cols_), 0.0f, block.data(), static_cast<blasint>(cols_));
+  gram_upper(X, rows, cols_, block.data());  // block = X^T X, upper triangle
   for (size_t i = 0; i < c; ++i) {
     const float* b = block.data() + i * c;
     double* s = sum.data() + i * c;
@@ -91,7 +102,7 @@ double layer_error(const float* W, const float* Q, int64_t rows, int64_t cols, c
   if (stats.cols != cols || static_cast<int64_t>(stats.H.size()) != cols * cols)
     fail("layer_error", "stats.cols", "does not match the weight matrix");
   // sum_r d_r^T H d_r = <H, D^T D> with D = W - Q. The Gram matrix D^T D is built like the Hessian: one float
-  // ssyrk per block of kBlockRows rows, summed in double (rows * cols^2 flops at SGEMM speed, compute-bound), then
+  // X^T X product per block of kBlockRows rows, summed in double (rows * cols^2 flops at SGEMM speed, compute-bound), then
   // one pass over H in double. One dsymv per row instead streamed all of H from memory for every row (a 5632-column
   // layer: 254 MB per row), which made this the costliest step of a calibrated run. The scratch is kept per thread:
   // fresh pages for a 254 MB Gram matrix cost more than the product on a VM that faults every page in.
@@ -106,8 +117,7 @@ double layer_error(const float* W, const float* Q, int64_t rows, int64_t cols, c
     const int64_t nr = std::min(kBlockRows, rows - r0);
     const size_t off = static_cast<size_t>(r0) * c;
     for (size_t k = 0; k < static_cast<size_t>(nr) * c; ++k) d[k] = W[off + k] - Q[off + k];
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, static_cast<blasint>(c), static_cast<blasint>(nr), 1.0f, d.data(),
-                static_cast<blasint>(c), 0.0f, block.data(), static_cast<blasint>(c));
+    gram_upper(d.data(), nr, cols, block.data());
     for (size_t i = 0; i < c; ++i)
       for (size_t j = i; j < c; ++j) gram[i * c + j] += block[i * c + j];
   }

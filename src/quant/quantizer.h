@@ -27,10 +27,11 @@ struct LayerStats {
 };
 
 // Accumulates H = 2/N * sum x x^T over batches of input rows X (n x cols, row-major). The rows are gathered into
-// blocks of kBlockRows; each block's X^T X is one float BLAS ssyrk, added into a double total. Float keeps the
-// product at SGEMM speed (twice DGEMM's, and no widened copy of the batch); summing the blocks in double bounds the
-// rounding by one block's: |error| <= kBlockRows * 2^-24 * sum |x_i x_j| (typically ~1e-6 relative). The result
-// depends only on the sequence of rows, not on how add() calls split it.
+// blocks of kBlockRows; each block's X^T X is a float BLAS product (in fixed panels, so thread-count independent),
+// added into a double total. Float keeps the product at SGEMM speed (twice DGEMM's, and no widened copy of the
+// batch); summing the blocks in double bounds the rounding by one block's: |error| <= kBlockRows * 2^-24 *
+// sum |x_i x_j| (typically ~1e-6 relative). The result depends only on the sequence of rows, not on how add() calls
+// split it.
 class HessianAccumulator {
  public:
   static constexpr int64_t kBlockRows = 512;

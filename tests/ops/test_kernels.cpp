@@ -41,6 +41,26 @@ TEST_P(Kernels, Axpy) {
   }
 }
 
+// sub_scaled (GPTQ's in-batch update, double): fused or not, within one rounding of each of the product and the
+// difference (2^-52 relative to their magnitudes), on every target.
+TEST_P(Kernels, SubScaled) {
+  for (int64_t n : kSizes) {
+    const auto xf = random_floats(static_cast<size_t>(n), 5), yf = random_floats(static_cast<size_t>(n), 6);
+    std::vector<double> x(xf.size()), y(yf.size());
+    for (size_t i = 0; i < x.size(); ++i) {
+      x[i] = xf[i] * (1.0 + 1e-9 * static_cast<double>(i));  // full 53-bit mantissas
+      y[i] = yf[i] / 3.0;
+    }
+    auto y_ref = y;
+    sub_scaled(0.1 + 1e-12, x.data(), y.data(), n);
+    sub_scaled_ref(0.1 + 1e-12, x.data(), y_ref.data(), n);
+    for (int64_t i = 0; i < n; ++i) {
+      const double mag = std::fabs(y_ref[i]) + std::fabs((0.1 + 1e-12) * x[i]);
+      ASSERT_NEAR(y[i], y_ref[i], 0x1p-52 * mag) << "n=" << n << " i=" << i;
+    }
+  }
+}
+
 // rmsnorm: relative 1e-5 (sum of squares in f32).
 TEST_P(Kernels, RmsNorm) {
   for (int64_t n : kSizes) {

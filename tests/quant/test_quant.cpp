@@ -186,6 +186,25 @@ TEST(HessianAccumulator, MatchesNaiveLoop) {
   }
 }
 
+// The Hessian of a layer wide enough for OpenBLAS to thread its products is the same bits for any thread count
+// (quantize's output must not depend on -t; OpenBLAS's threaded ssyrk did, measured on this shape).
+TEST(HessianAccumulator, SameBitsForAnyThreadCount) {
+  std::mt19937 rng(6);
+  const int64_t cols = 640, n = HessianAccumulator::kBlockRows + 300;
+  const std::vector<float> x = randn(rng, static_cast<size_t>(n * cols));
+  const int before = lowbit::num_threads();
+  std::vector<std::vector<double>> h;
+  for (int threads : {1, 2, 3}) {
+    lowbit::set_num_threads(threads);
+    HessianAccumulator acc(cols);
+    acc.add(x.data(), n);
+    h.push_back(acc.stats().H);
+  }
+  lowbit::set_num_threads(before);
+  EXPECT_TRUE(h[0] == h[1]) << "1 vs 2 threads";
+  EXPECT_TRUE(h[0] == h[2]) << "1 vs 3 threads";
+}
+
 // Many blocks with a partial one at the end, fed in uneven batches, on activations with a large mean and a few loud
 // channels (the case where float sums lose most): every entry within one block's float rounding bound of the
 // double reference, and in practice far inside it (1e-6 of the entry's scale). The result depends on the rows

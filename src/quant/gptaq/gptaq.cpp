@@ -44,10 +44,11 @@ namespace lowbit::quant {
 namespace {
 
 using detail::MatD;
+using detail::MatDMap;
 
 // W += alpha W C H_d^-1 (the least-squares target) with H_d^-1 = U^T U given in pass order (column i of the pass is
 // original column perm[i]); C is cols x cols row-major in original order.
-void move_to_least_squares(MatD& W, const MatD& U, std::span<const int64_t> perm, const std::vector<double>& C,
+void move_to_least_squares(MatDMap& W, const MatDMap& U, std::span<const int64_t> perm, const std::vector<double>& C,
                            double alpha) {
   const int64_t rows = W.rows(), n = W.cols();
   if (rows == 0) return;
@@ -103,7 +104,7 @@ class GptaqQuantizer final : public Quantizer {
     // alpha = 0 or C = 0: W* = W, and GPTQ's bytes exactly (no round trip through W + 0).
     detail::GptqStartHook start;
     if (alpha != 0.0 && asymmetric)
-      start = [&](MatD& Wd, const MatD& U, std::span<const int64_t> perm) {
+      start = [&](MatDMap& Wd, const MatDMap& U, std::span<const int64_t> perm) {
         move_to_least_squares(Wd, U, perm, stats->cross, alpha);
       };
     return detail::gptq_solve(W, rows, cols, fmt, stats, opts_, "gptaq", start);
