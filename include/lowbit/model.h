@@ -50,7 +50,7 @@ class Model {
   void embed(std::span<const int32_t> tokens, float* x);
   void forward_layer(int l, float* x, int n_seq, int len, const CaptureFn& capture);
   // Runs block l on the sequences in x only as far as the input of `site`, hands it to capture and stops;
-  // x is not modified (true-sequential calibration: the input of a linear after its predecessors were swapped).
+  // x is not modified. (One site of a fresh BlockPass.)
   void capture_site(int l, const float* x, int n_seq, int len, LinearInput site, const CaptureFn& capture);
   // Replaces a tensor (t.name canonical, same shape, F32/F16/BF16) by t's values: a weight matrix (e.g. its
   // quantized decoding; the caller keeps t's bytes alive while the model uses them) or a norm / bias vector
@@ -66,8 +66,36 @@ class Model {
   void reset_profile();
 
  private:
+  friend class BlockPass;
   struct Impl;
   std::unique_ptr<Impl> impl_;
+};
+
+// Block l of a model on n_seq sequences of len tokens (x: n_seq x len x dim, as forward_layer), run a site at a time
+// for true-sequential calibration: run_to(site) takes each sequence from where the previous call left it to the
+// input of `site` -- the linears it has passed computed with the weights they had then, the ones after with the
+// model's weights now (replace_weight in between) -- so a block's matmuls run once in all, not once per site. It
+// keeps what the rest of the block needs (the attention output, the residual stream after attention, the input of
+// ffn_down: up to n_seq x len x (q dim + dim + ffn) floats). finish() completes the block. The result equals
+// forward_layer's with each linear's weights as they were when the pass went through it. x must stay alive and
+// unchanged until finish, which may write its output over it.
+class BlockPass {
+ public:
+  BlockPass(Model& model, int l, const float* x, int n_seq, int len);
+  // Sequences [s0, s0 + n): capture (may be empty) sees the input of every site after where each of them stands, up
+  // to `site`, in chunks of whole sequences in sequence order. A sequence already at or past `site` is an error.
+  void run_to(LinearInput site, int s0, int n, const Model::CaptureFn& capture);
+  void run_to(LinearInput site, const Model::CaptureFn& capture) { run_to(site, 0, n_seq_, capture); }
+  // Every sequence through the end of the block into out (n_seq x len x dim; may be x).
+  void finish(float* out);
+
+ private:
+  void run(int stop_at, int s0, int n, const Model::CaptureFn* capture, float* out);
+  Model& model_;
+  int layer_, n_seq_, len_;
+  const float* in_;
+  std::vector<int> reached_;               // per sequence: the last site whose input it reached (-1: none)
+  std::vector<float> att_, resid_, ffn_;  // n_seq x len x (q dim | dim | ffn): attention output, h, ffn_down input
 };
 
 }  // namespace lowbit

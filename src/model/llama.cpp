@@ -247,87 +247,100 @@ struct Model::Impl {
   // One transformer block on n_seq sequences of len hidden states each in x (rows in sequence order, positions
   // pos..pos+len-1 in every sequence), in place. use_cache (forward(), n_seq == 1): the keys / values go into the KV
   // cache at pos and attention reads the cache, token by token; otherwise (calibration, pos == 0) attention runs as
-  // GEMMs over each sequence's own keys / values in the scratch and the cache is left alone. capture, when set, sees the input of every
-  // linear layer (for calibration). stop_at >= 0: return right after the input of that site (a LinearInput) has
-  // been captured.
-  void layer(int l, int n_seq, int len, int pos, bool use_cache, const Model::CaptureFn* capture, int stop_at = -1) {
+  // GEMMs over each sequence's own keys / values in the scratch and the cache is left alone. capture, when set, sees
+  // the input of every linear layer (for calibration). stop_at >= 0: return right after the input of that site (a
+  // LinearInput) has been captured. resume_after >= 0 (BlockPass): the block already ran through that site's input,
+  // and the scratch holds what the rest needs -- x the block input and att the attention output after
+  // AttentionOutput; x the residual stream after attention (h) from Ffn on, and ffg the input of ffn_down after
+  // FfnDown; sites up to resume_after are not captured again.
+  void layer(int l, int n_seq, int len, int pos, bool use_cache, const Model::CaptureFn* capture, int stop_at = -1,
+             int resume_after = -1) {
     const int dim = c.dim;
     const int n = n_seq * len;
     const size_t qd = static_cast<size_t>(c.n_heads) * c.head_dim;
     const size_t kvd = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
+    constexpr int kAttn = static_cast<int>(LinearInput::Attention), kAttnOut = static_cast<int>(LinearInput::AttentionOutput),
+                  kFfn = static_cast<int>(LinearInput::Ffn), kFfnDown = static_cast<int>(LinearInput::FfnDown);
     auto cap = [&](LinearInput which, const float* in, int64_t cols) {
-      if (capture && *capture) (*capture)(l, which, in, n, cols);
+      if (static_cast<int>(which) > resume_after && capture && *capture) (*capture)(l, which, in, n, cols);
     };
     const Layer& L = layers[l];
-    {
-      Timer tm(*this, "norm");
-      for (int t = 0; t < n; ++t)
-        ops::rmsnorm(xb.data() + static_cast<size_t>(t) * dim, x.data() + static_cast<size_t>(t) * dim,
-                     L.vec[ri->attn_norm].data(), dim, c.norm_eps);
-    }
-    {
-      Timer tm(*this, "matmul");
-      cap(LinearInput::Attention, xb.data(), dim);
-      if (stop_at == static_cast<int>(LinearInput::Attention)) return;
-      ops::matmul(L.mat[ri->q], xb.data(), n, q.data());
-      ops::matmul(L.mat[ri->k], xb.data(), n, k.data());
-      ops::matmul(L.mat[ri->v], xb.data(), n, v.data());
-    }
-    {
-      Timer tm(*this, "rope");
-      for (int t = 0; t < n; ++t) {
-        if (c.qkv_bias) {
-          ops::axpy(1.0f, L.vec[ri->bq].data(), q.data() + t * qd, static_cast<int64_t>(qd));
-          ops::axpy(1.0f, L.vec[ri->bk].data(), k.data() + t * kvd, static_cast<int64_t>(kvd));
-          ops::axpy(1.0f, L.vec[ri->bv].data(), v.data() + t * kvd, static_cast<int64_t>(kvd));
+    if (resume_after < kAttnOut) {
+      {
+        Timer tm(*this, "norm");
+        for (int t = 0; t < n; ++t)
+          ops::rmsnorm(xb.data() + static_cast<size_t>(t) * dim, x.data() + static_cast<size_t>(t) * dim,
+                       L.vec[ri->attn_norm].data(), dim, c.norm_eps);
+      }
+      {
+        Timer tm(*this, "matmul");
+        cap(LinearInput::Attention, xb.data(), dim);
+        if (stop_at == kAttn) return;
+        ops::matmul(L.mat[ri->q], xb.data(), n, q.data());
+        ops::matmul(L.mat[ri->k], xb.data(), n, k.data());
+        ops::matmul(L.mat[ri->v], xb.data(), n, v.data());
+      }
+      {
+        Timer tm(*this, "rope");
+        for (int t = 0; t < n; ++t) {
+          if (c.qkv_bias) {
+            ops::axpy(1.0f, L.vec[ri->bq].data(), q.data() + t * qd, static_cast<int64_t>(qd));
+            ops::axpy(1.0f, L.vec[ri->bk].data(), k.data() + t * kvd, static_cast<int64_t>(kvd));
+            ops::axpy(1.0f, L.vec[ri->bv].data(), v.data() + t * kvd, static_cast<int64_t>(kvd));
+          }
+          const int p = pos + t % len;
+          ops::rope(q.data() + t * qd, c.n_heads, c.head_dim, c.rope_dim, p, inv_freq.data(), c.rope_style);
+          ops::rope(k.data() + t * kvd, c.n_kv_heads, c.head_dim, c.rope_dim, p, inv_freq.data(), c.rope_style);
         }
-        const int p = pos + t % len;
-        ops::rope(q.data() + t * qd, c.n_heads, c.head_dim, c.rope_dim, p, inv_freq.data(), c.rope_style);
-        ops::rope(k.data() + t * kvd, c.n_kv_heads, c.head_dim, c.rope_dim, p, inv_freq.data(), c.rope_style);
+        if (use_cache) {
+          std::memcpy(kcache[l].data() + static_cast<size_t>(pos) * kvd, k.data(), n * kvd * sizeof(float));
+          std::memcpy(vcache[l].data() + static_cast<size_t>(pos) * kvd, v.data(), n * kvd * sizeof(float));
+        }
       }
-      if (use_cache) {
-        std::memcpy(kcache[l].data() + static_cast<size_t>(pos) * kvd, k.data(), n * kvd * sizeof(float));
-        std::memcpy(vcache[l].data() + static_cast<size_t>(pos) * kvd, v.data(), n * kvd * sizeof(float));
+      {
+        Timer tm(*this, "attention");
+        // forward() keeps the per-token path for prefill too: its scores are then bit for bit those of decode, and
+        // llama.cpp types that quantize the activations of attn_output (Q8_K) would otherwise round some of them
+        // differently between prefill and decode (tests/eval: decode path == batched to 1e-4 in perplexity).
+        if (use_cache)
+          attention_rows(l, n, pos);
+        else
+          attention_gemm(n_seq, len);
       }
-    }
-    {
-      Timer tm(*this, "attention");
-      // forward() keeps the per-token path for prefill too: its scores are then bit for bit those of decode, and
-      // llama.cpp types that quantize the activations of attn_output (Q8_K) would otherwise round some of them
-      // differently between prefill and decode (tests/eval: decode path == batched to 1e-4 in perplexity).
-      if (use_cache)
-        attention_rows(l, n, pos);
-      else
-        attention_gemm(n_seq, len);
-    }
-    {
-      Timer tm(*this, "matmul");
       cap(LinearInput::AttentionOutput, att.data(), static_cast<int64_t>(qd));
-      if (stop_at == static_cast<int>(LinearInput::AttentionOutput)) return;
-      ops::matmul(L.mat[ri->o], att.data(), n, xb.data());
+      if (stop_at == kAttnOut) return;
     }
-    {
+    if (resume_after < kFfn) {
+      {
+        Timer tm(*this, "matmul");
+        ops::matmul(L.mat[ri->o], att.data(), n, xb.data());
+      }
       Timer tm(*this, "norm");
       ops::axpy(1.0f, xb.data(), x.data(), static_cast<int64_t>(n) * dim);
-      for (int t = 0; t < n; ++t)
-        ops::rmsnorm(xb.data() + static_cast<size_t>(t) * dim, x.data() + static_cast<size_t>(t) * dim,
-                     L.vec[ri->ffn_norm].data(), dim, c.norm_eps);
     }
-    {
-      Timer tm(*this, "matmul");
-      cap(LinearInput::Ffn, xb.data(), dim);
-      if (stop_at == static_cast<int>(LinearInput::Ffn)) return;
-      ops::matmul(L.mat[ri->gate], xb.data(), n, ffg.data());
-      ops::matmul(L.mat[ri->up], xb.data(), n, ffu.data());
-    }
-    {
-      Timer tm(*this, "silu");
-      ops::silu_mul(ffg.data(), ffu.data(), static_cast<int64_t>(n) * c.ffn_dim);
-    }
-    {
-      Timer tm(*this, "matmul");
+    if (resume_after < kFfnDown) {
+      {
+        Timer tm(*this, "norm");
+        for (int t = 0; t < n; ++t)
+          ops::rmsnorm(xb.data() + static_cast<size_t>(t) * dim, x.data() + static_cast<size_t>(t) * dim,
+                       L.vec[ri->ffn_norm].data(), dim, c.norm_eps);
+      }
+      {
+        Timer tm(*this, "matmul");
+        cap(LinearInput::Ffn, xb.data(), dim);
+        if (stop_at == kFfn) return;
+        ops::matmul(L.mat[ri->gate], xb.data(), n, ffg.data());
+        ops::matmul(L.mat[ri->up], xb.data(), n, ffu.data());
+      }
+      {
+        Timer tm(*this, "silu");
+        ops::silu_mul(ffg.data(), ffu.data(), static_cast<int64_t>(n) * c.ffn_dim);
+      }
       cap(LinearInput::FfnDown, ffg.data(), c.ffn_dim);
-      if (stop_at == static_cast<int>(LinearInput::FfnDown)) return;
+      if (stop_at == kFfnDown) return;
+    }
+    {
+      Timer tm(*this, "matmul");
       ops::matmul(L.mat[ri->down], ffg.data(), n, xb.data());
     }
     ops::axpy(1.0f, xb.data(), x.data(), static_cast<int64_t>(n) * dim);
@@ -419,7 +432,70 @@ void Model::forward_layer(int l, float* x, int n_seq, int len, const CaptureFn& 
 }
 
 void Model::capture_site(int l, const float* x, int n_seq, int len, LinearInput site, const CaptureFn& capture) {
-  impl_->run_sequences(l, x, nullptr, n_seq, len, capture, static_cast<int>(site));
+  BlockPass(*this, l, x, n_seq, len).run_to(site, capture);
+}
+
+BlockPass::BlockPass(Model& model, int l, const float* x, int n_seq, int len)
+    : model_(model), layer_(l), n_seq_(n_seq), len_(len), in_(x) {
+  model_.impl_->check_layer_call(l, n_seq, len);
+  reached_.assign(static_cast<size_t>(n_seq), -1);
+}
+
+void BlockPass::run_to(LinearInput site, int s0, int n, const Model::CaptureFn& capture) {
+  if (s0 < 0 || n < 0 || s0 + n > n_seq_)
+    fail("BlockPass", "sequences", std::to_string(s0) + ".." + std::to_string(s0 + n) + " outside 0.." + std::to_string(n_seq_));
+  run(static_cast<int>(site), s0, n, &capture, nullptr);
+}
+
+void BlockPass::finish(float* out) { run(-1, 0, n_seq_, nullptr, out); }
+
+// Chunks of whole sequences that stand at the same site (at most chunk_seqs of them): the saved state goes into the
+// scratch, the block runs from there to stop_at (-1: the end), and what later calls need is saved again.
+void BlockPass::run(int stop_at, int s0, int n, const Model::CaptureFn* capture, float* out) {
+  Model::Impl& m = *model_.impl_;
+  const ModelConfig& c = m.c;
+  const size_t len = static_cast<size_t>(len_);
+  const size_t dim = static_cast<size_t>(c.dim), qd = static_cast<size_t>(c.n_heads) * c.head_dim,
+               ffn = static_cast<size_t>(c.ffn_dim);
+  constexpr int kAttnOut = static_cast<int>(LinearInput::AttentionOutput), kFfn = static_cast<int>(LinearInput::Ffn),
+                kFfnDown = static_cast<int>(LinearInput::FfnDown), kDone = kFfnDown + 1;
+  const int target = stop_at < 0 ? kDone : stop_at;
+  const int chunk = m.chunk_seqs(n_seq_, len_);
+  for (int a = s0; a < s0 + n;) {
+    const int from = reached_[a];
+    if (from >= target)
+      fail("BlockPass", "site", "sequence " + std::to_string(a) + " is already past " +
+                                    (stop_at < 0 ? std::string("the block's end") : "site " + std::to_string(stop_at)));
+    int b = a + 1;
+    while (b < s0 + n && b - a < chunk && reached_[b] == from) ++b;
+    const size_t rows = static_cast<size_t>(b - a) * len, first = static_cast<size_t>(a) * len;
+    m.ensure_scratch(static_cast<int>(rows));
+    auto grow = [&](std::vector<float>& v, size_t width) {
+      if (v.empty()) v.resize(static_cast<size_t>(n_seq_) * len * width);
+    };
+    if (from < kFfn) std::memcpy(m.x.data(), in_ + first * dim, rows * dim * sizeof(float));
+    else std::memcpy(m.x.data(), resid_.data() + first * dim, rows * dim * sizeof(float));
+    if (from == kAttnOut) std::memcpy(m.att.data(), att_.data() + first * qd, rows * qd * sizeof(float));
+    if (from == kFfnDown) std::memcpy(m.ffg.data(), ffn_.data() + first * ffn, rows * ffn * sizeof(float));
+    m.layer(layer_, b - a, len_, 0, /*use_cache=*/false, capture, stop_at, from);
+    if (stop_at == kAttnOut) {
+      grow(att_, qd);
+      std::memcpy(att_.data() + first * qd, m.att.data(), rows * qd * sizeof(float));
+    }
+    if (stop_at >= kFfn) {
+      grow(resid_, dim);
+      std::memcpy(resid_.data() + first * dim, m.x.data(), rows * dim * sizeof(float));
+    }
+    if (stop_at == kFfnDown) {
+      grow(ffn_, ffn);
+      std::memcpy(ffn_.data() + first * ffn, m.ffg.data(), rows * ffn * sizeof(float));
+    }
+    if (out) std::memcpy(out + first * dim, m.x.data(), rows * dim * sizeof(float));
+    for (int s = a; s < b; ++s) reached_[s] = target;
+    a = b;
+  }
+  // The attention outputs are not read once every sequence is past ffn_norm.
+  if (!att_.empty() && *std::min_element(reached_.begin(), reached_.end()) >= kFfn) std::vector<float>().swap(att_);
 }
 
 void Model::replace_weight(const TensorInfo& t) {

@@ -237,9 +237,14 @@ class CalibratedRun {
   }
 
   // Statistics of the inputs of `sites` (graph order; the last one is where the block stops) under the models'
-  // current weights, over every window. Sequences go in chunks so the full-precision inputs held for pairing stay
-  // bounded.
-  void capture(int l, const std::vector<io::Site>& sites, std::array<SiteStats, io::kSites>& out) {
+  // current weights, over every window: through the block passes given (true-sequential: each site continues from
+  // the previous one), else through fresh ones. Sequences go in chunks so the full-precision inputs held for
+  // pairing stay bounded.
+  void capture(int l, const std::vector<io::Site>& sites, std::array<SiteStats, io::kSites>& out,
+               BlockPass* pass = nullptr, BlockPass* pass_fp = nullptr) {
+    std::optional<BlockPass> own, own_fp;
+    if (!pass) pass = &own.emplace(model_, l, x_.data(), static_cast<int>(n_seq()), len_);
+    if (model_fp_ && !pass_fp) pass_fp = &own_fp.emplace(*model_fp_, l, x_fp_.data(), static_cast<int>(n_seq()), len_);
     const ModelConfig& c = file_->config;
     std::array<std::unique_ptr<SiteAccumulator>, io::kSites> acc;
     int64_t widest = 0;
@@ -249,7 +254,7 @@ class CalibratedRun {
       widest += cols;
     }
     const io::Site last = sites.back();
-    const size_t total = n_seq(), step = static_cast<size_t>(len_) * dim_;
+    const size_t total = n_seq();
     const size_t chunk = model_fp_ ? std::max<size_t>(1, (size_t{64} << 20) / (static_cast<size_t>(len_) * widest)) : total;
     std::array<std::vector<float>, io::kSites> fp;  // the full-precision inputs of this chunk, per site
     std::array<size_t, io::kSites> fp_row{};
@@ -257,14 +262,14 @@ class CalibratedRun {
       const int n = static_cast<int>(std::min(chunk, total - s0));
       if (model_fp_) {
         for (auto& v : fp) v.clear();
-        model_fp_->capture_site(l, x_fp_.data() + s0 * step, n, len_, static_cast<LinearInput>(last),
+        pass_fp->run_to(static_cast<LinearInput>(last), static_cast<int>(s0), n,
                                 [&](int, LinearInput which, const float* in, int64_t rows, int64_t cols) {
                                   if (acc[static_cast<int>(which)])
                                     fp[static_cast<int>(which)].insert(fp[static_cast<int>(which)].end(), in, in + rows * cols);
                                 });
         fp_row.fill(0);
       }
-      model_.capture_site(l, x_.data() + s0 * step, n, len_, static_cast<LinearInput>(last),
+      pass->run_to(static_cast<LinearInput>(last), static_cast<int>(s0), n,
                           [&](int, LinearInput which, const float* in, int64_t rows, int64_t cols) {
                             const int k = static_cast<int>(which);
                             if (!acc[k]) return;
@@ -361,15 +366,22 @@ class CalibratedRun {
       return false;
     };
     if (true_sequential_) {
+      // One pass through the block per model: each site's input is computed from where the previous one stopped,
+      // with the linears before it already quantized.
+      BlockPass pass(model_, l, x_.data(), static_cast<int>(n_seq()), len_);
+      std::optional<BlockPass> pass_fp;
+      if (model_fp_) pass_fp.emplace(*model_fp_, l, x_fp_.data(), static_cast<int>(n_seq()), len_);
       for (const io::SiteRole& site : roles_.sites) {
         if (!has_work(site)) continue;
-        capture(l, {site.site}, w.sites);
+        capture(l, {site.site}, w.sites, &pass, pass_fp ? &*pass_fp : nullptr);
         quantize_site(site);
       }
-    } else {
-      capture(l, all_sites(), w.sites);
-      for (const io::SiteRole& site : roles_.sites) quantize_site(site);
+      pass.finish(x_.data());
+      if (pass_fp) pass_fp->finish(x_fp_.data());
+      return;
     }
+    capture(l, all_sites(), w.sites);
+    for (const io::SiteRole& site : roles_.sites) quantize_site(site);
     advance(l);
   }
 

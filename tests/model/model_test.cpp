@@ -338,6 +338,99 @@ TEST(ModelLayers, CaptureSiteStopsAtItsSite) {
   }
 }
 
+// BlockPass: each run_to continues from where the sequences stand, with the weights of the linears passed as they
+// were then and the later ones as they are now; the rows it captures and the block's output equal those of a
+// model that recomputes the block from its input with the same weights (capture_site, forward_layer), bit for bit.
+// Sequences go in two groups that stand at different sites at times; a site already passed is an error.
+TEST(ModelLayers, BlockPassContinuesFromItsLastSite) {
+  auto m = synthetic_model(small_config());
+  const ModelConfig& c = m->config;
+  const int n_seq = 5, len = 12, l = 1;
+  const size_t count = static_cast<size_t>(len) * c.dim;
+  std::vector<float> x(static_cast<size_t>(n_seq) * count);
+  for (int s = 0; s < n_seq; ++s) Model(m).embed(some_tokens(len, c.n_vocab, 60 + s), x.data() + s * count);
+  Model staged(m), fresh(m);
+  std::vector<std::vector<float>> kept;  // the replacement weights' values
+  auto perturb = [&](const char* role) {  // the same new values into both models
+    TensorInfo t = m->get("blk.1." + std::string(role) + ".weight");
+    const float* v = reinterpret_cast<const float*>(t.data);
+    std::vector<float>& w = kept.emplace_back(v, v + t.numel());
+    for (size_t i = 0; i < w.size(); ++i) w[i] = 0.8f * w[i] + 0.01f * static_cast<float>(i % 7);
+    t.data = reinterpret_cast<const std::byte*>(w.data());
+    staged.replace_weight(t);
+    fresh.replace_weight(t);
+  };
+  const std::pair<int, int> groups[] = {{0, 2}, {2, 3}};
+  auto collect = [](std::map<LinearInput, std::vector<float>>& into) {
+    return [&into](int, LinearInput which, const float* in, int64_t rows, int64_t cols) {
+      into[which].insert(into[which].end(), in, in + rows * cols);
+    };
+  };
+  BlockPass pass(staged, l, x.data(), n_seq, len);
+  // group 0 reaches attn_output's input while group 1 is still at the block's start
+  std::map<LinearInput, std::vector<float>> got, want;
+  pass.run_to(LinearInput::AttentionOutput, 0, 2, collect(got));
+  fresh.capture_site(l, x.data(), 2, len, LinearInput::AttentionOutput, collect(want));
+  EXPECT_EQ(got, want);
+  perturb("attn_q");
+  perturb("attn_v");
+  perturb("attn_output");
+  // group 0 continues (its q/k/v ran with the old weights), group 1 starts with the new ones
+  for (LinearInput site : {LinearInput::Ffn, LinearInput::FfnDown}) {
+    SCOPED_TRACE("site " + std::to_string(static_cast<int>(site)));
+    got.clear();
+    for (auto [s0, n] : groups) {
+      std::map<LinearInput, std::vector<float>> g, w;
+      pass.run_to(site, s0, n, collect(g));
+      if (s0 == 0) {  // the reference for group 0: the old q/k/v weights are gone; compare the sites after
+        EXPECT_EQ(g.count(LinearInput::Attention), 0u);
+        EXPECT_EQ(g.count(LinearInput::AttentionOutput), 0u);
+      } else {  // group 1 captures only the sites it had not reached
+        fresh.capture_site(l, x.data() + s0 * count, n, len, site, collect(w));
+        EXPECT_EQ(g.size(), site == LinearInput::Ffn ? 3u : 1u);
+        for (const auto& [which, rows] : g) EXPECT_EQ(rows, w[which]);
+      }
+      for (auto& [which, rows] : g) got[which].insert(got[which].end(), rows.begin(), rows.end());
+    }
+    perturb(site == LinearInput::Ffn ? "ffn_up" : "ffn_down");
+  }
+  std::vector<float> out(x.size());
+  pass.finish(out.data());
+  // The block outputs: finish() ran all five sequences as one chunk after the groups ran apart, and BLAS may round a
+  // row differently in products of another height, so these compare to float rounding (the weights changed by 20%).
+  auto near = [&](const std::vector<float>& want, size_t from, size_t to) {
+    float worst = 0, scale = 0;
+    for (size_t i = from; i < to; ++i) {
+      worst = std::max(worst, std::fabs(want[i] - out[i]));
+      scale = std::max(scale, std::fabs(want[i]));
+    }
+    return worst <= 1e-5f * scale;
+  };
+  std::vector<float> ref = x;
+  fresh.forward_layer(l, ref.data(), n_seq, len, {});
+  EXPECT_TRUE(near(ref, 2 * count, x.size())) << "group 1's block output";
+  EXPECT_THROW(pass.run_to(LinearInput::FfnDown, {}), Error);
+  EXPECT_THROW(pass.finish(out.data()), Error);
+  // Group 0: its q/k/v ran with the original weights, attn_output and the FFN with the new ones -- a model that has
+  // exactly those weights gives the same output.
+  Model mixed(m);
+  ASSERT_EQ(kept.size(), 5u);
+  for (size_t k = 2; k < kept.size(); ++k) {
+    const char* roles[] = {"attn_output", "ffn_up", "ffn_down"};
+    TensorInfo t = m->get("blk.1." + std::string(roles[k - 2]) + ".weight");
+    t.data = reinterpret_cast<const std::byte*>(kept[k].data());
+    mixed.replace_weight(t);
+  }
+  std::vector<float> ref0 = x;
+  mixed.forward_layer(l, ref0.data(), n_seq, len, {});
+  EXPECT_TRUE(near(ref0, 0, 2 * count)) << "group 0's block output";
+  EXPECT_FALSE(near(ref, 0, 2 * count)) << "group 0 ran q/k/v with the old weights";
+  BlockPass other(staged, l, x.data(), n_seq, len);
+  other.run_to(LinearInput::Ffn, {});
+  EXPECT_THROW(other.run_to(LinearInput::Attention, 0, 1, {}), Error);
+  EXPECT_THROW(other.run_to(LinearInput::FfnDown, 4, 2, {}), Error);  // past the last sequence
+}
+
 TEST(ModelLayers, ReplaceWeight) {
   auto m = synthetic_model(small_config());
   const auto tokens = some_tokens(6, 97);
