@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cmath>
+#include <map>
 #include <memory>
 
 #include "cli/commands.h"
@@ -25,7 +27,8 @@ struct QuantizeArgs {
   std::string calib;
   int calib_samples = 128, calib_len = 512;
   uint64_t seed = 0;
-  bool act_order = false, importance = false, resume = false, requantize = false, no_true_sequential = false, transforms_only = false;
+  bool act_order = false, importance = false, resume = false, requantize = false, no_true_sequential = false, transforms_only = false,
+       dry_run = false;
   double percdamp = 0.01;
   bool sym = false, json = false;
   std::vector<std::string> keep, bits_override;
@@ -68,6 +71,7 @@ void quantize_cmd(const QuantizeArgs& a) {
   o.transforms_only = a.transforms_only;
   o.resume = a.resume;
   o.allow_requantize = a.requantize;
+  o.dry_run = a.dry_run;
   o.qopts.percdamp = a.percdamp;
   o.qopts.use_importance = a.importance;
   if (!a.calib.empty()) {
@@ -92,15 +96,44 @@ void quantize_cmd(const QuantizeArgs& a) {
   }
   quant::QuantizeReport r = quant::quantize_model(a.model, a.out, o);
   if (bar) bar->finish();
+  auto tensor_bytes = [](const quant::TensorReport& t) {
+    int64_t n = 1;
+    for (int64_t d : t.shape) n *= d;
+    return static_cast<uint64_t>(std::llround(t.bits_per_weight * static_cast<double>(n) / 8.0));
+  };
   if (a.json) {
     nlohmann::json ts = nlohmann::json::array();
-    for (const auto& t : r.tensors)
-      ts.push_back({{"name", t.name}, {"shape", t.shape}, {"stored", t.stored}, {"bits_per_weight", t.bits_per_weight},
-                    {"rel_error", t.rel_error}, {"rel_output_error", t.rel_output_error}, {"note", t.note}});
-    print_json({{"source", a.model}, {"output", a.out}, {"method", r.method}, {"format", o.format}, {"tensors", ts},
-                {"params", r.params}, {"bytes", r.bytes}, {"bits_per_weight", r.bits_per_weight},
-                {"seconds", r.seconds}, {"layer_seconds", r.layer_seconds},
+    for (const auto& t : r.tensors) {
+      nlohmann::json j = {{"name", t.name}, {"shape", t.shape}, {"stored", t.stored}, {"bits_per_weight", t.bits_per_weight},
+                          {"bytes", tensor_bytes(t)}, {"note", t.note}};
+      if (!a.dry_run) j.update({{"rel_error", t.rel_error}, {"rel_output_error", t.rel_output_error}});
+      ts.push_back(j);
+    }
+    print_json({{"source", a.model}, {"output", a.out}, {"dry_run", a.dry_run}, {"method", r.method},
+                {"format", o.format}, {"tensors", ts}, {"params", r.params}, {"bytes", r.bytes},
+                {"bits_per_weight", r.bits_per_weight}, {"seconds", r.seconds}, {"layer_seconds", r.layer_seconds},
                 {"resumed_tensors", r.resumed_tensors}});
+    return;
+  }
+  if (a.dry_run) {  // the plan: every tensor, then the totals per stored type
+    std::printf("%-32s %-16s %-10s %8s %12s\n", "tensor", "shape", "stored", "bpw", "bytes");
+    std::map<std::string, std::pair<int, uint64_t>> by_type;  // stored -> (tensors, bytes)
+    for (const auto& t : r.tensors) {
+      std::string shape = "[";
+      for (size_t i = 0; i < t.shape.size(); ++i) shape += (i ? ", " : "") + std::to_string(t.shape[i]);
+      shape += "]";
+      std::printf("%-32s %-16s %-10s %8.3f %12llu%s%s\n", t.name.c_str(), shape.c_str(), t.stored.c_str(),
+                  t.bits_per_weight, static_cast<unsigned long long>(tensor_bytes(t)), t.note.empty() ? "" : "  note: ",
+                  t.note.c_str());
+      by_type[t.stored].first += 1;
+      by_type[t.stored].second += tensor_bytes(t);
+    }
+    for (const auto& [type, v] : by_type)
+      std::printf("  %-10s %4d tensors %12llu bytes\n", type.c_str(), v.first, static_cast<unsigned long long>(v.second));
+    std::printf("method: %s\n", r.method.c_str());
+    std::printf("dry run, nothing written: %lld parameters, %llu bytes (%.2f MiB) of tensors, %.4f bits per weight\n",
+                static_cast<long long>(r.params), static_cast<unsigned long long>(r.bytes),
+                static_cast<double>(r.bytes) / (1 << 20), r.bits_per_weight);
     return;
   }
   std::printf("%-32s %-16s %-10s %8s %12s %14s\n", "tensor", "shape", "stored", "bpw", "rel. W error",
@@ -155,13 +188,17 @@ void add_quantize(CLI::App& app) {
                  "format: lowbit int4g64a ..., a llama.cpp type (q4_K, q8_0, iq4_xs ...) or a llama.cpp mixture "
                  "gguf:Q4_K_M (also gguf:Q2_K, Q3_K_S/M/L, Q4_K_S, Q5_K_S/M, Q6_K, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, "
                  "IQ4_XS); overrides --bits/--group/--sym");
-  cmd->add_option("--keep", a->keep, "more tensors to keep unquantized (name parts: attn_v, blk.0, ...; output and token_embd always)")
+  cmd->add_option("--keep", a->keep, "more tensors to keep unquantized (name parts: attn_v, blk.0, ...). token_embd and output are kept as well, "
+                  "except with a gguf: preset, which stores them in its own types as llama-quantize does (--keep "
+                  "output keeps the head there too)")
       ->delimiter(',');
   cmd->add_option("--bits-for", a->bits_override, "per-tensor override NAME=BITS or NAME=FORMAT, e.g. attn_v=6 or attn_v=q6_K")
       ->delimiter(',');
   cmd->add_option("--keep-dtype", a->keep_dtype, "dtype of kept matrices (f16, bf16, f32; norms stay f32)");
   cmd->add_option("-t,--threads", a->threads, "threads (default: all cores)")->check(CLI::Range(0, 1024));
   cmd->add_flag("--json", a->json, "machine-readable summary");
+  cmd->add_flag("--dry-run", a->dry_run,
+                "print the plan (each tensor's stored type, bits per weight and bytes; totals per type) and write nothing");
   cmd->add_flag("--allow-requantize", a->requantize,
                 "decode matrices already in a llama.cpp type (e.g. a Q8_0 file) and quantize them again (else copied)");
   cmd->add_flag("--resume", a->resume,

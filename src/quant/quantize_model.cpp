@@ -660,6 +660,19 @@ void plan_tensors(Job& job, io::GgufWriter& w) {
 
 }
 
+// The report's totals from the plan: parameters, tensor bytes (each tensor's stored size), bits per weight.
+void tally_sizes(Job& job) {
+  QuantizeReport& rep = job.rep;
+  rep.params = 0;
+  rep.bytes = 0;
+  for (size_t i = 0; i < job.plans.size(); ++i) {
+    const TensorInfo& t = job.model->tensors[i];
+    rep.params += t.numel();
+    rep.bytes += static_cast<uint64_t>(std::llround(rep.tensors[i].bits_per_weight * static_cast<double>(t.numel()) / 8.0));
+  }
+  rep.bits_per_weight = rep.params > 0 ? 8.0 * static_cast<double>(rep.bytes) / static_cast<double>(rep.params) : 0;
+}
+
 // Stages 4 and 5, statistics + quantize and write: the writer pulls each tensor in file order (outside the blocks
 // first, then block by block); a block's first request runs the calibrated run through it (CalibratedRun).
 void write_tensors(Job& job, io::GgufWriter& w, const std::string& out) {
@@ -794,12 +807,7 @@ void write_tensors(Job& job, io::GgufWriter& w, const std::string& out) {
   }
   w.write(out);
   store.finish();
-  for (size_t i = 0; i < total; ++i) {
-    const TensorInfo& t = model->tensors[i];
-    rep.params += t.numel();
-    rep.bytes += static_cast<uint64_t>(std::llround(rep.tensors[i].bits_per_weight * static_cast<double>(t.numel()) / 8.0));
-  }
-  rep.bits_per_weight = rep.params > 0 ? 8.0 * static_cast<double>(rep.bytes) / static_cast<double>(rep.params) : 0;
+  tally_sizes(job);
 }
 
 }  // namespace
@@ -817,7 +825,11 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
   io::GgufWriter w;
   open_source(job, w);
   plan_tensors(job, w);
-  write_tensors(job, w, out);
+  if (o.dry_run) {
+    tally_sizes(job);
+  } else {
+    write_tensors(job, w, out);
+  }
   job.rep.method = job.method.text;
   job.rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return job.rep;

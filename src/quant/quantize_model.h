@@ -47,6 +47,8 @@ struct QuantizeModelOptions {
   // Matrices already in a llama.cpp block type (a Q8_0 download, say) are decoded and quantized again like f32 ones
   // (llama-quantize's --allow-requantize); without it they are copied as they are.
   bool allow_requantize = false;
+  // Plan only: every tensor's stored type and size in the report, nothing computed or written (--dry-run).
+  bool dry_run = false;
 };
 
 struct TensorReport {

@@ -178,6 +178,44 @@ TEST(Cli, QuantizeThenInspectAndEval) {
 // Determinism: the same inputs, options and seed give a byte-identical file whatever the thread count -- GPTQ with
 // act-order and calibration (Hessians, Cholesky, the OpenMP column loops) and RTN, on a GGUF and a Hugging Face
 // source.
+// --dry-run: the plan of a real run (every tensor's stored type and the bytes it will take, which add up to the
+// tensor bytes of the real file), and nothing written, not even progress to resume from.
+TEST(Cli, QuantizeDryRunPrintsThePlanAndWritesNothing) {
+  LOWBIT_REQUIRE_SHARED(kStories);
+  const std::string src = test::shared(kStories);
+  for (const std::string opts : {std::string(" --format gguf:Q4_K_M"), std::string(" --bits 4 --group 32 --keep attn_v")}) {
+    SCOPED_TRACE(opts);
+    TempDir d;
+    const std::string out = d.path("q.gguf");
+    Result r = lowbit("quantize --dry-run --json -m " + src + " -o " + out + opts);
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_FALSE(fs::exists(out));
+    EXPECT_FALSE(fs::exists(out + ".resume"));
+    const auto plan = nlohmann::json::parse(r.out);
+    EXPECT_TRUE(plan["dry_run"].get<bool>());
+    r = lowbit("quantize --json -m " + src + " -o " + out + opts);
+    ASSERT_EQ(r.code, 0) << r.err;
+    const auto real = nlohmann::json::parse(r.out);
+    ASSERT_EQ(plan["tensors"].size(), real["tensors"].size());
+    uint64_t sum = 0;
+    for (size_t i = 0; i < plan["tensors"].size(); ++i) {
+      EXPECT_EQ(plan["tensors"][i]["name"], real["tensors"][i]["name"]);
+      EXPECT_EQ(plan["tensors"][i]["stored"], real["tensors"][i]["stored"]);
+      EXPECT_EQ(plan["tensors"][i]["bytes"], real["tensors"][i]["bytes"]);
+      sum += plan["tensors"][i]["bytes"].get<uint64_t>();
+    }
+    EXPECT_EQ(plan["bytes"].get<uint64_t>(), sum);
+    EXPECT_EQ(plan["bytes"], real["bytes"]);
+    // the real file: its tensor data is at least those bytes (alignment padding and the header come on top)
+    EXPECT_GE(fs::file_size(out), sum);
+    EXPECT_LT(fs::file_size(out), sum + (64u << 10) + 32u * plan["tensors"].size() + 600000u);
+  }
+  const Result text = lowbit("quantize --dry-run -m " + src + " -o /nonexistent_dir_lowbit/x.gguf --format q4_0");
+  EXPECT_EQ(text.code, 0) << text.err;
+  EXPECT_NE(text.out.find("dry run, nothing written"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("q4_0"), std::string::npos);
+}
+
 TEST(Cli, QuantizeIsByteIdenticalAcrossThreadCounts) {
   struct Case {
     const char* model;
