@@ -31,7 +31,8 @@ struct QuantizeArgs {
        dry_run = false;
   double percdamp = 0.01;
   bool sym = false, json = false;
-  std::vector<std::string> keep, bits_override;
+  std::vector<std::string> keep, bits_override, tensor_types;
+  std::string token_embedding_type, output_tensor_type;
 };
 
 std::string int_format(int bits, int group, bool sym) {
@@ -72,6 +73,14 @@ void quantize_cmd(const QuantizeArgs& a) {
   o.resume = a.resume;
   o.allow_requantize = a.requantize;
   o.dry_run = a.dry_run;
+  for (const auto& tt : a.tensor_types) {  // REGEX=TYPE, split at the last '=' (a pattern may hold one)
+    const auto eq = tt.rfind('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == tt.size())
+      fail("", "--tensor-type", "expected REGEX=TYPE, e.g. attn_v=q6_K or 'blk\\.[0-3]\\.ffn_down=q5_K', got '" + tt + "'");
+    o.tensor_types.emplace_back(tt.substr(0, eq), tt.substr(eq + 1));
+  }
+  o.token_embedding_type = a.token_embedding_type;
+  o.output_tensor_type = a.output_tensor_type;
   o.qopts.percdamp = a.percdamp;
   o.qopts.use_importance = a.importance;
   if (!a.calib.empty()) {
@@ -197,6 +206,13 @@ void add_quantize(CLI::App& app) {
   cmd->add_option("--keep-dtype", a->keep_dtype, "dtype of kept matrices (f16, bf16, f32; norms stay f32)");
   cmd->add_option("-t,--threads", a->threads, "threads (default: all cores)")->check(CLI::Range(0, 1024));
   cmd->add_flag("--json", a->json, "machine-readable summary");
+  cmd->add_option("--tensor-type", a->tensor_types,
+                  "llama-quantize's per-tensor type REGEX=TYPE (repeatable; the first regex found in a tensor's name "
+                  "wins over the preset's rule and --bits-for; TYPE: a llama.cpp type, a lowbit format or f16/bf16/f32)");
+  cmd->add_option("--token-embedding-type", a->token_embedding_type,
+                  "type of token_embd.weight (quantized even without a preset), e.g. q4_K or q8_0");
+  cmd->add_option("--output-tensor-type", a->output_tensor_type,
+                  "type of output.weight (quantized even without a preset), e.g. q6_K");
   cmd->add_flag("--dry-run", a->dry_run,
                 "print the plan (each tensor's stored type, bits per weight and bytes; totals per type) and write nothing");
   cmd->add_flag("--allow-requantize", a->requantize,

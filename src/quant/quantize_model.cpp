@@ -10,6 +10,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <regex>
 
 #include "core/checksum.h"
 #include "core/half.h"
@@ -47,6 +48,22 @@ bool matches(const std::string& name, const std::string& pattern) {
     if ((pos == 0 || name[pos - 1] == '.') && (end == name.size() || name[end] == '.')) return true;
   }
   return false;
+}
+
+// A per-tensor type as the plan stores it: llama.cpp types by their canonical name (q4_K for Q4_K), f16 / bf16 / f32,
+// or a lowbit format; anything else is one error line naming the option.
+std::string canonical_type(const std::string& src, const std::string& option, const std::string& name) {
+  if (auto d = dtype_from_name(name)) {
+    if (*d == DType::F16 || *d == DType::BF16 || *d == DType::F32 || formats::ggml_encodable(*d))
+      return std::string(dtype_name(*d));
+    fail(src, option, "'" + name + "' is a llama.cpp type lowbit cannot encode yet");
+  }
+  try {
+    formats::make_format(name);
+  } catch (const Error&) {
+    fail(src, option, "'" + name + "' is neither a llama.cpp type (q4_K, Q8_0, ...), f16/bf16/f32 nor a lowbit format");
+  }
+  return name;
 }
 
 std::vector<float> widen(const TensorInfo& t) {
@@ -452,6 +469,8 @@ struct Job {
   std::string source_checksum;
   std::vector<Plan> plans;
   QuantizeReport rep;
+  std::vector<std::pair<std::regex, std::string>> tensor_types;  // --tensor-type, compiled; types canonical
+  std::string token_embedding_type, output_tensor_type;          // canonical, or empty
 };
 
 // Stage 1, options: the method, the formats and the calibration windows, checked before any work.
@@ -479,6 +498,17 @@ void check_options(Job& job) {
     formats::make_format(o.format);  // reject a bad name before any work
   }
   for (const auto& ov : o.overrides) formats::make_format(ov.second);
+  for (const auto& [pattern, type] : o.tensor_types) {
+    try {
+      job.tensor_types.emplace_back(std::regex(pattern), canonical_type(src, "--tensor-type " + pattern, type));
+    } catch (const std::regex_error& e) {
+      fail(src, "--tensor-type", "'" + pattern + "' is not a regular expression (" + e.what() + ")");
+    }
+  }
+  if (!o.token_embedding_type.empty())
+    job.token_embedding_type = canonical_type(src, "--token-embedding-type", o.token_embedding_type);
+  if (!o.output_tensor_type.empty())
+    job.output_tensor_type = canonical_type(src, "--output-tensor-type", o.output_tensor_type);
   if (o.keep_dtype != DType::F16 && o.keep_dtype != DType::BF16 && o.keep_dtype != DType::F32)
     fail(src, "keep dtype", "expected f16, bf16 or f32");
   if (calibrated)
@@ -593,6 +623,25 @@ void plan_tensors(Job& job, io::GgufWriter& w) {
     }
     for (const auto& [pat, f] : o.overrides)
       if (matches(t.name, pat)) fname = f;
+    // Explicit types (llama-quantize's order: the embedding's and the head's own options first, then the first
+    // --tensor-type pattern that matches).
+    bool explicit_type = false;
+    if (t.shape.size() == 2) {
+      if (t.name == "token_embd.weight" && !job.token_embedding_type.empty()) {
+        fname = job.token_embedding_type;
+        explicit_type = true;
+      } else if (t.name == "output.weight" && !job.output_tensor_type.empty()) {
+        fname = job.output_tensor_type;
+        explicit_type = true;
+      } else {
+        for (const auto& [re, type] : job.tensor_types)
+          if (std::regex_search(t.name, re)) {
+            fname = type;
+            explicit_type = true;
+            break;
+          }
+      }
+    }
     // A llama.cpp type needs whole blocks per row: llama-quantize's fallback otherwise (F16: kept).
     if (auto gt = dtype_from_name(fname); gt && formats::ggml_encodable(*gt) && t.shape.size() == 2) {
       const DType fb = fallback_type(*gt, t.cols());
@@ -608,11 +657,16 @@ void plan_tensors(Job& job, io::GgufWriter& w) {
     if (is_matrix_weight(t) && !float_src && !requant)
       r.note = "already " + std::string(dtype_name(t.dtype)) + ": copied (--allow-requantize quantizes it again)";
     for (const auto& k : o.keep)
-      if (matches(t.name, k)) p.keep = true;
-    const bool to_f16 = fname == "f16";  // a preset's fallback for rows no block type fits
-    if (to_f16 && !p.keep) {
+      if (matches(t.name, k) && !explicit_type) p.keep = true;
+    // f16: a preset's fallback for rows no block type fits; f16 / bf16 / f32 given explicitly: stored so.
+    const bool to_f16 = fname == "f16";
+    const std::optional<DType> as_float = fname == "f16" ? std::optional(DType::F16)
+                                          : fname == "bf16" ? std::optional(DType::BF16)
+                                          : fname == "f32" ? std::optional(DType::F32)
+                                                           : std::nullopt;
+    if (as_float && !p.keep) {
       p.keep = true;
-      p.keep_dtype = DType::F16;
+      p.keep_dtype = *as_float;
     }
     if (!p.keep) {
       p.fmt = formats::make_format(fname);
@@ -627,7 +681,7 @@ void plan_tensors(Job& job, io::GgufWriter& w) {
       }
     }
     if (p.keep) {
-      const DType want = o.transforms_only ? DType::F32 : to_f16 ? DType::F16 : o.keep_dtype;
+      const DType want = o.transforms_only ? DType::F32 : as_float && explicit_type ? *as_float : to_f16 ? DType::F16 : o.keep_dtype;
       const bool convert = t.shape.size() == 2 && t.dtype != want &&
                            (t.dtype == DType::F32 || t.dtype == DType::F16 || t.dtype == DType::BF16);
       p.keep_dtype = convert ? want : t.dtype;

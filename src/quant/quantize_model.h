@@ -49,6 +49,13 @@ struct QuantizeModelOptions {
   bool allow_requantize = false;
   // Plan only: every tensor's stored type and size in the report, nothing computed or written (--dry-run).
   bool dry_run = false;
+  // llama-quantize's per-tensor types. tensor_types (--tensor-type REGEX=TYPE): the first pattern found anywhere in
+  // a tensor's name (std::regex_search, ECMAScript) gives its type instead of the preset's rule (and of --bits-for);
+  // token_embedding_type / output_tensor_type (--token-embedding-type, --output-tensor-type) win over both. TYPE: a
+  // llama.cpp type (any case), a lowbit format, or f16 / bf16 / f32 (stored unquantized). A tensor given a type
+  // explicitly is quantized even where it would be kept by default (token_embd, output).
+  std::vector<std::pair<std::string, std::string>> tensor_types;
+  std::string token_embedding_type, output_tensor_type;
 };
 
 struct TensorReport {

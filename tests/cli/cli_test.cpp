@@ -443,6 +443,51 @@ TEST(CliErrors, CalibrationTextShorterThanRequested) {
   EXPECT_FALSE(fs::exists(out));
 }
 
+// llama-quantize's per-tensor types: the first --tensor-type regex that matches decides (over the preset's rule),
+// --token-embedding-type / --output-tensor-type decide those two (quantized though kept by default), f16/f32 store
+// a tensor unquantized; the written file has exactly the planned types. Bad patterns and types: one error line each.
+TEST(Cli, QuantizeTensorTypes) {
+  LOWBIT_REQUIRE_SHARED(kStories);
+  const std::string src = test::shared(kStories);
+  TempDir d;
+  const std::string out = d.path("q.gguf");
+  const std::string opts = " --format gguf:Q4_0 --tensor-type 'attn_(q|k)=q8_0' --tensor-type attn_q=q5_0"
+                           " --tensor-type 'blk\\.1\\.ffn_up=F32' --token-embedding-type Q5_0 --output-tensor-type q8_0";
+  Result r = lowbit("quantize --json -m " + src + " -o " + out + opts);
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::map<std::string, std::string> stored;
+  const auto report = nlohmann::json::parse(r.out);  // (a range-for over a temporary's member would dangle)
+  for (const auto& t : report["tensors"]) stored[t["name"].get<std::string>()] = t["stored"].get<std::string>();
+  EXPECT_EQ(stored["blk.0.attn_q.weight"], "q8_0") << "the first matching pattern wins";
+  EXPECT_EQ(stored["blk.2.attn_k.weight"], "q8_0");
+  EXPECT_EQ(stored["blk.0.attn_v.weight"], "q4_0") << "no pattern: the preset's rule";
+  EXPECT_EQ(stored["blk.1.ffn_up.weight"], "f32");
+  EXPECT_EQ(stored["blk.0.ffn_up.weight"], "q4_0");
+  EXPECT_EQ(stored["token_embd.weight"], "q5_0");
+  EXPECT_EQ(stored["output.weight"], "q8_0");
+  r = lowbit("inspect --json " + out);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto inspected = nlohmann::json::parse(r.out);
+  for (const auto& t : inspected["tensors"]) {
+    const std::string name = t["name"].get<std::string>();
+    EXPECT_EQ(t["dtype"].get<std::string>(), stored[name]) << name;
+  }
+  // without a preset, token_embd and output are kept unless given a type
+  r = lowbit("quantize --json --dry-run -m " + src + " -o " + out + " --bits 4 --group 32 --output-tensor-type q8_0");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto planned = nlohmann::json::parse(r.out);
+  for (const auto& t : planned["tensors"]) {
+    if (t["name"] == "output.weight") EXPECT_EQ(t["stored"], "q8_0");
+    if (t["name"] == "token_embd.weight") EXPECT_EQ(t["stored"], "f16");
+  }
+  const std::string base = "quantize --dry-run -m " + src + " -o " + out;
+  expect_clean_error(lowbit(base + " --tensor-type 'attn_(q=q8_0'"), "not a regular expression");
+  expect_clean_error(lowbit(base + " --tensor-type attn_q=q9_9"), "--tensor-type attn_q");
+  expect_clean_error(lowbit(base + " --tensor-type attn_q"), "expected REGEX=TYPE");
+  expect_clean_error(lowbit(base + " --output-tensor-type nope"), "--output-tensor-type");
+  EXPECT_FALSE(fs::exists(d.path("x")));
+}
+
 // A bad --method is one error line before any work: no output, no saved progress.
 TEST(CliErrors, QuantizeMethodErrors) {
   LOWBIT_REQUIRE_SHARED(kStories);
