@@ -16,7 +16,7 @@ scripts/setup.sh >/dev/null
 CC=clang CXX=clang++ BUILD_DIR=build-fuzz BUILD_TYPE=RelWithDebInfo \
   scripts/build.sh -DLOWBIT_FUZZ=ON -DLOWBIT_BUILD_TESTS=OFF -DLOWBIT_BUILD_BENCH=OFF >/dev/null
 rm -rf "$B/seeds"
-mkdir -p "$B/seeds"/{gguf,hf,llama2c,tokenizer,packed} "$B/corpus" "$B/crashes"
+mkdir -p "$B/seeds"/{gguf,hf,llama2c,tokenizer,packed,imatrix} "$B/corpus" "$B/crashes"
 
 # GGUF: a tiny synthetic model, the same quantized to 4 and 3 bits (packed tensors), the fixtures.
 "$B/lowbit" synth --arch tiny --layers 1 --dtype f16 -o "$B/seeds/gguf/tiny-f16.gguf" >/dev/null
@@ -53,6 +53,10 @@ fi
 # Tokenizers: text from the evaluation data, and bytes that are not UTF-8.
 for f in "$SHARED"/data/*/*.raw; do [ -f "$f" ] && head -c 2000 "$f" > "$B/seeds/tokenizer/$(basename "$f").head"; done
 printf 'caf\xc3\xa9 \xe2\x80\x94 \xf0\x9f\x98\x80 <s></s><unk> \xff\xfe\xc3' > "$B/seeds/tokenizer/mixed"
+# Importance matrices: llama-imatrix's two formats.
+for f in "$SHARED"/reference/imatrix/*.imatrix "$SHARED"/reference/imatrix/*.imatrix.gguf; do
+  [ -f "$f" ] && cp "$f" "$B/seeds/imatrix/"
+done
 # Packed decoders: byte runs taken from the quantized seed.
 for i in 0 1 2 3; do
   dd if="$B/seeds/gguf/tiny-int4.gguf" of="$B/seeds/packed/run$i" iflag=skip_bytes,count_bytes \
@@ -60,9 +64,9 @@ for i in 0 1 2 3; do
 done
 fi
 
-declare -A MAXLEN=([gguf]=300000 [hf]=400000 [llama2c]=40000 [tokenizer]=8192 [packed]=4096)
+declare -A MAXLEN=([gguf]=300000 [hf]=400000 [llama2c]=40000 [tokenizer]=8192 [packed]=4096 [imatrix]=65536)
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(gguf hf llama2c tokenizer packed)
+[ ${#targets[@]} -eq 0 ] && targets=(gguf hf llama2c tokenizer packed imatrix)
 printf '%-10s %12s %10s %10s %8s\n' target executions exec/s coverage features
 for t in "${targets[@]}"; do
   mkdir -p "$B/corpus/$t"

@@ -37,3 +37,10 @@ inline std::string read_file(const std::string& path) {
   do {                                                                                          \
     if (!::lowbit::test::have_shared(rel)) GTEST_SKIP() << "../shared/" << (rel) << " not found"; \
   } while (0)
+
+// Fails the test (with the reason) when a file under ../shared is missing: for acceptance tests that must run
+// wherever the suite runs, where a skip would pass unnoticed.
+#define LOWBIT_NEED_SHARED(rel)                                                                            \
+  do {                                                                                                     \
+    if (!::lowbit::test::have_shared(rel)) FAIL() << "../shared/" << (rel) << " not found (required fixture)"; \
+  } while (0)

@@ -24,11 +24,12 @@ struct QuantizeArgs {
   std::string model, out, method, format;
   int bits = 4, group = 64, threads = 0;
   std::string keep_dtype = "f16";
-  std::string calib;
+  std::string calib, imatrix;
   int calib_samples = 128, calib_len = 512;
   uint64_t seed = 0;
   bool act_order = false, importance = false, resume = false, requantize = false, no_true_sequential = false, transforms_only = false,
        dry_run = false;
+  bool pure = false;
   double percdamp = 0.01;
   bool sym = false, json = false;
   std::vector<std::string> keep, bits_override, tensor_types;
@@ -49,8 +50,11 @@ void quantize_cmd(const QuantizeArgs& a) {
     fail("", "--keep-dtype", "expected f16, bf16 or f32, got '" + a.keep_dtype + "'");
   o.keep_dtype = *kd;
   o.format = a.format.empty() ? int_format(a.bits, a.group, a.sym) : a.format;
-  // llama.cpp presets choose the embedding's and the head's types themselves; else both stay unquantized.
-  if (o.format.rfind("gguf:", 0) == 0) o.keep.clear();
+  // llama.cpp presets choose the embedding's and the head's types themselves; else both stay unquantized, unless
+  // --pure (llama-quantize --pure): every matrix in the one type, the embedding and the head included.
+  if (o.format.rfind("gguf:", 0) == 0 || a.pure) o.keep.clear();
+  o.pure = a.pure;
+  o.imatrix = a.imatrix;
   if (!a.keep.empty()) {
     for (const auto& k : a.keep) o.keep.push_back(k == "output" ? "output.weight" : k);
   }
@@ -114,14 +118,20 @@ void quantize_cmd(const QuantizeArgs& a) {
     nlohmann::json ts = nlohmann::json::array();
     for (const auto& t : r.tensors) {
       nlohmann::json j = {{"name", t.name}, {"shape", t.shape}, {"stored", t.stored}, {"bits_per_weight", t.bits_per_weight},
-                          {"bytes", tensor_bytes(t)}, {"note", t.note}};
+                          {"bytes", tensor_bytes(t)}, {"note", t.note}, {"imatrix", t.imatrix}};
       if (!a.dry_run) j.update({{"rel_error", t.rel_error}, {"rel_output_error", t.rel_output_error}});
       ts.push_back(j);
     }
-    print_json({{"source", a.model}, {"output", a.out}, {"dry_run", a.dry_run}, {"method", r.method},
-                {"format", o.format}, {"tensors", ts}, {"params", r.params}, {"bytes", r.bytes},
-                {"bits_per_weight", r.bits_per_weight}, {"seconds", r.seconds}, {"layer_seconds", r.layer_seconds},
-                {"resumed_tensors", r.resumed_tensors}});
+    nlohmann::json j = {{"source", a.model}, {"output", a.out}, {"dry_run", a.dry_run}, {"method", r.method},
+                        {"format", o.format}, {"pure", o.pure}, {"tensors", ts}, {"params", r.params},
+                        {"bytes", r.bytes}, {"bits_per_weight", r.bits_per_weight}, {"seconds", r.seconds},
+                        {"layer_seconds", r.layer_seconds}, {"resumed_tensors", r.resumed_tensors}};
+    j["imatrix"] = nullptr;
+    if (r.imatrix)
+      j["imatrix"] = {{"file", r.imatrix->file},       {"format", r.imatrix->format},
+                      {"entries", r.imatrix->entries}, {"entries_used", r.imatrix->used},
+                      {"datasets", r.imatrix->datasets}, {"chunks", r.imatrix->chunks}};
+    print_json(j);
     return;
   }
   if (a.dry_run) {  // the plan: every tensor, then the totals per stored type
@@ -163,6 +173,10 @@ void quantize_cmd(const QuantizeArgs& a) {
                 mx, r.layer_seconds.size());
   }
   if (a.resume) std::printf("resumed: %zu tensors taken from the saved progress\n", r.resumed_tensors);
+  if (r.imatrix)
+    std::printf("imatrix: %s (%s, %zu entries, %lld chunks): %zu matrices quantized with their entry\n",
+                r.imatrix->file.c_str(), r.imatrix->format.c_str(), r.imatrix->entries,
+                static_cast<long long>(r.imatrix->chunks), r.imatrix->used);
   std::printf("method: %s\n", r.method.c_str());
   std::printf("wrote %s: %lld parameters, %.2f MiB of tensors, %.4f bits per weight, %.1fs\n", a.out.c_str(),
               static_cast<long long>(r.params), static_cast<double>(r.bytes) / (1 << 20), r.bits_per_weight, r.seconds);
@@ -190,6 +204,12 @@ void add_quantize(CLI::App& app) {
   cmd->add_flag("--act-order", a->act_order, "gptq: quantize columns by decreasing activation (static groups)");
   cmd->add_option("--percdamp", a->percdamp, "gptq: Hessian dampening, fraction of mean diag")->check(CLI::Range(0.0, 1.0));
   cmd->add_flag("--importance", a->importance, "weight the format's clipping search by activation energy");
+  cmd->add_option("--imatrix", a->imatrix,
+                  "llama.cpp importance matrix (llama-imatrix output, legacy .imatrix or GGUF): each matrix with an "
+                  "entry is fitted with it, as llama-quantize --imatrix (no --calib needed with rtn)");
+  cmd->add_flag("--pure", a->pure,
+                "every matrix in the one --format type, token_embd and output included (llama-quantize --pure; with "
+                "a gguf: preset, its base type without the per-tensor rules)");
   cmd->add_option("--bits", a->bits, "bits per weight for the linear layers")->check(CLI::Range(2, 8));
   cmd->add_option("--group", a->group, "group size")->check(CLI::IsMember({32, 64, 128}));
   cmd->add_flag("--sym", a->sym, "symmetric (no zero point)");

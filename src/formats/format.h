@@ -24,6 +24,9 @@ struct BlockParams {
   // Formats with sub-blocks or codebooks may use these.
   std::vector<float> sub_scales;
   std::vector<float> sub_mins;
+  // Codes a fit chose that the parameters above cannot reproduce, for encode to keep (llama.cpp's weighted K-quant
+  // fits keep their search's codes in a sub-block whose step comes out 0); empty: encode derives every code.
+  std::vector<uint8_t> codes;
 };
 
 class Format {
@@ -36,6 +39,11 @@ class Format {
 
   // Fits a block's parameters from its weights; importance (may be empty) weights the squared error.
   virtual BlockParams fit(std::span<const float> w, std::span<const float> importance) const = 0;
+  // Fits every block of a row of any length (w: the row, importance: empty or one value per weight; out:
+  // row_blocks() params). The default fits block by block (fit_block); a format whose weighted search looks at
+  // the whole row overrides it (llama.cpp's importance-weighted q4_0 / q4_1 / q5_0 / q5_1 scale their error
+  // weights by the row's mean square). Quantizers that see whole rows at once (rtn) fit through this.
+  virtual void fit_row(std::span<const float> w, std::span<const float> importance, std::span<BlockParams> out) const;
   // The representable value nearest to w under p (for weight index i within the block).
   virtual float round(float w, const BlockParams& p, int index_in_block) const = 0;
   // Encodes one block (w.size() == block()) using p; the stored values are round(w[i], p, i).

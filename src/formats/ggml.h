@@ -6,9 +6,11 @@
 //    matrix (quantize_row_<type>_ref for Q4_0..Q8_0 and Q2_K..Q6_K, the iq4_nl implementation with no weights
 //    for IQ4_NL / IQ4_XS), checked tensor for tensor against the files llama-quantize wrote in
 //    ../shared/reference/gguf/;
-//  - fit(w, importance) is the importance-weighted search (llama.cpp's imatrix path: the same search with each
-//    weight's squared error scaled by importance[i] * sqrt(sigma2 + w[i]^2)); importance must be positive-ish
-//    (all-zero importance falls back to the plain fit);
+//  - fit(w, importance) is llama.cpp's importance-weighted quantizer (quantize_<type> with an imatrix: the
+//    searches with each weight's squared error scaled by importance[i] * sqrt(sigma2 + w[i]^2); q6_K by the raw
+//    importance; q8_0 ignores it), byte-identical to llama-quantize --imatrix when fitted row by row through
+//    fit_row (the legacy types take sigma2 from the whole row), checked against ../shared/reference/imatrix;
+//    importance must be positive-ish (all-zero importance over a block falls back to the plain fit);
 //  - round(w, p, i) is the value encode() would store for weight i under p (GPTQ rounds column by column with it),
 //    and decode(encode(w, p)) == round(w[i], p, i) bit for bit;
 //  - decode is ggml's dequantization (bit-identical to ggml's to_float).

@@ -21,12 +21,14 @@
 // weight 64*c + l (64*c + l + 32).
 //
 // fit(w, {}) reproduces llama.cpp's quantize_row_qX_K_ref (the same float operations in the same order, rounding
-// with the 1.5*2^23 trick); fit(w, importance) is the imatrix variant (quantize_row_qX_K_impl style). encode runs
-// the reference's final pass from the stored (fp16 / integer) parameters. Where a sub-block's step d*sc is 0 the
-// reference keeps the codes of its sub-block search, so encode repeats that search there (the decoded values do
-// not depend on those codes, only the bytes do; for q3_K / q6_K the sign of the zero they decode to does, so
-// there round() can return -0 where decode gives +0 or back -- the one place round() and decode(encode()) agree
-// only as floats, not bit for bit).
+// with the 1.5*2^23 trick); fit(w, importance) reproduces its imatrix variant quantize_row_qX_K_impl the same way
+// (byte-identical to llama-quantize --imatrix, checked against ../shared/reference/imatrix). An importance that is
+// zero over a whole super-block gets the plain fit (llama.cpp's would divide 0 by 0 there). encode runs the
+// reference's final pass from the stored (fp16 / integer) parameters. Where a sub-block's step d*sc is 0 the
+// reference keeps the codes of its sub-block search, so encode repeats that search there (the weighted fit hands
+// its codes over in BlockParams::codes instead; the decoded values do not depend on those codes, only the bytes
+// do; for q3_K / q6_K the sign of the zero they decode to does, so there round() can return -0 where decode gives
+// +0 or back -- the one place round() and decode(encode()) agree only as floats, not bit for bit).
 //
 // Deviation from ggml, only where ggml would write an infinite scale (weights beyond ~1e6..1e8): d and dmin
 // saturate at the largest finite fp16 (65504) instead of becoming inf.
@@ -40,6 +42,7 @@
 #include "core/half.h"
 #include "formats/ggml.h"
 #include "formats/ggml_common.h"
+#include "formats/ggml_search.h"
 #include "lowbit/error.h"
 
 namespace lowbit::formats {
@@ -64,194 +67,22 @@ void q3k_scales(const uint8_t* s, int8_t out[16]) {
 
 namespace {
 
+using ggml_detail::kGroupMaxEps;
 using ggml_detail::largest_magnitude;
 using ggml_detail::load_u16;
+using ggml_detail::nearest_in;
+using ggml_detail::nearest_int;
+using ggml_detail::search_affine;
+using ggml_detail::search_signed;
 using ggml_detail::store_u16;
 
 constexpr int kQK = 256;
-constexpr float kGroupMaxEps = 1e-15f;  // ggml's threshold for an all-zero group
-
-// Round half to even through the float adder (ggml's nearest_int): exact for |v| <= 2^22 - 1; outside that
-// range it returns what ggml's returns (no undefined behaviour), which only the searches can reach.
-inline int nearest_int(float v) {
-  const float t = v + 12582912.0f;
-  int32_t bits;
-  std::memcpy(&bits, &t, 4);
-  return (bits & 0x007fffff) - 0x00400000;
-}
-
-// nearest_int clamped to [lo, hi]; NaN and out-of-range arguments go to the nearest end.
-inline int nearest_in(float v, int lo, int hi) {
-  if (!(v >= -4194303.0f)) return lo;
-  if (v > 4194303.0f) return hi;
-  return std::clamp(nearest_int(v), lo, hi);
-}
-
 // fp16 bits of v, round to nearest even, saturating at +-65504 (NaN -> 0).
 uint16_t f16_sat(float v) {
   const uint16_t h = f32_to_f16(v);
   if ((h & 0x7c00u) != 0x7c00u) return h;
   if (h & 0x03ffu) return 0;
   return static_cast<uint16_t>((h & 0x8000u) | 0x7bffu);
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Sub-block searches. Each mirrors one of llama.cpp's helpers operation for operation (what byte-exactness needs).
-
-// A sub-block's range and weighted sums for the affine searches: lo = min(min x, 0), hi = max x, sum_w = sum w,
-// sum_x = sum w * x (accumulated in index order, as ggml).
-struct AffineRange {
-  float lo, hi, sum_w, sum_x;
-};
-AffineRange affine_range(int n, const float* x, const float* w) {
-  AffineRange r{x[0], x[0], w[0], w[0] * x[0]};
-  for (int i = 1; i < n; ++i) {
-    if (x[i] < r.lo) r.lo = x[i];
-    if (x[i] > r.hi) r.hi = x[i];
-    r.sum_w += w[i];
-    r.sum_x += w[i] * x[i];
-  }
-  if (r.lo > 0) r.lo = 0;
-  return r;
-}
-
-// One candidate of the affine searches: the weighted least-squares (s, m) for x ~ s * trial + m (a positive m
-// dropped: m = 0, s = sum w*l*x / sum w*l^2, as in ggml; no candidate when the system is singular), kept in
-// L / scale / lo when its error sum_i term(w[i], s * trial[i] + m - x[i]) is below best.
-template <class Term>
-void try_affine_codes(int n, const float* x, const float* w, const uint8_t* trial, const AffineRange& r, Term term,
-                      uint8_t* L, float& best, float& scale, float& lo) {
-  float sl = 0, sl2 = 0, sxl = 0;
-  for (int i = 0; i < n; ++i) {
-    const int l = trial[i];
-    sl += w[i] * l;
-    sl2 += w[i] * l * l;
-    sxl += w[i] * l * x[i];
-  }
-  const float det = r.sum_w * sl2 - sl * sl;
-  if (!(det > 0)) return;
-  float s = (r.sum_w * sxl - r.sum_x * sl) / det;
-  float m = (sl2 * r.sum_x - sl * sxl) / det;
-  if (m > 0) {
-    m = 0;
-    s = sxl / sl2;
-  }
-  float err = 0;
-  for (int i = 0; i < n; ++i) err += term(w[i], s * trial[i] + m - x[i]);
-  if (err < best) {
-    std::copy(trial, trial + n, L);
-    best = err;
-    scale = s;
-    lo = m;
-  }
-}
-
-// Affine search (make_qkx2_quants): codes L in 0..nmax for x ~ scale*L - the_min, with error weights w; tries
-// nstep+1 step sizes around (max-min)/nmax and keeps the best weighted least-squares (scale, min) pair.
-float search_affine(int n, int nmax, const float* x, const float* w, uint8_t* L, float& the_min, float rmin,
-                    float rdelta, int nstep, bool use_mad) {
-  const AffineRange r = affine_range(n, x, w);
-  float lo = r.lo;
-  const float hi = r.hi;
-  if (hi == lo) {
-    for (int i = 0; i < n; ++i) L[i] = 0;
-    the_min = -lo;
-    return 0.0f;
-  }
-  auto term = [use_mad](float wi, float diff) { return wi * (use_mad ? std::fabs(diff) : diff * diff); };
-  float inv = nmax / (hi - lo);
-  float scale = 1 / inv;
-  float best = 0;
-  for (int i = 0; i < n; ++i) {
-    const int l = nearest_int(inv * (x[i] - lo));
-    L[i] = static_cast<uint8_t>(std::max(0, std::min(nmax, l)));
-    best += term(w[i], scale * L[i] + lo - x[i]);
-  }
-  if (nstep < 1) {
-    the_min = -lo;
-    return scale;
-  }
-  uint8_t trial[32];
-  for (int is = 0; is <= nstep; ++is) {
-    inv = (rmin + rdelta * is + nmax) / (hi - lo);
-    for (int i = 0; i < n; ++i)
-      trial[i] = static_cast<uint8_t>(std::max(0, std::min(nmax, nearest_int(inv * (x[i] - lo)))));
-    try_affine_codes(n, x, w, trial, r, term, L, best, scale, lo);
-  }
-  the_min = -lo;
-  return scale;
-}
-
-// The importance-weighted affine search (make_qkx3_quants style, squared error): like search_affine with a finer
-// grid, guarded against a fitted min near max.
-float search_affine_weighted(int n, int nmax, const float* x, const float* w, uint8_t* L, float& the_min) {
-  constexpr float rmin = -0.9f, rdelta = 0.05f;
-  constexpr int nstep = 36;
-  const AffineRange r = affine_range(n, x, w);
-  float lo = r.lo;
-  const float hi = r.hi;
-  if (hi <= lo) {
-    std::fill(L, L + n, uint8_t{0});
-    the_min = -lo;
-    return 0.0f;
-  }
-  auto term = [](float wi, float diff) { return wi * diff * diff; };
-  const float range = hi - lo;
-  float scale = range / nmax;
-  float best = 0;
-  for (int i = 0; i < n; ++i) {
-    L[i] = static_cast<uint8_t>(nearest_in(nmax / range * (x[i] - lo), 0, nmax));
-    best += term(w[i], scale * L[i] + lo - x[i]);
-  }
-  uint8_t trial[32];
-  const float lo0 = lo;
-  for (int is = 0; is <= nstep; ++is) {
-    const float inv = (rmin + rdelta * is + nmax) / range;
-    for (int i = 0; i < n; ++i) trial[i] = static_cast<uint8_t>(nearest_in(inv * (x[i] - lo0), 0, nmax));
-    try_affine_codes(n, x, w, trial, r, term, L, best, scale, lo);
-  }
-  the_min = -lo;
-  return scale;
-}
-
-// Signed search (make_qx_quants with rmse_type 1): codes L in 0..2*nmax-1 (value L - nmax) for x ~ scale*(L-nmax),
-// error weights qw (x^2 when qw is null); tries 19 step sizes around max/nmax with least-squares scales.
-float search_signed(int n, int nmax, const float* x, const float* qw, int8_t* L) {
-  const auto [max, amax] = largest_magnitude({x, static_cast<size_t>(n)});
-  if (amax < kGroupMaxEps) {
-    for (int i = 0; i < n; ++i) L[i] = 0;
-    return 0.0f;
-  }
-  auto weight = [&](int i) { return qw ? qw[i] : x[i] * x[i]; };
-  auto level = [&](float inv, int i) { return std::max(-nmax, std::min(nmax - 1, nearest_int(inv * x[i]))); };
-  float inv = -nmax / max;
-  float sumlx = 0, suml2 = 0;
-  for (int i = 0; i < n; ++i) {
-    const int l = level(inv, i);
-    L[i] = static_cast<int8_t>(l + nmax);
-    const float w = weight(i);
-    sumlx += w * x[i] * l;
-    suml2 += w * l * l;
-  }
-  float scale = suml2 ? sumlx / suml2 : 0.0f;
-  float best = scale * sumlx;
-  for (int is = -9; is <= 9; ++is) {
-    if (is == 0) continue;
-    inv = -(nmax + 0.1f * is) / max;
-    sumlx = suml2 = 0;
-    for (int i = 0; i < n; ++i) {
-      const int l = level(inv, i);
-      const float w = weight(i);
-      sumlx += w * x[i] * l;
-      suml2 += w * l * l;
-    }
-    if (suml2 > 0 && sumlx * sumlx > best * suml2) {
-      for (int i = 0; i < n; ++i) L[i] = static_cast<int8_t>(nmax + level(inv, i));
-      scale = sumlx / suml2;
-      best = scale * sumlx;
-    }
-  }
-  return scale;
 }
 
 // q3_K's sub-block search (make_q3_quants with do_rmse): start from max/nmax, then up to 5 sweeps that move one
@@ -301,7 +132,7 @@ float search_q3(int n, int nmax, const float* x, int8_t* L) {
 float search_unsigned_scales(int n, int nmax, const float* x, const float* qw, uint8_t* L) {
   float max = 0;
   for (int i = 0; i < n; ++i) max = std::max(max, x[i]);
-  if (max < kGroupMaxEps) {
+  if (!(max > 0)) {
     for (int i = 0; i < n; ++i) L[i] = 0;
     return 0.0f;
   }
@@ -422,7 +253,7 @@ class KQuantFormat final : public GgmlFormat {
   Stored from_params(const BlockParams& p, int only = -1) const;
   BlockParams to_params(const Stored& st) const;
   Stored fit_plain(const float* x) const;
-  Stored fit_weighted(const float* x, const float* imp) const;
+  Stored fit_weighted(const float* x, const float* imp, uint8_t* codes) const;
   // The reference's search for one sub-block: its codes (0..maxcode), scale and (affine types) min.
   float search_sub(const float* x, uint8_t* codes, float& the_min) const;
   Stored quantize_q6_scales(const float* scales) const;
@@ -584,13 +415,17 @@ Stored KQuantFormat::fit_plain(const float* x) const {
   return st;
 }
 
-// The importance-weighted fit: error weights imp[i] * sqrt(sigma2 + x[i]^2), sigma2 = 2 * mean(x^2) over the
-// super-block; weighted sub-block searches, and the sub-scales quantized by a weighted search of their own (each
-// weighted by its sub-block's total weight).
-Stored KQuantFormat::fit_weighted(const float* x, const float* imp) const {
+// quantize_row_qX_K_impl, llama.cpp's importance-weighted K-quants. Error weights wt[i] = imp[i] * sqrt(sigma2 +
+// x[i]^2) with sigma2 = 2 * mean(x^2) over the super-block (q2_K: mean(x^2), without the 2); q6_K instead weights its
+// sub-block searches by the raw importance (llama.cpp's choice). The sub-block searches run on those weights
+// (q2_K / q4_K / q5_K: the affine search with llama.cpp's imatrix grid; q3_K / q6_K: the signed one), then the
+// sub-scales (and sub-mins) are quantized by a weighted search of their own, each weighted by its sub-block's total
+// weight (q2_K / q4_K / q5_K: make_qp_quants; q3_K: the signed search; q6_K: as the reference, against the largest).
+// codes: the searches' codes (kept by encode where a sub-block's step comes out 0).
+Stored KQuantFormat::fit_weighted(const float* x, const float* imp, uint8_t* codes) const {
   float sum_x2 = 0;
   for (int i = 0; i < kQK; ++i) sum_x2 += x[i] * x[i];
-  const float sigma2 = 2 * sum_x2 / kQK;
+  const float sigma2 = s_.kind == Kind::Q2 ? sum_x2 / kQK : 2 * sum_x2 / kQK;
   float wt[kQK];
   for (int i = 0; i < kQK; ++i) wt[i] = imp[i] * std::sqrt(sigma2 + x[i] * x[i]);
 
@@ -602,10 +437,8 @@ Stored KQuantFormat::fit_weighted(const float* x, const float* imp) const {
 
   if (s_.affine) {
     const int nmax = s_.maxcode, levels = s_.kind == Kind::Q2 ? 15 : 63;
-    for (int j = 0; j < ns; ++j) {
-      uint8_t L[32];
-      scales[j] = search_affine_weighted(n, nmax, x + n * j, wt + n * j, L, mins[j]);
-    }
+    for (int j = 0; j < ns; ++j)
+      scales[j] = search_affine(n, nmax, x + n * j, wt + n * j, codes + n * j, mins[j], -0.9f, 0.05f, 36, false);
     uint8_t Ls[16], Lm[16];
     const float d = search_unsigned_scales(ns, levels, scales, sw, Ls);
     const float dm = search_unsigned_scales(ns, levels, mins, sw, Lm);
@@ -617,7 +450,8 @@ Stored KQuantFormat::fit_weighted(const float* x, const float* imp) const {
   const int nmax = s_.kind == Kind::Q3 ? 4 : 32;
   for (int j = 0; j < ns; ++j) {
     int8_t L[16];
-    scales[j] = search_signed(n, nmax, x + n * j, wt + n * j, L);
+    scales[j] = search_signed(n, nmax, x + n * j, s_.kind == Kind::Q3 ? wt + n * j : imp + n * j, L);
+    for (int l = 0; l < n; ++l) codes[n * j + l] = static_cast<uint8_t>(L[l]);
   }
   if (s_.kind == Kind::Q3) {
     int8_t Ls[16];
@@ -644,7 +478,16 @@ BlockParams KQuantFormat::fit(std::span<const float> w, std::span<const float> i
       weighted = weighted || imp[i] > 0.0f;
     }
   }
-  return to_params(weighted ? fit_weighted(w.data(), imp) : fit_plain(w.data()));
+  if (!weighted) return to_params(fit_plain(w.data()));
+  uint8_t codes[kQK];
+  const Stored st = fit_weighted(w.data(), imp, codes);
+  BlockParams p = to_params(st);
+  // A sub-block whose step comes out 0 keeps its weighted search's codes (the plain search encode would otherwise
+  // repeat chooses others): only the bytes differ, not the decoded values.
+  bool zero_step = false;
+  for (int j = 0; j < s_.nsub; ++j) zero_step = zero_step || sub_step(st, j).step == 0.0f;
+  if (zero_step && !is_null_block(st)) p.codes.assign(codes, codes + kQK);
+  return p;
 }
 
 float KQuantFormat::round(float w, const BlockParams& p, int index_in_block) const {
@@ -673,6 +516,10 @@ void KQuantFormat::encode(std::span<const float> w, const BlockParams& p, std::b
       uint8_t* cs = codes + s_.sub * j;
       const SubStep ss = sub_step(st, j);
       if (ss.step == 0.0f) {
+        if (p.codes.size() == static_cast<size_t>(kQK)) {  // the weighted fit's codes
+          std::copy_n(p.codes.data() + s_.sub * j, s_.sub, cs);
+          continue;
+        }
         float the_min;
         search_sub(xs, cs, the_min);
         continue;

@@ -19,19 +19,31 @@
 //
 // fit(w, {}) is llama.cpp's quantize_row_<type>_ref: q8_0 d = amax / 127; q4_0 / q5_0 d = v / -off where v is the
 // weight of largest magnitude (its sign kept, the first one on ties); q4_1 / q5_1 m = min, d = (max - min) / nmax.
-// fit(w, importance) searches candidate steps (and mins) for the smallest error sum_i e_i (w_i - value_i)^2 with
-// e_i = importance_i * sqrt(sigma2 + w_i^2), sigma2 = 2 * mean(w^2); the plain fit is one candidate, so the search
-// is never worse than it under that error. The other candidates are fp16-exact, so their codes are nearest-level
-// picks on the stored grid.
+// fit(w, importance) is llama.cpp's importance-weighted quantizer (quantize_row_<type>_impl, what llama-quantize
+// --imatrix runs; byte-identical, checked against ../shared/reference/imatrix), with error weights
+// e_i = importance_i * sqrt(sigma2 + w_i^2):
+//   q4_0 q5_0  the signed search (make_qx_quants, 19 trial steps around max / nmax, nmax = 8, 16): the block stores
+//              fp16 of the least-squares step of the best trial; its codes are nearest(inv * w) clamped to
+//              [-nmax, nmax - 1], + nmax, with inv the best trial's inverse step (an all-zero block: codes 0).
+//   q4_1 q5_1  the affine search (make_qkx3_quants, 37 trial steps, min <= 0): stores fp16 of the least-squares
+//              step and min; codes nearest(inv * (w - lo)) clamped to [0, nmax], inv and lo of the best trial.
+//   q8_0       llama.cpp ignores the importance (quantize_q8_0 never reads it): the plain fit.
+// llama.cpp takes sigma2 = mean(w^2) over the whole row: fit_row does too; fit() of a lone block (GPTQ's fits)
+// over the block. Because the stored step is not the one the codes came from, these params carry the trial's
+// inverse step (and min) in sub_scales = {inv} or {inv, lo}; plain params have no sub_scales. An importance that
+// is zero over a whole block gets the plain fit (llama.cpp's would set that block's step to 0), and so do weights
+// so large that the error weights overflow (llama.cpp's would store NaN).
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <string>
 
 #include "core/half.h"
 #include "formats/ggml.h"
 #include "formats/ggml_common.h"
+#include "formats/ggml_search.h"
 #include "lowbit/error.h"
 
 namespace lowbit::formats {
@@ -59,7 +71,6 @@ uint16_t half_bits(float v) {
   if (v < -kMax) v = -kMax;
   return f32_to_f16(v);
 }
-float half_round(float v) { return f16_to_f32(half_bits(v)); }
 
 // Truncates t toward zero and clamps to [0, top]; NaN gives 0. Equals llama.cpp's (int8_t) cast wherever the
 // cast is defined and lands in range.
@@ -95,6 +106,8 @@ struct Resolved {
   float D;   // stored step fp16(d)
   float M;   // stored min fp16(m)
   uint16_t d_bits, m_bits;
+  bool weighted;  // codes from the weighted search's rule (below) instead of from d
+  ggml_detail::CodeRule rule;
 };
 
 class LegacyFormat final : public GgmlFormat {
@@ -110,6 +123,8 @@ class LegacyFormat final : public GgmlFormat {
   DType dtype() const override { return s_.dtype; }
 
   BlockParams fit(std::span<const float> w, std::span<const float> importance) const override;
+  void fit_row(std::span<const float> w, std::span<const float> importance,
+               std::span<BlockParams> out) const override;
   float round(float w, const BlockParams& p, int index_in_block) const override;
   void encode(std::span<const float> w, const BlockParams& p, std::byte* out) const override;
   void decode(const std::byte* in, std::span<float> out) const override;
@@ -124,7 +139,11 @@ class LegacyFormat final : public GgmlFormat {
     return static_cast<float>(q - off_) * D;
   }
   BlockParams fit_plain(std::span<const float> w) const;
-  BlockParams fit_weighted(std::span<const float> w, std::span<const float> importance) const;
+  // The weighted fit with llama.cpp's sigma2 given (the row's or the block's mean square); nullopt when the
+  // importance is zero over the whole block.
+  std::optional<BlockParams> fit_weighted(std::span<const float> w, std::span<const float> importance,
+                                          float sigma2) const;
+  bool uses_importance() const { return s_.kind != Kind::Q8_0; }
   void check_block(size_t n, const char* what) const {
     if (n != static_cast<size_t>(kBlock))
       fail("", "format", name() + ": " + what + " got " + std::to_string(n) + " weights for a block of 32");
@@ -146,10 +165,17 @@ Resolved LegacyFormat::resolve(const BlockParams& p) const {
     r.m_bits = half_bits(r.m);
     r.M = f16_to_f32(r.m_bits);
   }
+  r.weighted = !p.sub_scales.empty() && uses_importance();
+  if (r.weighted) r.rule = {p.sub_scales[0], p.sub_scales.size() > 1 ? p.sub_scales[1] : 0.0f};
   return r;
 }
 
 int LegacyFormat::code_of(float w, const Resolved& r) const {
+  if (r.weighted) {
+    if (s_.has_min) return ggml_detail::nearest_in(r.rule.inv * (w - r.rule.lo), 0, top_);
+    if (r.rule.inv == 0.0f) return 0;  // an all-zero block: the search's codes are 0
+    return ggml_detail::nearest_in(r.rule.inv * w, -off_, off_ - 1) + off_;
+  }
   switch (s_.kind) {
     case Kind::Q8_0: {
       const float q = std::round(w * r.id);  // roundf: halves away from zero
@@ -197,92 +223,35 @@ BlockParams LegacyFormat::fit_plain(std::span<const float> w) const {
   return p;
 }
 
-BlockParams LegacyFormat::fit_weighted(std::span<const float> w, std::span<const float> importance) const {
-  BlockParams best = fit_plain(w);
-  std::array<double, kBlock> e{};
-  double sumsq = 0.0, esum = 0.0;
-  for (int i = 0; i < kBlock; ++i) sumsq += static_cast<double>(w[i]) * w[i];
-  const double sigma2 = 2.0 * sumsq / kBlock;
+std::optional<BlockParams> LegacyFormat::fit_weighted(std::span<const float> w, std::span<const float> importance,
+                                                      float sigma2) const {
+  std::array<float, kBlock> e{};
+  bool any = false;
   for (int i = 0; i < kBlock; ++i) {
-    const double imp = std::max(0.0f, importance[i]);  // negative or NaN importance counts as 0
-    e[i] = imp * std::sqrt(sigma2 + static_cast<double>(w[i]) * w[i]);
-    esum += e[i];
+    const float imp = importance[i] > 0.0f ? importance[i] : 0.0f;  // negative or NaN importance counts as 0
+    e[i] = imp * std::sqrt(sigma2 + w[i] * w[i]);
+    any = any || imp > 0.0f;
   }
-  if (!(esum > 0.0) || !std::isfinite(esum)) return best;  // no usable importance: the plain fit
-
-  std::array<int, kBlock> codes{};
-  auto error = [&](const BlockParams& p, bool keep_codes) {
-    const Resolved r = resolve(p);
-    double err = 0.0;
-    for (int i = 0; i < kBlock; ++i) {
-      const int q = code_of(w[i], r);
-      if (keep_codes) codes[i] = q;
-      const double diff = static_cast<double>(w[i]) - value_of(q, r.D, r.M);
-      err += e[i] * diff * diff;
-    }
-    return err;
-  };
-  double best_err = error(best, false);
-  auto consider = [&](float d, float m) {
-    if (!std::isfinite(d) || !std::isfinite(m) || std::fabs(d) > 65504.0f || std::fabs(m) > 65504.0f) return;
-    BlockParams c;
-    c.scale = half_round(d);
-    if (s_.has_min) c.sub_mins = {half_round(m)};
-    const double err = error(c, false);
-    if (err < best_err) best_err = err, best = std::move(c);
-  };
-
-  float lo = w[0], hi = w[0], amax = 0.0f, vmax = 0.0f;
-  for (float v : w) {
-    lo = std::min(lo, v), hi = std::max(hi, v);
-    if (std::fabs(v) > amax) amax = std::fabs(v), vmax = v;
-  }
+  if (!any) return std::nullopt;
+  // Weights near the float limit overflow sigma2 and the error weights (llama.cpp would store NaN): the plain fit.
+  for (float v : e)
+    if (!std::isfinite(v)) return std::nullopt;
+  BlockParams p;
+  ggml_detail::CodeRule rule;
   if (s_.has_min) {
-    // Trim up to 20% of the range from either end.
-    const float range = hi - lo;
-    if (!(range > 0.0f)) return best;
-    constexpr int kSteps = 8;
-    constexpr float kStep = 0.025f;
-    for (int a = 0; a <= kSteps; ++a)
-      for (int b = 0; b <= kSteps; ++b) {
-        const float l = lo + range * kStep * static_cast<float>(a);
-        const float h = hi - range * kStep * static_cast<float>(b);
-        if (h > l) consider((h - l) / static_cast<float>(top_), l);
-      }
+    std::array<uint8_t, kBlock> L{};
+    float the_min = 0.0f;
+    p.scale = ggml_detail::search_affine(kBlock, top_, w.data(), e.data(), L.data(), the_min, -0.9f, 0.05f, 36, false,
+                                         &rule);
+    p.sub_mins = {-the_min};
+    p.sub_scales = {rule.inv, rule.lo};
   } else {
-    if (!(amax > 0.0f)) return best;
-    // Map the largest weight to the far end of the code range or to the near end, shrunk by 0..40%.
-    const float neg_end = static_cast<float>(s_.kind == Kind::Q8_0 ? 127 : off_);
-    const float pos_end = static_cast<float>(s_.kind == Kind::Q8_0 ? 127 : off_ - 1);
-    const float ends[2] = {vmax / -neg_end, vmax / pos_end};
-    const int steps = s_.kind == Kind::Q8_0 ? 10 : 24;
-    const float shrink = s_.kind == Kind::Q8_0 ? 0.10f : 0.40f;
-    for (float d0 : ends)
-      for (int k = 0; k <= steps; ++k)
-        consider(d0 * (1.0f - shrink * static_cast<float>(k) / static_cast<float>(steps)), 0.0f);
+    std::array<int8_t, kBlock> L{};
+    p.scale = ggml_detail::search_signed(kBlock, off_, w.data(), e.data(), L.data(), &rule);
+    p.sub_scales = {rule.inv};
   }
-
-  // Refine: the weighted least-squares step (and min) for the best candidate's codes, a few rounds.
-  for (int pass = 0; pass < 3; ++pass) {
-    error(best, true);
-    double s0 = 0, s1 = 0, s2 = 0, sx = 0, sxq = 0;
-    for (int i = 0; i < kBlock; ++i) {
-      const double q = static_cast<double>(codes[i] - off_);
-      s0 += e[i], s1 += e[i] * q, s2 += e[i] * q * q, sx += e[i] * w[i], sxq += e[i] * w[i] * q;
-    }
-    const double before = best_err;
-    if (s_.has_min) {
-      const double det = s0 * s2 - s1 * s1;
-      if (!(det > 0.0)) break;
-      const double d = (s0 * sxq - s1 * sx) / det, m = (s2 * sx - s1 * sxq) / det;
-      if (d > 0.0) consider(static_cast<float>(d), static_cast<float>(m));
-    } else {
-      if (!(s2 > 0.0)) break;
-      consider(static_cast<float>(sxq / s2), 0.0f);
-    }
-    if (!(best_err < before)) break;
-  }
-  return best;
+  if (!std::isfinite(p.scale) || (s_.has_min && !std::isfinite(p.sub_mins[0]))) return std::nullopt;
+  return p;
 }
 
 BlockParams LegacyFormat::fit(std::span<const float> w, std::span<const float> importance) const {
@@ -292,7 +261,31 @@ BlockParams LegacyFormat::fit(std::span<const float> w, std::span<const float> i
                            std::to_string(w.size()) + " weights");
   for (float v : w)
     if (!std::isfinite(v)) fail("", "format", name() + ": fit got a non-finite weight");
-  return importance.empty() ? fit_plain(w) : fit_weighted(w, importance);
+  if (importance.empty() || !uses_importance()) return fit_plain(w);
+  float sum_x2 = 0.0f;
+  for (float v : w) sum_x2 += v * v;
+  auto p = fit_weighted(w, importance, sum_x2 / kBlock);
+  return p ? std::move(*p) : fit_plain(w);
+}
+
+void LegacyFormat::fit_row(std::span<const float> w, std::span<const float> importance,
+                           std::span<BlockParams> out) const {
+  if (importance.empty() || !uses_importance() || w.size() % kBlock != 0) return Format::fit_row(w, importance, out);
+  if (importance.size() != w.size() || out.size() != w.size() / kBlock)
+    fail("", "format", name() + ": fit_row got " + std::to_string(w.size()) + " weights, " +
+                           std::to_string(importance.size()) + " importances and " + std::to_string(out.size()) +
+                           " params");
+  for (float v : w)
+    if (!std::isfinite(v)) fail("", "format", name() + ": fit got a non-finite weight");
+  // llama.cpp's sigma2: the mean square of the whole row, summed in order in float.
+  float sum_x2 = 0.0f;
+  for (float v : w) sum_x2 += v * v;
+  const float sigma2 = sum_x2 / static_cast<float>(w.size());
+  for (size_t b = 0; b < out.size(); ++b) {
+    const auto wb = w.subspan(b * kBlock, kBlock);
+    auto p = fit_weighted(wb, importance.subspan(b * kBlock, kBlock), sigma2);
+    out[b] = p ? std::move(*p) : fit_plain(wb);
+  }
 }
 
 float LegacyFormat::round(float w, const BlockParams& p, int /*index_in_block*/) const {

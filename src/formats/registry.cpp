@@ -61,6 +61,21 @@ float dot_block(const Format& f, const std::byte* in, std::span<const float> x) 
   return f.dot(in, xp.data());
 }
 
+void Format::fit_row(std::span<const float> w, std::span<const float> importance, std::span<BlockParams> out) const {
+  if (!importance.empty() && importance.size() != w.size())
+    fail("", "format", name() + ": importance has " + std::to_string(importance.size()) + " values for " +
+                           std::to_string(w.size()) + " weights");
+  const size_t g = static_cast<size_t>(block());
+  const int64_t nb = row_blocks(*this, static_cast<int64_t>(w.size()));
+  if (out.size() != static_cast<size_t>(nb))
+    fail("", "format", name() + ": fit_row needs " + std::to_string(nb) + " params, got " + std::to_string(out.size()));
+  for (int64_t b = 0; b < nb; ++b) {
+    const size_t off = static_cast<size_t>(b) * g, len = std::min(g, w.size() - off);
+    out[static_cast<size_t>(b)] =
+        fit_block(*this, w.subspan(off, len), importance.empty() ? importance : importance.subspan(off, len));
+  }
+}
+
 int64_t row_blocks(const Format& f, int64_t n) {
   if (n < 0) fail("", "format", f.name() + ": negative row length " + std::to_string(n));
   return (n + f.block() - 1) / f.block();
@@ -74,11 +89,11 @@ void encode_row(const Format& f, std::span<const float> w, std::span<const float
                            std::to_string(w.size()) + " weights");
   const size_t g = static_cast<size_t>(f.block());
   const int64_t nb = row_blocks(f, static_cast<int64_t>(w.size()));
+  std::vector<BlockParams> params(static_cast<size_t>(nb));
+  f.fit_row(w, importance, params);
   for (int64_t b = 0; b < nb; ++b) {
     const size_t off = static_cast<size_t>(b) * g, len = std::min(g, w.size() - off);
-    auto wb = w.subspan(off, len);
-    auto ib = importance.empty() ? std::span<const float>() : importance.subspan(off, len);
-    encode_block(f, wb, fit_block(f, wb, ib), out + b * f.block_bytes());
+    encode_block(f, w.subspan(off, len), params[static_cast<size_t>(b)], out + b * f.block_bytes());
   }
 }
 

@@ -76,7 +76,8 @@ DType preset_tensor_type(const GgufPreset& p, const std::string& name, int64_t c
   const int n = m.n_layers;
   const bool is_output = name == "output.weight" || (m.tied_embeddings && name == "token_embd.weight");
   if (is_output) {
-    if (cols % 256 != 0) t = DType::Q8_0;
+    // Q8_0 when the row does not fill the base type's blocks (then Q6_K's, below, may still fall back to Q8_0).
+    if (cols % dtype_info(t).block != 0) t = DType::Q8_0;
     else if (t != DType::Q8_0) t = DType::Q6_K;
   } else if (r == "attn_v") {
     if (ft == "Q2_K") t = m.n_gqa >= 4 ? DType::Q4_K : DType::Q3_K;
@@ -86,12 +87,21 @@ DType preset_tensor_type(const GgufPreset& p, const std::string& name, int64_t c
     else if ((ft == "IQ4_NL" || ft == "IQ4_XS") && m.n_gqa >= 4) t = DType::Q5_K;
     else if ((ft == "Q4_K_M" || ft == "Q5_K_M") && use_more_bits(layer, n)) t = DType::Q6_K;
     else if (ft == "Q4_K_S" && layer < 4) t = DType::Q5_K;
+    // The 70B's attn_v is 8x smaller than attn_q (8 heads share it): more bits cost little.
+    if (m.is_70b && (t == DType::Q3_K || t == DType::Q4_K)) t = DType::Q5_K;
   } else if (r == "ffn_down") {
+    // (llama.cpp's Q3_K_M picks Q3_K for the middle layers only on Falcon; every other architecture gets Q4_K.)
     if (ft == "Q2_K") t = DType::Q3_K;
-    else if (ft == "Q3_K_M") t = layer < n / 16 ? DType::Q5_K : use_more_bits(layer, n) ? DType::Q4_K : DType::Q3_K;
+    else if (ft == "Q2_K_S") { if (layer < n / 8) t = DType::Q4_K; }
+    else if (ft == "Q3_K_M") t = layer < n / 16 ? DType::Q5_K : DType::Q4_K;
     else if (ft == "Q3_K_L") t = DType::Q5_K;
-    else if ((ft == "Q4_K_M" || ft == "Q5_K_M") && use_more_bits(layer, n)) t = DType::Q6_K;
+    else if (ft == "Q4_K_M") { if (use_more_bits(layer, n)) t = DType::Q6_K; }
+    else if (layer < n / 8 && (ft == "IQ4_NL" || ft == "IQ4_XS") && !m.has_imatrix) t = DType::Q5_K;
+    else if (ft == "Q5_K_M" && use_more_bits(layer, n)) t = DType::Q6_K;
     else if (ft == "Q4_K_S" && layer < n / 8) t = DType::Q5_K;
+    // Guards the first ffn_down layers of Q4_0 / Q5_0 only with an imatrix, as llama.cpp does.
+    else if ((ft == "Q4_0" || ft == "Q5_0") && m.has_imatrix && layer < n / 8)
+      t = ft == "Q4_0" ? DType::Q4_1 : DType::Q5_1;
   } else if (r == "attn_output") {
     if (ft == "Q2_K") t = DType::Q3_K;
     else if (ft == "Q3_K_M") t = DType::Q4_K;

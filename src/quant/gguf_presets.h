@@ -29,6 +29,8 @@ struct PresetModelInfo {
   int n_layers = 0;
   int n_gqa = 1;               // n_heads / n_kv_heads
   bool tied_embeddings = false;
+  bool is_70b = false;         // llama.cpp's LLM_TYPE_70B: 80 layers with grouped-query attention
+  bool has_imatrix = false;    // the linears get importance data (llama-quantize --imatrix): some rules differ
 };
 
 // The type llama-quantize gives tensor `name` (a 2-D weight with `cols` values per row) under preset p; with

@@ -123,8 +123,14 @@ class GptqQuantizer final : public Quantizer {
         dead.push_back(j);
       }
     }
+    // The fits' importance: given per column (an imatrix file), else diag(H) with --importance.
     std::vector<float> importance;
-    if (opts_.use_importance) {
+    if (!stats->importance.empty()) {
+      if (static_cast<int64_t>(stats->importance.size()) != n)
+        fail(who, "importance", std::to_string(stats->importance.size()) + " values for " + std::to_string(n) +
+                                    " columns");
+      importance = stats->importance;
+    } else if (opts_.use_importance) {
       importance.resize(static_cast<size_t>(n));
       for (int64_t j = 0; j < n; ++j) importance[j] = static_cast<float>(hdiag[j]);
     }

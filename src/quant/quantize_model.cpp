@@ -19,6 +19,7 @@
 #include "io/gguf.h"
 #include "io/gguf_metadata.h"
 #include "io/gguf_writer.h"
+#include "io/imatrix.h"
 #include "io/packed.h"
 #include "lowbit/error.h"
 #include "lowbit/model.h"
@@ -129,6 +130,7 @@ struct Plan {
   int role = -1;    // its row in the role table
   bool calibrated_linear = false;  // a block linear quantized with calibration statistics
   const std::vector<int64_t>* perm = nullptr;  // output row order (Q/K rows re-paired for the output's RoPE)
+  const std::vector<float>* importance = nullptr;  // cols: its entry of the importance matrix file, if any
 };
 
 // The f32 weights encoded in bytes, block by block exactly as the quantizers decode them (formats::decode_block),
@@ -317,11 +319,14 @@ class CalibratedRun {
     buffers_.push_back(buf);
   }
 
-  void quantize_linear(int l, size_t role, const BlockWork& w, const SiteStats& st) {
+  void quantize_linear(int l, size_t role, const BlockWork& w, SiteStats& st) {
     const size_t i = index_.at({l, static_cast<int>(role)});
     const TensorInfo& t = file_->tensors[i];
     const std::vector<float>& W = w.values[role];
+    // The imatrix entry of this linear (the site's other linears have their own entries, or none).
+    if (plans_[i].importance) st.hessian.importance = *plans_[i].importance;
     QuantResult q = quantize_tensor(*solver_, file_->path, t, W, *plans_[i].fmt, &st.hessian);
+    st.hessian.importance.clear();
     TensorReport& r = reports_[i];
     r.rel_error = rel_weight_error(W, q.dequant);
     const double err = layer_error(W.data(), q.dequant.data(), t.rows(), t.cols(), st.hessian);
@@ -431,7 +436,7 @@ class CalibratedRun {
 // Everything the output bytes depend on: lowbit's version, the source (path and checksum), every option and the
 // calibration windows. Progress saved under another fingerprint is never reused.
 static std::string run_fingerprint(const std::string& src, const std::string& source_checksum, const QuantizeModelOptions& o,
-                                   const std::string& method) {
+                                   const std::string& method, const std::string& imatrix_checksum) {
   nlohmann::json j = {{"version", LOWBIT_VERSION}, {"source", src}, {"source_fnv1a64", source_checksum},
                       {"method", method}, {"format", o.format}, {"keep", o.keep},
                       {"keep_dtype", dtype_name(o.keep_dtype)}, {"overrides", o.overrides},
@@ -441,7 +446,8 @@ static std::string run_fingerprint(const std::string& src, const std::string& so
                       {"allow_requantize", o.allow_requantize}, {"true_sequential", o.true_sequential},
                       {"transforms_only", o.transforms_only},
                       {"gptaq_alpha", o.qopts.gptaq_alpha}, {"awq_grid", o.qopts.awq_grid}, {"awq_alpha", o.qopts.awq_alpha}, {"awq_clip", o.qopts.awq_clip},
-                      {"rotate_seed", o.qopts.rotate_seed}, {"rotate_heads", o.qopts.rotate_heads}};
+                      {"rotate_seed", o.qopts.rotate_seed}, {"rotate_heads", o.qopts.rotate_heads},
+                      {"pure", o.pure}, {"imatrix", o.imatrix}, {"imatrix_fnv1a64", imatrix_checksum}};
   uint64_t h = fnv1a64(nullptr, 0);
   for (const auto& win : o.calib) {
     const uint64_t n = win.size();
@@ -468,6 +474,7 @@ struct Job {
   std::vector<float> rope_factors;            // llama3 scaling from a HF config, written as rope_freqs.weight
   std::string source_checksum;
   std::vector<Plan> plans;
+  std::optional<io::Imatrix> imatrix;         // --imatrix: llama.cpp's importance matrix
   QuantizeReport rep;
   std::vector<std::pair<std::regex, std::string>> tensor_types;  // --tensor-type, compiled; types canonical
   std::string token_embedding_type, output_tensor_type;          // canonical, or empty
@@ -485,6 +492,16 @@ void check_options(Job& job) {
   if (!calibrated && (method.needs_calibration || o.qopts.use_importance))
     fail(src, "--method", "'" + method.text + "'" + (o.qopts.use_importance ? " with importance" : "") +
                               " needs calibration statistics: pass --calib FILE");
+  if (!o.imatrix.empty()) {
+    if (o.qopts.use_importance)
+      fail(o.imatrix, "--imatrix", "and --importance both give the fits an importance: pass one of them");
+    // An imatrix holds statistics of the source model's inputs: a transform that changes them (rotations, AWQ's
+    // scales) would make it describe other inputs than the ones quantized.
+    if (!method.model_transforms.empty() || !method.block_transforms.empty())
+      fail(o.imatrix, "--imatrix", "describes the untransformed model's inputs: it cannot be combined with '" +
+                                       method.text + "' (use rtn, gptq or gptaq)");
+    job.imatrix = io::load_imatrix(o.imatrix);  // a malformed file fails here, before any work
+  }
   // "gguf:<PRESET>": llama-quantize's per-tensor mixture (quant/gguf_presets.h); else one format for every linear.
   if (o.format.rfind("gguf:", 0) == 0) {
     preset = gguf_preset(o.format.substr(5));
@@ -576,6 +593,51 @@ void open_source(Job& job, io::GgufWriter& w) {
 
 }
 
+// The importance matrix's entries matched to the matrices by name, checked against their input widths before any
+// work, and recorded in the output as llama-quantize records them (its quantize.imatrix.* keys).
+void attach_imatrix(Job& job, io::GgufWriter& w) {
+  const io::Imatrix& im = *job.imatrix;
+  size_t used = 0;
+  for (size_t i = 0; i < job.plans.size(); ++i) {
+    const TensorInfo& t = job.model->tensors[i];
+    if (!is_matrix_weight(t)) continue;
+    auto it = im.entries.find(t.name);
+    if (it == im.entries.end()) continue;
+    if (static_cast<int64_t>(it->second.size()) != t.cols()) {
+      // llama-quantize lets token_embd pass (older imatrix files carry a mismatched one); any other mismatch means
+      // the file was made on another model.
+      if (t.name == "token_embd.weight") {
+        job.rep.tensors[i].note = "imatrix entry of " + std::to_string(it->second.size()) + " values ignored (" +
+                                  std::to_string(t.cols()) + " columns)";
+        continue;
+      }
+      fail(im.path, "entry '" + t.name + "'",
+           std::to_string(it->second.size()) + " values, but the tensor " + t.shape_str() + " in " + job.src +
+               " has " + std::to_string(t.cols()) + " input columns (an imatrix of another model?)");
+    }
+    Plan& p = job.plans[i];
+    if (p.keep) continue;  // not quantized: nothing to weight
+    p.importance = &it->second;
+    job.rep.tensors[i].imatrix = true;
+    ++used;
+  }
+  if (used == 0)
+    fail(im.path, "entries", "none of its " + std::to_string(im.entries.size()) +
+                                 " entries names a matrix quantized from " + job.src + " (an imatrix of another model?)");
+  QuantizeReport::Imatrix r;
+  r.file = im.path;
+  r.format = im.format;
+  r.entries = im.entries.size();
+  r.used = used;
+  r.datasets = im.datasets;
+  r.chunks = im.chunk_count;
+  job.rep.imatrix = r;
+  w.set_string("quantize.imatrix.file", im.path);
+  if (!im.datasets.empty()) w.set_string("quantize.imatrix.dataset", im.datasets[0]);
+  w.set_i32("quantize.imatrix.entries_count", static_cast<int32_t>(im.entries.size()));
+  if (im.chunk_count > 0) w.set_i32("quantize.imatrix.chunks_count", static_cast<int32_t>(im.chunk_count));
+}
+
 // Stage 3, plan: every tensor's fate (kept in which dtype, or quantized into which format, by the calibrated run
 // or alone), and llama.cpp's file-level keys.
 void plan_tensors(Job& job, io::GgufWriter& w) {
@@ -619,12 +681,15 @@ void plan_tensors(Job& job, io::GgufWriter& w) {
       mi.n_layers = cfg.n_layers;
       mi.n_gqa = cfg.n_kv_heads > 0 ? cfg.n_heads / cfg.n_kv_heads : 1;
       mi.tied_embeddings = cfg.tied_embeddings;
-      fname = std::string(dtype_name(preset_tensor_type(*preset, t.name, t.cols(), mi, /*fallback=*/false)));
+      mi.is_70b = cfg.n_layers == 80 && mi.n_gqa > 1;
+      mi.has_imatrix = job.imatrix.has_value() || o.qopts.use_importance;
+      fname = o.pure ? std::string(dtype_name(preset->base))
+                     : std::string(dtype_name(preset_tensor_type(*preset, t.name, t.cols(), mi, /*fallback=*/false)));
     }
     for (const auto& [pat, f] : o.overrides)
       if (matches(t.name, pat)) fname = f;
     // Explicit types (llama-quantize's order: the embedding's and the head's own options first, then the first
-    // --tensor-type pattern that matches).
+    // --tensor-type pattern that matches, which --pure ignores as llama-quantize does).
     bool explicit_type = false;
     if (t.shape.size() == 2) {
       if (t.name == "token_embd.weight" && !job.token_embedding_type.empty()) {
@@ -633,7 +698,7 @@ void plan_tensors(Job& job, io::GgufWriter& w) {
       } else if (t.name == "output.weight" && !job.output_tensor_type.empty()) {
         fname = job.output_tensor_type;
         explicit_type = true;
-      } else {
+      } else if (!o.pure) {
         for (const auto& [re, type] : job.tensor_types)
           if (std::regex_search(t.name, re)) {
             fname = type;
@@ -696,6 +761,7 @@ void plan_tensors(Job& job, io::GgufWriter& w) {
     r.bits_per_weight = 8.0 * static_cast<double>(formats::row_bytes(*p.fmt, t.cols())) / static_cast<double>(t.cols());
     p.calibrated_linear = p.layer >= 0 && ref->role->kind == io::TensorKind::Linear;
   }
+  if (job.imatrix) attach_imatrix(job, w);
 
   // llama.cpp's file-level keys when the linears are llama.cpp types (ggml's quantization version 2).
   {
@@ -740,7 +806,10 @@ void write_tensors(Job& job, io::GgufWriter& w, const std::string& out) {
   QuantizeReport& rep = job.rep;
   const ModelConfig& cfg = model->config;
   const size_t total = plans.size();
-  ResumeStore store(out, run_fingerprint(src, job.source_checksum, o, method.text), o.resume);
+  ResumeStore store(out,
+                    run_fingerprint(src, job.source_checksum, o, method.text,
+                                    job.imatrix ? hex64(job.imatrix->checksum) : std::string()),
+                    o.resume);
   rep.resumed_tensors = store.resumed();
   std::unique_ptr<CalibratedRun> run;
   if (calibrated)
@@ -846,7 +915,12 @@ void write_tensors(Job& job, io::GgufWriter& w, const std::string& out) {
                    } else {  // widened and quantized only now: one tensor resident
                      std::vector<float> W = widen(*tp);
                      release_source(*model, *tp);
-                     QuantResult q = quantize_tensor(*alone, src, *tp, W, *p.fmt, nullptr);
+                     LayerStats imp;  // the tensor's imatrix entry, if any (no H: rtn needs none)
+                     if (p.importance) {
+                       imp.cols = tp->cols();
+                       imp.importance = *p.importance;
+                     }
+                     QuantResult q = quantize_tensor(*alone, src, *tp, W, *p.fmt, p.importance ? &imp : nullptr);
                      r->rel_error = rel_weight_error(W, q.dequant);
                      bytes = std::move(q.data);
                      store.save(i, tp->name, bytes, r->rel_error, -1);

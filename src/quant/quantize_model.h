@@ -8,6 +8,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -56,6 +57,15 @@ struct QuantizeModelOptions {
   // explicitly is quantized even where it would be kept by default (token_embd, output).
   std::vector<std::pair<std::string, std::string>> tensor_types;
   std::string token_embedding_type, output_tensor_type;
+  // An importance matrix file of llama.cpp (llama-imatrix, legacy or GGUF; io/imatrix.h): each linear whose name
+  // has an entry gets that entry as the importance of its format's fit (rtn: llama-quantize --imatrix byte for
+  // byte; gptq/gptaq: for the fits inside the pass, H still from --calib); a linear without an entry is quantized
+  // without importance. An entry whose size is not the matrix's input width, or no entry for any quantized matrix,
+  // is an error before any work (an imatrix of another model). Presets apply llama.cpp's rules for an imatrix.
+  std::string imatrix;
+  // llama-quantize --pure: a preset's base type for every matrix, without its per-tensor rules (the caller also
+  // clears `keep` when the embedding and the head should be quantized too).
+  bool pure = false;
 };
 
 struct TensorReport {
@@ -67,6 +77,7 @@ struct TensorReport {
   // With calibration: ||WX - QX||_F / ||WX||_F on the captured inputs of this linear (-1: not measured).
   double rel_output_error = -1;
   std::string note;         // why a tensor was kept, if it was
+  bool imatrix = false;     // quantized with its entry of the importance matrix file
 };
 
 struct QuantizeReport {
@@ -79,6 +90,15 @@ struct QuantizeReport {
   // Wall time of each block (all its tensors read, quantized and written), in block order.
   std::vector<double> layer_seconds;
   size_t resumed_tensors = 0;  // tensors taken from a killed run's saved progress (resume)
+  // The importance matrix file, when one was given (QuantizeModelOptions::imatrix).
+  struct Imatrix {
+    std::string file, format;           // format: "legacy" or "gguf"
+    size_t entries = 0;                 // entries in the file
+    size_t used = 0;                    // of them, the matrices quantized with one
+    std::vector<std::string> datasets;  // as the file records them
+    int64_t chunks = 0;
+  };
+  std::optional<Imatrix> imatrix;
 };
 
 // Quantizes src (any model load_model opens -- GGUF, Hugging Face directory, llama2.c -- with f32/f16/bf16

@@ -24,6 +24,10 @@ struct LayerStats {
   // cols x cols row-major: C = 2/N sum_s (x_fp - x_q)_s x_q_s^T, C[i][j] = 2/N sum_s D[s][i] X~[s][j]; empty: symmetric
   // calibration (GPTQ). H above is then the quantized model's inputs' (X~); see gptaq/cross_stats.h.
   std::vector<double> cross;
+  // cols: per-column importance given from outside (an importance matrix file, llama.cpp's imatrix, io/imatrix.h):
+  // the error weights of the format's fit instead of diag(H), whatever QuantOptions::use_importance says. rtn
+  // accepts stats with only this (H empty). Empty: none.
+  std::vector<float> importance;
 };
 
 // Accumulates H = 2/N * sum x x^T over batches of input rows X (n x cols, row-major). The rows are gathered into
@@ -62,7 +66,8 @@ struct QuantResult {
 };
 
 struct QuantOptions {
-  // rtn + gptq: pass the activation importance diag(H) (per column) to fmt.fit.
+  // rtn + gptq: pass the activation importance diag(H) (per column) to fmt.fit (LayerStats::importance, when
+  // given, is used instead).
   bool use_importance = false;
   // gptq
   double percdamp = 0.01;     // H += percdamp * mean(diag H) * I
@@ -86,7 +91,7 @@ class Quantizer {
   virtual ~Quantizer() = default;
   virtual std::string name() const = 0;
   // W: rows x cols row-major, any cols >= 1 (a partial last block is padded; see formats/format.h). stats may be null where the method allows
-  // (rtn); gptq needs it (stats->cols == cols), gptaq also stats->cross.
+  // (rtn; or stats with only an importance); gptq needs it (stats->cols == cols), gptaq also stats->cross.
   virtual QuantResult quantize(const float* W, int64_t rows, int64_t cols, const formats::Format& fmt,
                                const LayerStats* stats) const = 0;
 };

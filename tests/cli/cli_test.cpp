@@ -5,10 +5,12 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "io/gguf.h"
 #include "test_util.h"
 
 namespace lowbit {
@@ -288,6 +290,73 @@ TEST(Cli, KilledQuantizeResumesToTheSameBytes) {
     expect_clean_error(lowbit("quantize -m " + src + " -o " + out + opts + " --keep attn_v --resume"), "fingerprint");
     EXPECT_EQ(test::read_file(out), "previous output");
   }
+}
+
+// quantize --imatrix end to end: --pure writes every matrix in the type with the file's importance, byte for byte
+// llama-quantize --pure --imatrix (tensors compared by name); without --pure the embedding and the head stay f16;
+// --json and the text report say the imatrix was used; a killed run resumes only with the same imatrix file.
+TEST(Cli, QuantizeWithImatrix) {
+  const char* src_rel = "reference/gguf/synth256-F32.gguf";
+  const char* ref_rel = "reference/imatrix/synth256-imat-pure-Q4_K.gguf";
+  LOWBIT_NEED_SHARED(src_rel);
+  LOWBIT_NEED_SHARED(ref_rel);
+  LOWBIT_NEED_SHARED("reference/imatrix/synth256.imatrix");
+  LOWBIT_NEED_SHARED("reference/imatrix/synth256.imatrix.gguf");
+  const std::string src = test::shared(src_rel), im = test::shared("reference/imatrix/synth256.imatrix"),
+                    im26 = test::shared("reference/imatrix/synth256.imatrix.gguf");
+  TempDir d;
+  const std::string out = d.path("pure.gguf");
+  Result r = lowbit("quantize -m " + src + " -o " + out + " --method rtn --format q4_K --pure --imatrix " + im + " --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["imatrix"]["file"], im);
+  EXPECT_EQ(j["imatrix"]["format"], "legacy");
+  EXPECT_EQ(j["imatrix"]["entries"], 14);
+  EXPECT_EQ(j["imatrix"]["entries_used"], 14);
+  EXPECT_EQ(j["imatrix"]["chunks"], 64);
+  EXPECT_EQ(j["pure"], true);
+  int with = 0;
+  for (const auto& t : j["tensors"]) with += t["imatrix"].get<bool>();
+  EXPECT_EQ(with, 14);
+  {
+    auto mine = io::GgufFile::open(out), ref = io::GgufFile::open(test::shared(ref_rel));
+    ASSERT_EQ(mine->tensors().size(), ref->tensors().size());
+    for (const auto& t : mine->tensors()) {
+      const io::GgufTensor* rt = nullptr;
+      for (const auto& x : ref->tensors())
+        if (x.name == t.name) rt = &x;
+      ASSERT_TRUE(rt) << t.name;
+      EXPECT_EQ(t.dtype, rt->dtype) << t.name;
+      ASSERT_EQ(t.nbytes, rt->nbytes) << t.name;
+      EXPECT_EQ(std::memcmp(mine->tensor_data(t), ref->tensor_data(*rt), t.nbytes), 0) << t.name;
+    }
+  }
+  // Without --pure the embedding and the head are kept (f16); the text report names the imatrix.
+  r = lowbit("quantize -m " + src + " -o " + d.path("kept.gguf") + " --format q4_K --imatrix " + im);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("imatrix: " + im), std::string::npos) << r.out;
+  {
+    auto kept = io::GgufFile::open(d.path("kept.gguf"));
+    for (const auto& t : kept->tensors())
+      if (t.name == "token_embd.weight" || t.name == "output.weight") EXPECT_EQ(t.dtype, DType::F16) << t.name;
+  }
+  // Killed, then resumed: with another imatrix the saved progress is refused; with the same, the same bytes.
+  const std::string want = test::read_file(out);
+  const std::string opts = " --method rtn --format q4_K --pure --imatrix ";
+  const std::string out2 = d.path("resumed.gguf");
+  r = lowbit_env("LOWBIT_TEST_KILL_AFTER_SAVES=5", "quantize -m " + src + " -o " + out2 + opts + im);
+  ASSERT_EQ(r.code, 128 + 9) << "not killed: " << r.err;
+  expect_clean_error(lowbit("quantize -m " + src + " -o " + out2 + opts + im26 + " --resume"), "fingerprint");
+  r = lowbit("quantize -m " + src + " -o " + out2 + opts + im + " --resume --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["resumed_tensors"].get<int>(), 5);
+  EXPECT_TRUE(test::read_file(out2) == want) << "resumed output differs from the clean run";
+  // A missing or damaged imatrix: one line naming it.
+  expect_clean_error(lowbit("quantize -m " + src + " -o " + d.path("x.gguf") + " --imatrix /nonexistent/m.imatrix"),
+                     "/nonexistent/m.imatrix");
+  const std::string bad = d.file("bad.imatrix", std::string("\x02\0\0\0\x05\0\0\0abc", 11));
+  expect_clean_error(lowbit("quantize -m " + src + " -o " + d.path("x.gguf") + " --imatrix " + bad), "bad.imatrix");
+  EXPECT_FALSE(fs::exists(d.path("x.gguf")));
 }
 
 TEST(CliErrors, QuantizeToUnwritablePath) {

@@ -152,7 +152,11 @@ TEST(GgmlLegacy, RoundEqualsDecodeOfEncodeForPerturbedWeights) {
       std::vector<float> noise = gaussian(32, seed++, 0.01f);
       std::vector<float> w2(32);
       for (int i = 0; i < 32; ++i) w2[i] = w[i] + noise[i] * (trial % 3 == 0 ? 5.0f : 1.0f);
-      for (const auto* ws : {&w, &w2}) ASSERT_NO_FATAL_FAILURE(check_round_is_decode_of_encode(*f, *ws, p, trial));
+      // llama.cpp's weighted q4_0..q5_1 pick codes with one trial step and store another (the least-squares one),
+      // so encoding the decoded values again may move a code by one: idempotence holds for the plain fits only.
+      const bool weighted = trial % 2 && t != DType::Q8_0;
+      for (const auto* ws : {&w, &w2})
+        ASSERT_NO_FATAL_FAILURE(check_round_is_decode_of_encode(*f, *ws, p, trial, !weighted));
     }
   }
 }
@@ -179,9 +183,8 @@ TEST(GgmlLegacy, PartialRowsRoundTrip) {
   }
 }
 
-// With skewed importance the importance-weighted fit lowers the importance-weighted squared error: never worse than
-// the plain fit under its own error weights (the plain fit is one of its candidates), and lower on average under
-// the importance alone.
+// With skewed importance the importance-weighted fit (llama.cpp's imatrix quantizers) lowers the importance-weighted
+// squared error on average; q8_0 ignores the importance, as llama.cpp's quantize_q8_0 does.
 TEST(GgmlLegacy, ImportanceWeightedFitLowersWeightedError) {
   std::mt19937 rng(123);
   std::student_t_distribution<float> heavy(4.0f);
@@ -189,26 +192,29 @@ TEST(GgmlLegacy, ImportanceWeightedFitLowersWeightedError) {
   for (DType t : kTypes) {
     auto f = lf::make_ggml_legacy_format(t);
     double tot_imp = 0, tot_plain = 0;
-    for (int b = 0; b < 2000; ++b) {
-      std::vector<float> w(32), imp(32), e(32);
+    int better = 0;
+    const int blocks = 2000;
+    for (int b = 0; b < blocks; ++b) {
+      std::vector<float> w(32), imp(32);
       for (auto& v : w) v = 0.02f * heavy(rng);
       for (auto& v : imp) v = std::exp(2.0f * z(rng));  // log-normal: a few weights dominate
-      double s2 = 0;
-      for (float v : w) s2 += double(v) * v;
-      for (int i = 0; i < 32; ++i) e[i] = float(imp[i] * std::sqrt(2.0 * s2 / 32 + double(w[i]) * w[i]));
       const lf::BlockParams pi = f->fit(w, imp), pp = f->fit(w, {});
-      double ei = 0, ep = 0, oi = 0, op = 0;
+      double ei = 0, ep = 0;
       for (int i = 0; i < 32; ++i) {
         const double di = w[i] - f->round(w[i], pi, i), dp = w[i] - f->round(w[i], pp, i);
         ei += imp[i] * di * di, ep += imp[i] * dp * dp;
-        oi += e[i] * di * di, op += e[i] * dp * dp;
       }
-      ASSERT_LE(oi, op * (1 + 1e-9)) << f->name() << " block " << b;
       tot_imp += ei, tot_plain += ep;
+      better += ei < ep;
     }
     std::cout << "[ imp      ] " << f->name() << ": importance-weighted error " << tot_imp / tot_plain
-              << " x the plain fit's\n";
+              << " x the plain fit's, better in " << better << " / " << blocks << " blocks\n";
+    if (t == DType::Q8_0) {
+      EXPECT_EQ(tot_imp, tot_plain);
+      continue;
+    }
     EXPECT_LT(tot_imp, 0.97 * tot_plain) << f->name();
+    EXPECT_GT(better, blocks / 2) << f->name();
   }
   // All-zero importance falls back to the plain fit.
   auto f = lf::make_ggml_legacy_format(DType::Q4_1);
@@ -216,6 +222,31 @@ TEST(GgmlLegacy, ImportanceWeightedFitLowersWeightedError) {
   const lf::BlockParams a = f->fit(w, zero), b = f->fit(w, {});
   EXPECT_EQ(a.scale, b.scale);
   EXPECT_EQ(a.sub_mins, b.sub_mins);
+}
+
+// fit_row: llama.cpp's weighted legacy fits take sigma2 from the whole row, so a block's params depend on the rest
+// of the row; a one-block row is fit() of that block, and without importance fit_row is fit() block by block.
+TEST(GgmlLegacy, FitRowUsesTheRowsMeanSquare) {
+  for (DType t : {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1}) {
+    auto f = lf::make_ggml_legacy_format(t);
+    std::vector<float> row = gaussian(32 * 8, 77, 0.02f), imp = gaussian(32 * 8, 78);
+    for (auto& v : imp) v = v * v + 0.01f;
+    for (int i = 32; i < 64; ++i) row[i] *= 30.0f;  // one loud block moves the row's mean square
+    std::vector<lf::BlockParams> whole(8), plain(8), one(1);
+    f->fit_row(row, imp, whole);
+    f->fit_row(row, {}, plain);
+    int differ = 0;
+    for (int b = 0; b < 8; ++b) {
+      const std::span<const float> wb(row.data() + 32 * b, 32), ib(imp.data() + 32 * b, 32);
+      const lf::BlockParams alone = f->fit(wb, ib), p = f->fit(wb, {});
+      EXPECT_EQ(plain[b].scale, p.scale) << f->name();
+      differ += whole[b].scale != alone.scale;
+      f->fit_row(wb, ib, one);
+      EXPECT_EQ(one[0].scale, alone.scale) << f->name();
+      EXPECT_EQ(one[0].sub_scales, alone.sub_scales) << f->name();
+    }
+    EXPECT_GT(differ, 0) << f->name() << ": the row's mean square changed nothing";
+  }
 }
 
 namespace {

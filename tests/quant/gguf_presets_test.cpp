@@ -8,12 +8,15 @@
 namespace lowbit::quant {
 namespace {
 
-std::string type_of(const char* preset, const std::string& name, int64_t cols, int layers = 32, int gqa = 1) {
+std::string type_of(const char* preset, const std::string& name, int64_t cols, int layers = 32, int gqa = 1,
+                    bool imatrix = false) {
   auto p = gguf_preset(preset);
   EXPECT_TRUE(p.has_value()) << preset;
   PresetModelInfo m;
   m.n_layers = layers;
   m.n_gqa = gqa;
+  m.has_imatrix = imatrix;
+  m.is_70b = layers == 80 && gqa > 1;
   return std::string(dtype_name(preset_tensor_type(*p, name, cols, m)));
 }
 
@@ -45,9 +48,11 @@ TEST(GgufPresets, Q3_K_M_Q2_K_IQ4_XS) {
   EXPECT_EQ(type_of("Q3_K_M", "blk.0.attn_v.weight", 4096), "q5_K");
   EXPECT_EQ(type_of("Q3_K_M", "blk.2.attn_v.weight", 4096), "q4_K");
   EXPECT_EQ(type_of("Q3_K_M", "blk.1.ffn_down.weight", 4096), "q5_K");   // < n/16
-  EXPECT_EQ(type_of("Q3_K_M", "blk.6.ffn_down.weight", 4096), "q4_K");   // use_more_bits: (6 - 4) % 3 == 2
-  EXPECT_EQ(type_of("Q3_K_M", "blk.4.ffn_down.weight", 4096), "q3_K");
-  EXPECT_EQ(type_of("Q3_K_M", "blk.5.ffn_down.weight", 4096), "q3_K");
+  // Every later layer: llama.cpp keeps q3_K (outside use_more_bits) for Falcon only.
+  EXPECT_EQ(type_of("Q3_K_M", "blk.6.ffn_down.weight", 4096), "q4_K");
+  EXPECT_EQ(type_of("Q3_K_M", "blk.4.ffn_down.weight", 4096), "q4_K");
+  EXPECT_EQ(type_of("Q3_K_M", "blk.5.ffn_down.weight", 4096), "q4_K");
+  EXPECT_EQ(type_of("Q3_K_M", "blk.0.ffn_down.weight", 4096, 2), "q4_K");  // n/16 = 0 (synth256's 2 layers)
   EXPECT_EQ(type_of("Q3_K_M", "blk.5.attn_output.weight", 4096), "q4_K");
   EXPECT_EQ(type_of("Q3_K_M", "blk.5.ffn_up.weight", 4096), "q3_K");
   EXPECT_EQ(type_of("Q2_K", "blk.5.attn_v.weight", 4096, 32, 1), "q3_K");
@@ -58,6 +63,27 @@ TEST(GgufPresets, Q3_K_M_Q2_K_IQ4_XS) {
   EXPECT_EQ(type_of("IQ4_XS", "blk.5.attn_q.weight", 4096, 32, 4), "iq4_xs");
   EXPECT_EQ(type_of("Q8_0", "output.weight", 4096), "q8_0");
   EXPECT_EQ(type_of("Q4_0", "output.weight", 4096), "q6_K");
+}
+
+// The rules that depend on an importance matrix (llama_tensor_get_type's has_imatrix), Q2_K_S's ffn_down and the
+// 70B's attn_v.
+TEST(GgufPresets, ImatrixAnd70bRules) {
+  // IQ4_NL / IQ4_XS: the first eighth of ffn_down gets q5_K only without an imatrix.
+  EXPECT_EQ(type_of("IQ4_XS", "blk.3.ffn_down.weight", 4096, 32, 1, false), "q5_K");
+  EXPECT_EQ(type_of("IQ4_XS", "blk.3.ffn_down.weight", 4096, 32, 1, true), "iq4_xs");
+  EXPECT_EQ(type_of("IQ4_NL", "blk.4.ffn_down.weight", 4096, 32, 1, false), "iq4_nl");
+  // Q4_0 / Q5_0: the first eighth of ffn_down gets q4_1 / q5_1 only with one.
+  EXPECT_EQ(type_of("Q4_0", "blk.3.ffn_down.weight", 4096, 32, 1, true), "q4_1");
+  EXPECT_EQ(type_of("Q5_0", "blk.3.ffn_down.weight", 4096, 32, 1, true), "q5_1");
+  EXPECT_EQ(type_of("Q4_0", "blk.3.ffn_down.weight", 4096, 32, 1, false), "q4_0");
+  EXPECT_EQ(type_of("Q4_0", "blk.4.ffn_down.weight", 4096, 32, 1, true), "q4_0");
+  EXPECT_EQ(type_of("Q4_0", "blk.0.ffn_down.weight", 4096, 2, 1, true), "q4_0");  // n/8 = 0
+  EXPECT_EQ(type_of("Q2_K_S", "blk.3.ffn_down.weight", 4096), "q4_K");
+  EXPECT_EQ(type_of("Q2_K_S", "blk.4.ffn_down.weight", 4096), "q2_K");
+  // use_more_bits(20, 80) is false: q4_K, then 70B: q5_K.
+  EXPECT_EQ(type_of("Q4_K_M", "blk.20.attn_v.weight", 8192, 80, 8), "q5_K");
+  EXPECT_EQ(type_of("Q4_K_M", "blk.20.attn_v.weight", 8192, 80, 1), "q4_K");  // 65B (no GQA)
+  EXPECT_EQ(type_of("Q4_K_M", "blk.0.attn_v.weight", 8192, 80, 8), "q6_K");
 }
 
 TEST(GgufPresets, FallbacksForRowsThatDoNotFillBlocks) {
