@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -11,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/gguf.h"
+#include "io/imatrix.h"
 #include "test_util.h"
 
 namespace lowbit {
@@ -592,6 +594,39 @@ TEST(CliErrors, UnknownVerbAndMissingOption) {
   r = lowbit("run");
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.err.find("--model"), std::string::npos) << r.err;
+}
+
+// lowbit imatrix against llama-imatrix (../shared/reference/imatrix: the same text, the same 64 chunks of 128
+// tokens): every entry of both output formats within 1e-3 relative of llama.cpp's file, as llama-quantize reads them
+// (read back by lowbit's own reader, which is checked against llama-quantize's normalisation in tests/io).
+TEST(Cli, ImatrixMatchesLlamaImatrix) {
+  LOWBIT_REQUIRE_SHARED("reference/imatrix/synth256.imatrix");
+  const auto want = io::load_imatrix(test::shared("reference/imatrix/synth256.imatrix"));
+  TempDir d;
+  for (const std::string name : {"ours.gguf", "ours.dat"}) {
+    SCOPED_TRACE(name);
+    const std::string out = d.path(name);
+    const Result r = lowbit("imatrix --json -m " + test::shared("reference/gguf/synth256-F32.gguf") + " -f " +
+                            test::shared("data/wikitext-2/valid.txt") + " -c 128 --chunks 64 -o " + out);
+    ASSERT_EQ(r.code, 0) << r.err;
+    const auto got = io::load_imatrix(out);
+    EXPECT_EQ(got.format, name == "ours.gguf" ? "gguf" : "legacy");
+    EXPECT_EQ(got.chunk_count, 64);
+    ASSERT_EQ(got.entries.size(), want.entries.size());
+    double worst = 0;
+    for (const auto& [tensor, values] : want.entries) {
+      ASSERT_TRUE(got.entries.count(tensor)) << tensor;
+      const auto& v = got.entries.at(tensor);
+      ASSERT_EQ(v.size(), values.size()) << tensor;
+      for (size_t j = 0; j < v.size(); ++j)
+        worst = std::max(worst, std::abs(static_cast<double>(v[j]) - values[j]) / std::max(1e-30, std::abs(static_cast<double>(values[j]))));
+    }
+    EXPECT_LT(worst, 1e-3);
+  }
+  expect_clean_error(lowbit("imatrix -m " + test::shared("reference/gguf/synth256-F32.gguf") + " -f " +
+                            test::shared("data/wikitext-2/valid.txt") + " -o " + d.path("x.bin") + " --output-format bin"),
+                     "--output-format");
+  EXPECT_FALSE(fs::exists(d.path("x.bin")));
 }
 
 }  // namespace
