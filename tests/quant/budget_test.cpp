@@ -23,6 +23,18 @@ std::vector<Item> random_items(std::mt19937& rng, int n, int max_candidates, uin
   return items;
 }
 
+// The smallest and the largest total size of a choice.
+std::pair<uint64_t, uint64_t> size_range(const std::vector<Item>& items) {
+  uint64_t lo = 0, hi = 0;
+  for (const Item& it : items) {
+    uint64_t mn = UINT64_MAX, mx = 0;
+    for (const Candidate& c : it.candidates) mn = std::min(mn, c.bytes), mx = std::max(mx, c.bytes);
+    lo += mn;
+    hi += mx;
+  }
+  return {lo, hi};
+}
+
 // Least summed damage over every combination whose true size fits `budget` (infinity when none does).
 double brute_force(const std::vector<Item>& items, uint64_t budget) {
   double best = INFINITY;
@@ -61,13 +73,7 @@ TEST(BudgetAllocate, ByteGranularityEqualsBruteForce) {
   std::mt19937 rng(1);
   for (int trial = 0; trial < 300; ++trial) {
     const auto items = random_items(rng, 1 + trial % 6, 5, 400);
-    uint64_t lo = 0, hi = 0;
-    for (const Item& it : items) {
-      uint64_t mn = UINT64_MAX, mx = 0;
-      for (const Candidate& c : it.candidates) mn = std::min(mn, c.bytes), mx = std::max(mx, c.bytes);
-      lo += mn;
-      hi += mx;
-    }
+    const auto [lo, hi] = size_range(items);
     const uint64_t budget = lo + (hi + 10 - lo) * static_cast<uint64_t>(trial % 7) / 6;
     const Allocation a = allocate(items, budget, 1);
     SCOPED_TRACE("trial " + std::to_string(trial));
@@ -82,13 +88,7 @@ TEST(BudgetAllocate, CoarseGranularityKeepsItsGuarantee) {
   std::mt19937 rng(2);
   for (int trial = 0; trial < 200; ++trial) {
     const auto items = random_items(rng, 2 + trial % 5, 4, 5000);
-    uint64_t lo = 0, hi = 0;
-    for (const Item& it : items) {
-      uint64_t mn = UINT64_MAX, mx = 0;
-      for (const Candidate& c : it.candidates) mn = std::min(mn, c.bytes), mx = std::max(mx, c.bytes);
-      lo += mn;
-      hi += mx;
-    }
+    const auto [lo, hi] = size_range(items);
     const uint64_t budget = lo + (hi - lo) * static_cast<uint64_t>(1 + trial % 5) / 5;
     const uint64_t g = 1 + static_cast<uint64_t>(trial % 4) * 37;
     const Allocation a = allocate(items, budget, g);
@@ -106,13 +106,7 @@ TEST(BudgetAllocate, CoarseGranularityKeepsItsGuarantee) {
 TEST(BudgetAllocate, LargeProblemAutomaticGranularity) {
   std::mt19937 rng(3);
   auto items = random_items(rng, 226, 8, 60u << 20);
-  uint64_t lo = 0, hi = 0;
-  for (const Item& it : items) {
-    uint64_t mn = UINT64_MAX, mx = 0;
-    for (const Candidate& c : it.candidates) mn = std::min(mn, c.bytes), mx = std::max(mx, c.bytes);
-    lo += mn;
-    hi += mx;
-  }
+  const auto [lo, hi] = size_range(items);
   const uint64_t budget = (lo + hi) / 2;
   const Allocation a = allocate(items, budget, 0, 1u << 16);
   expect_consistent(items, a, budget);
