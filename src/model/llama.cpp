@@ -265,13 +265,14 @@ struct Model::Impl {
       if (static_cast<int>(which) > resume_after && capture && *capture) (*capture)(l, which, in, n, cols);
     };
     const Layer& L = layers[l];
+    auto norm_rows = [&](const std::vector<float>& weight) {  // xb = RMSNorm(x) row by row
+      Timer tm(*this, "norm");
+      for (int t = 0; t < n; ++t)
+        ops::rmsnorm(xb.data() + static_cast<size_t>(t) * dim, x.data() + static_cast<size_t>(t) * dim, weight.data(),
+                     dim, c.norm_eps);
+    };
     if (resume_after < kAttnOut) {
-      {
-        Timer tm(*this, "norm");
-        for (int t = 0; t < n; ++t)
-          ops::rmsnorm(xb.data() + static_cast<size_t>(t) * dim, x.data() + static_cast<size_t>(t) * dim,
-                       L.vec[ri->attn_norm].data(), dim, c.norm_eps);
-      }
+      norm_rows(L.vec[ri->attn_norm]);
       {
         Timer tm(*this, "matmul");
         cap(LinearInput::Attention, xb.data(), dim);
@@ -319,12 +320,7 @@ struct Model::Impl {
       ops::axpy(1.0f, xb.data(), x.data(), static_cast<int64_t>(n) * dim);
     }
     if (resume_after < kFfnDown) {
-      {
-        Timer tm(*this, "norm");
-        for (int t = 0; t < n; ++t)
-          ops::rmsnorm(xb.data() + static_cast<size_t>(t) * dim, x.data() + static_cast<size_t>(t) * dim,
-                       L.vec[ri->ffn_norm].data(), dim, c.norm_eps);
-      }
+      norm_rows(L.vec[ri->ffn_norm]);
       {
         Timer tm(*this, "matmul");
         cap(LinearInput::Ffn, xb.data(), dim);
