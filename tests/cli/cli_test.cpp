@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/gguf.h"
+#include "imatrix_compare.h"
 #include "io/imatrix.h"
 #include "test_util.h"
 
@@ -612,15 +613,9 @@ TEST(Cli, ImatrixMatchesLlamaImatrix) {
     const auto got = io::load_imatrix(out);
     EXPECT_EQ(got.format, name == "ours.gguf" ? "gguf" : "legacy");
     EXPECT_EQ(got.chunk_count, 64);
-    ASSERT_EQ(got.entries.size(), want.entries.size());
-    double worst = 0;
-    for (const auto& [tensor, values] : want.entries) {
-      ASSERT_TRUE(got.entries.count(tensor)) << tensor;
-      const auto& v = got.entries.at(tensor);
-      ASSERT_EQ(v.size(), values.size()) << tensor;
-      for (size_t j = 0; j < v.size(); ++j)
-        worst = std::max(worst, std::abs(static_cast<double>(v[j]) - values[j]) / std::max(1e-30, std::abs(static_cast<double>(values[j]))));
-    }
+    std::string problem;
+    const double worst = test::imatrix_worst_relative(got, want, &problem);
+    ASSERT_TRUE(problem.empty()) << problem;
     EXPECT_LT(worst, 1e-3);
   }
   expect_clean_error(lowbit("imatrix -m " + test::shared("reference/gguf/synth256-F32.gguf") + " -f " +

@@ -11,6 +11,7 @@
 
 #include "io/gguf.h"
 #include "io/gguf_writer.h"
+#include "imatrix_compare.h"
 #include "io/imatrix.h"
 #include "io_testing.h"
 #include "test_util.h"
@@ -110,14 +111,9 @@ TEST(Imatrix, LegacyAndGgufFilesAgree) {
   LOWBIT_NEED_SHARED(kLegacy);
   LOWBIT_NEED_SHARED(kGguf);
   const io::Imatrix a = io::load_imatrix(test::shared(kLegacy)), b = io::load_imatrix(test::shared(kGguf));
-  ASSERT_EQ(a.entries.size(), b.entries.size());
-  double worst = 0;
-  for (const auto& [name, va] : a.entries) {
-    ASSERT_TRUE(b.entries.count(name)) << name;
-    const auto& vb = b.entries.at(name);
-    ASSERT_EQ(va.size(), vb.size()) << name;
-    for (size_t j = 0; j < va.size(); ++j) worst = std::max(worst, std::fabs(double(va[j]) - vb[j]) / vb[j]);
-  }
+  std::string problem;
+  const double worst = test::imatrix_worst_relative(a, b, &problem);
+  ASSERT_TRUE(problem.empty()) << problem;
   std::cout << "[ imatrix  ] largest relative difference legacy vs GGUF: " << worst << "\n";
   EXPECT_LT(worst, 1e-2);
 }
