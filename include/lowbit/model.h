@@ -52,6 +52,9 @@ class Model {
   // Runs block l on the sequences in x only as far as the input of `site`, hands it to capture and stops;
   // x is not modified. (One site of a fresh BlockPass.)
   void capture_site(int l, const float* x, int n_seq, int len, LinearInput site, const CaptureFn& capture);
+  // The head on hidden states that came out of the last block: the final norm, then the output matrix.
+  // x: n x dim, logits: n x n_vocab. (embed, forward_layer for every layer, then logits equals forward.)
+  void logits(const float* x, int64_t n, float* logits);
   // Replaces a tensor (t.name canonical, same shape, F32/F16/BF16) by t's values: a weight matrix (e.g. its
   // quantized decoding; the caller keeps t's bytes alive while the model uses them) or a norm / bias vector
   // (copied), e.g. after an equivalence transform.

@@ -34,7 +34,30 @@ struct QuantizeArgs {
   bool sym = false, json = false;
   std::vector<std::string> keep, bits_override, tensor_types;
   std::string token_embedding_type, output_tensor_type;
+  std::string target_size, candidates, measure_cache;
+  double target_bpw = 0;
+  int probe_windows = 16;
 };
+
+// "1143200", "950K", "1.5M", "4G" (K/M/G: powers of 1024; also KB/MB/GB = powers of 1000) -> bytes.
+uint64_t parse_size(const std::string& text) {
+  size_t pos = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &pos);
+  } catch (const std::exception&) {
+    pos = 0;
+  }
+  std::string unit = text.substr(pos);
+  for (auto& ch : unit) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  const std::map<std::string, double> units = {{"", 1},         {"B", 1},         {"K", 1024.0},  {"KIB", 1024.0},
+                                               {"M", 1048576.0}, {"MIB", 1048576.0}, {"G", 1073741824.0},
+                                               {"GIB", 1073741824.0}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}};
+  auto it = units.find(unit);
+  if (pos == 0 || it == units.end() || !(v > 0))
+    fail("", "--target-size", "expected a size in bytes (1143200, 950K, 1.5M, 4G), got '" + text + "'");
+  return static_cast<uint64_t>(std::floor(v * it->second));
+}
 
 std::string int_format(int bits, int group, bool sym) {
   return "int" + std::to_string(bits) + "g" + std::to_string(group) + (sym ? "s" : "a");
@@ -50,6 +73,21 @@ void quantize_cmd(const QuantizeArgs& a) {
     fail("", "--keep-dtype", "expected f16, bf16 or f32, got '" + a.keep_dtype + "'");
   o.keep_dtype = *kd;
   o.format = a.format.empty() ? int_format(a.bits, a.group, a.sym) : a.format;
+  const bool budget = !a.target_size.empty() || a.target_bpw > 0;
+  if (budget) {  // the planner chooses every matrix's type, the embedding's and the head's included
+    o.format = a.format.empty() ? "gguf" : a.format;
+    if (!a.target_size.empty()) o.target_bytes = parse_size(a.target_size);
+    o.target_bpw = a.target_bpw;
+    for (size_t p = 0; p < a.candidates.size();) {
+      size_t q = a.candidates.find(',', p);
+      if (q == std::string::npos) q = a.candidates.size();
+      if (q > p) o.candidates.push_back(a.candidates.substr(p, q - p));
+      p = q + 1;
+    }
+    o.probe_windows = a.probe_windows;
+    o.measure_cache = a.measure_cache;
+    o.keep.clear();
+  }
   // llama.cpp presets choose the embedding's and the head's types themselves; else both stay unquantized, unless
   // --pure (llama-quantize --pure): every matrix in the one type, the embedding and the head included.
   if (o.format.rfind("gguf:", 0) == 0 || a.pure) o.keep.clear();
@@ -119,6 +157,7 @@ void quantize_cmd(const QuantizeArgs& a) {
     for (const auto& t : r.tensors) {
       nlohmann::json j = {{"name", t.name}, {"shape", t.shape}, {"stored", t.stored}, {"bits_per_weight", t.bits_per_weight},
                           {"bytes", tensor_bytes(t)}, {"note", t.note}, {"imatrix", t.imatrix}};
+      if (t.predicted_kld >= 0) j["predicted_kld"] = t.predicted_kld;
       if (!a.dry_run) j.update({{"rel_error", t.rel_error}, {"rel_output_error", t.rel_output_error}});
       ts.push_back(j);
     }
@@ -131,8 +170,48 @@ void quantize_cmd(const QuantizeArgs& a) {
       j["imatrix"] = {{"file", r.imatrix->file},       {"format", r.imatrix->format},
                       {"entries", r.imatrix->entries}, {"entries_used", r.imatrix->used},
                       {"datasets", r.imatrix->datasets}, {"chunks", r.imatrix->chunks}};
+    j["budget"] = nullptr;
+    if (r.budget) {
+      const auto& b = *r.budget;
+      nlohmann::json groups = nlohmann::json::array();
+      for (const auto& g : b.groups)
+        groups.push_back({{"role", g.role}, {"bytes", g.bytes}, {"params", g.params}, {"predicted_kld", g.predicted_kld},
+                          {"measured_kld", g.measured_kld < 0 ? nlohmann::json(nullptr) : nlohmann::json(g.measured_kld)},
+                          {"formats", g.formats}});
+      j["budget"] = {{"target_bytes", b.target_bytes}, {"whole_file", b.whole_file},
+                     {"planned_bytes", b.planned_bytes}, {"granularity", b.granularity}, {"tensors_chosen", b.items},
+                     {"cache", b.cache}, {"cache_hit", b.cache_hit}, {"measure_seconds", b.measure_seconds},
+                     {"plan_seconds", b.plan_seconds}, {"probe_windows", b.probe_windows}, {"probe_len", b.probe_len},
+                     {"predicted_kld", b.predicted_kld},
+                     {"measured_kld", b.measured_kld < 0 ? nlohmann::json(nullptr) : nlohmann::json(b.measured_kld)},
+                     {"groups", groups}};
+    }
     print_json(j);
     return;
+  }
+  if (r.budget) {  // the plan per tensor role: what it got, its bytes, predicted then measured KLD
+    const auto& b = *r.budget;
+    std::printf("budget plan (%s %llu bytes, %zu tensors chosen, exact to %llu bytes):\n",
+                b.whole_file ? "file" : "tensors", static_cast<unsigned long long>(b.target_bytes), b.items,
+                static_cast<unsigned long long>(b.granularity));
+    std::printf("  %-14s %12s %8s %14s %14s  %s\n", "role", "bytes", "bpw", "predicted KLD", "measured KLD", "types");
+    for (const auto& g : b.groups) {
+      std::string types;
+      for (const auto& [f, n] : g.formats) types += (types.empty() ? "" : " ") + f + "x" + std::to_string(n);
+      char meas[32] = "-";
+      if (g.measured_kld >= 0) std::snprintf(meas, sizeof meas, "%.6f", g.measured_kld);
+      std::printf("  %-14s %12llu %8.3f %14.6f %14s  %s\n", g.role.c_str(), static_cast<unsigned long long>(g.bytes),
+                  8.0 * static_cast<double>(g.bytes) / static_cast<double>(g.params), g.predicted_kld, meas, types.c_str());
+    }
+    char meas[32] = "-";
+    if (b.measured_kld >= 0) std::snprintf(meas, sizeof meas, "%.6f", b.measured_kld);
+    std::printf("  predicted KLD (sum) %.6f, measured KLD of the %s %s, on %d calibration windows of %d tokens\n",
+                b.predicted_kld, a.dry_run ? "plan" : "file", meas, b.probe_windows, b.probe_len);
+    std::printf("  %s: %llu bytes (%.2f%% of the budget)\n", a.dry_run ? "planned size (upper bound)" : "written",
+                static_cast<unsigned long long>(b.planned_bytes),
+                100.0 * static_cast<double>(b.planned_bytes) / static_cast<double>(b.target_bytes));
+    std::printf("  measurements: %s %s (pass %.1fs), plan %.3fs\n", b.cache_hit ? "from the cache" : "measured, cached in",
+                b.cache.c_str(), b.measure_seconds, b.plan_seconds);
   }
   if (a.dry_run) {  // the plan: every tensor, then the totals per stored type
     std::printf("%-32s %-16s %-10s %8s %12s\n", "tensor", "shape", "stored", "bpw", "bytes");
@@ -233,6 +312,22 @@ void add_quantize(CLI::App& app) {
                   "type of token_embd.weight (quantized even without a preset), e.g. q4_K or q8_0");
   cmd->add_option("--output-tensor-type", a->output_tensor_type,
                   "type of output.weight (quantized even without a preset), e.g. q6_K");
+  cmd->add_option("--target-size", a->target_size,
+                  "choose every matrix's type (the embedding and the head too) so the whole file is at most this "
+                  "size (bytes, or 950K / 1.5M / 4G) and as good as the measurements predict; --format gguf "
+                  "(default: llama.cpp types), lowbit or any; needs --calib");
+  cmd->add_option("--target-bpw", a->target_bpw,
+                  "as --target-size, with the budget in bits per parameter of the tensors")
+      ->check(CLI::Range(0.5, 32.0));
+  cmd->add_option("--candidates", a->candidates,
+                  "budget plans: the types to choose among, comma-separated (default gguf: q2_K,q3_K,q4_K,iq4_xs,"
+                  "q5_K,q6_K,q8_0,f16, or q4_0,iq4_nl,q4_1,q5_0,q5_1,q8_0,f16 for rows no 256-block fits; lowbit: "
+                  "int2g64a..int8g64a,f16)");
+  cmd->add_option("--probe-windows", a->probe_windows,
+                  "budget plans: calibration windows the sensitivities' KLD is measured on")
+      ->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--measure-cache", a->measure_cache,
+                  "budget plans: measurement cache file (default: $LOWBIT_CACHE_DIR or ~/.cache/lowbit/measure-<key>.json)");
   cmd->add_flag("--dry-run", a->dry_run,
                 "print the plan (each tensor's stored type, bits per weight and bytes; totals per type) and write nothing");
   cmd->add_flag("--allow-requantize", a->requantize,

@@ -19,7 +19,10 @@ namespace {
 // Buffered, error-checked writes to a file descriptor.
 class Out {
  public:
-  Out(int fd, const std::string& path) : fd_(fd), path_(path) { buf_.reserve(kBuf); }
+  // fd < 0: nothing is written, only written() counts (GgufWriter::file_size).
+  Out(int fd, const std::string& path) : fd_(fd), path_(path) {
+    if (fd >= 0) buf_.reserve(kBuf);
+  }
   void put(const void* data, size_t n) {
     const char* p = static_cast<const char*>(data);
     if (buf_.size() + n > kBuf) flush();
@@ -55,6 +58,7 @@ class Out {
  private:
   static constexpr size_t kBuf = 4 << 20;
   void raw(const char* p, size_t n) {
+    if (fd_ < 0) return;  // counting only (GgufWriter::file_size)
     while (n > 0) {
       const ssize_t k = ::write(fd_, p, n);
       if (k < 0) {
@@ -257,6 +261,38 @@ uint64_t GgufWriter::data_bytes() const { return data_end_; }
 
 namespace {
 
+// Everything before the data section: magic, version, counts, the metadata and the tensor infos.
+template <class Kv, class Tensors>
+void put_header(Out& o, const Kv& kv, const Tensors& tensors) {
+  o.put("GGUF", 4);
+  o.pod<uint32_t>(3);
+  o.pod<uint64_t>(tensors.size());
+  o.pod<uint64_t>(kv.size());
+  for (const auto& [k, v] : kv) {
+    o.str(k);
+    o.pod(static_cast<uint32_t>(v.type));
+    write_value(o, v);
+  }
+  for (const auto& t : tensors) {
+    o.str(t.name);
+    o.pod(static_cast<uint32_t>(t.shape.size()));
+    for (auto it = t.shape.rbegin(); it != t.shape.rend(); ++it) o.pod(static_cast<uint64_t>(*it));
+    o.pod(static_cast<uint32_t>(t.dtype));
+    o.pod(t.offset);
+  }
+}
+
+}  // namespace
+
+uint64_t GgufWriter::file_size() const {
+  const std::string none;
+  Out o(-1, none);
+  put_header(o, kv_, tensors_);
+  return (o.written() + alignment_ - 1) / alignment_ * alignment_ + data_end_;
+}
+
+namespace {
+
 // Opens an unnamed file in dir (O_TMPFILE): the kernel discards it if the process dies, SIGKILL included.
 // Returns -1 with errno set when the filesystem or kernel cannot do that, so the caller falls back to a named
 // temp file; errors that a named file would hit too (permissions, read-only, full disk) are reported here.
@@ -324,22 +360,7 @@ void GgufWriter::write(const std::string& path, const std::function<void(size_t,
   bool named = !unnamed;  // whether tmp exists on disk and must be removed on failure
   try {
     Out o(fd, path);
-    o.put("GGUF", 4);
-    o.pod<uint32_t>(3);
-    o.pod<uint64_t>(tensors_.size());
-    o.pod<uint64_t>(kv_.size());
-    for (const auto& [k, v] : kv_) {
-      o.str(k);
-      o.pod(static_cast<uint32_t>(v.type));
-      write_value(o, v);
-    }
-    for (const auto& t : tensors_) {
-      o.str(t.name);
-      o.pod(static_cast<uint32_t>(t.shape.size()));
-      for (auto it = t.shape.rbegin(); it != t.shape.rend(); ++it) o.pod(static_cast<uint64_t>(*it));
-      o.pod(static_cast<uint32_t>(t.dtype));
-      o.pod(t.offset);
-    }
+    put_header(o, kv_, tensors_);
     const uint64_t data_start = (o.written() + alignment_ - 1) / alignment_ * alignment_;
     o.zeros(data_start - o.written());
     for (size_t i = 0; i < tensors_.size(); ++i) {

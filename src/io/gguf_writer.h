@@ -57,6 +57,7 @@ class GgufWriter {
 
   size_t n_tensors() const { return tensors_.size(); }
   uint64_t data_bytes() const;  // the tensor data section, padding included
+  uint64_t file_size() const;   // bytes write() would write now (header, metadata, tensor infos, padding, data)
 
   // Writes the file atomically. progress (optional) is called after each tensor with (done, total) tensors.
   void write(const std::string& path, const std::function<void(size_t, size_t)>& progress = {}) const;

@@ -427,6 +427,19 @@ void Model::forward_layer(int l, float* x, int n_seq, int len, const CaptureFn& 
   impl_->run_sequences(l, x, x, n_seq, len, capture, -1);
 }
 
+void Model::logits(const float* x, int64_t n, float* logits) {
+  Impl& m = *impl_;
+  const int64_t dim = m.c.dim;
+  constexpr int64_t kRows = 512;  // normed rows per matmul: bounded scratch whatever n is
+  std::vector<float> normed(static_cast<size_t>(std::min(n, kRows) * dim));
+  for (int64_t r0 = 0; r0 < n; r0 += kRows) {
+    const int64_t rows = std::min(kRows, n - r0);
+    for (int64_t t = 0; t < rows; ++t)
+      ops::rmsnorm(normed.data() + t * dim, x + (r0 + t) * dim, m.output_norm.data(), static_cast<int>(dim), m.c.norm_eps);
+    ops::matmul(m.output, normed.data(), static_cast<int>(rows), logits + r0 * m.c.n_vocab);
+  }
+}
+
 void Model::capture_site(int l, const float* x, int n_seq, int len, LinearInput site, const CaptureFn& capture) {
   BlockPass(*this, l, x, n_seq, len).run_to(site, capture);
 }

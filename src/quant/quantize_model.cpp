@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -31,6 +32,8 @@
 #include "quant/methods.h"
 #include "quant/gptaq/cross_stats.h"
 #include "quant/resume.h"
+#include "quant/budget/allocate.h"
+#include "quant/budget/measure.h"
 
 namespace lowbit::quant {
 
@@ -178,6 +181,18 @@ struct SiteAccumulator {
   int64_t n = 0;
 };
 
+// What the budget planner's measurement pass sees of a calibrated run (quant/budget/measure.h): the block's
+// transformed full-precision values, and each block linear's weights, statistics and quantization as the run made
+// it. A run with an observer only measures: nothing is saved or kept for writing.
+class RunObserver {
+ public:
+  virtual ~RunObserver() = default;
+  // Tensor i of block l has these full-precision values from now on (a block transform edited it).
+  virtual void block_values(int l, size_t i, const std::vector<float>& values) = 0;
+  // Block linear i (weights W) quantized by the run's solver into q under stats.
+  virtual void linear(int l, size_t i, const std::vector<float>& W, const LayerStats& stats, const QuantResult& q) = 0;
+};
+
 // Layer-by-layer calibrated quantization: produces each block's tensors when the writer first asks for one.
 // Per block: the block's tensors are widened to an f32 working copy; block transforms (AWQ) edit it from the
 // statistics of every site's input and it is swapped into the model; then the solver quantizes the linears,
@@ -189,8 +204,8 @@ class CalibratedRun {
  public:
   CalibratedRun(std::shared_ptr<const ModelFile> model, const std::vector<Plan>& plans, const MethodPlan& method,
                 const QuantOptions& qopts, bool true_sequential, const std::vector<std::vector<int32_t>>& windows,
-                std::vector<TensorReport>& reports, ResumeStore& store)
-      : file_(model), plans_(plans), reports_(reports), store_(store), roles_(io::arch_roles(model->config)),
+                std::vector<TensorReport>& reports, ResumeStore* store, RunObserver* observer = nullptr)
+      : file_(model), plans_(plans), reports_(reports), store_(store), observer_(observer), roles_(io::arch_roles(model->config)),
         model_(model, static_cast<int>(windows[0].size())) {
     solver_ = method.solver->solver(qopts);
     solver_name_ = method.solver->name;
@@ -326,6 +341,7 @@ class CalibratedRun {
     // The imatrix entry of this linear (the site's other linears have their own entries, or none).
     if (plans_[i].importance) st.hessian.importance = *plans_[i].importance;
     QuantResult q = quantize_tensor(*solver_, file_->path, t, W, *plans_[i].fmt, &st.hessian);
+    if (observer_) observer_->linear(l, i, W, st.hessian, q);
     st.hessian.importance.clear();
     TensorReport& r = reports_[i];
     r.rel_error = rel_weight_error(W, q.dequant);
@@ -333,8 +349,8 @@ class CalibratedRun {
     const std::vector<float> zero(W.size(), 0.0f);
     const double ref = layer_error(W.data(), zero.data(), t.rows(), t.cols(), st.hessian);
     r.rel_output_error = ref > 0 ? std::sqrt(err / ref) : 0.0;
-    store_.save(i, t.name, q.data, r.rel_error, r.rel_output_error);
-    encoded_[i] = std::move(q.data);
+    if (store_) store_->save(i, t.name, q.data, r.rel_error, r.rel_output_error);
+    if (!observer_) encoded_[i] = std::move(q.data);
     install(model_, l, role, q.dequant);
     release_source(*file_, t);
   }
@@ -347,7 +363,7 @@ class CalibratedRun {
     bool all_saved = true;
     for (const auto& [key, i] : index_) {
       if (key.first != l || !plans_[i].calibrated_linear || !all_saved) continue;
-      auto st = store_.load(i, file_->tensors[i].name);
+      auto st = store_ ? store_->load(i, file_->tensors[i].name) : std::nullopt;
       if (st) saved.emplace(i, std::move(*st));
       else all_saved = false;
     }
@@ -359,7 +375,8 @@ class CalibratedRun {
         install(model_, l, r, w.values[r]);
         if (model_fp_) install(*model_fp_, l, r, w.values[r]);
         const size_t i = index_.at({l, static_cast<int>(r)});
-        if (!plans_[i].calibrated_linear) edited_[i] = w.values[r];
+        if (!plans_[i].calibrated_linear && !observer_) edited_[i] = w.values[r];
+        if (observer_) observer_->block_values(l, i, w.values[r]);
       }
     }
     if (all_saved) {
@@ -416,7 +433,8 @@ class CalibratedRun {
   std::shared_ptr<const ModelFile> file_;
   const std::vector<Plan>& plans_;
   std::vector<TensorReport>& reports_;
-  ResumeStore& store_;
+  ResumeStore* store_;        // null: nothing saved (a measurement pass)
+  RunObserver* observer_;
   const io::ArchRoles& roles_;
   Model model_;                       // the quantized model so far (blocks < done_layers_ quantized)
   std::unique_ptr<Model> model_fp_;   // the full-precision (transformed) model, for asymmetric solvers
@@ -692,7 +710,10 @@ void plan_tensors(Job& job, io::GgufWriter& w) {
     // --tensor-type pattern that matches, which --pure ignores as llama-quantize does).
     bool explicit_type = false;
     if (t.shape.size() == 2) {
-      if (t.name == "token_embd.weight" && !job.token_embedding_type.empty()) {
+      if (auto planned = o.planned_types.find(t.name); planned != o.planned_types.end()) {
+        fname = planned->second;
+        explicit_type = true;
+      } else if (t.name == "token_embd.weight" && !job.token_embedding_type.empty()) {
         fname = job.token_embedding_type;
         explicit_type = true;
       } else if (t.name == "output.weight" && !job.output_tensor_type.empty()) {
@@ -813,7 +834,7 @@ void write_tensors(Job& job, io::GgufWriter& w, const std::string& out) {
   rep.resumed_tensors = store.resumed();
   std::unique_ptr<CalibratedRun> run;
   if (calibrated)
-    run = std::make_unique<CalibratedRun>(model, plans, method, o.qopts, o.true_sequential, o.calib, rep.tensors, store);
+    run = std::make_unique<CalibratedRun>(model, plans, method, o.qopts, o.true_sequential, o.calib, rep.tensors, &store);
   auto rtn = make_quantizer("rtn");
   const auto solver = make_quantizer(method.solver->name, o.qopts);
 
@@ -938,6 +959,382 @@ void write_tensors(Job& job, io::GgufWriter& w, const std::string& out) {
   tally_sizes(job);
 }
 
+// ---- Size budgets (--target-size / --target-bpw): measure, allocate, then quantize with the chosen types ----
+
+// The default candidates of a family. 256-wide K-types and iq4_xs where a tensor's rows fill them, else the 32-wide
+// llama.cpp types (the ones llama-quantize falls back to); q8_0 and f16 either way.
+const std::vector<std::string> kGgufWide = {"q2_K", "q3_K", "q4_K", "iq4_xs", "q5_K", "q6_K", "q8_0", "f16"};
+const std::vector<std::string> kGgufNarrow = {"q4_0", "iq4_nl", "q4_1", "q5_0", "q5_1", "q8_0", "f16"};
+const std::vector<std::string> kLowbit = {"int2g64a", "int3g64a", "int4g64a", "int5g64a", "int6g64a", "int8g64a", "f16"};
+
+bool fits_rows(const std::string& type, int64_t cols) {
+  if (type == "f16") return true;
+  if (auto d = dtype_from_name(type); d && formats::ggml_encodable(*d)) return fallback_type(*d, cols) == *d;
+  return true;  // lowbit formats pad a partial last group
+}
+
+bool is_gguf_type(const std::string& type) {
+  if (type == "f16") return true;
+  auto d = dtype_from_name(type);
+  return d && formats::ggml_encodable(*d);
+}
+
+// The candidates of one matrix with `cols` input columns.
+std::vector<std::string> matrix_candidates(const QuantizeModelOptions& o, int64_t cols) {
+  std::vector<std::string> from;
+  if (!o.candidates.empty()) {
+    from = o.candidates;
+  } else {
+    if (o.format != "lowbit") {
+      bool wide = false;
+      for (const auto& c : kGgufWide) wide = wide || (c != "f16" && c != "q8_0" && fits_rows(c, cols));
+      from = wide ? kGgufWide : kGgufNarrow;
+    }
+    if (o.format != "gguf")
+      for (const auto& c : kLowbit)
+        if (std::find(from.begin(), from.end(), c) == from.end()) from.push_back(c);
+  }
+  std::vector<std::string> out;
+  for (const auto& c : from)
+    if (fits_rows(c, cols)) out.push_back(c);
+  return out;
+}
+
+uint64_t stored_bytes(const std::string& type, int64_t rows, int64_t cols) {
+  if (type == "f16") return static_cast<uint64_t>(rows * cols) * 2;
+  return formats::row_bytes(*formats::make_format(type), cols) * static_cast<uint64_t>(rows);
+}
+
+double bits_of(const std::string& type, int64_t cols) {
+  return 8.0 * static_cast<double>(stored_bytes(type, 1, cols)) / static_cast<double>(cols);
+}
+
+// GGUF bytes of one metadata entry: key, type, value.
+uint64_t kv_bytes(const std::string& key, uint64_t value_bytes) { return 8 + key.size() + 4 + value_bytes; }
+
+// Bytes a tensor adds to the file in `type` beyond its data: lowbit's packed formats carry two metadata keys.
+uint64_t meta_bytes(const std::string& name, const std::string& type) {
+  if (is_gguf_type(type)) return 0;
+  return kv_bytes(io::packed_format_key(name), 8 + type.size()) + kv_bytes(io::packed_shape_key(name), 4 + 8 + 16);
+}
+
+uint64_t align32(uint64_t n) { return (n + 31) / 32 * 32; }
+
+std::string group_of(const io::ArchRoles& roles, const std::string& name) {
+  if (auto ref = io::parse_block_tensor(roles, name)) return std::string(ref->role->role);
+  return name.size() > 7 ? name.substr(0, name.size() - 7) : name;
+}
+
+// Installs f32 values as tensor t's weights in m; the buffer must outlive their use.
+void install_f32(Model& m, const TensorInfo& t, const std::vector<float>& values) {
+  TensorInfo dq = t;
+  dq.dtype = DType::F32;
+  dq.data = reinterpret_cast<const std::byte*>(values.data());
+  dq.nbytes = values.size() * sizeof(float);
+  m.replace_weight(dq);
+}
+
+// The measurement pass: a calibrated run of the method at each tensor's reference format, in which every block
+// linear is also quantized into each other candidate under the same statistics (its output error measured), and
+// put alone into the full-precision probe model (its KLD: the sensitivity coefficient).
+class MeasurePass : public RunObserver {
+ public:
+  MeasurePass(const Job& job, const std::map<size_t, std::vector<std::string>>& candidates, budget::KldProbe& probe,
+              std::map<size_t, budget::TensorMeasure>& out, std::function<void(const std::string&)> tick)
+      : job_(job), candidates_(candidates), probe_(probe), out_(out), tick_(std::move(tick)) {
+    solver_ = job.method.solver->solver(job.o.qopts);
+  }
+  void block_values(int, size_t i, const std::vector<float>& values) override {
+    auto buf = std::make_shared<std::vector<float>>(values);
+    install_f32(probe_.model(), job_.model->tensors[i], *buf);
+    fp_[i] = buf;
+  }
+  void linear(int, size_t i, const std::vector<float>& W, const LayerStats& stats, const QuantResult& q) override {
+    const TensorInfo& t = job_.model->tensors[i];
+    const std::string& ref = job_.o.planned_types.at(t.name);
+    budget::TensorMeasure m;
+    m.name = t.name;
+    m.shape = t.shape;
+    m.reference = ref;
+    double ref_error = 0;
+    for (const std::string& c : candidates_.at(i)) {
+      budget::CandidateMeasure cm{c, stored_bytes(c, t.rows(), t.cols()), 0.0};
+      if (c == ref) {
+        cm.error = ref_error = layer_error(W.data(), q.dequant.data(), t.rows(), t.cols(), stats);
+      } else if (c != "f16") {
+        const QuantResult qc = quantize_tensor(*solver_, job_.src, t, W, *formats::make_format(c), &stats);
+        cm.error = layer_error(W.data(), qc.dequant.data(), t.rows(), t.cols(), stats);
+      }
+      m.candidates.push_back(cm);
+    }
+    // The sensitivity: this quantization alone in the full-precision model.
+    install_f32(probe_.model(), t, q.dequant);
+    m.reference_kld = probe_.kld_from_here();
+    restore(i);
+    m.coefficient = ref_error > 0 ? m.reference_kld / ref_error : 0.0;
+    out_[i] = std::move(m);
+    tick_(t.name);
+  }
+  // The embedding and the head: each candidate's KLD directly (quantized as the run would: rtn, with the tensor's
+  // imatrix entry if any). The probe stands after the last block.
+  void direct(size_t i) {
+    const TensorInfo& t = job_.model->tensors[i];
+    const Plan& p = job_.plans[i];
+    const std::vector<float> W = widen(t);
+    LayerStats imp;
+    if (p.importance) {
+      imp.cols = t.cols();
+      imp.importance = *p.importance;
+    }
+    const auto rtn = make_quantizer("rtn");
+    budget::TensorMeasure m;
+    m.name = t.name;
+    m.shape = t.shape;
+    m.direct = true;
+    m.coefficient = 1;
+    const bool head_only = t.name != "token_embd.weight";
+    for (const std::string& c : candidates_.at(i)) {
+      budget::CandidateMeasure cm{c, stored_bytes(c, t.rows(), t.cols()), 0.0};
+      if (c != "f16") {
+        const QuantResult q = quantize_tensor(*rtn, job_.src, t, W, *formats::make_format(c), p.importance ? &imp : nullptr);
+        install_f32(probe_.model(), t, q.dequant);
+        cm.error = head_only ? probe_.kld_from_here() : probe_.kld_from_start();
+        restore(i);
+      }
+      m.candidates.push_back(cm);
+    }
+    out_[i] = std::move(m);
+    tick_(t.name);
+  }
+
+ private:
+  void restore(size_t i) {
+    auto it = fp_.find(i);
+    if (it != fp_.end()) install_f32(probe_.model(), job_.model->tensors[i], *it->second);
+    else probe_.model().replace_weight(job_.model->tensors[i]);
+  }
+  const Job& job_;
+  const std::map<size_t, std::vector<std::string>>& candidates_;
+  budget::KldProbe& probe_;
+  std::map<size_t, budget::TensorMeasure>& out_;
+  std::function<void(const std::string&)> tick_;
+  std::unique_ptr<Quantizer> solver_;
+  std::map<size_t, std::shared_ptr<std::vector<float>>> fp_;  // transformed full-precision values
+};
+
+std::string measure_key(const Job& job, const std::map<size_t, std::vector<std::string>>& candidates, int probe_windows) {
+  const QuantizeModelOptions& o = job.o;
+  nlohmann::json j = {{"run", run_fingerprint(job.src, job.source_checksum, o, job.method.text,
+                                              job.imatrix ? hex64(job.imatrix->checksum) : std::string())},
+                      {"probe_windows", probe_windows}, {"measure_version", 1}};
+  for (const auto& [i, c] : candidates) j["candidates"][job.model->tensors[i].name] = c;
+  const std::string text = j.dump();
+  return hex64(fnv1a64(reinterpret_cast<const std::byte*>(text.data()), text.size()));
+}
+
+QuantizeReport quantize_to_budget(const std::string& src, const std::string& out, const QuantizeModelOptions& o) {
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
+  const bool by_size = o.target_bytes > 0;
+  const std::string option = by_size ? "--target-size" : "--target-bpw";
+  if (by_size && o.target_bpw > 0) fail(src, "--target-size", "and --target-bpw both set a budget: pass one of them");
+  if (!by_size && !(o.target_bpw > 0 && o.target_bpw <= 32))
+    fail(src, "--target-bpw", "expected bits per weight in (0, 32]");
+  if (o.format != "gguf" && o.format != "lowbit" && o.format != "any")
+    fail(src, "--format", "'" + o.format + "' with " + option + ": expected gguf, lowbit or any (the types to choose among)");
+  if (o.calib.empty()) fail(src, option, "measures each candidate on calibration text: pass --calib FILE");
+  if (!o.tensor_types.empty() || !o.token_embedding_type.empty() || !o.output_tensor_type.empty() || o.pure ||
+      !o.overrides.empty())
+    fail(src, option, "chooses every type itself: it cannot be combined with --tensor-type, --token-embedding-type, "
+                      "--output-tensor-type, --bits-for or --pure (use --keep and --candidates)");
+  for (const auto& c : o.candidates)
+    if (c != "f16") canonical_type(src, "--candidates", c);
+  if (o.probe_windows < 1) fail(src, "--probe-windows", "expected at least 1");
+
+  // Job A, the measurement: every candidate matrix at its reference format (the candidate nearest 4.5 bits).
+  QuantizeModelOptions oa = o;
+  oa.format = o.format == "lowbit" ? "int4g64a" : "q4_K";
+  oa.dry_run = true;
+  Job ja{src, oa};
+  ja.calibrated = true;
+  check_options(ja);
+  io::GgufWriter wa;
+  open_source(ja, wa);
+  std::map<size_t, std::vector<std::string>> candidates;
+  for (size_t i = 0; i < ja.model->tensors.size(); ++i) {
+    const TensorInfo& t = ja.model->tensors[i];
+    if (!is_matrix_weight(t) || !(t.dtype == DType::F32 || t.dtype == DType::F16 || t.dtype == DType::BF16)) continue;
+    bool kept = false;
+    for (const auto& k : o.keep) kept = kept || matches(t.name, k);
+    if (kept) continue;
+    std::vector<std::string> c = matrix_candidates(o, t.cols());
+    if (c.empty()) fail(src, "--candidates", "none fits the rows of '" + t.name + "' (" + std::to_string(t.cols()) + " columns)");
+    std::string ref;
+    for (const auto& f : c)
+      if (f != "f16" && (ref.empty() || std::fabs(bits_of(f, t.cols()) - 4.5) < std::fabs(bits_of(ref, t.cols()) - 4.5))) ref = f;
+    oa.planned_types[t.name] = ref.empty() ? "f16" : ref;
+    candidates[i] = std::move(c);
+  }
+  if (candidates.empty()) fail(src, option, "no matrix is left to choose a type for (all kept)");
+  oa.keep.clear();  // what o.keep matches is kept in keep_dtype, the rest is planned
+  for (const auto& k : o.keep) oa.keep.push_back(k);
+  plan_tensors(ja, wa);
+
+  QuantizeReport::Budget b;
+  b.whole_file = by_size;
+  b.probe_windows = std::min<int>(o.probe_windows, static_cast<int>(o.calib.size()));
+  b.probe_len = static_cast<int>(o.calib[0].size());
+  const std::string key = measure_key(ja, candidates, b.probe_windows);
+  b.cache = o.measure_cache.empty() ? budget::default_cache_path(key) : o.measure_cache;
+  std::optional<budget::Measurement> measured = budget::load_measurement(b.cache, key);
+  std::vector<std::vector<int32_t>> probe_windows(o.calib.begin(), o.calib.begin() + b.probe_windows);
+  b.cache_hit = measured.has_value();
+  if (!measured) {
+    const auto tm = Clock::now();
+    budget::KldProbe probe(ja.model, probe_windows);
+    std::map<size_t, budget::TensorMeasure> per;
+    size_t done = 0;
+    auto tick = [&](const std::string& name) {
+      if (o.progress) o.progress(++done, candidates.size(), "measure " + name);
+    };
+    MeasurePass pass(ja, candidates, probe, per, tick);
+    {
+      CalibratedRun run(ja.model, ja.plans, ja.method, oa.qopts, oa.true_sequential, oa.calib, ja.rep.tensors, nullptr, &pass);
+      for (int l = 0; l < ja.model->config.n_layers; ++l) {
+        run.ensure(l);
+        probe.advance();
+      }
+    }
+    for (const auto& [i, c] : candidates)
+      if (!per.count(i)) pass.direct(i);  // the embedding, the head (and any matrix outside the blocks)
+    budget::Measurement m;
+    m.key = key;
+    m.probe_windows = b.probe_windows;
+    m.probe_len = b.probe_len;
+    for (auto& [i, tmeas] : per) m.tensors.push_back(std::move(tmeas));
+    m.seconds = std::chrono::duration<double>(Clock::now() - tm).count();
+    budget::save_measurement(b.cache, m);
+    measured = std::move(m);
+  }
+  b.measure_seconds = measured->seconds;
+  const auto tp = Clock::now();
+
+  // The allocation. Whole file: the metadata and tensor infos as job A has them (plus slack for the keys a type
+  // changes), the kept tensors, then each candidate's data padded to the alignment and its own metadata.
+  std::map<std::string, size_t> index;
+  for (size_t i = 0; i < ja.model->tensors.size(); ++i) index[ja.model->tensors[i].name] = i;
+  uint64_t fixed = 0;
+  int64_t params = 0;
+  for (size_t i = 0; i < ja.model->tensors.size(); ++i) {
+    const TensorInfo& t = ja.model->tensors[i];
+    params += t.numel();
+    if (by_size) fixed += 8 + t.name.size() + 4 + 8 * t.shape.size() + 4 + 8;
+    if (candidates.count(i)) continue;
+    const uint64_t n = io::GgufWriter::tensor_bytes(ja.plans[i].keep_dtype, t.shape, t.name);
+    fixed += by_size ? align32(n) : n;
+  }
+  if (by_size) {
+    fixed += wa.file_size() + 128;  // kv (wa holds no tensors yet), header alignment; 128: keys a type may add
+    if (!ja.rope_factors.empty())
+      fixed += 8 + 17 + 4 + 8 + 4 + 8 + align32(ja.rope_factors.size() * sizeof(float));
+  }
+  const uint64_t target = by_size ? o.target_bytes
+                                  : static_cast<uint64_t>(std::floor(o.target_bpw * static_cast<double>(params) / 8.0));
+  std::vector<budget::Item> items;
+  uint64_t smallest = fixed;
+  for (const auto& m : measured->tensors) {
+    if (!index.count(m.name)) fail(b.cache, "tensor '" + m.name + "'", "is not in " + src + " (a stale cache file?)");
+    budget::Item it{m.name, {}};
+    uint64_t least = UINT64_MAX;
+    for (size_t c = 0; c < m.candidates.size(); ++c) {
+      const auto& cm = m.candidates[c];
+      const uint64_t cost = by_size ? align32(cm.bytes) + meta_bytes(m.name, cm.format) : cm.bytes;
+      it.candidates.push_back({cm.format, cost, m.damage(c)});
+      least = std::min(least, cost);
+    }
+    smallest += least;
+    items.push_back(std::move(it));
+  }
+  if (target < smallest)
+    fail(src, option, std::to_string(target) + " bytes is below the smallest plan the candidates allow (" +
+                          std::to_string(smallest) + " bytes: every tensor in its smallest candidate)");
+  const budget::Allocation alloc = budget::allocate(items, target - fixed);
+  b.target_bytes = target;
+  b.granularity = alloc.granularity;
+  b.items = items.size();
+  b.predicted_kld = alloc.damage;
+  b.planned_bytes = fixed + alloc.bytes;  // an upper bound; the written file's exact size replaces it
+  b.plan_seconds = std::chrono::duration<double>(Clock::now() - tp).count();
+
+  // Job B: the real run with the chosen types.
+  QuantizeModelOptions ob = o;
+  ob.format = oa.format;
+  ob.keep = oa.keep;
+  ob.target_bytes = 0;
+  ob.target_bpw = 0;
+  std::map<std::string, double> predicted;
+  for (size_t k = 0; k < items.size(); ++k) {
+    ob.planned_types[items[k].name] = items[k].candidates[alloc.choice[k]].format;
+    predicted[items[k].name] = items[k].candidates[alloc.choice[k]].damage;
+  }
+  QuantizeReport rep = quantize_model(src, out, ob);
+  if (by_size && !o.dry_run) {
+    std::error_code ec;
+    const uint64_t size = std::filesystem::file_size(out, ec);
+    if (!ec) b.planned_bytes = size;
+  } else if (!by_size) {
+    b.planned_bytes = rep.bytes;
+  }
+  const io::ArchRoles& roles = io::arch_roles(ja.model->config);
+  std::map<std::string, QuantizeReport::Budget::Group> groups;
+  for (auto& r : rep.tensors) {
+    auto it = predicted.find(r.name);
+    if (it == predicted.end()) continue;
+    r.predicted_kld = it->second;
+    auto& g = groups[group_of(roles, r.name)];
+    g.role = group_of(roles, r.name);
+    const int64_t n = ja.model->tensors[index.at(r.name)].numel();
+    g.params += n;
+    g.bytes += static_cast<uint64_t>(std::llround(r.bits_per_weight * static_cast<double>(n) / 8.0));
+    g.predicted_kld += it->second;
+    g.formats[r.stored]++;
+  }
+  // Measured: the written file on the probe windows, and each role's tensors alone (as written) in the
+  // full-precision model (not with block transforms, whose edits of the neighbouring norms the file holds).
+  if (!o.dry_run) {
+    budget::KldProbe probe(ja.model, probe_windows);
+    auto qfile = load_model(out);
+    Model qm(qfile, b.probe_len);
+    b.measured_kld = probe.kld_of(qm);
+    if (ja.method.block_transforms.empty()) {
+      for (auto& [role, g] : groups) {
+        std::vector<std::vector<float>> bufs;
+        std::vector<size_t> members;
+        for (const auto& [name, d] : predicted) {
+          if (group_of(roles, name) != role) continue;
+          const size_t i = index.at(name);
+          const TensorInfo& t = ja.model->tensors[i];
+          const ops::WeightView v = ops::view_of(qfile->get(name));
+          std::vector<float> vals(static_cast<size_t>(t.numel()));
+          // The file's rows are in its own order (Q/K re-paired for a GGUF from another source): back to the source's.
+          const std::vector<int64_t>* perm = ja.plans[i].perm;
+          for (int64_t r = 0; r < v.rows; ++r)
+            ops::get_row(v, r, vals.data() + (perm ? (*perm)[static_cast<size_t>(r)] : r) * v.cols);
+          bufs.push_back(std::move(vals));
+          install_f32(probe.model(), t, bufs.back());
+          members.push_back(i);
+        }
+        g.measured_kld = probe.kld_from_start();
+        for (size_t i : members) probe.model().replace_weight(ja.model->tensors[i]);
+      }
+    }
+  }
+  for (auto& [role, g] : groups) b.groups.push_back(g);
+  rep.budget = b;
+  rep.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  return rep;
+}
+
 }  // namespace
 
 QuantizeReport quantize_model(const std::string& src, const std::string& out, const QuantizeModelOptions& o) {
@@ -947,6 +1344,7 @@ QuantizeReport quantize_model(const std::string& src, const std::string& out, co
     DeterministicBlas() { set_deterministic_blas(true); }
     ~DeterministicBlas() { set_deterministic_blas(false); }
   } deterministic;
+  if (o.target_bytes > 0 || o.target_bpw > 0) return quantize_to_budget(src, out, o);
   Job job{src, o};
   job.calibrated = !o.calib.empty();
   check_options(job);

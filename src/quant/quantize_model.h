@@ -8,6 +8,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -66,6 +67,18 @@ struct QuantizeModelOptions {
   // llama-quantize --pure: a preset's base type for every matrix, without its per-tensor rules (the caller also
   // clears `keep` when the embedding and the head should be quantized too).
   bool pure = false;
+  // Types chosen per tensor to a size budget (quant/budget): set exactly one of the two targets. The whole output
+  // file is at most target_bytes; or the tensors take at most target_bpw bits per parameter. format is then the
+  // family to choose from: "gguf" (llama.cpp types: a file llama.cpp loads), "lowbit" (lowbit's formats) or "any".
+  // Every float matrix not matched by keep is a candidate, the embedding and the head included. Needs calib.
+  uint64_t target_bytes = 0;
+  double target_bpw = 0;
+  // The formats to choose among (each tensor keeps those its rows fit); empty: the family's default set.
+  std::vector<std::string> candidates;
+  int probe_windows = 16;      // calibration windows (the first ones) the sensitivities' KLD is measured on
+  std::string measure_cache;   // the measurement cache file; empty: budget::default_cache_path
+  // tensor name -> type, winning over every other rule (what the budget planner hands the quantizing run).
+  std::map<std::string, std::string> planned_types;
 };
 
 struct TensorReport {
@@ -78,6 +91,7 @@ struct TensorReport {
   double rel_output_error = -1;
   std::string note;         // why a tensor was kept, if it was
   bool imatrix = false;     // quantized with its entry of the importance matrix file
+  double predicted_kld = -1; // budget plans: the tensor's predicted KLD contribution in its chosen type
 };
 
 struct QuantizeReport {
@@ -99,6 +113,32 @@ struct QuantizeReport {
     int64_t chunks = 0;
   };
   std::optional<Imatrix> imatrix;
+  // A size-budget plan (QuantizeModelOptions::target_bytes / target_bpw).
+  struct Budget {
+    uint64_t target_bytes = 0;      // the whole file's budget (target_bpw: the tensors' budget)
+    bool whole_file = true;         // target_bytes counts the whole file (else the tensor bytes)
+    uint64_t planned_bytes = 0;     // the plan's file (or tensor) bytes
+    uint64_t granularity = 0;       // bytes per unit of the exact allocation
+    size_t items = 0;               // tensors whose type was chosen
+    std::string cache;              // the measurement cache file
+    bool cache_hit = false;         // the measurements came from it
+    double measure_seconds = 0;     // the measurement pass (when it ran, or as recorded in the cache)
+    double plan_seconds = 0;        // allocation, from the measurements
+    int probe_windows = 0, probe_len = 0;
+    double predicted_kld = 0;       // sum of the chosen types' predicted contributions
+    double measured_kld = -1;       // the written file's KLD on the probe windows (-1: not measured, dry run)
+    // Per tensor role (attn_q, ffn_down, token_embd, output ...): bytes, predicted contribution, and the KLD of the
+    // model with only that role's tensors quantized as written (-1: not measured).
+    struct Group {
+      std::string role;
+      uint64_t bytes = 0;
+      int64_t params = 0;
+      double predicted_kld = 0, measured_kld = -1;
+      std::map<std::string, int> formats;  // chosen type -> tensors
+    };
+    std::vector<Group> groups;
+  };
+  std::optional<Budget> budget;
 };
 
 // Quantizes src (any model load_model opens -- GGUF, Hugging Face directory, llama2.c -- with f32/f16/bf16
