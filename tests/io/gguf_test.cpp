@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <filesystem>
 #include <set>
 #include <string>
 #include <vector>
@@ -212,6 +213,7 @@ TEST_F(Gguf, EveryMetadataTypeRoundTrips) {
   w.set_u32("t.replaced", 2);
   const std::string p = path("kv.gguf");
   w.write(p);
+  EXPECT_EQ(w.file_size(), std::filesystem::file_size(p));  // metadata only
 
   auto f = GgufFile::open(p);
   EXPECT_EQ(f->version(), 3u);
@@ -282,6 +284,8 @@ TEST_F(Gguf, TensorsRoundTrip) {
   w.add_tensor("q", DType::Q8_0, {2, 64}, std::vector<std::byte>(2 * 2 * 34, std::byte{9}));
   const std::string p = path("t.gguf");
   w.write(p);
+  // What the budget planner checks before writing: file_size() is the written size (unaligned tensors, padding).
+  EXPECT_EQ(w.file_size(), std::filesystem::file_size(p));
 
   auto f = GgufFile::open(p);
   ASSERT_EQ(f->tensors().size(), 3u);
