@@ -36,7 +36,7 @@ struct QuantizeArgs {
   std::string token_embedding_type, output_tensor_type;
   std::string target_size, candidates, measure_cache;
   double target_bpw = 0;
-  int probe_windows = 16;
+  int probe_windows = 8;
 };
 
 // "1143200", "950K", "1.5M", "4G" (K/M/G: powers of 1024; also KB/MB/GB = powers of 1000) -> bytes.
@@ -181,7 +181,8 @@ void quantize_cmd(const QuantizeArgs& a) {
       j["budget"] = {{"target_bytes", b.target_bytes}, {"whole_file", b.whole_file},
                      {"planned_bytes", b.planned_bytes}, {"granularity", b.granularity}, {"tensors_chosen", b.items},
                      {"cache", b.cache}, {"cache_hit", b.cache_hit}, {"measure_seconds", b.measure_seconds},
-                     {"plan_seconds", b.plan_seconds}, {"probe_windows", b.probe_windows}, {"probe_len", b.probe_len},
+                     {"plan_seconds", b.plan_seconds},
+                     {"measure_solve_seconds", b.measure_solve_seconds}, {"measure_probe_seconds", b.measure_probe_seconds}, {"probe_windows", b.probe_windows}, {"probe_len", b.probe_len},
                      {"predicted_kld", b.predicted_kld},
                      {"measured_kld", b.measured_kld < 0 ? nlohmann::json(nullptr) : nlohmann::json(b.measured_kld)},
                      {"groups", groups}};
@@ -210,8 +211,9 @@ void quantize_cmd(const QuantizeArgs& a) {
     std::printf("  %s: %llu bytes (%.2f%% of the budget)\n", a.dry_run ? "planned size (upper bound)" : "written",
                 static_cast<unsigned long long>(b.planned_bytes),
                 100.0 * static_cast<double>(b.planned_bytes) / static_cast<double>(b.target_bytes));
-    std::printf("  measurements: %s %s (pass %.1fs), plan %.3fs\n", b.cache_hit ? "from the cache" : "measured, cached in",
-                b.cache.c_str(), b.measure_seconds, b.plan_seconds);
+    std::printf("  measurements: %s %s (pass %.1fs: candidates %.1fs, KLD probe %.1fs), plan %.3fs\n",
+                b.cache_hit ? "from the cache" : "measured, cached in", b.cache.c_str(), b.measure_seconds,
+                b.measure_solve_seconds, b.measure_probe_seconds, b.plan_seconds);
   }
   if (a.dry_run) {  // the plan: every tensor, then the totals per stored type
     std::printf("%-32s %-16s %-10s %8s %12s\n", "tensor", "shape", "stored", "bpw", "bytes");

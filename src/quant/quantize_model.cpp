@@ -1034,11 +1034,21 @@ void install_f32(Model& m, const TensorInfo& t, const std::vector<float>& values
   m.replace_weight(dq);
 }
 
+// Adds the wall time of its scope to a total.
+struct Stopwatch {
+  explicit Stopwatch(double& total) : total_(total), t0_(std::chrono::steady_clock::now()) {}
+  ~Stopwatch() { total_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count(); }
+  double& total_;
+  std::chrono::steady_clock::time_point t0_;
+};
+
 // The measurement pass: a calibrated run of the method at each tensor's reference format, in which every block
 // linear is also quantized into each other candidate under the same statistics (its output error measured), and
 // put alone into the full-precision probe model (its KLD: the sensitivity coefficient).
 class MeasurePass : public RunObserver {
  public:
+  double solve_seconds = 0, probe_seconds = 0;  // where the pass's time went
+
   MeasurePass(const Job& job, const std::map<size_t, std::vector<std::string>>& candidates, budget::KldProbe& probe,
               std::map<size_t, budget::TensorMeasure>& out, std::function<void(const std::string&)> tick)
       : job_(job), candidates_(candidates), probe_(probe), out_(out), tick_(std::move(tick)) {
@@ -1062,15 +1072,18 @@ class MeasurePass : public RunObserver {
       if (c == ref) {
         cm.error = ref_error = layer_error(W.data(), q.dequant.data(), t.rows(), t.cols(), stats);
       } else if (c != "f16") {
+        const Stopwatch sw(solve_seconds);
         const QuantResult qc = quantize_tensor(*solver_, job_.src, t, W, *formats::make_format(c), &stats);
         cm.error = layer_error(W.data(), qc.dequant.data(), t.rows(), t.cols(), stats);
       }
       m.candidates.push_back(cm);
     }
-    // The sensitivity: this quantization alone in the full-precision model.
-    install_f32(probe_.model(), t, q.dequant);
-    m.reference_kld = probe_.kld_from_here();
-    restore(i);
+    {  // The sensitivity: this quantization alone in the full-precision model.
+      const Stopwatch sw(probe_seconds);
+      install_f32(probe_.model(), t, q.dequant);
+      m.reference_kld = probe_.kld_from_here();
+      restore(i);
+    }
     m.coefficient = ref_error > 0 ? m.reference_kld / ref_error : 0.0;
     out_[i] = std::move(m);
     tick_(t.name);
@@ -1096,7 +1109,9 @@ class MeasurePass : public RunObserver {
     for (const std::string& c : candidates_.at(i)) {
       budget::CandidateMeasure cm{c, stored_bytes(c, t.rows(), t.cols()), 0.0};
       if (c != "f16") {
+        std::optional<Stopwatch> sw(std::in_place, solve_seconds);
         const QuantResult q = quantize_tensor(*rtn, job_.src, t, W, *formats::make_format(c), p.importance ? &imp : nullptr);
+        sw.emplace(probe_seconds);
         install_f32(probe_.model(), t, q.dequant);
         cm.error = head_only ? probe_.kld_from_here() : probe_.kld_from_start();
         restore(i);
@@ -1126,7 +1141,7 @@ std::string measure_key(const Job& job, const std::map<size_t, std::vector<std::
   const QuantizeModelOptions& o = job.o;
   nlohmann::json j = {{"run", run_fingerprint(job.src, job.source_checksum, o, job.method.text,
                                               job.imatrix ? hex64(job.imatrix->checksum) : std::string())},
-                      {"probe_windows", probe_windows}, {"measure_version", 1}};
+                      {"probe_windows", probe_windows}, {"measure_version", 2}};
   for (const auto& [i, c] : candidates) j["candidates"][job.model->tensors[i].name] = c;
   const std::string text = j.dump();
   return hex64(fnv1a64(reinterpret_cast<const std::byte*>(text.data()), text.size()));
@@ -1213,10 +1228,14 @@ QuantizeReport quantize_to_budget(const std::string& src, const std::string& out
     m.probe_len = b.probe_len;
     for (auto& [i, tmeas] : per) m.tensors.push_back(std::move(tmeas));
     m.seconds = std::chrono::duration<double>(Clock::now() - tm).count();
+    m.solve_seconds = pass.solve_seconds;
+    m.probe_seconds = pass.probe_seconds;
     budget::save_measurement(b.cache, m);
     measured = std::move(m);
   }
   b.measure_seconds = measured->seconds;
+  b.measure_solve_seconds = measured->solve_seconds;
+  b.measure_probe_seconds = measured->probe_seconds;
   const auto tp = Clock::now();
 
   // The allocation. Whole file: the metadata and tensor infos as job A has them (plus slack for the keys a type

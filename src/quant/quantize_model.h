@@ -75,7 +75,7 @@ struct QuantizeModelOptions {
   double target_bpw = 0;
   // The formats to choose among (each tensor keeps those its rows fit); empty: the family's default set.
   std::vector<std::string> candidates;
-  int probe_windows = 16;      // calibration windows (the first ones) the sensitivities' KLD is measured on
+  int probe_windows = 8;       // calibration windows (the first ones) the sensitivities' KLD is measured on
   std::string measure_cache;   // the measurement cache file; empty: budget::default_cache_path
   // tensor name -> type, winning over every other rule (what the budget planner hands the quantizing run).
   std::map<std::string, std::string> planned_types;
@@ -122,7 +122,9 @@ struct QuantizeReport {
     size_t items = 0;               // tensors whose type was chosen
     std::string cache;              // the measurement cache file
     bool cache_hit = false;         // the measurements came from it
-    double measure_seconds = 0;     // the measurement pass (when it ran, or as recorded in the cache)
+    double measure_seconds = 0;     // the measurement pass (when it ran, or as recorded in the cache), of which:
+    double measure_solve_seconds = 0;  // the other candidates' quantizations
+    double measure_probe_seconds = 0;  // the KLD runs (sensitivities, the embedding's and head's candidates)
     double plan_seconds = 0;        // allocation, from the measurements
     int probe_windows = 0, probe_len = 0;
     double predicted_kld = 0;       // sum of the chosen types' predicted contributions

@@ -576,6 +576,37 @@ TEST(CliErrors, QuantizeMethodErrors) {
   EXPECT_FALSE(fs::exists(out + ".resume"));
 }
 
+TEST(Cli, QuantizeToATargetSize) {
+  LOWBIT_REQUIRE_SHARED(kStories);
+  TempDir d;
+  const std::string out = d.path("q.gguf"), cache = d.path("cache.json");
+  const std::string base = "quantize -m " + test::shared(kStories) + " -o " + out + " --calib " +
+                           test::shared("data/wikitext-2-raw/wiki.test.raw") +
+                           " --calib-samples 4 --calib-len 64 --probe-windows 2 --measure-cache " + cache;
+  Result r = lowbit(base + " --target-size 400K --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  ASSERT_TRUE(j["budget"].is_object());
+  EXPECT_FALSE(j["budget"]["cache_hit"].get<bool>());
+  EXPECT_EQ(j["budget"]["target_bytes"].get<uint64_t>(), 400u * 1024);
+  EXPECT_LE(fs::file_size(out), 400u * 1024);
+  EXPECT_GE(fs::file_size(out), 400u * 1024 * 995 / 1000);
+  EXPECT_EQ(j["budget"]["planned_bytes"].get<uint64_t>(), fs::file_size(out));
+  EXPECT_TRUE(j["budget"]["measured_kld"].is_number());
+  for (const auto& t : j["tensors"])
+    if (t["shape"].size() == 2) EXPECT_TRUE(t.contains("predicted_kld")) << t["name"];
+  // A second budget: planned from the cache, printed, nothing written.
+  fs::remove(out);
+  r = lowbit(base + " --target-size 0.3M --dry-run");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("budget plan"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("from the cache"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(out));
+  expect_clean_error(lowbit(base + " --target-size 12Q"), "--target-size");
+  expect_clean_error(lowbit(base + " --target-size 1K"), "below the smallest plan");
+  EXPECT_FALSE(fs::exists(out));
+}
+
 TEST(CliErrors, MissingConfigKey) {
   LOWBIT_REQUIRE_SHARED("models/TinyStories-656K");
   TempDir d;

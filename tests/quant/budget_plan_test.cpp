@@ -19,6 +19,7 @@
 #include "quant/budget/measure.h"
 #include "quant/quantize_model.h"
 #include "test_util.h"
+#include "quantize_error.h"
 
 namespace lowbit::quant {
 namespace {
@@ -128,14 +129,7 @@ TEST(BudgetPlan, BeatsOneTypeForEveryMatrixAtItsSize) {
 }
 
 std::string error_of(const QuantizeModelOptions& o, const std::string& out) {
-  try {
-    quantize_model(test::shared(kSrc), out, o);
-  } catch (const Error& e) {
-    EXPECT_FALSE(fs::exists(out)) << "an output was written";
-    return e.what();
-  }
-  ADD_FAILURE() << "no error";
-  return "";
+  return test::quantize_error(test::shared(kSrc), o, out);
 }
 
 TEST(BudgetPlan, BadBudgetsAreOneErrorAndWriteNothing) {

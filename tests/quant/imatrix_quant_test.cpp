@@ -23,6 +23,7 @@
 #include "calib/calib_data.h"
 #include "quant/quantize_model.h"
 #include "test_util.h"
+#include "quantize_error.h"
 
 namespace lowbit::quant {
 namespace {
@@ -235,14 +236,7 @@ TEST(Imatrix, MatrixWithoutEntryGetsThePlainQuantizer) {
 }
 
 std::string error_of(const QuantizeModelOptions& o, const std::string& out) {
-  try {
-    quantize_model(test::shared(kSrc), out, o);
-  } catch (const Error& e) {
-    EXPECT_FALSE(fs::exists(out)) << "an output was written";
-    return e.what();
-  }
-  ADD_FAILURE() << "no error";
-  return "";
+  return test::quantize_error(test::shared(kSrc), o, out);
 }
 
 TEST(Imatrix, AnotherModelsImatrixIsOneErrorBeforeAnyWork) {

@@ -33,6 +33,8 @@ std::optional<Measurement> load_measurement(const std::string& path, const std::
     Measurement m;
     m.key = key;
     m.seconds = j.at("seconds").get<double>();
+    m.solve_seconds = j.at("solve_seconds").get<double>();
+    m.probe_seconds = j.at("probe_seconds").get<double>();
     m.probe_windows = j.at("probe_windows").get<int>();
     m.probe_len = j.at("probe_len").get<int>();
     for (const auto& jt : j.at("tensors")) {
@@ -57,7 +59,8 @@ std::optional<Measurement> load_measurement(const std::string& path, const std::
 
 void save_measurement(const std::string& path, const Measurement& m) {
   namespace fs = std::filesystem;
-  nlohmann::json j = {{"key", m.key}, {"seconds", m.seconds}, {"probe_windows", m.probe_windows},
+  nlohmann::json j = {{"key", m.key}, {"seconds", m.seconds}, {"solve_seconds", m.solve_seconds},
+                      {"probe_seconds", m.probe_seconds}, {"probe_windows", m.probe_windows},
                       {"probe_len", m.probe_len}, {"tensors", nlohmann::json::array()}};
   for (const auto& t : m.tensors) {
     nlohmann::json jt = {{"name", t.name}, {"shape", t.shape}, {"direct", t.direct}, {"reference", t.reference},

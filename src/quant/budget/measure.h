@@ -44,7 +44,9 @@ struct TensorMeasure {
 struct Measurement {
   std::string key;
   std::vector<TensorMeasure> tensors;
-  double seconds = 0;       // wall time of the measurement pass
+  double seconds = 0;       // wall time of the measurement pass, of which:
+  double solve_seconds = 0; //   the candidates' quantizations (the method's solver, or rtn for direct tensors)
+  double probe_seconds = 0; //   the probe's KLD runs (the sensitivities, the direct tensors' candidates)
   int probe_windows = 0, probe_len = 0;
 };
 
