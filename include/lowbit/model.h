@@ -60,6 +60,11 @@ class Model {
   // (copied), e.g. after an equivalence transform.
   void replace_weight(const TensorInfo& t);
 
+  // Batched attention (forward_layer, BlockPass) as llama.cpp's CPU graph computes it with its default F16 KV cache
+  // and without flash attention: q, k and v rounded to f16, and the softmax weights too before they multiply v.
+  // For statistics meant to match llama.cpp's own (lowbit imatrix); off by default (f32 throughout).
+  void set_f16_attention(bool on);
+
   // Bytes of weights one decode step reads (every matrix once, plus one embedding row).
   uint64_t weight_bytes_per_token() const;
 

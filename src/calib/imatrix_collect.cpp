@@ -1,6 +1,8 @@
 #include "calib/imatrix_collect.h"
 
 #include <algorithm>
+#include <cmath>
+#include <map>
 
 #include "io/arch.h"
 #include "lowbit/error.h"
@@ -24,6 +26,12 @@ io::ImatrixSums collect_imatrix(Model& model, const std::vector<int32_t>& tokens
   const int group = std::max(1, 8192 / o.chunk_size);
   const size_t len = static_cast<size_t>(o.chunk_size), dim = static_cast<size_t>(c.dim);
   std::vector<float> x;
+  // One float accumulator per (layer, site), added to row by row in token order with a fused multiply-add:
+  // llama-imatrix's own arithmetic (Stats::values is float, `values[j] += x[j]*x[j]` per row, contracted to an FMA
+  // in its -march=native build), so the file carries the same rounding as llama.cpp's, not only the same sums.
+  // The linears of a site read the same rows: each gets the site's sums.
+  std::map<std::pair<int, int>, std::vector<float>> acc;
+  std::map<std::pair<int, int>, int64_t> rows_seen;
   for (int g0 = 0; g0 < n_chunks; g0 += group) {
     const int n = std::min(group, n_chunks - g0);
     x.assign(static_cast<size_t>(n) * len * dim, 0.0f);
@@ -35,23 +43,24 @@ io::ImatrixSums collect_imatrix(Model& model, const std::vector<int32_t>& tokens
     }
     for (int l = 0; l < c.n_layers; ++l)
       model.forward_layer(l, x.data(), n, o.chunk_size, [&](int layer, LinearInput which, const float* in, int64_t rows, int64_t cols) {
-        const io::SiteRole& site = roles.sites[static_cast<int>(which)];
-        // The linears of a site read the same rows: sum once, credit each of them.
-        std::vector<double> sq(static_cast<size_t>(cols), 0.0);
+        const std::pair<int, int> key{layer, static_cast<int>(which)};
+        std::vector<float>& a = acc[key];
+        if (a.empty()) a.assign(static_cast<size_t>(cols), 0.0f);
         for (int64_t r = 0; r < rows; ++r)
           for (int64_t j = 0; j < cols; ++j) {
-            const double v = in[r * cols + j];
-            sq[static_cast<size_t>(j)] += v * v;
+            const float v = in[r * cols + j];
+            a[static_cast<size_t>(j)] = std::fma(v, v, a[static_cast<size_t>(j)]);
           }
-        for (std::string_view lin : site.linears) {
-          io::ImatrixSums::Entry& e = s.entries[io::block_tensor_name(layer, lin)];
-          if (e.sum_sq.empty()) e.sum_sq.assign(static_cast<size_t>(cols), 0.0);
-          for (int64_t j = 0; j < cols; ++j) e.sum_sq[static_cast<size_t>(j)] += sq[static_cast<size_t>(j)];
-          e.tokens += rows;
-        }
+        rows_seen[key] += rows;
       });
     if (progress) progress(g0 + n, n_chunks);
   }
+  for (const auto& [key, a] : acc)
+    for (std::string_view lin : roles.sites[static_cast<size_t>(key.second)].linears) {
+      io::ImatrixSums::Entry& e = s.entries[io::block_tensor_name(key.first, lin)];
+      e.sum_sq.assign(a.begin(), a.end());
+      e.tokens = rows_seen[key];
+    }
   for (auto& [name, e] : s.entries) e.calls = n_chunks;
   return s;
 }

@@ -31,6 +31,8 @@ void imatrix_cmd(const ImatrixArgs& a) {
   const Tokenizer& tok = need_tokenizer(m);
   const std::vector<int32_t> tokens = tok.encode(read_text_file(a.file), tok.add_bos());
   Model model(m.file, a.ctx);
+  // llama-imatrix's attention reads its F16 KV cache: the same rounding here keeps the entries at llama.cpp's.
+  model.set_f16_attention(true);
   calib::ImatrixOptions o;
   o.chunk_size = a.ctx;
   o.chunks = a.chunks;

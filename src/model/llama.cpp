@@ -13,6 +13,7 @@
 #include "lowbit/error.h"
 #include "lowbit/model.h"
 #include "lowbit/threads.h"
+#include "core/half.h"
 #include "io/arch.h"
 #include "ops/ops.h"
 
@@ -106,6 +107,7 @@ struct Model::Impl {
   // Scratch for a batch of n tokens.
   std::vector<float> x, xb, q, k, v, att, ffg, ffu, scores;
   bool profiling = false;
+  bool f16_attention = false;  // set_f16_attention
   std::map<std::string, double> prof;
 
   struct Timer {
@@ -221,6 +223,15 @@ struct Model::Impl {
     const size_t tile_scores = static_cast<size_t>(kAttnTile) * len;
     if (scores.size() < nthreads * tile_scores) scores.resize(nthreads * tile_scores);
     const int64_t jobs = static_cast<int64_t>(n_seq) * c.n_heads * tiles;
+    auto to_f16 = [](float* a, size_t count) {
+      for (size_t i = 0; i < count; ++i) a[i] = f16_to_f32(f32_to_f16(a[i]));
+    };
+    if (f16_attention) {  // llama.cpp: K and V in its F16 cache, Q converted to F16 for K Q
+      const size_t rows = static_cast<size_t>(n_seq) * len;
+      to_f16(q.data(), rows * qd);
+      to_f16(k.data(), rows * kvd);
+      to_f16(v.data(), rows * kvd);
+    }
     ops::BlasOnCallingThread single;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (nthreads > 1 && jobs > 1)
     for (int64_t job = 0; job < jobs; ++job) {
@@ -237,6 +248,7 @@ struct Model::Impl {
         float* row = S + static_cast<size_t>(i) * span;
         const int visible = t0 + i + 1;  // causal: keys 0 .. t0+i
         ops::softmax(row, visible);
+        if (f16_attention) to_f16(row, static_cast<size_t>(visible));  // llama.cpp: KQ converted to F16 for V KQ
         std::fill(row + visible, row + span, 0.0f);
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, span, 1.0f, S, span, v.data() + kv_off,
@@ -551,6 +563,8 @@ uint64_t Model::weight_bytes_per_token() const {
 }
 
 void Model::enable_profile(bool on) { impl_->profiling = on; }
+
+void Model::set_f16_attention(bool on) { impl_->f16_attention = on; }
 
 std::vector<std::pair<std::string, double>> Model::profile() const {
   return {impl_->prof.begin(), impl_->prof.end()};

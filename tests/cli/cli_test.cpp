@@ -629,7 +629,8 @@ TEST(CliErrors, UnknownVerbAndMissingOption) {
 }
 
 // lowbit imatrix against llama-imatrix (../shared/reference/imatrix: the same text, the same 64 chunks of 128
-// tokens): every entry of both output formats within 1e-3 relative of llama.cpp's file, as llama-quantize reads them
+// tokens): every entry of both output formats within 1e-4 relative of llama.cpp's file (the issue: 1e-3), as
+// llama-quantize reads them
 // (read back by lowbit's own reader, which is checked against llama-quantize's normalisation in tests/io).
 TEST(Cli, ImatrixMatchesLlamaImatrix) {
   LOWBIT_REQUIRE_SHARED("reference/imatrix/synth256.imatrix");
@@ -647,7 +648,7 @@ TEST(Cli, ImatrixMatchesLlamaImatrix) {
     std::string problem;
     const double worst = test::imatrix_worst_relative(got, want, &problem);
     ASSERT_TRUE(problem.empty()) << problem;
-    EXPECT_LT(worst, 1e-3);
+    EXPECT_LT(worst, 1e-4);  // 2.3e-5 measured; 8.6e-4 when attention ran in f32 rather than llama.cpp's f16 KV
   }
   expect_clean_error(lowbit("imatrix -m " + test::shared("reference/gguf/synth256-F32.gguf") + " -f " +
                             test::shared("data/wikitext-2/valid.txt") + " -o " + d.path("x.bin") + " --output-format bin"),
