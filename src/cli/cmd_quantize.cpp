@@ -105,9 +105,16 @@ void quantize_cmd(const QuantizeArgs& a) {
     o.overrides.emplace_back(name, val);
   }
   std::unique_ptr<ProgressBar> bar;
+  std::string bar_stage;
   o.progress = [&](size_t done, size_t total, const std::string& name) {
-    if (!bar) bar = std::make_unique<ProgressBar>("quantize", static_cast<int64_t>(total), !a.json);
-    bar->update(static_cast<int64_t>(done), name);
+    // A budget plan reports its measurement pass ("measure <tensor>") first, then the quantizing run: one bar each.
+    const std::string stage = name.rfind("measure ", 0) == 0 ? "measure" : "quantize";
+    if (!bar || stage != bar_stage) {
+      if (bar) bar->finish();
+      bar = std::make_unique<ProgressBar>(stage, static_cast<int64_t>(total), !a.json);
+      bar_stage = stage;
+    }
+    bar->update(static_cast<int64_t>(done), stage == "measure" ? name.substr(8) : name);
   };
   o.qopts.act_order = a.act_order;
   o.true_sequential = !a.no_true_sequential;

@@ -96,6 +96,18 @@ TEST(BudgetPlan, FileFitsTheBudgetAndASecondBudgetReplansFromTheCache) {
   o.target_bytes = 1000000;
   quantize_model(test::shared(kSrc), c, o);
   EXPECT_EQ(test::read_file(a), test::read_file(c));
+  // Bits per parameter instead (the tensors' bytes), planned only.
+  o.target_bytes = 0;
+  o.target_bpw = 4.0;
+  o.dry_run = true;
+  fs::remove(c);
+  const QuantizeReport rd = quantize_model(test::shared(kSrc), c, o);
+  EXPECT_FALSE(fs::exists(c));
+  EXPECT_TRUE(rd.budget->cache_hit);
+  EXPECT_FALSE(rd.budget->whole_file);
+  EXPECT_LE(rd.bits_per_weight, 4.0);
+  EXPECT_GE(rd.bits_per_weight, 4.0 * 0.995);
+  EXPECT_LT(rd.budget->measured_kld, 0.0);  // a dry run measures nothing
   for (const auto& p : {cache, a, b, c}) fs::remove(p);
 }
 
