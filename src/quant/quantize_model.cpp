@@ -1162,12 +1162,11 @@ QuantizeReport quantize_to_budget(const std::string& src, const std::string& out
       !o.overrides.empty())
     fail(src, option, "chooses every type itself: it cannot be combined with --tensor-type, --token-embedding-type, "
                       "--output-tensor-type, --bits-for or --pure (use --keep and --candidates)");
-  for (const auto& c : o.candidates)
-    if (c != "f16") canonical_type(src, "--candidates", c);
   if (o.probe_windows < 1) fail(src, "--probe-windows", "expected at least 1");
 
   // Job A, the measurement: every candidate matrix at its reference format (the candidate nearest 4.5 bits).
   QuantizeModelOptions oa = o;
+  for (auto& c : oa.candidates) c = canonical_type(src, "--candidates", c);  // as the plan stores types: Q4_K -> q4_K
   oa.format = o.format == "lowbit" ? "int4g64a" : "q4_K";
   oa.dry_run = true;
   Job ja{src, oa};
@@ -1182,7 +1181,7 @@ QuantizeReport quantize_to_budget(const std::string& src, const std::string& out
     bool kept = false;
     for (const auto& k : o.keep) kept = kept || matches(t.name, k);
     if (kept) continue;
-    std::vector<std::string> c = matrix_candidates(o, t.cols());
+    std::vector<std::string> c = matrix_candidates(oa, t.cols());
     if (c.empty()) fail(src, "--candidates", "none fits the rows of '" + t.name + "' (" + std::to_string(t.cols()) + " columns)");
     std::string ref;
     for (const auto& f : c)
@@ -1191,9 +1190,7 @@ QuantizeReport quantize_to_budget(const std::string& src, const std::string& out
     candidates[i] = std::move(c);
   }
   if (candidates.empty()) fail(src, option, "no matrix is left to choose a type for (all kept)");
-  oa.keep.clear();  // what o.keep matches is kept in keep_dtype, the rest is planned
-  for (const auto& k : o.keep) oa.keep.push_back(k);
-  plan_tensors(ja, wa);
+  plan_tensors(ja, wa);  // what o.keep matches is kept in keep_dtype, the rest is planned
 
   QuantizeReport::Budget b;
   b.whole_file = by_size;

@@ -173,6 +173,22 @@ TEST(BudgetPlan, BadBudgetsAreOneErrorAndWriteNothing) {
   fs::remove(cache);
 }
 
+TEST(BudgetPlan, CandidatesAsGiven) {
+  LOWBIT_NEED_SHARED(kSrc);
+  LOWBIT_NEED_SHARED(kValid);
+  const std::string cache = tmp("cache4.json"), out = tmp("cand.gguf");
+  QuantizeModelOptions o = budget_options(cache);
+  o.candidates = {"Q4_K", "q6_K", "IQ4_XS"};  // llama-quantize's spelling works too
+  o.target_bytes = 1100000;
+  quantize_model(test::shared(kSrc), out, o);
+  auto f = io::GgufFile::open(out);
+  for (const auto& t : f->tensors())
+    if (t.ne.size() == 2)
+      EXPECT_TRUE(t.dtype == DType::Q4_K || t.dtype == DType::Q6_K || t.dtype == DType::IQ4_XS) << t.name;
+  EXPECT_LE(fs::file_size(out), 1100000u);
+  for (const auto& p : {cache, out}) fs::remove(p);
+}
+
 TEST(KldProbe, ZeroForTheModelAndTheSameFromAnyBlock) {
   LOWBIT_NEED_SHARED(kSrc);
   LOWBIT_NEED_SHARED(kValid);
