@@ -21,6 +21,7 @@
 #include "lowbit/error.h"
 #include "ops/ggml_dot.h"
 #include "ops/ops.h"
+#include "ops/simd_path.h"
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/ggml_kernels.cpp"
@@ -59,7 +60,7 @@ inline void RefRows(const WeightView& w, const detail::GgmlActs* acts, int64_t n
       y[t * ldy + (r - r0)] = detail::ggml_dot_row_ref(w.dtype, w.data + static_cast<size_t>(r) * w.row_bytes, acts[t]);
 }
 
-#if HWY_TARGET == HWY_AVX3_DL
+#if LOWBIT_AVX512_VNNI_PATH
 
 using detail::GgmlActs;
 
@@ -808,10 +809,25 @@ void GemmGgmlRows(const WeightView& w, const detail::GgmlActs* acts, int64_t n_t
 
 #endif
 
+// Which of the three GemmGgmlRows above this target compiled.
+const char* GgmlKernelPath() {
+#if LOWBIT_AVX512_VNNI_PATH
+  return "avx512-vnni";
+#elif HWY_TARGET != HWY_SCALAR && HWY_TARGET != HWY_EMU128 && !HWY_HAVE_SCALABLE
+  return "highway";
+#else
+  return "scalar";
+#endif
+}
+
 }  // namespace lowbit::ops::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
+namespace lowbit::ops {
+HWY_EXPORT(GgmlKernelPath);
+const char* ggml_kernel_path() { return HWY_DYNAMIC_DISPATCH(GgmlKernelPath)(); }
+}  // namespace lowbit::ops
 namespace lowbit::ops::detail {
 HWY_EXPORT(GemmGgmlRows);
 void gemm_ggml_rows(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1, float* y,

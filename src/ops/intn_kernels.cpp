@@ -36,6 +36,7 @@
 #include "lowbit/error.h"
 #include "ops/kernels.h"
 #include "ops/ops.h"
+#include "ops/simd_path.h"
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/intn_kernels.cpp"
@@ -47,7 +48,7 @@ HWY_BEFORE_NAMESPACE();
 namespace lowbit::ops::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-#if HWY_TARGET == HWY_AVX3_DL
+#if LOWBIT_AVX512_VNNI_PATH
 constexpr bool kPlanes = true;  // the AVX3_DL kernel (int8 halves, grouped small blocks; see the file comment)
 #else
 constexpr bool kPlanes = false;
@@ -345,7 +346,7 @@ float RowDotPortable(const formats::IntNFormat& f, const std::byte* row, const d
 }
 #endif
 
-#if HWY_TARGET == HWY_AVX3_DL
+#if LOWBIT_AVX512_VNNI_PATH
 // ---- AVX-512 VNNI + VBMI path ---------------------------------------------------------------------------------
 // Highway 1.0.3's AVX3_DL target string names "avxvnni" (the VEX form) but not avx512vnni, which vpdpbusd on
 // zmm registers needs; the CPUs it selects AVX3_DL for (Ice Lake and later, Zen 4) all have it.
@@ -598,7 +599,7 @@ void RowsVnniBits(const WeightView& w, const detail::IntNActs& a, int64_t r0, in
 #endif
 
 void GemvIntNRows(const WeightView& w, const detail::IntNActs& a, int64_t r0, int64_t r1, float* y) {
-#if HWY_TARGET == HWY_AVX3_DL
+#if LOWBIT_AVX512_VNNI_PATH
   switch (w.intn->bits()) {
     case 2: return RowsVnniBits<2>(w, a, r0, r1, y);
     case 3: return RowsVnniBits<3>(w, a, r0, r1, y);
@@ -614,7 +615,7 @@ void GemvIntNRows(const WeightView& w, const detail::IntNActs& a, int64_t r0, in
 }
 
 // ---- decode to f32 (the prefill path decodes panels of rows for SGEMM) ------------------------------------------
-#if HWY_TARGET == HWY_AVX3_DL
+#if LOWBIT_AVX512_VNNI_PATH
 // 64 codes per step in natural order (vpermb + vpmultishiftqb, or the bytes themselves for 8-bit), widened to
 // f32 16 at a time: value = scale * code - scale * offset.
 template <int B>
@@ -665,7 +666,7 @@ LOWBIT_VNNI void DecodeRowVbmi(const formats::IntNFormat& f, const std::byte* ro
 #endif
 
 void DecodeRowIntN(const formats::IntNFormat& f, const std::byte* row, int64_t n, float* out) {
-#if HWY_TARGET == HWY_AVX3_DL
+#if LOWBIT_AVX512_VNNI_PATH
   switch (f.bits()) {
     case 2: return DecodeRowVbmi<2>(f, row, n, out);
     case 3: return DecodeRowVbmi<3>(f, row, n, out);
@@ -680,6 +681,17 @@ void DecodeRowIntN(const formats::IntNFormat& f, const std::byte* row, int64_t n
 #endif
 }
 
+// Which GemvIntNRows / DecodeRowIntN this target compiled.
+const char* IntNKernelPath() {
+#if LOWBIT_AVX512_VNNI_PATH
+  return "avx512-vnni";
+#elif HWY_TARGET != HWY_SCALAR
+  return "highway";
+#else
+  return "scalar";
+#endif
+}
+
 }  // namespace lowbit::ops::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
@@ -690,6 +702,9 @@ HWY_EXPORT(QuantizeActsIntN);
 HWY_EXPORT(GemvIntNRows);
 HWY_EXPORT(DecodeRowIntN);
 HWY_EXPORT(ActMax);
+HWY_EXPORT(IntNKernelPath);
+
+const char* intn_kernel_path() { return HWY_DYNAMIC_DISPATCH(IntNKernelPath)(); }
 
 namespace detail {
 void quantize_acts_intn(const formats::IntNFormat& f, const float* x, int64_t n, IntNActs& a) {

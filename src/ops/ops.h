@@ -84,5 +84,9 @@ double measure_read_bandwidth(size_t bytes, int threads, int reps = 5);
 
 // The SIMD target Highway chose at run time ("AVX3_ZEN4", "AVX3_DL", "AVX2", ...).
 const char* simd_target();
+// The kernel paths the dispatch chose for llama.cpp block types and for lowbit's intN formats: "avx512-vnni" (the
+// hand-written AVX-512 VNNI/VBMI kernels, on AVX3_DL or any better target), "highway" (portable SIMD) or "scalar".
+const char* ggml_kernel_path();
+const char* intn_kernel_path();
 
 }  // namespace lowbit::ops
