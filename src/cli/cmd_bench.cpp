@@ -25,9 +25,10 @@ void bench_cmd(const BenchArgs& a) {
   if (threads.empty()) threads.push_back(hardware_threads());
   nlohmann::json rows = nlohmann::json::array();
   if (!a.json) {
-    std::printf("model: %s  (%s, %d layers, dim %d, %.2f GiB)  SIMD: %s\n", a.model.c_str(),
-                file->config.arch.c_str(), file->config.n_layers, file->config.dim,
-                static_cast<double>(file->total_bytes()) / (1 << 30), ops::simd_target());
+    std::printf("model: %s  (%s, %d layers, dim %d, %.2f GiB)  SIMD: %s (kernels: llama.cpp types %s, intN %s)\n",
+                a.model.c_str(), file->config.arch.c_str(), file->config.n_layers, file->config.dim,
+                static_cast<double>(file->total_bytes()) / (1 << 30), ops::simd_target(), ops::ggml_kernel_path(),
+                ops::intn_kernel_path());
   }
   bool header = false;
   for (int t : threads) {
@@ -66,7 +67,8 @@ void bench_cmd(const BenchArgs& a) {
       show("tg", r.tg_profile);
     }
   }
-  if (a.json) print_json({{"model", a.model}, {"simd", ops::simd_target()}, {"results", rows}});
+  if (a.json) print_json({{"model", a.model}, {"simd", ops::simd_target()}, {"ggml_kernels", ops::ggml_kernel_path()},
+                          {"intn_kernels", ops::intn_kernel_path()}, {"results", rows}});
 }
 
 }  // namespace
