@@ -20,5 +20,8 @@ void parallel_fixed_chunks(int64_t n, int64_t chunk, const std::function<void(in
 void set_deterministic_blas(bool on);
 bool deterministic_blas();
 int hardware_threads();
+// Physical cores of the online CPUs (distinct package / core ids in /sys; SMT siblings count once), else
+// hardware_threads(): llama-bench's default thread count.
+int physical_cores();
 
 }  // namespace lowbit

@@ -3,6 +3,9 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <fstream>
+#include <set>
+#include <string>
 #include <atomic>
 #include <thread>
 
@@ -17,6 +20,23 @@ int g_threads = 0;
 int hardware_threads() {
   unsigned n = std::thread::hardware_concurrency();
   return n == 0 ? 1 : static_cast<int>(n);
+}
+
+int physical_cores() {
+  std::set<std::pair<int, int>> cores;
+  for (int cpu = 0; cpu < 4096; ++cpu) {
+    const std::string dir = "/sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/topology/";
+    std::ifstream core(dir + "core_id"), package(dir + "physical_package_id");
+    int c = -1, p = -1;
+    if (!(core >> c)) {
+      if (cpu >= hardware_threads()) break;
+      continue;  // offline or hidden
+    }
+    package >> p;
+    cores.emplace(p, c);
+  }
+  const int n = static_cast<int>(cores.size());
+  return n > 0 ? std::min(n, hardware_threads()) : hardware_threads();
 }
 
 void set_num_threads(int n) {

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <functional>
 
 #include "lowbit/threads.h"
 #include "ops/ops.h"
@@ -34,41 +36,43 @@ BenchResult run_bench(Model& model, const BenchOptions& o) {
     for (const int32_t id : ids) model.embed(std::span<const int32_t>(&id, 1), row.data());
   }
 
-  if (o.prompt_tokens > 0) {
-    double best = 1e30;
+  // Mean and sample standard deviation of tokens/s over the repetitions, after one untimed warm-up (llama-bench).
+  auto stats = [](const std::vector<double>& v, double& mean, double& sd) {
+    mean = 0;
+    for (double x : v) mean += x;
+    mean /= static_cast<double>(v.size());
+    double ss = 0;
+    for (double x : v) ss += (x - mean) * (x - mean);
+    sd = v.size() > 1 ? std::sqrt(ss / static_cast<double>(v.size() - 1)) : 0.0;
+  };
+  auto timed = [&](int tokens, const std::function<void()>& run, std::vector<double>& samples,
+                   std::vector<std::pair<std::string, double>>& profile) {
+    run();  // warm-up
     for (int rep = 0; rep < reps; ++rep) {
       model.reset_profile();
       model.enable_profile(o.profile);
-      auto t0 = clock::now();
-      model.forward(std::span<const int32_t>(ids.data(), static_cast<size_t>(o.prompt_tokens)), 0, logits.data(),
-                    false);
-      double sec = std::chrono::duration<double>(clock::now() - t0).count();
-      if (sec < best) {
-        best = sec;
-        r.pp_profile = model.profile();
-      }
+      const auto t0 = clock::now();
+      run();
+      samples.push_back(tokens / std::chrono::duration<double>(clock::now() - t0).count());
+      profile = model.profile();
     }
-    r.pp_tok_s = o.prompt_tokens / best;
+  };
+  if (o.prompt_tokens > 0) {
+    timed(o.prompt_tokens, [&] {
+      model.forward(std::span<const int32_t>(ids.data(), static_cast<size_t>(o.prompt_tokens)), 0, logits.data(), false);
+    }, r.pp_samples, r.pp_profile);
+    stats(r.pp_samples, r.pp_tok_s, r.pp_tok_s_std);
   }
   if (o.gen_tokens > 0) {
-    double best = 1e30;
-    for (int rep = 0; rep < reps; ++rep) {
-      model.reset_profile();
-      model.enable_profile(o.profile);
-      auto t0 = clock::now();
+    timed(o.gen_tokens, [&] {
       for (int i = 0; i < o.gen_tokens; ++i)
         model.forward(std::span<const int32_t>(ids.data() + i, 1), i, logits.data(), false);
-      double sec = std::chrono::duration<double>(clock::now() - t0).count();
-      if (sec < best) {
-        best = sec;
-        r.tg_profile = model.profile();
-      }
-    }
-    r.tg_tok_s = o.gen_tokens / best;
+    }, r.tg_samples, r.tg_profile);
+    stats(r.tg_samples, r.tg_tok_s, r.tg_tok_s_std);
   }
   model.enable_profile(false);
   r.tg_gb_s = static_cast<double>(r.bytes_per_token) * r.tg_tok_s / 1e9;
-  r.machine_gb_s = ops::measure_read_bandwidth(size_t{1} << 30, r.threads);
+  if (o.roofline && o.gen_tokens > 0) r.machine_gb_s = ops::measure_read_bandwidth(size_t{1} << 30, r.threads);
   r.roofline_pct = r.machine_gb_s > 0 ? 100.0 * r.tg_gb_s / r.machine_gb_s : 0;
   return r;
 }

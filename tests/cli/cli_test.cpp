@@ -142,15 +142,30 @@ TEST(Cli, PerplexityJsonSmall) {
 
 TEST(Cli, BenchJson) {
   LOWBIT_REQUIRE_SHARED(kStories);
-  Result r = lowbit("bench --json -m " + test::shared(kStories) + " -p 16 -n 8 -t 1");
+  // llama-bench's shape: one row per (threads, test), pp tests for every -p, tg for every -n, mean ± stddev of -r.
+  Result r = lowbit("bench --json -m " + test::shared(kStories) + " -p 16,32 -n 8 -t 1 -r 3");
   ASSERT_EQ(r.code, 0) << r.err;
   auto j = nlohmann::json::parse(r.out);
-  ASSERT_EQ(j["results"].size(), 1u);
-  const auto& row = j["results"][0];
-  EXPECT_EQ(row["threads"], 1);
-  EXPECT_GT(row["pp_tok_s"].get<double>(), 0);
-  EXPECT_GT(row["tg_tok_s"].get<double>(), 0);
-  EXPECT_GT(row["machine_gb_s"].get<double>(), 0);
+  EXPECT_GT(j["params"].get<int64_t>(), 0);
+  ASSERT_EQ(j["results"].size(), 3u);
+  const char* tests[] = {"pp16", "pp32", "tg8"};
+  for (size_t i = 0; i < 3; ++i) {
+    const auto& row = j["results"][i];
+    EXPECT_EQ(row["test"], tests[i]);
+    EXPECT_EQ(row["threads"], 1);
+    ASSERT_EQ(row["samples_ts"].size(), 3u);
+    double sum = 0;
+    for (const auto& v : row["samples_ts"]) sum += v.get<double>();
+    EXPECT_NEAR(row["avg_ts"].get<double>(), sum / 3, 1e-9 * sum);
+    EXPECT_GE(row["stddev_ts"].get<double>(), 0);
+  }
+  EXPECT_GT(j["results"][2]["machine_gb_s"].get<double>(), 0);
+  EXPECT_FALSE(j["results"][0].contains("machine_gb_s"));  // a prefill row has no roofline
+  // The markdown table by default.
+  r = lowbit("bench -m " + test::shared(kStories) + " -p 16 -n 0 -t 1 -r 2");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("| 1 | pp16 |"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("tg"), std::string::npos) << r.out;
 }
 
 TEST(Cli, QuantizeThenInspectAndEval) {
