@@ -29,9 +29,12 @@
 
 #include "core/half.h"
 #include "formats/ggml.h"
+#include "formats/ggml_blocks.h"
 #include "lowbit/error.h"
 
 namespace lowbit::formats {
+
+namespace B = blocks;
 
 // The IQ4_NL levels, transcribed from ggml (kvalues_iq4nl in ggml-common.h).
 const int8_t kIq4nlValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
@@ -181,13 +184,13 @@ class Iq4nlFormat final : public GgmlFormat {
     std::array<uint8_t, kSub> q{};
     for (int j = 0; j < kSub; ++j) q[j] = static_cast<uint8_t>(code_of(w[j], p.scale));
     store_u16(out, half_bits(p.scale));
-    pack_nibbles(q.data(), out + 2);
+    pack_nibbles(q.data(), out + offsetof(B::IQ4_NL, qs));
   }
   void decode(const std::byte* in, std::span<float> out) const override {
     if (out.size() != static_cast<size_t>(kSub)) fail("", "format", name() + ": decode needs 32 outputs");
     const float d = f16_to_f32(load_u16(in));
     for (int j = 0; j < kSub / 2; ++j) {
-      const unsigned b = static_cast<unsigned>(in[2 + j]);
+      const unsigned b = static_cast<unsigned>(in[offsetof(B::IQ4_NL, qs) + j]);
       out[j] = d * kLevels.v[b & 0x0f];
       out[j + 16] = d * kLevels.v[b >> 4];
     }
@@ -245,9 +248,9 @@ class Iq4xsFormat final : public GgmlFormat {
       fail("", "format", name() + ": encode got " + std::to_string(w.size()) + " weights for a block of 256");
     store_u16(out, half_bits(p.scale));
     uint16_t scales_h = 0;
-    std::byte* scales_l = out + 4;
+    std::byte* scales_l = out + offsetof(B::IQ4_XS, scales_l);
     std::memset(scales_l, 0, 4);
-    std::byte* qs = out + 8;
+    std::byte* qs = out + offsetof(B::IQ4_XS, qs);
     std::array<uint8_t, kSub> q{};
     for (int s = 0; s < kSubs; ++s) {
       const int ls = sub_scale(p, s);
@@ -256,17 +259,17 @@ class Iq4xsFormat final : public GgmlFormat {
       scales_l[s / 2] |= static_cast<std::byte>((ls & 0x0f) << (4 * (s % 2)));
       scales_h = static_cast<uint16_t>(scales_h | ((ls >> 4) << (2 * s)));
     }
-    store_u16(out + 2, scales_h);
+    store_u16(out + offsetof(B::IQ4_XS, scales_h), scales_h);
   }
   void decode(const std::byte* in, std::span<float> out) const override {
     if (out.size() != static_cast<size_t>(kSuper)) fail("", "format", name() + ": decode needs 256 outputs");
     const float d = f16_to_f32(load_u16(in));
-    const unsigned scales_h = load_u16(in + 2);
+    const unsigned scales_h = load_u16(in + offsetof(B::IQ4_XS, scales_h));
     for (int s = 0; s < kSubs; ++s) {
-      const unsigned lo = (static_cast<unsigned>(in[4 + s / 2]) >> (4 * (s % 2))) & 0x0f;
+      const unsigned lo = (static_cast<unsigned>(in[offsetof(B::IQ4_XS, scales_l) + s / 2]) >> (4 * (s % 2))) & 0x0f;
       const unsigned hi = (scales_h >> (2 * s)) & 3u;
       const float dl = d * static_cast<float>(static_cast<int>(lo | (hi << 4)) - 32);
-      const std::byte* qs = in + 8 + s * (kSub / 2);
+      const std::byte* qs = in + offsetof(B::IQ4_XS, qs) + s * (kSub / 2);
       float* o = out.data() + s * kSub;
       for (int j = 0; j < kSub / 2; ++j) {
         const unsigned b = static_cast<unsigned>(qs[j]);

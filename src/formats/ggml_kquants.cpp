@@ -35,17 +35,21 @@
 #include "formats/ggml_kquants.h"
 
 #include <algorithm>
+#include <cstddef>
 #include <cmath>
 #include <cstring>
 #include <string>
 
 #include "core/half.h"
 #include "formats/ggml.h"
+#include "formats/ggml_blocks.h"
 #include "formats/ggml_common.h"
 #include "formats/ggml_search.h"
 #include "lowbit/error.h"
 
 namespace lowbit::formats {
+
+namespace B = blocks;
 
 void q4k_scale_min(const uint8_t* s, int j, uint8_t& sc, uint8_t& m) {
   if (j < 4) {
@@ -201,11 +205,11 @@ struct Spec {
 };
 
 constexpr Spec kSpecs[] = {
-    {Kind::Q2, DType::Q2_K, "q2_K", 84, 16, 16, 3, 0, true, 0, 15, 15},
-    {Kind::Q3, DType::Q3_K, "q3_K", 110, 16, 16, 7, 4, false, -32, 31, 0},
-    {Kind::Q4, DType::Q4_K, "q4_K", 144, 8, 32, 15, 0, true, 0, 63, 63},
-    {Kind::Q5, DType::Q5_K, "q5_K", 176, 8, 32, 31, 0, true, 0, 63, 63},
-    {Kind::Q6, DType::Q6_K, "q6_K", 210, 16, 16, 63, 32, false, -128, 127, 0},
+    {Kind::Q2, DType::Q2_K, "q2_K", sizeof(B::Q2_K), 16, 16, 3, 0, true, 0, 15, 15},
+    {Kind::Q3, DType::Q3_K, "q3_K", sizeof(B::Q3_K), 16, 16, 7, 4, false, -32, 31, 0},
+    {Kind::Q4, DType::Q4_K, "q4_K", sizeof(B::Q4_K), 8, 32, 15, 0, true, 0, 63, 63},
+    {Kind::Q5, DType::Q5_K, "q5_K", sizeof(B::Q5_K), 8, 32, 31, 0, true, 0, 63, 63},
+    {Kind::Q6, DType::Q6_K, "q6_K", sizeof(B::Q6_K), 16, 16, 63, 32, false, -128, 127, 0},
 };
 
 // A super-block's stored parameters: d / dmin as the floats their fp16 bits give, integer sub-scales / sub-mins.
@@ -562,17 +566,17 @@ void KQuantFormat::pack(const Stored& st, const uint8_t* q, std::byte* out) cons
   };
   switch (s_.kind) {
     case Kind::Q2:
-      for (int j = 0; j < 16; ++j) o[j] = static_cast<uint8_t>(st.sc[j] | (st.m[j] << 4));
-      pack2(o + 16, 0);
-      store_u16(out + 80, st.d_bits);
-      store_u16(out + 82, st.dmin_bits);
+      for (int j = 0; j < 16; ++j) o[offsetof(B::Q2_K, scales) + j] = static_cast<uint8_t>(st.sc[j] | (st.m[j] << 4));
+      pack2(o + offsetof(B::Q2_K, qs), 0);
+      store_u16(out + offsetof(B::Q2_K, d), st.d_bits);
+      store_u16(out + offsetof(B::Q2_K, dmin), st.dmin_bits);
       return;
     case Kind::Q3: {
-      uint8_t* hmask = o;
+      uint8_t* hmask = o + offsetof(B::Q3_K, hmask);
       for (int i = 0; i < kQK; ++i)
         if (q[i] > 3) hmask[i % 32] |= static_cast<uint8_t>(1u << (i / 32));
-      pack2(o + 32, 0);
-      uint8_t* s = o + 96;
+      pack2(o + offsetof(B::Q3_K, qs), 0);
+      uint8_t* s = o + offsetof(B::Q3_K, scales);
       for (int j = 0; j < 16; ++j) {
         const int l = st.sc[j] + 32;
         if (j < 8)
@@ -581,39 +585,39 @@ void KQuantFormat::pack(const Stored& st, const uint8_t* q, std::byte* out) cons
           s[j - 8] |= static_cast<uint8_t>((l & 0x0f) << 4);
         s[8 + j % 4] |= static_cast<uint8_t>((l >> 4) << (2 * (j / 4)));
       }
-      store_u16(out + 108, st.d_bits);
+      store_u16(out + offsetof(B::Q3_K, d), st.d_bits);
       return;
     }
     case Kind::Q4:
     case Kind::Q5: {
-      store_u16(out, st.d_bits);
-      store_u16(out + 2, st.dmin_bits);
-      pack_scales_k4(o + 4);
+      store_u16(out + offsetof(B::Q4_K, d), st.d_bits);
+      store_u16(out + offsetof(B::Q4_K, dmin), st.dmin_bits);
+      pack_scales_k4(o + offsetof(B::Q4_K, scales));
       if (s_.kind == Kind::Q4) {
-        pack_nibbles(o + 16);
+        pack_nibbles(o + offsetof(B::Q4_K, qs));
         return;
       }
-      uint8_t* qh = o + 16;
+      uint8_t* qh = o + offsetof(B::Q5_K, qh);
       for (int c = 0; c < 4; ++c)
         for (int l = 0; l < 32; ++l) {
           if (q[64 * c + l] > 15) qh[l] |= static_cast<uint8_t>(1u << (2 * c));
           if (q[64 * c + l + 32] > 15) qh[l] |= static_cast<uint8_t>(2u << (2 * c));
         }
-      pack_nibbles(o + 48);
+      pack_nibbles(o + offsetof(B::Q5_K, qs));
       return;
     }
     case Kind::Q6: {
       for (int h = 0; h < 2; ++h) {
         const uint8_t* c = q + 128 * h;
-        uint8_t* ql = o + 64 * h;
+        uint8_t* ql = o + offsetof(B::Q6_K, ql) + 64 * h;
         for (int l = 0; l < 32; ++l) {
           ql[l] = static_cast<uint8_t>((c[l] & 0x0f) | ((c[l + 64] & 0x0f) << 4));
           ql[l + 32] = static_cast<uint8_t>((c[l + 32] & 0x0f) | ((c[l + 96] & 0x0f) << 4));
         }
       }
-      pack2(o + 128, 4);
-      for (int j = 0; j < 16; ++j) o[192 + j] = static_cast<uint8_t>(static_cast<int8_t>(st.sc[j]));
-      store_u16(out + 208, st.d_bits);
+      pack2(o + offsetof(B::Q6_K, qh), 4);
+      for (int j = 0; j < 16; ++j) o[offsetof(B::Q6_K, scales) + j] = static_cast<uint8_t>(static_cast<int8_t>(st.sc[j]));
+      store_u16(out + offsetof(B::Q6_K, d), st.d_bits);
       return;
     }
   }
@@ -647,40 +651,44 @@ void KQuantFormat::unpack(const std::byte* in, Stored& st, uint8_t* q) const {
   std::memset(q, 0, kQK);
   switch (s_.kind) {
     case Kind::Q2:
-      for (int j = 0; j < 16; ++j) st.sc[j] = b[j] & 0x0f, st.m[j] = b[j] >> 4;
-      unpack2(b + 16, 0);
-      st.d_bits = load_u16(in + 80);
-      st.dmin_bits = load_u16(in + 82);
+      for (int j = 0; j < 16; ++j) {
+        const uint8_t v = b[offsetof(B::Q2_K, scales) + j];
+        st.sc[j] = v & 0x0f, st.m[j] = v >> 4;
+      }
+      unpack2(b + offsetof(B::Q2_K, qs), 0);
+      st.d_bits = load_u16(in + offsetof(B::Q2_K, d));
+      st.dmin_bits = load_u16(in + offsetof(B::Q2_K, dmin));
       return;
     case Kind::Q3: {
-      unpack2(b + 32, 0);
+      unpack2(b + offsetof(B::Q3_K, qs), 0);
       for (int i = 0; i < kQK; ++i)
-        if (b[i % 32] & (1u << (i / 32))) q[i] = static_cast<uint8_t>(q[i] | 4);
+        if (b[offsetof(B::Q3_K, hmask) + i % 32] & (1u << (i / 32))) q[i] = static_cast<uint8_t>(q[i] | 4);
       int8_t sc[16];
-      q3k_scales(b + 96, sc);
+      q3k_scales(b + offsetof(B::Q3_K, scales), sc);
       for (int j = 0; j < 16; ++j) st.sc[j] = sc[j];
-      st.d_bits = load_u16(in + 108);
+      st.d_bits = load_u16(in + offsetof(B::Q3_K, d));
       return;
     }
     case Kind::Q4:
     case Kind::Q5:
-      st.d_bits = load_u16(in);
-      st.dmin_bits = load_u16(in + 2);
-      unpack_scales_k4(b + 4);
+      st.d_bits = load_u16(in + offsetof(B::Q4_K, d));
+      st.dmin_bits = load_u16(in + offsetof(B::Q4_K, dmin));
+      unpack_scales_k4(b + offsetof(B::Q4_K, scales));
       if (s_.kind == Kind::Q4) {
-        unpack_nibbles(b + 16);
+        unpack_nibbles(b + offsetof(B::Q4_K, qs));
         return;
       }
-      unpack_nibbles(b + 48);
+      unpack_nibbles(b + offsetof(B::Q5_K, qs));
       for (int c = 0; c < 4; ++c)
         for (int l = 0; l < 32; ++l) {
-          if (b[16 + l] & (1u << (2 * c))) q[64 * c + l] = static_cast<uint8_t>(q[64 * c + l] | 16);
-          if (b[16 + l] & (2u << (2 * c))) q[64 * c + l + 32] = static_cast<uint8_t>(q[64 * c + l + 32] | 16);
+          const uint8_t h = b[offsetof(B::Q5_K, qh) + l];
+          if (h & (1u << (2 * c))) q[64 * c + l] = static_cast<uint8_t>(q[64 * c + l] | 16);
+          if (h & (2u << (2 * c))) q[64 * c + l + 32] = static_cast<uint8_t>(q[64 * c + l + 32] | 16);
         }
       return;
     case Kind::Q6:
       for (int h = 0; h < 2; ++h) {
-        const uint8_t* ql = b + 64 * h;
+        const uint8_t* ql = b + offsetof(B::Q6_K, ql) + 64 * h;
         uint8_t* c = q + 128 * h;
         for (int l = 0; l < 32; ++l) {
           c[l] = ql[l] & 0x0f;
@@ -689,9 +697,9 @@ void KQuantFormat::unpack(const std::byte* in, Stored& st, uint8_t* q) const {
           c[l + 96] = ql[l + 32] >> 4;
         }
       }
-      unpack2(b + 128, 4);
-      for (int j = 0; j < 16; ++j) st.sc[j] = static_cast<int8_t>(b[192 + j]);
-      st.d_bits = load_u16(in + 208);
+      unpack2(b + offsetof(B::Q6_K, qh), 4);
+      for (int j = 0; j < 16; ++j) st.sc[j] = static_cast<int8_t>(b[offsetof(B::Q6_K, scales) + j]);
+      st.d_bits = load_u16(in + offsetof(B::Q6_K, d));
       return;
   }
 }

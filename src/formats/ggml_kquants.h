@@ -2,6 +2,7 @@
 // in ggml_kquants.cpp and the SIMD kernels. The formats themselves come from make_ggml_kquant_format (ggml.h).
 #pragma once
 #include <cstdint>
+#include <cstring>
 
 namespace lowbit::formats {
 
@@ -15,5 +16,29 @@ void q4k_scale_min(const uint8_t* scales12, int j, uint8_t& sc, uint8_t& m);
 // nibble of byte j, j >= 8 in the high nibble of byte j - 8; top 2 bits: bits 2*(j/4) .. 2*(j/4)+1 of byte
 // 8 + j%4. Writes the 16 signed sub-scales (stored value - 32, so -32..31).
 void q3k_scales(const uint8_t* scales12, int8_t out[16]);
+
+// The same unpacking four bytes at a time, as the SIMD kernels want it (the scalar functions above are its
+// reference; tests/formats check them against each other on every byte pattern class).
+// q4_K / q5_K: out[0..8) the 8 scales, out[8..16) the 8 mins (0..63).
+inline void q4k_scales_mins16(const uint8_t* s12, uint8_t out[16]) {
+  uint32_t x0, x1, x2;
+  std::memcpy(&x0, s12, 4);
+  std::memcpy(&x1, s12 + 4, 4);
+  std::memcpy(&x2, s12 + 8, 4);
+  const uint32_t w[4] = {x0 & 0x3f3f3f3f, (x2 & 0x0f0f0f0f) | (((x0 >> 6) & 0x03030303) << 4), x1 & 0x3f3f3f3f,
+                         ((x2 >> 4) & 0x0f0f0f0f) | (((x1 >> 6) & 0x03030303) << 4)};
+  std::memcpy(out, w, 16);
+}
+// q3_K: the 16 scales as stored (value + 32, so 0..63).
+inline void q3k_scales16(const uint8_t* s12, uint8_t out[16]) {
+  uint32_t a0, a1, a2;
+  std::memcpy(&a0, s12, 4);
+  std::memcpy(&a1, s12 + 4, 4);
+  std::memcpy(&a2, s12 + 8, 4);
+  const uint32_t w[4] = {(a0 & 0x0f0f0f0f) | ((a2 & 0x03030303) << 4), (a1 & 0x0f0f0f0f) | (((a2 >> 2) & 0x03030303) << 4),
+                         ((a0 >> 4) & 0x0f0f0f0f) | (((a2 >> 4) & 0x03030303) << 4),
+                         ((a1 >> 4) & 0x0f0f0f0f) | (((a2 >> 6) & 0x03030303) << 4)};
+  std::memcpy(out, w, 16);
+}
 
 }  // namespace lowbit::formats

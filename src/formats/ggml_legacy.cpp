@@ -35,6 +35,7 @@
 // so large that the error weights overflow (llama.cpp's would store NaN).
 #include <algorithm>
 #include <array>
+#include <cstddef>
 #include <cmath>
 #include <cstring>
 #include <optional>
@@ -42,6 +43,7 @@
 
 #include "core/half.h"
 #include "formats/ggml.h"
+#include "formats/ggml_blocks.h"
 #include "formats/ggml_common.h"
 #include "formats/ggml_search.h"
 #include "lowbit/error.h"
@@ -292,6 +294,12 @@ float LegacyFormat::round(float w, const BlockParams& p, int /*index_in_block*/)
   const Resolved r = resolve(p);
   return value_of(code_of(w, r), r.D, r.M);
 }
+
+// encode / decode walk the layout field by field: d, then m (has_min), then qh (5-bit), then the codes.
+static_assert(offsetof(blocks::Q4_0, qs) == 2 && offsetof(blocks::Q8_0, qs) == 2);
+static_assert(offsetof(blocks::Q4_1, m) == 2 && offsetof(blocks::Q4_1, qs) == 4);
+static_assert(offsetof(blocks::Q5_0, qh) == 2 && offsetof(blocks::Q5_0, qs) == 6);
+static_assert(offsetof(blocks::Q5_1, m) == 2 && offsetof(blocks::Q5_1, qh) == 4 && offsetof(blocks::Q5_1, qs) == 8);
 
 void LegacyFormat::encode(std::span<const float> w, const BlockParams& p, std::byte* out) const {
   check_block(w.size(), "encode");

@@ -1,16 +1,21 @@
 // Scalar reference for the ggml-type matrix products (ops/ggml_dot.h): activation quantization, the per-type
 // block decomposition S_g * (u_i - c) - M_g, and the row dot product built on them.
 #include <algorithm>
+#include <cstddef>
 #include <cmath>
 #include <cstring>
 #include <string>
 
 #include "core/half.h"
 #include "formats/ggml.h"
+#include "formats/ggml_blocks.h"
+#include "formats/ggml_kquants.h"
 #include "lowbit/error.h"
 #include "ops/ggml_dot.h"
 
 namespace lowbit::ops::detail {
+
+namespace B = formats::blocks;
 
 namespace {
 
@@ -36,24 +41,6 @@ int nearest_int(float v) {
   int32_t i;
   std::memcpy(&i, &val, 4);
   return (i & 0x007fffff) - 0x00400000;
-}
-
-// The Q4_K / Q5_K 6-bit scale and min of sub-block j from the 12 packed bytes.
-void k4_scale_min(const uint8_t* s, int j, int& sc, int& m) {
-  if (j < 4) {
-    sc = s[j] & 63;
-    m = s[j + 4] & 63;
-  } else {
-    sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
-    m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-  }
-}
-
-// The 16 Q3_K 6-bit scales (unsigned, 0..63; the value is scale - 32).
-int k3_scale(const uint8_t* s, int i) {
-  const int lo = i < 8 ? (s[i] & 0xF) : (s[i - 8] >> 4);
-  const int hi = (s[8 + (i % 4)] >> (2 * (i / 4))) & 3;
-  return lo | (hi << 4);
 }
 
 }  // namespace
@@ -128,18 +115,19 @@ void ggml_block_terms(DType t, const std::byte* block, GgmlBlockTerms& o, bool c
   std::fill(std::begin(o.M), std::end(o.M), 0.0f);
   switch (t) {
     case DType::Q8_0: {
-      o.S[0] = o.S[1] = f16_at(block);
+      o.S[0] = o.S[1] = f16_at(block + offsetof(B::Q8_0, d));
       o.c = 128;
       if (codes)
-        for (int i = 0; i < 32; ++i) o.u[i] = static_cast<uint8_t>(p[2 + i] ^ 0x80);
+        for (int i = 0; i < 32; ++i) o.u[i] = static_cast<uint8_t>(p[offsetof(B::Q8_0, qs) + i] ^ 0x80);
       return;
     }
     case DType::Q4_0:
     case DType::Q4_1:
     case DType::IQ4_NL: {
-      const int hdr = t == DType::Q4_1 ? 4 : 2;
-      o.S[0] = o.S[1] = f16_at(block);
-      if (t == DType::Q4_1) o.M[0] = o.M[1] = -f16_at(block + 2);
+      static_assert(offsetof(B::Q4_0, qs) == offsetof(B::IQ4_NL, qs) && offsetof(B::Q4_0, d) == offsetof(B::Q4_1, d));
+      const size_t hdr = t == DType::Q4_1 ? offsetof(B::Q4_1, qs) : offsetof(B::Q4_0, qs);
+      o.S[0] = o.S[1] = f16_at(block + offsetof(B::Q4_0, d));
+      if (t == DType::Q4_1) o.M[0] = o.M[1] = -f16_at(block + offsetof(B::Q4_1, m));
       o.c = t == DType::Q4_0 ? 8 : t == DType::Q4_1 ? 0 : 128;
       if (!codes) return;
       for (int j = 0; j < 16; ++j) {
@@ -152,25 +140,27 @@ void ggml_block_terms(DType t, const std::byte* block, GgmlBlockTerms& o, bool c
     }
     case DType::Q5_0:
     case DType::Q5_1: {
-      const int hdr = t == DType::Q5_1 ? 4 : 2;
-      o.S[0] = o.S[1] = f16_at(block);
-      if (t == DType::Q5_1) o.M[0] = o.M[1] = -f16_at(block + 2);
-      o.c = t == DType::Q5_0 ? 16 : 0;
+      const bool one = t == DType::Q5_1;
+      const uint8_t* qhp = p + (one ? offsetof(B::Q5_1, qh) : offsetof(B::Q5_0, qh));
+      const uint8_t* qs = p + (one ? offsetof(B::Q5_1, qs) : offsetof(B::Q5_0, qs));
+      o.S[0] = o.S[1] = f16_at(block + offsetof(B::Q5_0, d));
+      if (one) o.M[0] = o.M[1] = -f16_at(block + offsetof(B::Q5_1, m));
+      o.c = one ? 0 : 16;
       if (!codes) return;
       uint32_t qh;
-      std::memcpy(&qh, p + hdr, 4);
+      std::memcpy(&qh, qhp, 4);
       for (int j = 0; j < 16; ++j) {
-        o.u[j] = static_cast<uint8_t>((p[hdr + 4 + j] & 0xF) | (((qh >> j) & 1) << 4));
-        o.u[j + 16] = static_cast<uint8_t>((p[hdr + 4 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4));
+        o.u[j] = static_cast<uint8_t>((qs[j] & 0xF) | (((qh >> j) & 1) << 4));
+        o.u[j + 16] = static_cast<uint8_t>((qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4));
       }
       return;
     }
     case DType::IQ4_XS: {
-      const float d = f16_at(block);
+      const float d = f16_at(block + offsetof(B::IQ4_XS, d));
       uint16_t sh;
-      std::memcpy(&sh, p + 2, 2);
-      const uint8_t* sl = p + 4;
-      const uint8_t* qs = p + 8;
+      std::memcpy(&sh, p + offsetof(B::IQ4_XS, scales_h), 2);
+      const uint8_t* sl = p + offsetof(B::IQ4_XS, scales_l);
+      const uint8_t* qs = p + offsetof(B::IQ4_XS, qs);
       o.c = 128;
       for (int ib = 0; ib < 8; ++ib) {
         const int ls = ((sl[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4);
@@ -184,9 +174,9 @@ void ggml_block_terms(DType t, const std::byte* block, GgmlBlockTerms& o, bool c
       return;
     }
     case DType::Q2_K: {
-      const uint8_t* sc = p;
-      const uint8_t* qs = p + 16;
-      const float d = f16_at(block + 80), dmin = f16_at(block + 82);
+      const uint8_t* sc = p + offsetof(B::Q2_K, scales);
+      const uint8_t* qs = p + offsetof(B::Q2_K, qs);
+      const float d = f16_at(block + offsetof(B::Q2_K, d)), dmin = f16_at(block + offsetof(B::Q2_K, dmin));
       o.c = 0;
       for (int g = 0; g < 16; ++g) {
         o.S[g] = d * static_cast<float>(sc[g] & 0xF);
@@ -199,12 +189,13 @@ void ggml_block_terms(DType t, const std::byte* block, GgmlBlockTerms& o, bool c
       return;
     }
     case DType::Q3_K: {
-      const uint8_t* hm = p;
-      const uint8_t* qs = p + 32;
-      const uint8_t* sc = p + 96;
-      const float d = f16_at(block + 108);
+      const uint8_t* hm = p + offsetof(B::Q3_K, hmask);
+      const uint8_t* qs = p + offsetof(B::Q3_K, qs);
+      const float d = f16_at(block + offsetof(B::Q3_K, d));
       o.c = 4;
-      for (int g = 0; g < 16; ++g) o.S[g] = d * static_cast<float>(k3_scale(sc, g) - 32);
+      int8_t sc[16];
+      formats::q3k_scales(p + offsetof(B::Q3_K, scales), sc);
+      for (int g = 0; g < 16; ++g) o.S[g] = d * static_cast<float>(sc[g]);
       if (!codes) return;
       for (int n = 0; n < 2; ++n)
         for (int j = 0; j < 4; ++j)
@@ -215,15 +206,16 @@ void ggml_block_terms(DType t, const std::byte* block, GgmlBlockTerms& o, bool c
     }
     case DType::Q4_K:
     case DType::Q5_K: {
-      const float d = f16_at(block), dmin = f16_at(block + 2);
-      const uint8_t* sc = p + 4;
+      static_assert(offsetof(B::Q4_K, scales) == offsetof(B::Q5_K, scales) && offsetof(B::Q4_K, dmin) == offsetof(B::Q5_K, dmin));
+      const float d = f16_at(block + offsetof(B::Q4_K, d)), dmin = f16_at(block + offsetof(B::Q4_K, dmin));
+      const uint8_t* sc = p + offsetof(B::Q4_K, scales);
       const bool five = t == DType::Q5_K;
-      const uint8_t* qh = p + 16;
-      const uint8_t* qs = p + (five ? 48 : 16);
+      const uint8_t* qh = p + offsetof(B::Q5_K, qh);
+      const uint8_t* qs = p + (five ? offsetof(B::Q5_K, qs) : offsetof(B::Q4_K, qs));
       o.c = 0;
       for (int j = 0; j < 8; ++j) {
-        int s, m;
-        k4_scale_min(sc, j, s, m);
+        uint8_t s, m;
+        formats::q4k_scale_min(sc, j, s, m);
         o.S[2 * j] = o.S[2 * j + 1] = d * static_cast<float>(s);
         o.M[2 * j] = o.M[2 * j + 1] = dmin * static_cast<float>(m);
       }
@@ -241,10 +233,10 @@ void ggml_block_terms(DType t, const std::byte* block, GgmlBlockTerms& o, bool c
       return;
     }
     case DType::Q6_K: {
-      const uint8_t* ql = p;
-      const uint8_t* qh = p + 128;
-      const int8_t* sc = reinterpret_cast<const int8_t*>(p + 192);
-      const float d = f16_at(block + 208);
+      const uint8_t* ql = p + offsetof(B::Q6_K, ql);
+      const uint8_t* qh = p + offsetof(B::Q6_K, qh);
+      const int8_t* sc = reinterpret_cast<const int8_t*>(p + offsetof(B::Q6_K, scales));
+      const float d = f16_at(block + offsetof(B::Q6_K, d));
       o.c = 32;
       for (int g = 0; g < 16; ++g) o.S[g] = d * static_cast<float>(sc[g]);
       if (!codes) return;

@@ -18,6 +18,8 @@
 
 #include "core/half.h"
 #include "formats/ggml.h"
+#include "formats/ggml_blocks.h"
+#include "formats/ggml_kquants.h"
 #include "lowbit/error.h"
 #include "ops/ggml_dot.h"
 #include "ops/ops.h"
@@ -33,6 +35,8 @@
 
 HWY_BEFORE_NAMESPACE();
 namespace lowbit::ops::HWY_NAMESPACE {
+
+namespace B = formats::blocks;
 
 // Calls f(std::integral_constant<DType, T>{}) for an encodable llama.cpp type t (the kernels are instantiated per
 // type); false for any other type.
@@ -205,11 +209,14 @@ LOWBIT_GGML_VNNI HWY_INLINE void UnpackCodesT(const uint8_t* p, Chunk& c) {
   } else {
     const DwordTables& t = Tables<T>();
     if constexpr (T == DType::Q4_K || T == DType::Q5_K || T == DType::IQ4_XS) {
-      constexpr int off = T == DType::Q4_K ? 16 : T == DType::Q5_K ? 48 : 8;
+      constexpr size_t off = T == DType::Q4_K   ? offsetof(B::Q4_K, qs)
+                             : T == DType::Q5_K ? offsetof(B::Q5_K, qs)
+                                                : offsetof(B::IQ4_XS, qs);
       constexpr __mmask16 hi = T == DType::IQ4_XS ? 0xAAAA : 0xCCCC;
       const __m512i z0 = Ld512(p + off), z1 = Ld512(p + off + 64);
       __m512i qh = _mm512_setzero_si512();
-      if constexpr (T == DType::Q5_K) qh = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16)));
+      if constexpr (T == DType::Q5_K)
+        qh = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + offsetof(B::Q5_K, qh))));
       for (int k = 0; k < 4; ++k) {
         __m512i u = _mm512_permutex2var_epi32(z0, Idx(t.idx[k]), z1);
         u = _mm512_and_si512(_mm512_mask_srli_epi32(u, hi, u, 4), m4);
@@ -234,7 +241,8 @@ LOWBIT_GGML_VNNI HWY_INLINE void UnpackCodesT(const uint8_t* p, Chunk& c) {
         c.u[k] = u;
       }
     } else if constexpr (T == DType::Q6_K) {
-      const __m512i ql0 = Ld512(p), ql1 = Ld512(p + 64), qh = Ld512(p + 128);
+      const __m512i ql0 = Ld512(p + offsetof(B::Q6_K, ql)), ql1 = Ld512(p + offsetof(B::Q6_K, ql) + 64),
+                    qh = Ld512(p + offsetof(B::Q6_K, qh));
       for (int k = 0; k < 4; ++k) {
         __m512i u = _mm512_permutex2var_epi32(ql0, Idx(t.idx[k]), ql1);
         u = _mm512_and_si512(_mm512_mask_srli_epi32(u, 0xF0F0, u, 4), m4);
@@ -285,49 +293,43 @@ LOWBIT_GGML_VNNI HWY_INLINE void Unpack(const uint8_t* p, Chunk& c) {
     }
   } else {
     if constexpr (T == DType::Q4_K || T == DType::Q5_K) {
-      // 8 six-bit scales and mins from 12 bytes (the layout of formats/ggml_kquants.h's q4k_scale_min).
-      const uint32_t x0 = U32(p + 4), x1 = U32(p + 8), x2 = U32(p + 12);
-      const uint32_t sc_lo = x0 & 0x3f3f3f3f, m_lo = x1 & 0x3f3f3f3f;
-      const uint32_t sc_hi = (x2 & 0x0f0f0f0f) | (((x0 >> 6) & 0x03030303) << 4);
-      const uint32_t m_hi = ((x2 >> 4) & 0x0f0f0f0f) | (((x1 >> 6) & 0x03030303) << 4);
-      const __m512 v = BytesToFloats(_mm_setr_epi32(static_cast<int>(sc_lo), static_cast<int>(sc_hi),
-                                                    static_cast<int>(m_lo), static_cast<int>(m_hi)));
+      // 8 six-bit scales and mins from 12 bytes.
+      alignas(16) uint8_t by[16];
+      formats::q4k_scales_mins16(p + offsetof(B::Q4_K, scales), by);
+      const __m512 v = BytesToFloats(_mm_load_si128(reinterpret_cast<const __m128i*>(by)));
       const __m512i isc = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
       const __m512i im = _mm512_add_epi32(isc, _mm512_set1_epi32(8));
-      c.S = _mm512_mul_ps(_mm512_set1_ps(F16(p)), _mm512_permutexvar_ps(isc, v));
-      c.Mf = _mm512_mul_ps(_mm512_set1_ps(F16(p + 2)), _mm512_permutexvar_ps(im, v));
+      c.S = _mm512_mul_ps(_mm512_set1_ps(F16(p + offsetof(B::Q4_K, d))), _mm512_permutexvar_ps(isc, v));
+      c.Mf = _mm512_mul_ps(_mm512_set1_ps(F16(p + offsetof(B::Q4_K, dmin))), _mm512_permutexvar_ps(im, v));
     } else if constexpr (T == DType::Q6_K) {
-      c.S = _mm512_mul_ps(_mm512_set1_ps(F16(p + 208)),
-                          _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 192)))));
+      c.S = _mm512_mul_ps(_mm512_set1_ps(F16(p + offsetof(B::Q6_K, d))),
+                          _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                              _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + offsetof(B::Q6_K, scales))))));
       c.Mf = _mm512_mul_ps(c.S, _mm512_set1_ps(32.0f));
     } else if constexpr (T == DType::Q3_K || T == DType::Q2_K) {
       if constexpr (T == DType::Q3_K) {
-        // 16 six-bit scales from 12 bytes: low nibbles in bytes 0..7, high 2 bits in bytes 8..11.
-        const uint32_t a0 = U32(p + 96), a1 = U32(p + 100), a2 = U32(p + 104);
-        const uint32_t s0 = (a0 & 0x0f0f0f0f) | ((a2 & 0x03030303) << 4);
-        const uint32_t s1 = (a1 & 0x0f0f0f0f) | (((a2 >> 2) & 0x03030303) << 4);
-        const uint32_t s2 = ((a0 >> 4) & 0x0f0f0f0f) | (((a2 >> 4) & 0x03030303) << 4);
-        const uint32_t s3 = ((a1 >> 4) & 0x0f0f0f0f) | (((a2 >> 6) & 0x03030303) << 4);
-        const __m512 v = BytesToFloats(_mm_setr_epi32(static_cast<int>(s0), static_cast<int>(s1),
-                                                      static_cast<int>(s2), static_cast<int>(s3)));
-        c.S = _mm512_mul_ps(_mm512_set1_ps(F16(p + 108)), _mm512_sub_ps(v, _mm512_set1_ps(32.0f)));
+        alignas(16) uint8_t by[16];
+        formats::q3k_scales16(p + offsetof(B::Q3_K, scales), by);
+        const __m512 v = BytesToFloats(_mm_load_si128(reinterpret_cast<const __m128i*>(by)));
+        c.S = _mm512_mul_ps(_mm512_set1_ps(F16(p + offsetof(B::Q3_K, d))), _mm512_sub_ps(v, _mm512_set1_ps(32.0f)));
         c.Mf = _mm512_mul_ps(c.S, _mm512_set1_ps(4.0f));
       } else {
-        const __m512i sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-        c.S = _mm512_mul_ps(_mm512_set1_ps(F16(p + 80)),
+        const __m512i sc =
+            _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + offsetof(B::Q2_K, scales))));
+        c.S = _mm512_mul_ps(_mm512_set1_ps(F16(p + offsetof(B::Q2_K, d))),
                             _mm512_cvtepi32_ps(_mm512_and_si512(sc, _mm512_set1_epi32(0xF))));
-        c.Mf = _mm512_mul_ps(_mm512_set1_ps(F16(p + 82)), _mm512_cvtepi32_ps(_mm512_srli_epi32(sc, 4)));
+        c.Mf = _mm512_mul_ps(_mm512_set1_ps(F16(p + offsetof(B::Q2_K, dmin))), _mm512_cvtepi32_ps(_mm512_srli_epi32(sc, 4)));
       }
     } else if constexpr (T == DType::IQ4_XS) {
       // 8 six-bit sub-block scales: low 4 bits in scales_l (nibbles), high 2 bits in scales_h (pairs of bits).
       uint16_t sh;
-      std::memcpy(&sh, p + 2, 2);
-      const uint32_t sl = U32(p + 4);
+      std::memcpy(&sh, p + offsetof(B::IQ4_XS, scales_h), 2);
+      const uint32_t sl = U32(p + offsetof(B::IQ4_XS, scales_l));
       uint64_t ls = 0;
       for (int ib = 0; ib < 8; ++ib)
         ls |= static_cast<uint64_t>(((sl >> (4 * ib)) & 0xF) | (((sh >> (2 * ib)) & 3) << 4)) << (8 * ib);
       const __m512 v = BytesToFloats(_mm_cvtsi64_si128(static_cast<long long>(ls)));
-      c.S = _mm512_mul_ps(_mm512_set1_ps(F16(p)), _mm512_sub_ps(PerBlock(_mm512_castps512_ps256(v)), _mm512_set1_ps(32.0f)));
+      c.S = _mm512_mul_ps(_mm512_set1_ps(F16(p + offsetof(B::IQ4_XS, d))), _mm512_sub_ps(PerBlock(_mm512_castps512_ps256(v)), _mm512_set1_ps(32.0f)));
       c.Mf = _mm512_mul_ps(c.S, _mm512_set1_ps(128.0f));
     }
     UnpackCodesT<T>(p, c);
@@ -601,17 +603,17 @@ HWY_INLINE VI8 Codes(const uint8_t* HWY_RESTRICT p) {
   } else if constexpr (T == DType::Q4_K || T == DType::Q5_K) {
     // group 4c + t: t = 0 / 1 low nibbles of bytes 32c + 16t .. (t = 2 / 3: high nibbles of 32c + 16(t - 2) ..)
     constexpr int c = G / 4, t = G % 4, half = t % 2;
-    const VU8 v = hn::LoadU(du8, p + (T == DType::Q5_K ? 48 : 16) + 32 * c + 16 * half);
+    const VU8 v = hn::LoadU(du8, p + (T == DType::Q5_K ? offsetof(B::Q5_K, qs) : offsetof(B::Q4_K, qs)) + 32 * c + 16 * half);
     VU8 u = t < 2 ? Lo4(v) : Hi4(v);
     if constexpr (T == DType::Q5_K)  // fifth bit: bit 2c (low nibbles) or 2c + 1 (high) of qh[l]
-      u = hn::Or(u, BitTo(hn::LoadU(du8, p + 16 + 16 * half), static_cast<uint8_t>(1 << (2 * c + t / 2)), 0x10));
+      u = hn::Or(u, BitTo(hn::LoadU(du8, p + offsetof(B::Q5_K, qh) + 16 * half), static_cast<uint8_t>(1 << (2 * c + t / 2)), 0x10));
     return hn::BitCast(di8, u);
   } else if constexpr (T == DType::Q6_K) {
     // half n = G / 8; group 8n + 2s + k: nibble of ql[64n + 32(s % 2) + 16k ..] (low for s < 2) | 2 bits of
     // qh[32n + 16k ..] at 2s, minus 32
     constexpr int n = G / 8, s = (G % 8) / 2, k = G % 2;
-    const VU8 l = hn::LoadU(du8, p + 64 * n + 32 * (s % 2) + 16 * k);
-    const VU8 h = hn::LoadU(du8, p + 128 + 32 * n + 16 * k);
+    const VU8 l = hn::LoadU(du8, p + offsetof(B::Q6_K, ql) + 64 * n + 32 * (s % 2) + 16 * k);
+    const VU8 h = hn::LoadU(du8, p + offsetof(B::Q6_K, qh) + 32 * n + 16 * k);
     const VU8 m30 = hn::Set(du8, 0x30);
     VU8 hb;
     if constexpr (s == 0) hb = hn::And(hn::ShiftLeft<4>(h), m30);
@@ -710,46 +712,40 @@ HWY_INLINE void Headers(const uint8_t* HWY_RESTRICT p, const float* HWY_RESTRICT
     return;
   } else if constexpr (T == DType::Q4_K || T == DType::Q5_K) {
     // 8 six-bit scales and mins from 12 bytes: by[0..8) scales, by[8..16) mins.
-    const uint32_t x0 = U32(p + 4), x1 = U32(p + 8), x2 = U32(p + 12);
-    const uint32_t w[4] = {x0 & 0x3f3f3f3f, (x2 & 0x0f0f0f0f) | (((x0 >> 6) & 0x03030303) << 4), x1 & 0x3f3f3f3f,
-                           ((x2 >> 4) & 0x0f0f0f0f) | (((x1 >> 6) & 0x03030303) << 4)};
-    std::memcpy(by, w, 16);
-    const auto d = hn::Set(df, F16(p) * dg[0]), dm = hn::Set(df, F16(p + 2) * dg[0]);
+    formats::q4k_scales_mins16(p + offsetof(B::Q4_K, scales), by);
+    const auto d = hn::Set(df, F16(p + offsetof(B::Q4_K, d)) * dg[0]), dm = hn::Set(df, F16(p + offsetof(B::Q4_K, dmin)) * dg[0]);
     for (int j = 0; j < 8; j += kN32) {
       hn::Store(hn::Mul(hn::ConvertTo(df, hn::PromoteTo(d32, hn::LoadU(du8, by + j))), d), df, sc + j);
       off = hn::MulAdd(hn::Mul(hn::ConvertTo(df, hn::PromoteTo(d32, hn::LoadU(du8, by + 8 + j))), dm),
                        hn::ConvertTo(df, hn::Load(d32, A + j)), off);
     }
   } else if constexpr (T == DType::IQ4_XS) {
-    const uint32_t sh = static_cast<uint32_t>(p[2]) | (static_cast<uint32_t>(p[3]) << 8), sl = U32(p + 4);
+    const uint32_t sh = static_cast<uint32_t>(p[offsetof(B::IQ4_XS, scales_h)]) |
+                        (static_cast<uint32_t>(p[offsetof(B::IQ4_XS, scales_h) + 1]) << 8),
+                   sl = U32(p + offsetof(B::IQ4_XS, scales_l));
     for (int ib = 0; ib < 8; ++ib)
       by[ib] = static_cast<uint8_t>(((sl >> (4 * ib)) & 0xF) | (((sh >> (2 * ib)) & 3) << 4));
-    const auto d = hn::Set(df, F16(p) * dg[0]);
+    const auto d = hn::Set(df, F16(p + offsetof(B::IQ4_XS, d)) * dg[0]);
     const auto c32 = hn::Set(d32, 32);
     for (int j = 0; j < 8; j += kN32)
       hn::Store(hn::Mul(hn::ConvertTo(df, hn::Sub(hn::PromoteTo(d32, hn::LoadU(du8, by + j)), c32)), d), df, sc + j);
   } else if constexpr (T == DType::Q6_K) {
-    const auto d = hn::Set(df, F16(p + 208) * dg[0]);
-    const int8_t* s8 = reinterpret_cast<const int8_t*>(p + 192);
+    const auto d = hn::Set(df, F16(p + offsetof(B::Q6_K, d)) * dg[0]);
+    const int8_t* s8 = reinterpret_cast<const int8_t*>(p + offsetof(B::Q6_K, scales));
     for (int j = 0; j < 16; j += kN32)
       hn::Store(hn::Mul(hn::ConvertTo(df, hn::PromoteTo(d32, hn::LoadU(di8, s8 + j))), d), df, sc + j);
   } else if constexpr (T == DType::Q3_K) {
-    // 16 six-bit scales: low nibbles in bytes 0..7, high 2 bits in bytes 8..11; the value is scale - 32.
-    const uint32_t a0 = U32(p + 96), a1 = U32(p + 100), a2 = U32(p + 104);
-    const uint32_t w[4] = {(a0 & 0x0f0f0f0f) | ((a2 & 0x03030303) << 4),
-                           (a1 & 0x0f0f0f0f) | (((a2 >> 2) & 0x03030303) << 4),
-                           ((a0 >> 4) & 0x0f0f0f0f) | (((a2 >> 4) & 0x03030303) << 4),
-                           ((a1 >> 4) & 0x0f0f0f0f) | (((a2 >> 6) & 0x03030303) << 4)};
-    std::memcpy(by, w, 16);
-    const auto d = hn::Set(df, F16(p + 108) * dg[0]);
+    // 16 six-bit scales; the value is scale - 32.
+    formats::q3k_scales16(p + offsetof(B::Q3_K, scales), by);
+    const auto d = hn::Set(df, F16(p + offsetof(B::Q3_K, d)) * dg[0]);
     const auto c32 = hn::Set(d32, 32);
     for (int j = 0; j < 16; j += kN32)
       hn::Store(hn::Mul(hn::ConvertTo(df, hn::Sub(hn::PromoteTo(d32, hn::LoadU(du8, by + j)), c32)), d), df, sc + j);
   } else {  // Q2_K: byte g = scale (low nibble) | min (high nibble)
-    const auto d = hn::Set(df, F16(p + 80) * dg[0]), dm = hn::Set(df, F16(p + 82) * dg[0]);
+    const auto d = hn::Set(df, F16(p + offsetof(B::Q2_K, d)) * dg[0]), dm = hn::Set(df, F16(p + offsetof(B::Q2_K, dmin)) * dg[0]);
     const auto m4 = hn::Set(d32, 0xF);
     for (int j = 0; j < 16; j += kN32) {
-      const auto v = hn::PromoteTo(d32, hn::LoadU(du8, p + j));
+      const auto v = hn::PromoteTo(d32, hn::LoadU(du8, p + offsetof(B::Q2_K, scales) + j));
       hn::Store(hn::Mul(hn::ConvertTo(df, hn::And(v, m4)), d), df, sc + j);
       off = hn::MulAdd(hn::Mul(hn::ConvertTo(df, hn::ShiftRight<4>(v)), dm), hn::ConvertTo(df, hn::LoadU(d32, ag + j)),
                        off);
