@@ -1192,6 +1192,44 @@ QuantizeReport quantize_to_budget(const std::string& src, const std::string& out
   if (candidates.empty()) fail(src, option, "no matrix is left to choose a type for (all kept)");
   plan_tensors(ja, wa);  // what o.keep matches is kept in keep_dtype, the rest is planned
 
+  // The budget's fixed part. Whole file: the metadata and tensor infos as job A has them (plus slack for the keys a type
+  // changes), the kept tensors, then each candidate's data padded to the alignment and its own metadata.
+  std::map<std::string, size_t> index;
+  for (size_t i = 0; i < ja.model->tensors.size(); ++i) index[ja.model->tensors[i].name] = i;
+  uint64_t fixed = 0;
+  int64_t params = 0;
+  for (size_t i = 0; i < ja.model->tensors.size(); ++i) {
+    const TensorInfo& t = ja.model->tensors[i];
+    params += t.numel();
+    if (by_size) fixed += 8 + t.name.size() + 4 + 8 * t.shape.size() + 4 + 8;
+    if (candidates.count(i)) continue;
+    const uint64_t n = io::GgufWriter::tensor_bytes(ja.plans[i].keep_dtype, t.shape, t.name);
+    fixed += by_size ? align32(n) : n;
+  }
+  if (by_size) {
+    fixed += wa.file_size() + 128;  // kv (wa holds no tensors yet), header alignment; 128: keys a type may add
+    if (!ja.rope_factors.empty())
+      fixed += 8 + 17 + 4 + 8 + 4 + 8 + align32(ja.rope_factors.size() * sizeof(float));
+  }
+  const uint64_t target = by_size ? o.target_bytes
+                                  : static_cast<uint64_t>(std::floor(o.target_bpw * static_cast<double>(params) / 8.0));
+  // The cost of each candidate, and a budget below the smallest plan refused before any measuring.
+  auto cost_of = [&](const std::string& name, const std::string& format, uint64_t bytes) {
+    return by_size ? align32(bytes) + meta_bytes(name, format) : bytes;
+  };
+  {
+    uint64_t smallest = fixed;
+    for (const auto& [i, c] : candidates) {
+      const TensorInfo& t = ja.model->tensors[i];
+      uint64_t least = UINT64_MAX;
+      for (const auto& f : c) least = std::min(least, cost_of(t.name, f, stored_bytes(f, t.rows(), t.cols())));
+      smallest += least;
+    }
+    if (target < smallest)
+      fail(src, option, std::to_string(target) + " bytes is below the smallest plan the candidates allow (" +
+                            std::to_string(smallest) + " bytes: every tensor in its smallest candidate)");
+  }
+
   QuantizeReport::Budget b;
   b.whole_file = by_size;
   b.probe_windows = std::min<int>(o.probe_windows, static_cast<int>(o.calib.size()));
@@ -1235,45 +1273,16 @@ QuantizeReport quantize_to_budget(const std::string& src, const std::string& out
   b.measure_probe_seconds = measured->probe_seconds;
   const auto tp = Clock::now();
 
-  // The allocation. Whole file: the metadata and tensor infos as job A has them (plus slack for the keys a type
-  // changes), the kept tensors, then each candidate's data padded to the alignment and its own metadata.
-  std::map<std::string, size_t> index;
-  for (size_t i = 0; i < ja.model->tensors.size(); ++i) index[ja.model->tensors[i].name] = i;
-  uint64_t fixed = 0;
-  int64_t params = 0;
-  for (size_t i = 0; i < ja.model->tensors.size(); ++i) {
-    const TensorInfo& t = ja.model->tensors[i];
-    params += t.numel();
-    if (by_size) fixed += 8 + t.name.size() + 4 + 8 * t.shape.size() + 4 + 8;
-    if (candidates.count(i)) continue;
-    const uint64_t n = io::GgufWriter::tensor_bytes(ja.plans[i].keep_dtype, t.shape, t.name);
-    fixed += by_size ? align32(n) : n;
-  }
-  if (by_size) {
-    fixed += wa.file_size() + 128;  // kv (wa holds no tensors yet), header alignment; 128: keys a type may add
-    if (!ja.rope_factors.empty())
-      fixed += 8 + 17 + 4 + 8 + 4 + 8 + align32(ja.rope_factors.size() * sizeof(float));
-  }
-  const uint64_t target = by_size ? o.target_bytes
-                                  : static_cast<uint64_t>(std::floor(o.target_bpw * static_cast<double>(params) / 8.0));
+  // The allocation.
   std::vector<budget::Item> items;
-  uint64_t smallest = fixed;
   for (const auto& m : measured->tensors) {
     if (!index.count(m.name)) fail(b.cache, "tensor '" + m.name + "'", "is not in " + src + " (a stale cache file?)");
     budget::Item it{m.name, {}};
-    uint64_t least = UINT64_MAX;
-    for (size_t c = 0; c < m.candidates.size(); ++c) {
-      const auto& cm = m.candidates[c];
-      const uint64_t cost = by_size ? align32(cm.bytes) + meta_bytes(m.name, cm.format) : cm.bytes;
-      it.candidates.push_back({cm.format, cost, m.damage(c)});
-      least = std::min(least, cost);
-    }
-    smallest += least;
+    for (size_t c = 0; c < m.candidates.size(); ++c)
+      it.candidates.push_back({m.candidates[c].format, cost_of(m.name, m.candidates[c].format, m.candidates[c].bytes),
+                               m.damage(c)});
     items.push_back(std::move(it));
   }
-  if (target < smallest)
-    fail(src, option, std::to_string(target) + " bytes is below the smallest plan the candidates allow (" +
-                          std::to_string(smallest) + " bytes: every tensor in its smallest candidate)");
   const budget::Allocation alloc = budget::allocate(items, target - fixed);
   b.target_bytes = target;
   b.granularity = alloc.granularity;
