@@ -979,18 +979,19 @@ bool is_gguf_type(const std::string& type) {
   return d && formats::ggml_encodable(*d);
 }
 
-// The candidates of one matrix with `cols` input columns.
-std::vector<std::string> matrix_candidates(const QuantizeModelOptions& o, int64_t cols) {
+// The candidates of one matrix with `cols` input columns: the given ones (canonical names), else the family's
+// ("gguf", "lowbit" or "any").
+std::vector<std::string> matrix_candidates(const std::string& family, const std::vector<std::string>& given, int64_t cols) {
   std::vector<std::string> from;
-  if (!o.candidates.empty()) {
-    from = o.candidates;
+  if (!given.empty()) {
+    from = given;
   } else {
-    if (o.format != "lowbit") {
+    if (family != "lowbit") {
       bool wide = false;
       for (const auto& c : kGgufWide) wide = wide || (c != "f16" && c != "q8_0" && fits_rows(c, cols));
       from = wide ? kGgufWide : kGgufNarrow;
     }
-    if (o.format != "gguf")
+    if (family != "gguf")
       for (const auto& c : kLowbit)
         if (std::find(from.begin(), from.end(), c) == from.end()) from.push_back(c);
   }
@@ -1181,7 +1182,7 @@ QuantizeReport quantize_to_budget(const std::string& src, const std::string& out
     bool kept = false;
     for (const auto& k : o.keep) kept = kept || matches(t.name, k);
     if (kept) continue;
-    std::vector<std::string> c = matrix_candidates(oa, t.cols());
+    std::vector<std::string> c = matrix_candidates(o.format, oa.candidates, t.cols());
     if (c.empty()) fail(src, "--candidates", "none fits the rows of '" + t.name + "' (" + std::to_string(t.cols()) + " columns)");
     std::string ref;
     for (const auto& f : c)

@@ -11,6 +11,8 @@
 #include <filesystem>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "calib/calib_data.h"
 #include "io/gguf.h"
 #include "lowbit/error.h"
@@ -68,6 +70,17 @@ TEST(BudgetPlan, FileFitsTheBudgetAndASecondBudgetReplansFromTheCache) {
   ASSERT_TRUE(ra.budget);
   EXPECT_FALSE(ra.budget->cache_hit);
   EXPECT_TRUE(fs::exists(cache));
+  {  // --format gguf measured llama.cpp types only (and f16): every candidate in the cache
+    const std::string key = nlohmann::json::parse(test::read_file(cache))["key"].get<std::string>();
+    const auto m = budget::load_measurement(cache, key);
+    ASSERT_TRUE(m);
+    EXPECT_EQ(m->tensors.size(), 16u);
+    for (const auto& t : m->tensors)
+      for (const auto& c : t.candidates) {
+        const auto d = dtype_from_name(c.format);
+        EXPECT_TRUE(d.has_value()) << t.name << ": candidate " << c.format << " is not a llama.cpp type";
+      }
+  }
   const uint64_t size = fs::file_size(a);
   EXPECT_LE(size, 1000000u);
   EXPECT_GE(size, 995000u);  // 99.5% of the budget
