@@ -136,6 +136,15 @@ struct Plan {
   const std::vector<float>* importance = nullptr;  // cols: its entry of the importance matrix file, if any
 };
 
+// Installs f32 values as tensor t's weights in m; the buffer must outlive their use.
+void install_f32(Model& m, const TensorInfo& t, const std::vector<float>& values) {
+  TensorInfo dq = t;
+  dq.dtype = DType::F32;
+  dq.data = reinterpret_cast<const std::byte*>(values.data());
+  dq.nbytes = values.size() * sizeof(float);
+  m.replace_weight(dq);
+}
+
 // The f32 weights encoded in bytes, block by block exactly as the quantizers decode them (formats::decode_block),
 // so a resumed run swaps in the same values the original run did.
 std::vector<float> decode_blocks(const formats::Format& fmt, const std::vector<std::byte>& bytes, int64_t rows,
@@ -326,11 +335,7 @@ class CalibratedRun {
     auto it = index_.find({l, static_cast<int>(role)});
     const TensorInfo& t = file_->tensors[it->second];
     auto buf = std::make_shared<std::vector<float>>(values);
-    TensorInfo dq = t;
-    dq.dtype = DType::F32;
-    dq.data = reinterpret_cast<const std::byte*>(buf->data());
-    dq.nbytes = buf->size() * sizeof(float);
-    m.replace_weight(dq);
+    install_f32(m, t, *buf);
     buffers_.push_back(buf);
   }
 
@@ -1024,15 +1029,6 @@ uint64_t align32(uint64_t n) { return (n + 31) / 32 * 32; }
 std::string group_of(const io::ArchRoles& roles, const std::string& name) {
   if (auto ref = io::parse_block_tensor(roles, name)) return std::string(ref->role->role);
   return name.size() > 7 ? name.substr(0, name.size() - 7) : name;
-}
-
-// Installs f32 values as tensor t's weights in m; the buffer must outlive their use.
-void install_f32(Model& m, const TensorInfo& t, const std::vector<float>& values) {
-  TensorInfo dq = t;
-  dq.dtype = DType::F32;
-  dq.data = reinterpret_cast<const std::byte*>(values.data());
-  dq.nbytes = values.size() * sizeof(float);
-  m.replace_weight(dq);
 }
 
 // Adds the wall time of its scope to a total.
