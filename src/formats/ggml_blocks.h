@@ -8,6 +8,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "lowbit/dtype.h"
+
 namespace lowbit::formats::blocks {
 
 // 32-value types.
@@ -31,5 +33,35 @@ static_assert(sizeof(Q4_0) == 18 && sizeof(Q4_1) == 20 && sizeof(Q5_0) == 22 && 
 static_assert(sizeof(Q8_0) == 34 && sizeof(IQ4_NL) == 18);
 static_assert(sizeof(Q2_K) == 84 && sizeof(Q3_K) == 110 && sizeof(Q4_K) == 144 && sizeof(Q5_K) == 176);
 static_assert(sizeof(Q6_K) == 210 && sizeof(IQ4_XS) == 136);
+
+// How a block's values decode, in the one form every dot product uses (ops/ggml_dot.h): value i decodes to
+//     S_g * (u_i - centre) - M_g
+// with u_i an unsigned byte code, and one step S_g (and, where has_min, one min M_g) per scale_group values
+// (a K-quant sub-block, or a whole 32-value block). Types with a min have centre 0. Checked against each type's
+// decoder in tests/formats/test_block_layouts.cpp.
+struct Traits {
+  int values = 0;       // per block
+  int bytes = 0;        // per block
+  int centre = 0;
+  bool has_min = false;
+  int scale_group = 0;  // values per S_g / M_g: 16 or 32
+};
+constexpr Traits traits(DType t) {
+  switch (t) {
+    case DType::Q8_0: return {32, sizeof(Q8_0), 128, false, 32};
+    case DType::Q4_0: return {32, sizeof(Q4_0), 8, false, 32};
+    case DType::Q4_1: return {32, sizeof(Q4_1), 0, true, 32};
+    case DType::Q5_0: return {32, sizeof(Q5_0), 16, false, 32};
+    case DType::Q5_1: return {32, sizeof(Q5_1), 0, true, 32};
+    case DType::IQ4_NL: return {32, sizeof(IQ4_NL), 128, false, 32};
+    case DType::Q2_K: return {256, sizeof(Q2_K), 0, true, 16};
+    case DType::Q3_K: return {256, sizeof(Q3_K), 4, false, 16};
+    case DType::Q4_K: return {256, sizeof(Q4_K), 0, true, 32};
+    case DType::Q5_K: return {256, sizeof(Q5_K), 0, true, 32};
+    case DType::Q6_K: return {256, sizeof(Q6_K), 32, false, 16};
+    case DType::IQ4_XS: return {256, sizeof(IQ4_XS), 128, false, 32};
+    default: return {};  // values == 0: not a type with a native dot product
+  }
+}
 
 }  // namespace lowbit::formats::blocks

@@ -176,7 +176,7 @@ struct Model::Impl {
   }
 
   // Attention of n tokens at positions pos..pos+n-1 over the KV cache, one dot / axpy per (token, head, position):
-  // forward()'s path, for decode (n == 1) and prefill alike.
+  // forward()'s decode path (n == 1).
   void attention_rows(int l, int n, int pos) {
     const int hd = c.head_dim;
     const int group = c.n_heads / c.n_kv_heads;
@@ -207,12 +207,14 @@ struct Model::Impl {
     }
   }
 
-  // Attention of n_seq sequences of len tokens each at positions 0..len-1 (rows of q / k / v / att in sequence
-  // order) as GEMMs, the calibration path: per (sequence, head, tile of kAttnTile queries) S = scale * Q K^T over
-  // the sequence's keys up to the tile's last query, causal mask, row-wise softmax, O = P V. GQA: head h reads kv
-  // head h / (n_heads / n_kv_heads). One job per tile on an OpenMP team, each GEMM on its own thread (see
-  // ops::BlasOnCallingThread); a job's result does not depend on the thread count.
-  void attention_gemm(int n_seq, int len) {
+  // Attention as GEMMs: n_seq sequences of len queries each (rows of q / att in sequence order) at positions
+  // pos..pos+len-1, over keys / values at positions 0..pos+len-1 of each sequence, read from K / V (rows of kvd
+  // floats, seq_stride rows per sequence). Per (sequence, head, tile of kAttnTile queries): S = scale * Q K^T over
+  // the keys up to the tile's last query, causal mask, row-wise softmax, O = P V. GQA: head h reads kv head
+  // h / (n_heads / n_kv_heads). One job per tile on an OpenMP team, each GEMM on its own thread (see
+  // ops::BlasOnCallingThread); a job's result does not depend on the thread count. f16: llama.cpp's F16 KV cache
+  // (the softmax weights rounded to f16 too; q / k / v are rounded by the caller).
+  void attention_gemm(int n_seq, int len, int pos, const float* K, const float* V, size_t seq_stride, bool f16) {
     const int hd = c.head_dim;
     const int group = c.n_heads / c.n_kv_heads;
     const size_t qd = static_cast<size_t>(c.n_heads) * hd;
@@ -220,40 +222,46 @@ struct Model::Impl {
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     const int nthreads = num_threads();
     const int tiles = (len + kAttnTile - 1) / kAttnTile;
-    const size_t tile_scores = static_cast<size_t>(kAttnTile) * len;
+    const size_t tile_scores = static_cast<size_t>(kAttnTile) * (pos + len);
     if (scores.size() < nthreads * tile_scores) scores.resize(nthreads * tile_scores);
     const int64_t jobs = static_cast<int64_t>(n_seq) * c.n_heads * tiles;
-    auto to_f16 = [](float* a, size_t count) {
-      for (size_t i = 0; i < count; ++i) a[i] = f16_to_f32(f32_to_f16(a[i]));
-    };
-    if (f16_attention) {  // llama.cpp: K and V in its F16 cache, Q converted to F16 for K Q
-      const size_t rows = static_cast<size_t>(n_seq) * len;
-      to_f16(q.data(), rows * qd);
-      to_f16(k.data(), rows * kvd);
-      to_f16(v.data(), rows * kvd);
-    }
     ops::BlasOnCallingThread single;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (nthreads > 1 && jobs > 1)
     for (int64_t job = 0; job < jobs; ++job) {
       const int s = static_cast<int>(job / (static_cast<int64_t>(c.n_heads) * tiles));
       const int h = static_cast<int>(job / tiles % c.n_heads);
       const int tile = tiles - 1 - static_cast<int>(job % tiles);  // the longest spans first: better balance
-      const int t0 = tile * kAttnTile, rows = std::min(kAttnTile, len - t0), span = t0 + rows;
-      const size_t kv_off = static_cast<size_t>(s) * len * kvd + static_cast<size_t>(h / group) * hd;
+      const int t0 = tile * kAttnTile, rows = std::min(kAttnTile, len - t0), span = pos + t0 + rows;
+      const size_t kv_off = static_cast<size_t>(s) * seq_stride * kvd + static_cast<size_t>(h / group) * hd;
       const size_t q_off = (static_cast<size_t>(s) * len + t0) * qd + static_cast<size_t>(h) * hd;
       float* S = scores.data() + static_cast<size_t>(omp_get_thread_num()) * tile_scores;
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, span, hd, scale, q.data() + q_off,
-                  static_cast<blasint>(qd), k.data() + kv_off, static_cast<blasint>(kvd), 0.0f, S, span);
+                  static_cast<blasint>(qd), K + kv_off, static_cast<blasint>(kvd), 0.0f, S, span);
       for (int i = 0; i < rows; ++i) {
         float* row = S + static_cast<size_t>(i) * span;
-        const int visible = t0 + i + 1;  // causal: keys 0 .. t0+i
+        const int visible = pos + t0 + i + 1;  // causal: keys 0 .. pos+t0+i
         ops::softmax(row, visible);
-        if (f16_attention) to_f16(row, static_cast<size_t>(visible));  // llama.cpp: KQ converted to F16 for V KQ
+        if (f16)
+          for (int p = 0; p < visible; ++p) row[p] = f16_to_f32(f32_to_f16(row[p]));  // KQ to F16 for V KQ
         std::fill(row + visible, row + span, 0.0f);
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, span, 1.0f, S, span, v.data() + kv_off,
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, span, 1.0f, S, span, V + kv_off,
                   static_cast<blasint>(kvd), 0.0f, att.data() + q_off, static_cast<blasint>(qd));
     }
+  }
+
+  // The calibration path's attention (pos 0, each sequence's own keys and values in the scratch).
+  void attention_sequences(int n_seq, int len) {
+    if (f16_attention) {  // llama.cpp: K and V in its F16 cache, Q converted to F16 for K Q
+      auto to_f16 = [](float* a, size_t count) {
+        for (size_t i = 0; i < count; ++i) a[i] = f16_to_f32(f32_to_f16(a[i]));
+      };
+      const size_t rows = static_cast<size_t>(n_seq) * len;
+      to_f16(q.data(), rows * c.n_heads * c.head_dim);
+      to_f16(k.data(), rows * c.n_kv_heads * c.head_dim);
+      to_f16(v.data(), rows * c.n_kv_heads * c.head_dim);
+    }
+    attention_gemm(n_seq, len, 0, k.data(), v.data(), static_cast<size_t>(len), f16_attention);
   }
 
   // One transformer block on n_seq sequences of len hidden states each in x (rows in sequence order, positions
@@ -312,13 +320,14 @@ struct Model::Impl {
       }
       {
         Timer tm(*this, "attention");
-        // forward() keeps the per-token path for prefill too: its scores are then bit for bit those of decode, and
-        // llama.cpp types that quantize the activations of attn_output (Q8_K) would otherwise round some of them
-        // differently between prefill and decode (tests/eval: decode path == batched to 1e-4 in perplexity).
-        if (use_cache)
+        // forward(): decode reads the cache token by token; a prefill batch runs GEMMs over the cache (its scores
+        // differ from decode's in float rounding only: tests/eval compare the two paths' perplexity and KLD).
+        if (use_cache && n == 1)
           attention_rows(l, n, pos);
+        else if (use_cache)
+          attention_gemm(1, n, pos, kcache[l].data(), vcache[l].data(), 0, /*f16=*/false);
         else
-          attention_gemm(n_seq, len);
+          attention_sequences(n_seq, len);
       }
       cap(LinearInput::AttentionOutput, att.data(), static_cast<int64_t>(qd));
       if (stop_at == kAttnOut) return;

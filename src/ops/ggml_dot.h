@@ -35,13 +35,29 @@ struct GgmlActs {
   // ggml_acts_transposed() holds: qt[256 c + 64 k + 4 g + j] = q[256 c + 16 g + 4 k + j] (vector k, 32-bit lane g
   // holds group g's codes 4k..4k+3, so four vpdpbusd into one accumulator give every group's sum in its own lane).
   std::vector<int8_t> qt;
+  // The batched (prefill) kernels' layout, filled when quantize_acts_ggml is asked for it (gemm = true). A unit is
+  // the weight type's scale group (formats::blocks::traits: 16 or 32 values) and a super-chunk 16 units; n is
+  // padded with zero codes and scales to whole super-chunks. Per super-chunk s:
+  //   qg[16 * unit * s + 64 k + 4 j + i] = code 4k + i of unit j (vector k, 32-bit lane j: k < unit / 4),
+  //   du[16 s + j] = unit j's scale, and its integer sum A_j as the two terms the kernels add:
+  //   ci[16 s + j] = -centre * A_j (types without a min: the centre term in the integer sum),
+  //   da[16 s + j] = du * A_j (types with a min: the min term, a float).
+  int unit = 0;
+  int64_t supers = 0;
+  std::vector<int8_t> qg;
+  std::vector<float> du, da;
+  std::vector<int32_t> ci;
 };
 // Whether the AVX3_DL kernel for weight type t reads GgmlActs::qt (its codes are unpacked in that layout).
 bool ggml_acts_transposed(DType t);
 // Quantizes as llama.cpp does on x86: Q8_0 (d = max|x| / 127 rounded to fp16, q = round-half-even(x * 127 /
 // max|x|)) or Q8_K (iscale = -127 / x_m where x_m is the value of largest magnitude, q = min(127,
-// nearest(iscale * x)), d = 1 / iscale).
-void quantize_acts_ggml(DType wtype, const float* x, int64_t n, GgmlActs& a);
+// nearest(iscale * x)), d = 1 / iscale). gemm: also the layout the batched (prefill) kernels read (qt, dga).
+void quantize_acts_ggml(DType wtype, const float* x, int64_t n, GgmlActs& a, bool gemm = false);
+// The activations of one token of a batch (n_tok > 1 in gemm_ggml_rows) in the layout the current target's batched
+// kernel reads: the GEMM layout alone (SIMD, equal to quantize_acts_ggml's) on the AVX-512 VNNI path, else
+// quantize_acts_ggml's decode fields. Bad n throws as quantize_acts_ggml does.
+void quantize_acts_batched(DType wtype, const float* x, int64_t n, GgmlActs& a);
 
 // The decomposition of one block of type t: S, M (B/16 each), c, and the B codes.
 struct GgmlBlockTerms {

@@ -59,7 +59,7 @@ bool ggml_acts_transposed(DType t) {
 
 int ggml_block_values(DType t) { return static_cast<int>(dtype_info(t).block); }
 
-void quantize_acts_ggml(DType wtype, const float* x, int64_t n, GgmlActs& a) {
+void quantize_acts_ggml(DType wtype, const float* x, int64_t n, GgmlActs& a, bool gemm) {
   const int B = ggml_block_values(wtype);
   if (!ggml_dot_supported(wtype) || n % B != 0)
     fail("", "quantize_acts_ggml",
@@ -100,6 +100,30 @@ void quantize_acts_ggml(DType wtype, const float* x, int64_t n, GgmlActs& a) {
     }
   }
   a.qt.clear();
+  a.supers = 0;
+  if (gemm) {
+    const B::Traits tr = B::traits(wtype);
+    const int unit = tr.scale_group, super = 16 * unit;
+    a.unit = unit;
+    a.supers = (n + super - 1) / super;
+    const size_t units = static_cast<size_t>(a.supers) * 16;
+    a.qg.assign(units * unit, 0);
+    a.du.assign(units, 0.0f);
+    a.da.assign(units, 0.0f);
+    a.ci.assign(units, 0);
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t s = i / super, v = i % super, j = v / unit, w = v % unit;
+      a.qg[static_cast<size_t>(super * s + 64 * (w / 4) + 4 * j + w % 4)] = a.q[static_cast<size_t>(i)];
+    }
+    for (int64_t u = 0; u < n / unit; ++u) {  // a unit is one or two 16-value groups of one activation block
+      int32_t sum = 0;
+      for (int g = 0; g < unit / 16; ++g) sum += a.ag[static_cast<size_t>(u * unit / 16 + g)];
+      const float d = a.dg[static_cast<size_t>(u * unit / 16)];
+      a.du[static_cast<size_t>(u)] = d;
+      a.da[static_cast<size_t>(u)] = d * static_cast<float>(sum);
+      a.ci[static_cast<size_t>(u)] = -tr.centre * sum;
+    }
+  }
   if (ggml_acts_transposed(wtype)) {
     a.qt.resize(static_cast<size_t>(n / 256 * 256));
     for (int64_t c = 0; c < n / 256; ++c)
@@ -113,10 +137,10 @@ void quantize_acts_ggml(DType wtype, const float* x, int64_t n, GgmlActs& a) {
 void ggml_block_terms(DType t, const std::byte* block, GgmlBlockTerms& o, bool codes) {
   const uint8_t* p = bytes(block);
   std::fill(std::begin(o.M), std::end(o.M), 0.0f);
+  o.c = B::traits(t).centre;
   switch (t) {
     case DType::Q8_0: {
       o.S[0] = o.S[1] = f16_at(block + offsetof(B::Q8_0, d));
-      o.c = 128;
       if (codes)
         for (int i = 0; i < 32; ++i) o.u[i] = static_cast<uint8_t>(p[offsetof(B::Q8_0, qs) + i] ^ 0x80);
       return;
@@ -128,7 +152,6 @@ void ggml_block_terms(DType t, const std::byte* block, GgmlBlockTerms& o, bool c
       const size_t hdr = t == DType::Q4_1 ? offsetof(B::Q4_1, qs) : offsetof(B::Q4_0, qs);
       o.S[0] = o.S[1] = f16_at(block + offsetof(B::Q4_0, d));
       if (t == DType::Q4_1) o.M[0] = o.M[1] = -f16_at(block + offsetof(B::Q4_1, m));
-      o.c = t == DType::Q4_0 ? 8 : t == DType::Q4_1 ? 0 : 128;
       if (!codes) return;
       for (int j = 0; j < 16; ++j) {
         o.u[j] = p[hdr + j] & 0xF;
@@ -145,7 +168,6 @@ void ggml_block_terms(DType t, const std::byte* block, GgmlBlockTerms& o, bool c
       const uint8_t* qs = p + (one ? offsetof(B::Q5_1, qs) : offsetof(B::Q5_0, qs));
       o.S[0] = o.S[1] = f16_at(block + offsetof(B::Q5_0, d));
       if (one) o.M[0] = o.M[1] = -f16_at(block + offsetof(B::Q5_1, m));
-      o.c = one ? 0 : 16;
       if (!codes) return;
       uint32_t qh;
       std::memcpy(&qh, qhp, 4);
@@ -161,7 +183,6 @@ void ggml_block_terms(DType t, const std::byte* block, GgmlBlockTerms& o, bool c
       std::memcpy(&sh, p + offsetof(B::IQ4_XS, scales_h), 2);
       const uint8_t* sl = p + offsetof(B::IQ4_XS, scales_l);
       const uint8_t* qs = p + offsetof(B::IQ4_XS, qs);
-      o.c = 128;
       for (int ib = 0; ib < 8; ++ib) {
         const int ls = ((sl[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4);
         o.S[2 * ib] = o.S[2 * ib + 1] = d * static_cast<float>(ls - 32);
@@ -177,7 +198,6 @@ void ggml_block_terms(DType t, const std::byte* block, GgmlBlockTerms& o, bool c
       const uint8_t* sc = p + offsetof(B::Q2_K, scales);
       const uint8_t* qs = p + offsetof(B::Q2_K, qs);
       const float d = f16_at(block + offsetof(B::Q2_K, d)), dmin = f16_at(block + offsetof(B::Q2_K, dmin));
-      o.c = 0;
       for (int g = 0; g < 16; ++g) {
         o.S[g] = d * static_cast<float>(sc[g] & 0xF);
         o.M[g] = dmin * static_cast<float>(sc[g] >> 4);
@@ -192,7 +212,6 @@ void ggml_block_terms(DType t, const std::byte* block, GgmlBlockTerms& o, bool c
       const uint8_t* hm = p + offsetof(B::Q3_K, hmask);
       const uint8_t* qs = p + offsetof(B::Q3_K, qs);
       const float d = f16_at(block + offsetof(B::Q3_K, d));
-      o.c = 4;
       int8_t sc[16];
       formats::q3k_scales(p + offsetof(B::Q3_K, scales), sc);
       for (int g = 0; g < 16; ++g) o.S[g] = d * static_cast<float>(sc[g]);
@@ -212,7 +231,6 @@ void ggml_block_terms(DType t, const std::byte* block, GgmlBlockTerms& o, bool c
       const bool five = t == DType::Q5_K;
       const uint8_t* qh = p + offsetof(B::Q5_K, qh);
       const uint8_t* qs = p + (five ? offsetof(B::Q5_K, qs) : offsetof(B::Q4_K, qs));
-      o.c = 0;
       for (int j = 0; j < 8; ++j) {
         uint8_t s, m;
         formats::q4k_scale_min(sc, j, s, m);
@@ -237,7 +255,6 @@ void ggml_block_terms(DType t, const std::byte* block, GgmlBlockTerms& o, bool c
       const uint8_t* qh = p + offsetof(B::Q6_K, qh);
       const int8_t* sc = reinterpret_cast<const int8_t*>(p + offsetof(B::Q6_K, scales));
       const float d = f16_at(block + offsetof(B::Q6_K, d));
-      o.c = 32;
       for (int g = 0; g < 16; ++g) o.S[g] = d * static_cast<float>(sc[g]);
       if (!codes) return;
       for (int n = 0; n < 2; ++n)

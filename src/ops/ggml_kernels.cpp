@@ -5,7 +5,7 @@
 //    the 16 int32 lanes of each product are scaled by their 16-value group's S_g * da (one float FMA per 64
 //    weights) and the centre/min terms (S_g * c + M_g) * da * A_g are one FMA per chunk. Block headers are read
 //    with scalar code (K types) or eight fp16 loads and one vcvtph2ps (32-value types).
-//    Batches of tokens: each row is unpacked once into an L1 buffer and dotted with every token from there.
+//    Batches of tokens: a register-tiled int8 GEMM over panels of unpacked rows (BatchRows).
 //  - other targets (AVX3, AVX2, SSE4, SSSE3, ...): portable Highway kernels, see "Portable SIMD path" below.
 //  - the scalar and EMU128 targets: the scalar reference (ggml_dot_ref.cpp).
 // Rows whose length is not a multiple of 256 (32-value types only) finish their last < 8 blocks with the reference.
@@ -384,6 +384,287 @@ LOWBIT_GGML_VNNI HWY_INLINE void Dot(const Chunk& c, const GgmlActs& a, int64_t 
     DotChunk(c, a.q.data() + 256 * ch, a.dg.data() + 16 * ch, a.ag.data() + 16 * ch, acc);
 }
 
+// ---- Batches of tokens (prefill): a register-tiled int8 GEMM ----------------------------------------------------
+// Layout (GgmlActs, gemm = true): a unit is the type's scale group (16 or 32 values), a super-chunk 16 units, and
+// vector k of a super-chunk holds in 32-bit lane j unit j's codes 4k..4k+3, so K = unit / 4 vpdpbusd leave unit
+// j's integer sum in lane j; then one float step per (row, token, super-chunk): acc += float(sum) * S_j * du_j
+// (and, with a min, acc -= M_j * du_j * A_j). Types without a min start the integer sums at -centre * A_j, so their
+// centre term costs nothing. With 32-value units that is 8 vpdpbusd per 2 float ops (4 + 4 in the decode
+// kernel's 16-group layout). A panel of rows is unpacked once into an L2-resident buffer in that layout (the SIMD
+// unpacking for whole 256-value chunks, rearranged; the scalar decomposition for a partial super-chunk), and
+// each register tile of kTileRows rows x kTileTok tokens loads every code vector once per super-chunk.
+
+template <DType T>
+constexpr int kUnit = B::traits(T).scale_group;
+template <DType T>
+constexpr int kVecs = kUnit<T> / 4;  // code vectors per super-chunk
+
+// One row's super-chunk: codes, S_j, M_j (with a min; else unused).
+template <int K>
+struct Super {
+  __m512i u[K];
+  __m512 S, M;
+};
+
+// Chunk c (natural order: u[k] = values 64k .. 64k+63) rewritten in the transposed layout.
+LOWBIT_GGML_VNNI HWY_INLINE void TransposeCodes(Chunk& c) {
+  alignas(64) static const struct Idx {
+    uint8_t v[4][64];
+    Idx() {
+      for (int k = 0; k < 4; ++k)
+        for (int g = 0; g < 16; ++g)
+          for (int j = 0; j < 4; ++j) v[k][4 * g + j] = static_cast<uint8_t>(16 * (g % 4) + 4 * k + j);
+    }
+  } idx;
+  __m512i out[4];
+  for (int k = 0; k < 4; ++k) {
+    const __m512i ix = _mm512_load_si512(idx.v[k]);
+    __m512i o = _mm512_maskz_permutexvar_epi8(0x000000000000FFFFull, ix, c.u[0]);
+    o = _mm512_mask_permutexvar_epi8(o, 0x00000000FFFF0000ull, ix, c.u[1]);
+    o = _mm512_mask_permutexvar_epi8(o, 0x0000FFFF00000000ull, ix, c.u[2]);
+    out[k] = _mm512_mask_permutexvar_epi8(o, 0xFFFF000000000000ull, ix, c.u[3]);
+  }
+  for (int k = 0; k < 4; ++k) c.u[k] = out[k];
+}
+
+// A 256-value chunk in the transposed 16-group layout (every type).
+template <DType T>
+LOWBIT_GGML_VNNI HWY_INLINE void UnpackTransposed(const uint8_t* p, Chunk& c) {
+  Unpack<T>(p, c);
+  if constexpr (!kTransposed<T>) TransposeCodes(c);
+}
+
+// Super-chunk from the scalar decomposition: values [v0, v1) of the row (whole blocks) fill it from the start;
+// the rest is zero (codes and scales), so it adds nothing.
+template <DType T>
+void SuperFromTerms(const uint8_t* row, int64_t v0, int64_t v1, Super<kVecs<T>>& out) {
+  constexpr int unit = kUnit<T>, Bv = B::traits(T).values;
+  alignas(64) uint8_t u[kVecs<T>][64] = {};
+  alignas(64) float S[16] = {}, M[16] = {};
+  detail::GgmlBlockTerms bt;
+  for (int64_t v = v0; v < v1; v += Bv) {
+    detail::ggml_block_terms(T, reinterpret_cast<const std::byte*>(row + v / Bv * B::traits(T).bytes), bt);
+    for (int i = 0; i < Bv; ++i) {
+      const int64_t x = v - v0 + i;
+      const int j = static_cast<int>(x / unit), w = static_cast<int>(x % unit);
+      u[w / 4][4 * j + w % 4] = bt.u[i];
+      S[j] = bt.S[i / 16];
+      M[j] = bt.M[i / 16];
+    }
+  }
+  for (int k = 0; k < kVecs<T>; ++k) out.u[k] = _mm512_load_si512(u[k]);
+  out.S = _mm512_load_ps(S);
+  out.M = _mm512_load_ps(M);
+}
+
+// Super-chunk s of a row whose values [0, n) are whole blocks.
+template <DType T>
+LOWBIT_GGML_VNNI HWY_INLINE void UnpackSuper(const uint8_t* row, int64_t s, int64_t n, Super<kVecs<T>>& out) {
+  constexpr int super = 16 * kUnit<T>;
+  constexpr size_t chunk_bytes = B::traits(T).bytes * (256 / B::traits(T).values);
+  const int64_t v0 = s * super;
+  if (v0 + super > n) return SuperFromTerms<T>(row, v0, n, out);
+  const uint8_t* p = row + v0 / 256 * chunk_bytes;
+  if constexpr (kUnit<T> == 16) {
+    Chunk c;
+    UnpackTransposed<T>(p, c);
+    for (int k = 0; k < 4; ++k) out.u[k] = c.u[k];
+    out.S = c.S;
+    out.M = c.Mf;  // S * centre + M, and centre is 0 where there is a min
+  } else {
+    // Two chunks' 16-group layouts -> 32-value units: unit j = groups 2j, 2j+1 of chunk j / 8; vector k reads
+    // group 2j + k / 4, vector k % 4.
+    Chunk a, b;
+    UnpackTransposed<T>(p, a);
+    UnpackTransposed<T>(p + chunk_bytes, b);
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    for (int k = 0; k < 8; ++k)
+      out.u[k] = _mm512_permutex2var_epi32(a.u[k % 4], k < 4 ? even : odd, b.u[k % 4]);
+    out.S = _mm512_permutex2var_ps(a.S, even, b.S);
+    out.M = _mm512_permutex2var_ps(a.Mf, even, b.Mf);
+  }
+}
+
+constexpr int kTileRows = 4, kTileTok = 3;
+
+// The horizontal sums of a, b, c, d as one vector (13 shuffles and adds instead of four reductions of ~8).
+LOWBIT_GGML_VNNI HWY_INLINE __m128 Sum4(__m512 a, __m512 b, __m512 c, __m512 d) {
+  const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));  // a0+a2 b0+b2 a1+a3 b1+b3
+  const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+  const __m512 abcd = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, 0x44), _mm512_shuffle_ps(ab, cd, 0xEE));  // a b c d
+  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(abcd), _mm512_extractf32x8_ps(abcd, 1));
+  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+// y[t * ldy + i] for rows i < nr (Super arrays at w + i * wstride; the tile repeats the last row past nr) and
+// tokens t < NT, over `supers` super-chunks.
+template <DType T, int NT>
+LOWBIT_GGML_VNNI HWY_INLINE void Tile(const Super<kVecs<T>>* w, int64_t wstride, int nr, const GgmlActs* const* tok,
+                                      int64_t supers, float* y, int64_t ldy) {
+  constexpr int R = kTileRows, K = kVecs<T>;
+  constexpr bool has_min = B::traits(T).has_min;
+  const Super<K>* row[R];
+  for (int i = 0; i < R; ++i) row[i] = w + std::min(i, nr - 1) * wstride;
+  const int8_t* qg[NT];
+  const float *du[NT], *da[NT];
+  const int32_t* ci[NT];
+  for (int t = 0; t < NT; ++t)
+    qg[t] = tok[t]->qg.data(), du[t] = tok[t]->du.data(), da[t] = tok[t]->da.data(), ci[t] = tok[t]->ci.data();
+  __m512 acc[R][NT];
+  for (int i = 0; i < R; ++i)
+    for (int t = 0; t < NT; ++t) acc[i][t] = _mm512_setzero_ps();
+  for (int64_t sc = 0; sc < supers; ++sc) {
+    __m512i s[R][NT];
+    for (int t = 0; t < NT; ++t) {
+      const __m512i init = has_min ? _mm512_setzero_si512() : _mm512_loadu_si512(ci[t] + 16 * sc);
+      for (int i = 0; i < R; ++i) s[i][t] = init;
+    }
+    for (int k = 0; k < K; ++k) {
+      __m512i a[NT];
+      for (int t = 0; t < NT; ++t) a[t] = _mm512_loadu_si512(qg[t] + 64 * (K * sc + k));
+      for (int i = 0; i < R; ++i) {
+        const __m512i u = _mm512_load_si512(&row[i][sc].u[k]);
+        for (int t = 0; t < NT; ++t) s[i][t] = _mm512_dpbusd_epi32(s[i][t], u, a[t]);
+      }
+    }
+    for (int t = 0; t < NT; ++t) {
+      const __m512 d = _mm512_loadu_ps(du[t] + 16 * sc);
+      for (int i = 0; i < R; ++i) {
+        acc[i][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[i][t]), _mm512_mul_ps(row[i][sc].S, d), acc[i][t]);
+        if constexpr (has_min) acc[i][t] = _mm512_fnmadd_ps(row[i][sc].M, _mm512_loadu_ps(da[t] + 16 * sc), acc[i][t]);
+      }
+    }
+  }
+  static_assert(R == 4, "Sum4 reduces four rows");
+  for (int t = 0; t < NT; ++t) {
+    const __m128 r = Sum4(acc[0][t], acc[1][t], acc[2][t], acc[3][t]);
+    if (nr == 4) {
+      _mm_storeu_ps(y + t * ldy, r);
+    } else {
+      alignas(16) float v[4];
+      _mm_store_ps(v, r);
+      for (int i = 0; i < nr; ++i) y[t * ldy + i] = v[i];
+    }
+  }
+}
+
+template <DType T>
+LOWBIT_GGML_VNNI void BatchRows(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1,
+                                float* y, int64_t ldy) {
+  using S = Super<kVecs<T>>;
+  const int64_t supers = (w.cols + 16 * kUnit<T> - 1) / (16 * kUnit<T>);
+  for (int64_t t = 0; t < n_tok; ++t)
+    if (acts[t].unit != kUnit<T> || acts[t].supers != supers || acts[t].n != w.cols)
+      fail("", "matmul", "batched activations were not quantized for this GEMM (quantize_acts_ggml gemm = true)");
+  // Rows per panel: about 256 KiB of unpacked super-chunks (L2), a multiple of the tile.
+  const int64_t row_bytes = std::max<int64_t>(1, supers) * static_cast<int64_t>(sizeof(S));
+  const int64_t panel = std::clamp<int64_t>((256 << 10) / row_bytes / kTileRows, 1, 16) * kTileRows;
+  thread_local hwy::AlignedFreeUniquePtr<uint8_t[]> buf;
+  thread_local size_t cap = 0;
+  const size_t need = static_cast<size_t>(panel * supers) * sizeof(S);
+  if (cap < need) {
+    buf = hwy::AllocateAligned<uint8_t>(need);
+    cap = need;
+  }
+  S* sup = reinterpret_cast<S*>(buf.get());
+  const GgmlActs* tok[kTileTok];
+  for (int64_t p0 = r0; p0 < r1; p0 += panel) {
+    const int64_t np = std::min(panel, r1 - p0);
+    for (int64_t i = 0; i < np; ++i) {
+      const uint8_t* row = reinterpret_cast<const uint8_t*>(w.data + static_cast<size_t>(p0 + i) * w.row_bytes);
+      for (int64_t sc = 0; sc < supers; ++sc) UnpackSuper<T>(row, sc, w.cols, sup[i * supers + sc]);
+    }
+    for (int64_t t0 = 0; t0 < n_tok; t0 += kTileTok) {
+      const int nt = static_cast<int>(std::min<int64_t>(kTileTok, n_tok - t0));
+      for (int t = 0; t < nt; ++t) tok[t] = &acts[t0 + t];
+      for (int64_t i0 = 0; i0 < np; i0 += kTileRows) {
+        const S* wp = sup + i0 * supers;
+        const int nr = static_cast<int>(std::min<int64_t>(kTileRows, np - i0));
+        float* yt = y + t0 * ldy + (p0 + i0 - r0);
+        static_assert(kTileTok == 3);
+        if (nt == 3)
+          Tile<T, 3>(wp, supers, nr, tok, supers, yt, ldy);
+        else if (nt == 2)
+          Tile<T, 2>(wp, supers, nr, tok, supers, yt, ldy);
+        else
+          Tile<T, 1>(wp, supers, nr, tok, supers, yt, ldy);
+      }
+    }
+  }
+}
+
+// The batched activations (GgmlActs GEMM layout only), as quantize_acts_ggml(gemm = true) computes them: the
+// same llama.cpp rounding (Q8_0: round half to even of x * 127 / max|x|, NaN to 0; Q8_K: min(127, nearest(
+// -127 / x_m * x)) with x_m the first value of largest magnitude), checked equal in tests/ops/test_ggml_dot.cpp.
+LOWBIT_GGML_VNNI void QuantizeActsBatchAvx(DType wt, const float* x, int64_t n, GgmlActs& a) {
+  const B::Traits tr = B::traits(wt);
+  const int unit = tr.scale_group, super = 16 * unit, K = unit / 4, blk = tr.values == 32 ? 32 : 256;
+  a.wtype = wt;
+  a.n = n;
+  a.unit = unit;
+  a.supers = (n + super - 1) / super;
+  a.q.clear(), a.dg.clear(), a.ag.clear(), a.qt.clear();  // decode fields: not filled here
+  a.qg.resize(static_cast<size_t>(a.supers * super));
+  a.du.resize(static_cast<size_t>(a.supers * 16));
+  a.da.resize(a.du.size());
+  a.ci.resize(a.du.size());
+  alignas(64) int8_t nat[512];
+  alignas(64) float dunit[16];
+  const __m512 sign = _mm512_set1_ps(-0.0f);
+  const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+  for (int64_t s = 0; s < a.supers; ++s) {
+    const int64_t v0 = s * super, count = std::min<int64_t>(super, n - v0);
+    std::memset(nat, 0, sizeof(nat));
+    std::fill(dunit, dunit + 16, 0.0f);
+    for (int64_t b0 = 0; b0 < count; b0 += blk) {
+      const float* xb = x + v0 + b0;
+      __m512 amax = _mm512_setzero_ps();
+      for (int i = 0; i < blk; i += 16) amax = _mm512_max_ps(_mm512_andnot_ps(sign, _mm512_loadu_ps(xb + i)), amax);
+      const float m = _mm512_reduce_max_ps(amax);
+      float d = 0.0f, scale = 0.0f;
+      if (blk == 32) {
+        scale = m != 0.0f ? 127.0f / m : 0.0f;
+        d = _cvtsh_ss(_cvtss_sh(m / 127.0f, 0));
+      } else if (m != 0.0f) {
+        const __m512 mv = _mm512_set1_ps(m);
+        int first = 0;
+        for (int i = 0; i < blk; i += 16) {
+          const __mmask16 hit = _mm512_cmp_ps_mask(_mm512_andnot_ps(sign, _mm512_loadu_ps(xb + i)), mv, _CMP_EQ_OQ);
+          if (hit) {
+            first = i + __builtin_ctz(hit);
+            break;
+          }
+        }
+        scale = -127.0f / xb[first];
+        d = 1.0f / scale;
+      }
+      const __m512 sv = _mm512_set1_ps(scale);
+      for (int i = 0; i < blk; i += 16) {
+        const __m512 v = _mm512_mul_ps(_mm512_loadu_ps(xb + i), sv);
+        __m512i q = _mm512_maskz_cvtps_epi32(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v);  // RNE; NaN -> 0
+        q = _mm512_min_epi32(_mm512_max_epi32(q, lo), hi);
+        _mm_store_si128(reinterpret_cast<__m128i*>(nat + b0 + i), _mm512_cvtepi32_epi8(q));
+      }
+      for (int j = static_cast<int>(b0 / unit); j < (b0 + blk) / unit; ++j) dunit[j] = d;
+    }
+    // Transpose to the unit layout (vector k, lane j = unit j's codes 4k..4k+3) and sum each unit's codes.
+    const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32(unit));
+    __m512i sum = _mm512_setzero_si512();
+    int8_t* out = a.qg.data() + s * super;
+    for (int k = 0; k < K; ++k) {
+      const __m512i v = _mm512_i32gather_epi32(rows, nat + 4 * k, 1);
+      _mm512_storeu_si512(out + 64 * k, v);
+      sum = _mm512_dpbusd_epi32(sum, _mm512_set1_epi8(1), v);
+    }
+    const __m512 dv = _mm512_load_ps(dunit);
+    _mm512_storeu_ps(a.du.data() + 16 * s, dv);
+    _mm512_storeu_ps(a.da.data() + 16 * s, _mm512_mul_ps(dv, _mm512_cvtepi32_ps(sum)));
+    _mm512_storeu_si512(a.ci.data() + 16 * s, _mm512_mullo_epi32(sum, _mm512_set1_epi32(-tr.centre)));
+  }
+}
+
 constexpr size_t kPrefetch = 16384;  // bytes ahead of the chunk being unpacked
 
 template <DType T>
@@ -427,40 +708,8 @@ LOWBIT_GGML_VNNI void RowsT(const WeightView& w, const GgmlActs* acts, int64_t n
     }
     return;
   }
-  // Batches: a panel of up to 8 rows is unpacked into a 64-byte aligned buffer of at most ~32 KiB (L1), then every
-  // token's activations are loaded once per chunk and dotted with each row of the panel. Per (row, token) the
-  // arithmetic is the decode path's, in the same order, so batched and single-token results are identical.
-  constexpr int kMaxPanel = 8;
-  const int64_t panel = std::clamp<int64_t>((32 << 10) / std::max<int64_t>(1, nchunks * static_cast<int64_t>(sizeof(Chunk))),
-                                            1, kMaxPanel);
-  thread_local hwy::AlignedFreeUniquePtr<Chunk[]> buf;
-  thread_local int64_t cap = 0;
-  if (cap < panel * nchunks) {
-    buf = hwy::AllocateAligned<Chunk>(static_cast<size_t>(panel * nchunks));
-    cap = panel * nchunks;
-  }
-  for (int64_t p0 = r0; p0 < r1; p0 += panel) {
-    const int64_t np = std::min(panel, r1 - p0);
-    for (int64_t i = 0; i < np; ++i) {
-      const uint8_t* row = reinterpret_cast<const uint8_t*>(w.data + static_cast<size_t>(p0 + i) * w.row_bytes);
-      for (int64_t ch = 0; ch < nchunks; ++ch) Unpack<T>(row + ch * chunk_bytes, buf[static_cast<size_t>(i * nchunks + ch)]);
-    }
-    for (int64_t t = 0; t < n_tok; ++t) {
-      const GgmlActs& a = acts[t];
-      Acc acc[kMaxPanel];
-      for (int64_t i = 0; i < np; ++i) acc[i].zero();
-      for (int64_t ch = 0; ch < nchunks; ++ch)
-        for (int64_t i = 0; i < np; ++i)
-          Dot<T>(buf[static_cast<size_t>(i * nchunks + ch)], a, ch, acc[i]);
-      for (int64_t i = 0; i < np; ++i) {
-        float s = acc[i].total();
-        if (nchunks * per_chunk < nblocks)
-          s += detail::ggml_dot_blocks_ref(T, w.data + static_cast<size_t>(p0 + i) * w.row_bytes, a,
-                                           nchunks * per_chunk, nblocks);
-        y[t * ldy + (p0 + i - r0)] = s;
-      }
-    }
-  }
+  // Batches (prefill): see BatchRows.
+  BatchRows<T>(w, acts, n_tok, r0, r1, y, ldy);
 }
 
 LOWBIT_GGML_VNNI void GemmGgmlRows(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1,
@@ -805,6 +1054,14 @@ void GemmGgmlRows(const WeightView& w, const detail::GgmlActs* acts, int64_t n_t
 
 #endif
 
+// Batched activations in the layout this target's GemmGgmlRows reads.
+void QuantizeActsBatch(DType wt, const float* x, int64_t n, detail::GgmlActs& a) {
+#if LOWBIT_AVX512_VNNI_PATH
+  if (B::traits(wt).values != 0 && n % B::traits(wt).values == 0) return QuantizeActsBatchAvx(wt, x, n, a);
+#endif
+  detail::quantize_acts_ggml(wt, x, n, a);
+}
+
 // Which of the three GemmGgmlRows above this target compiled.
 const char* GgmlKernelPath() {
 #if LOWBIT_AVX512_VNNI_PATH
@@ -825,6 +1082,10 @@ HWY_EXPORT(GgmlKernelPath);
 const char* ggml_kernel_path() { return HWY_DYNAMIC_DISPATCH(GgmlKernelPath)(); }
 }  // namespace lowbit::ops
 namespace lowbit::ops::detail {
+HWY_EXPORT(QuantizeActsBatch);
+void quantize_acts_batched(DType wtype, const float* x, int64_t n, GgmlActs& a) {
+  HWY_DYNAMIC_DISPATCH(QuantizeActsBatch)(wtype, x, n, a);
+}
 HWY_EXPORT(GemmGgmlRows);
 void gemm_ggml_rows(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1, float* y,
                     int64_t ldy) {

@@ -87,8 +87,18 @@ void gemv_intn_parallel(const WeightView& w, const float* x, float* y) {
 void matmul_ggml(const WeightView& w, const float* x, int64_t n_tokens, float* y) {
   thread_local std::vector<detail::GgmlActs> acts;
   if (acts.size() < static_cast<size_t>(n_tokens)) acts.resize(static_cast<size_t>(n_tokens));
-  for (int64_t t = 0; t < n_tokens; ++t) detail::quantize_acts_ggml(w.dtype, x + t * w.cols, w.cols, acts[t]);
-  const detail::GgmlActs* a = acts.data();
+  // Batches read the GEMM layout (qt, dga). Token 0 first, on this thread: a bad shape throws here, not inside the
+  // OpenMP team (where an exception would end the process).
+  // (acts is this thread's thread_local: the team writes through a pointer to it.)
+  const bool batch = n_tokens > 1;
+  detail::GgmlActs* const a = acts.data();
+  if (!batch) {
+    detail::quantize_acts_ggml(w.dtype, x, w.cols, a[0]);
+  } else {
+    detail::quantize_acts_batched(w.dtype, x, w.cols, a[0]);
+#pragma omp parallel for schedule(static) num_threads(num_threads()) if (num_threads() > 1 && n_tokens >= 8)
+    for (int64_t t = 1; t < n_tokens; ++t) detail::quantize_acts_batched(w.dtype, x + t * w.cols, w.cols, a[t]);
+  }
   split_rows(w.rows, matrix_bytes(w) * static_cast<uint64_t>(n_tokens),
              [&](int64_t r0, int64_t r1) { detail::gemm_ggml_rows(w, a, n_tokens, r0, r1, y + r0, w.rows); });
 }

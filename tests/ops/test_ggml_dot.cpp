@@ -93,12 +93,13 @@ TEST_P(GgmlDot, KernelMatchesReference) {
     // Whole 256-value chunks, and (32-value types) rows with a tail of blocks outside the chunks.
     for (int64_t cols : {int64_t{256}, int64_t{1024}, int64_t{B == 32 ? 32 * 11 : 512}}) {
       SCOPED_TRACE(std::string(dtype_name(t)) + " cols " + std::to_string(cols));
-      const int64_t rows = 9, ntok = 3;
+      // Odd row and token counts: every row- and token-tail of the batched kernel's register tiles.
+      const int64_t rows = 9, ntok = 7;
       Rows w = random_rows(t, rows, cols, 7 + static_cast<uint32_t>(cols));
       std::vector<detail::GgmlActs> acts(ntok);
       for (int64_t k = 0; k < ntok; ++k) {
         const auto x = random_floats(static_cast<size_t>(cols), 100 + static_cast<uint32_t>(k), -2.0f, 2.0f);
-        detail::quantize_acts_ggml(t, x.data(), cols, acts[k]);
+        detail::quantize_acts_ggml(t, x.data(), cols, acts[k], /*gemm=*/true);
       }
       std::vector<float> y1(static_cast<size_t>(rows)), yb(static_cast<size_t>(rows * ntok));
       detail::gemm_ggml_rows(w.view, acts.data(), 1, 0, rows, y1.data(), rows);
@@ -120,6 +121,34 @@ TEST_P(GgmlDot, KernelMatchesReference) {
           for (int64_t i = 0; i < cols; ++i) exact += static_cast<double>(wd[i]) * acts[k].dg[i / 16] * acts[k].q[i];
           EXPECT_NEAR(ref, exact, tol) << "reference row " << rr;
         }
+    }
+  }
+}
+
+// The batched quantizer (SIMD on the VNNI path) equals the scalar rules exactly, including a block of zeros, a
+// value of largest magnitude that appears with both signs (Q8_K takes the first) and a partial super-chunk.
+TEST_P(GgmlDot, BatchedActivationsEqualReference) {
+  for (DType t : kTypes) {
+    SCOPED_TRACE(std::string(dtype_name(t)));
+    const int64_t n = detail::ggml_block_values(t) == 32 ? 32 * 21 : 256 * 3;
+    auto x = random_floats(static_cast<size_t>(n), 17, -3.0f, 3.0f);
+    std::fill(x.begin() + 32, x.begin() + 64, 0.0f);
+    x[300] = 4.5f;
+    x[290] = -4.5f;  // first in its Q8_K block
+    detail::GgmlActs ref, fast;
+    detail::quantize_acts_ggml(t, x.data(), n, ref, /*gemm=*/true);
+    detail::quantize_acts_batched(t, x.data(), n, fast);
+    if (std::string(ggml_kernel_path()) == "avx512-vnni") {
+      EXPECT_EQ(fast.unit, ref.unit);
+      EXPECT_EQ(fast.supers, ref.supers);
+      EXPECT_EQ(fast.qg, ref.qg);
+      EXPECT_EQ(fast.du, ref.du);
+      EXPECT_EQ(fast.da, ref.da);
+      EXPECT_EQ(fast.ci, ref.ci);
+    } else {
+      EXPECT_EQ(fast.q, ref.q);
+      EXPECT_EQ(fast.dg, ref.dg);
+      EXPECT_EQ(fast.ag, ref.ag);
     }
   }
 }
@@ -174,10 +203,19 @@ TEST_P(GgmlDot, MatmulThreadsAndBatchesAgree) {
     matmul(w.view, x.data(), ntok, y2.data());
     for (int64_t k = 0; k < ntok; ++k) matmul(w.view, x.data() + k * cols, 1, yd.data() + k * rows);
     set_num_threads(0);
-    EXPECT_EQ(y1, y2);
-    EXPECT_EQ(y1, yd);  // batch rows use exactly the decode arithmetic
-    // Within int8 activation rounding of the f32 product: |error| <= sum |w| * d / 2.
+    EXPECT_EQ(y1, y2);  // a (row, token) result does not depend on how rows are split between threads
+    // Batches (the register-tiled GEMM) and decode (per-row kernel) sum the same integer products in another float
+    // order: equal to float rounding of the sum of |terms|.
     std::vector<float> wd(static_cast<size_t>(cols));
+    for (int64_t rr = 0; rr < rows; ++rr) {
+      formats::ggml_decode_row(t, w.view.data + rr * w.view.row_bytes, cols, wd.data());
+      for (int64_t k = 0; k < ntok; ++k) {
+        double mag = 0;
+        for (int64_t i = 0; i < cols; ++i) mag += std::fabs(wd[i] * x[k * cols + i]);
+        ASSERT_NEAR(y1[k * rows + rr], yd[k * rows + rr], 2e-6 * mag + 1e-7) << "row " << rr << " token " << k;
+      }
+    }
+    // Within int8 activation rounding of the f32 product: |error| <= sum |w| * d / 2.
     detail::GgmlActs a;
     for (int64_t rr = 0; rr < rows; rr += 37) {
       formats::ggml_decode_row(t, w.view.data + rr * w.view.row_bytes, cols, wd.data());
