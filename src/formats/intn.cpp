@@ -213,10 +213,14 @@ void IntNFormat::decode(const std::byte* in, std::span<float> out) const {
   for_each_code(codes, bits_, group_, [&](int i, float c) { out[i] = s * (c - off); });
 }
 
+IntNBlock intn_block_params(const IntNFormat& f, const std::byte* in) {
+  return {f16_to_f32(load_u16(in)),
+          f.asymmetric() ? f16_to_f32(load_u16(in + 2)) : static_cast<float>(1 << (f.bits() - 1))};
+}
+
 IntNBlock intn_unpack_block(const IntNFormat& f, const std::byte* in, uint8_t* codes) {
-  const bool asym = f.asymmetric();
-  IntNBlock b{f16_to_f32(load_u16(in)), asym ? f16_to_f32(load_u16(in + 2)) : static_cast<float>(1 << (f.bits() - 1))};
-  for_each_code(in + (asym ? 4 : 2), f.bits(), f.block(), [&](int i, float c) { codes[i] = static_cast<uint8_t>(c); });
+  const IntNBlock b = intn_block_params(f, in);
+  for_each_code(in + intn_codes_offset(f), f.bits(), f.block(), [&](int i, float c) { codes[i] = static_cast<uint8_t>(c); });
   return b;
 }
 

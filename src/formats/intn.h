@@ -73,6 +73,9 @@ struct IntNBlock {
   float scale, offset;
 };
 IntNBlock intn_unpack_block(const IntNFormat& f, const std::byte* in, uint8_t* codes);
+// The header alone: the block's scale and offset, and the bytes before its codes.
+IntNBlock intn_block_params(const IntNFormat& f, const std::byte* in);
+inline size_t intn_codes_offset(const IntNFormat& f) { return f.asymmetric() ? 4 : 2; }
 
 // Row-level packed decode into f32 (the feed for the fp32 path): n weights stored as ceil(n / block())
 // consecutive blocks at `in` (the last may be partial), unpacked eight codes (B bytes) at a time. Same values as

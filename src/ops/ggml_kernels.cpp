@@ -20,6 +20,7 @@
 #include "formats/ggml.h"
 #include "formats/ggml_blocks.h"
 #include "formats/ggml_kquants.h"
+#include "formats/intn.h"
 #include "lowbit/error.h"
 #include "ops/ggml_dot.h"
 #include "ops/ops.h"
@@ -499,11 +500,10 @@ LOWBIT_GGML_VNNI HWY_INLINE __m128 Sum4(__m512 a, __m512 b, __m512 c, __m512 d) 
 
 // y[t * ldy + i] for rows i < nr (Super arrays at w + i * wstride; the tile repeats the last row past nr) and
 // tokens t < NT, over `supers` super-chunks.
-template <DType T, int NT>
-LOWBIT_GGML_VNNI HWY_INLINE void Tile(const Super<kVecs<T>>* w, int64_t wstride, int nr, const GgmlActs* const* tok,
+template <int K, bool has_min, int NT>
+LOWBIT_GGML_VNNI HWY_INLINE void Tile(const Super<K>* w, int64_t wstride, int nr, const GgmlActs* const* tok,
                                       int64_t supers, float* y, int64_t ldy) {
-  constexpr int R = kTileRows, K = kVecs<T>;
-  constexpr bool has_min = B::traits(T).has_min;
+  constexpr int R = kTileRows;
   const Super<K>* row[R];
   for (int i = 0; i < R; ++i) row[i] = w + std::min(i, nr - 1) * wstride;
   const int8_t* qg[NT];
@@ -549,14 +549,16 @@ LOWBIT_GGML_VNNI HWY_INLINE void Tile(const Super<kVecs<T>>* w, int64_t wstride,
   }
 }
 
-template <DType T>
-LOWBIT_GGML_VNNI void BatchRows(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1,
-                                float* y, int64_t ldy) {
-  using S = Super<kVecs<T>>;
-  const int64_t supers = (w.cols + 16 * kUnit<T> - 1) / (16 * kUnit<T>);
+// Rows [r0, r1) of w times n_tok tokens: panels of rows unpacked by unpack(row, s, super) into Super<K>, then
+// register tiles. K and has_min describe the weights' units.
+template <int K, bool has_min, class Unpacker>
+LOWBIT_GGML_VNNI void BatchTiles(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1,
+                                 float* y, int64_t ldy, const Unpacker& unpack) {
+  using S = Super<K>;
+  const int64_t supers = (w.cols + 64 * K - 1) / (64 * K);
   for (int64_t t = 0; t < n_tok; ++t)
-    if (acts[t].unit != kUnit<T> || acts[t].supers != supers || acts[t].n != w.cols)
-      fail("", "matmul", "batched activations were not quantized for this GEMM (quantize_acts_ggml gemm = true)");
+    if (acts[t].unit != 4 * K || acts[t].supers != supers || acts[t].n != w.cols)
+      fail("", "matmul", "batched activations were not quantized for this GEMM (quantize_acts_batched)");
   // Rows per panel: about 256 KiB of unpacked super-chunks (L2), a multiple of the tile.
   const int64_t row_bytes = std::max<int64_t>(1, supers) * static_cast<int64_t>(sizeof(S));
   const int64_t panel = std::clamp<int64_t>((256 << 10) / row_bytes / kTileRows, 1, 16) * kTileRows;
@@ -573,7 +575,7 @@ LOWBIT_GGML_VNNI void BatchRows(const WeightView& w, const GgmlActs* acts, int64
     const int64_t np = std::min(panel, r1 - p0);
     for (int64_t i = 0; i < np; ++i) {
       const uint8_t* row = reinterpret_cast<const uint8_t*>(w.data + static_cast<size_t>(p0 + i) * w.row_bytes);
-      for (int64_t sc = 0; sc < supers; ++sc) UnpackSuper<T>(row, sc, w.cols, sup[i * supers + sc]);
+      for (int64_t sc = 0; sc < supers; ++sc) unpack(row, sc, sup[i * supers + sc]);
     }
     for (int64_t t0 = 0; t0 < n_tok; t0 += kTileTok) {
       const int nt = static_cast<int>(std::min<int64_t>(kTileTok, n_tok - t0));
@@ -584,14 +586,97 @@ LOWBIT_GGML_VNNI void BatchRows(const WeightView& w, const GgmlActs* acts, int64
         float* yt = y + t0 * ldy + (p0 + i0 - r0);
         static_assert(kTileTok == 3);
         if (nt == 3)
-          Tile<T, 3>(wp, supers, nr, tok, supers, yt, ldy);
+          Tile<K, has_min, 3>(wp, supers, nr, tok, supers, yt, ldy);
         else if (nt == 2)
-          Tile<T, 2>(wp, supers, nr, tok, supers, yt, ldy);
+          Tile<K, has_min, 2>(wp, supers, nr, tok, supers, yt, ldy);
         else
-          Tile<T, 1>(wp, supers, nr, tok, supers, yt, ldy);
+          Tile<K, has_min, 1>(wp, supers, nr, tok, supers, yt, ldy);
       }
     }
   }
+}
+
+template <DType T>
+LOWBIT_GGML_VNNI void BatchRows(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1,
+                                float* y, int64_t ldy) {
+  BatchTiles<kVecs<T>, B::traits(T).has_min>(
+      w, acts, n_tok, r0, r1, y, ldy,
+      [&](const uint8_t* row, int64_t sc, Super<kVecs<T>>& out) { UnpackSuper<T>(row, sc, w.cols, out); });
+}
+
+// ---- lowbit intN weights in the same GEMM ----
+// A code c decodes to scale * (c - offset): a type with a min (S = scale, M = scale * offset, centre 0) whose
+// blocks (32, 64 or 128 values) are whole 32-value units, so the activations are those of Q4_1 (Q8_0's rules).
+// 4- and 8-bit codes of whole super-chunks are gathered straight into the unit layout (4-bit: the code bytes of
+// vector k are bytes 2k, 2k + 1 of each unit, split into nibbles); other widths and the last partial super-chunk
+// go through the scalar block unpacking.
+LOWBIT_GGML_VNNI void UnpackSuperIntN(const formats::IntNFormat& f, const uint8_t* row, int64_t s, int64_t n,
+                                      Super<8>& out) {
+  const int G = f.block(), bits = f.bits();
+  const size_t bb = f.block_bytes(), hdr = formats::intn_codes_offset(f);
+  const int64_t v0 = s * 512, first = v0 / G;
+  alignas(64) float S[16] = {}, M[16] = {};
+  formats::IntNBlock p{};
+  if (v0 + 512 <= n && (bits == 4 || bits == 8)) {
+    alignas(64) int32_t idx[16];
+    for (int j = 0; j < 16; ++j) {
+      const int64_t v = v0 + 32 * j, b = v / G, o = v % G;
+      idx[j] = static_cast<int32_t>((b - first) * static_cast<int64_t>(bb) + static_cast<int64_t>(hdr) + o * bits / 8);
+      if (j == 0 || o == 0) p = formats::intn_block_params(f, reinterpret_cast<const std::byte*>(row + b * bb));
+      S[j] = p.scale;
+      M[j] = p.scale * p.offset;
+    }
+    const uint8_t* base = row + first * static_cast<int64_t>(bb);
+    const __m512i vi = _mm512_load_si512(idx);
+    if (bits == 8) {
+      for (int k = 0; k < 8; ++k) out.u[k] = _mm512_i32gather_epi32(vi, base + 4 * k, 1);
+    } else {
+      // The dword ending at the two code bytes (its first two bytes are earlier bytes of the block: never past
+      // the tensor's end), bytes 2, 2, 3, 3 of it, then low / high nibbles.
+      alignas(64) static const struct Shuf {
+        uint8_t v[64];
+        Shuf() {
+          for (int d = 0; d < 16; ++d) {
+            const int l = 4 * (d % 4);  // vpshufb indexes within each 128-bit lane
+            v[4 * d] = v[4 * d + 1] = static_cast<uint8_t>(l + 2);
+            v[4 * d + 2] = v[4 * d + 3] = static_cast<uint8_t>(l + 3);
+          }
+        }
+      } shuf;
+      const __m512i sh = _mm512_load_si512(shuf.v);
+      const __m512i m4 = _mm512_set1_epi8(0x0F);
+      for (int k = 0; k < 8; ++k) {
+        const __m512i wd = _mm512_i32gather_epi32(vi, base + 2 * k - 2, 1);
+        const __m512i t = _mm512_shuffle_epi8(wd, sh);
+        out.u[k] = _mm512_and_si512(_mm512_mask_blend_epi8(0xAAAAAAAAAAAAAAAAull, t, _mm512_srli_epi16(t, 4)), m4);
+      }
+    }
+  } else {
+    alignas(64) uint8_t u[8][64] = {};
+    alignas(64) uint8_t codes[128];
+    const int64_t v1 = std::min<int64_t>(v0 + 512, n);
+    for (int64_t b = first; b * G < v1; ++b) {
+      p = formats::intn_unpack_block(f, reinterpret_cast<const std::byte*>(row + b * bb), codes);
+      for (int i = 0; i < G; ++i) {
+        const int64_t v = b * G + i;
+        if (v < v0 || v >= v1) continue;
+        const int x = static_cast<int>(v - v0), j = x / 32, wi = x % 32;
+        u[wi / 4][4 * j + wi % 4] = codes[i];
+        S[j] = p.scale;
+        M[j] = p.scale * p.offset;
+      }
+    }
+    for (int k = 0; k < 8; ++k) out.u[k] = _mm512_load_si512(u[k]);
+  }
+  out.S = _mm512_load_ps(S);
+  out.M = _mm512_load_ps(M);
+}
+
+LOWBIT_GGML_VNNI void GemmIntNRowsAvx(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1,
+                                      float* y, int64_t ldy) {
+  const formats::IntNFormat& f = *w.intn;
+  BatchTiles<8, true>(w, acts, n_tok, r0, r1, y, ldy,
+                      [&](const uint8_t* row, int64_t sc, Super<8>& out) { UnpackSuperIntN(f, row, sc, w.cols, out); });
 }
 
 // The batched activations (GgmlActs GEMM layout only), as quantize_acts_ggml(gemm = true) computes them: the
@@ -1054,6 +1139,24 @@ void GemmGgmlRows(const WeightView& w, const detail::GgmlActs* acts, int64_t n_t
 
 #endif
 
+// Batched products on lowbit intN weights (the same GEMM): this target has them when IntNGemm is true.
+bool IntNGemm(const formats::IntNFormat& f) {
+#if LOWBIT_AVX512_VNNI_PATH
+  return f.block() % 32 == 0 && f.block() <= 128;
+#else
+  (void)f;
+  return false;
+#endif
+}
+void GemmIntNRows(const WeightView& w, const detail::GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1, float* y,
+                  int64_t ldy) {
+#if LOWBIT_AVX512_VNNI_PATH
+  if (w.intn && IntNGemm(*w.intn)) return GemmIntNRowsAvx(w, acts, n_tok, r0, r1, y, ldy);
+#endif
+  (void)acts, (void)n_tok, (void)r0, (void)r1, (void)y, (void)ldy;
+  fail("", "matmul", "no batched intN kernel on this target for " + (w.intn ? w.intn->name() : std::string("these weights")));
+}
+
 // Batched activations in the layout this target's GemmGgmlRows reads.
 void QuantizeActsBatch(DType wt, const float* x, int64_t n, detail::GgmlActs& a) {
 #if LOWBIT_AVX512_VNNI_PATH
@@ -1082,6 +1185,13 @@ HWY_EXPORT(GgmlKernelPath);
 const char* ggml_kernel_path() { return HWY_DYNAMIC_DISPATCH(GgmlKernelPath)(); }
 }  // namespace lowbit::ops
 namespace lowbit::ops::detail {
+HWY_EXPORT(IntNGemm);
+bool intn_gemm_supported(const formats::IntNFormat& f) { return HWY_DYNAMIC_DISPATCH(IntNGemm)(f); }
+HWY_EXPORT(GemmIntNRows);
+void gemm_intn_rows(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1, float* y,
+                    int64_t ldy) {
+  HWY_DYNAMIC_DISPATCH(GemmIntNRows)(w, acts, n_tok, r0, r1, y, ldy);
+}
 HWY_EXPORT(QuantizeActsBatch);
 void quantize_acts_batched(DType wtype, const float* x, int64_t n, GgmlActs& a) {
   HWY_DYNAMIC_DISPATCH(QuantizeActsBatch)(wtype, x, n, a);

@@ -103,6 +103,18 @@ void matmul_ggml(const WeightView& w, const float* x, int64_t n_tokens, float* y
              [&](int64_t r0, int64_t r1) { detail::gemm_ggml_rows(w, a, n_tokens, r0, r1, y + r0, w.rows); });
 }
 
+// Batches on packed intN weights where the target has the int8 GEMM: activations as for Q4_1 (ops/ggml_dot.h).
+void matmul_intn_batched(const WeightView& w, const float* x, int64_t n_tokens, float* y) {
+  thread_local std::vector<detail::GgmlActs> acts;
+  if (acts.size() < static_cast<size_t>(n_tokens)) acts.resize(static_cast<size_t>(n_tokens));
+  detail::GgmlActs* const a = acts.data();
+  detail::quantize_acts_batched(DType::Q4_1, x, w.cols, a[0]);
+#pragma omp parallel for schedule(static) num_threads(num_threads()) if (num_threads() > 1 && n_tokens >= 8)
+  for (int64_t t = 1; t < n_tokens; ++t) detail::quantize_acts_batched(DType::Q4_1, x + t * w.cols, w.cols, a[t]);
+  split_rows(w.rows, matrix_bytes(w) * static_cast<uint64_t>(n_tokens),
+             [&](int64_t r0, int64_t r1) { detail::gemm_intn_rows(w, a, n_tokens, r0, r1, y + r0, w.rows); });
+}
+
 // Types without a native kernel (IQ1/IQ2/IQ3, TQ, Q8_K ...): each row decoded to f32 and dotted.
 void gemv_decoded(const WeightView& w, const float* x, float* y) {
   std::vector<float> row(static_cast<size_t>(w.cols));
@@ -199,6 +211,8 @@ void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y) {
     if (detail::ggml_dot_supported(w.dtype)) return matmul_ggml(w, x, n_tokens, y);
     if (n_tokens == 1) return gemv_decoded(w, x, y);
   }
+  if (w.intn && n_tokens > 1 && w.cols % 32 == 0 && detail::intn_gemm_supported(*w.intn))
+    return matmul_intn_batched(w, x, n_tokens, y);
   if (n_tokens == 1) {
     if (w.intn)
       gemv_intn_parallel(w, x, y);
