@@ -68,6 +68,15 @@ class Model {
   // Bytes of weights one decode step reads (every matrix once, plus one embedding row).
   uint64_t weight_bytes_per_token() const;
 
+  // The matrices repacked at load for this CPU's kernels (ops::repack_for_kernels; LOWBIT_REPACK=0 turns it off):
+  // how many, their bytes, and the seconds it took.
+  struct RepackStats {
+    int matrices = 0;
+    uint64_t bytes = 0;
+    double seconds = 0;
+  };
+  RepackStats repack_stats() const;
+
   // Time spent per op kind since the last reset (for bench --profile). Off unless enabled.
   void enable_profile(bool on);
   std::vector<std::pair<std::string, double>> profile() const;  // op -> seconds

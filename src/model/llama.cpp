@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 
@@ -109,6 +110,28 @@ struct Model::Impl {
   bool profiling = false;
   bool f16_attention = false;  // set_f16_attention
   std::map<std::string, double> prof;
+  std::vector<ops::RepackedPtr> repacks;  // storage behind the views' repacked pointers
+  Model::RepackStats repack_stats;
+
+  // Repacks every block matrix and the output head for the kernels of this CPU where it has a layout for them.
+  void repack_weights() {
+    const char* env = std::getenv("LOWBIT_REPACK");
+    if (env && std::string(env) == "0") return;
+    const auto t0 = std::chrono::steady_clock::now();
+    auto one = [&](ops::WeightView& w) {
+      if (w.rows <= 0 || w.data == nullptr) return;
+      ops::RepackedPtr r = ops::repack_for_kernels(w);
+      if (!r) return;
+      w.repacked = r.get();
+      repack_stats.matrices += 1;
+      repack_stats.bytes += ops::repacked_bytes(*r);
+      repacks.push_back(std::move(r));
+    };
+    for (Layer& L : layers)
+      for (ops::WeightView& w : L.mat) one(w);
+    one(output);  // a view of its own even when tied to the embedding (get_row reads tok_embd's data)
+    repack_stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
 
   struct Timer {
     Impl& m;
@@ -423,7 +446,10 @@ Model::Model(std::shared_ptr<const ModelFile> file, int max_context) : impl_(std
   }
   m.kcache.resize(m.c.n_layers);
   m.vcache.resize(m.c.n_layers);
+  m.repack_weights();
 }
+
+Model::RepackStats Model::repack_stats() const { return impl_->repack_stats; }
 
 Model::~Model() = default;
 

@@ -66,6 +66,29 @@ bool intn_gemm_supported(const formats::IntNFormat& f);
 void gemm_intn_rows(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1, float* y,
                     int64_t ldy);
 
+}  // namespace lowbit::ops::detail
+
+namespace lowbit::ops {
+// ops.h's repacked weights. Per row `supers` super-chunks of super_bytes: codes (bits == 4: vector k < 4 holds unit
+// vectors k (low nibbles) and k + 4 (high nibbles); bits == 8: the eight vectors as they are), then S[16] and, with a
+// min, M[16] as f32. lookup: 4-bit codes are IQ4 level indices (kIq4nlValues + 128 by vpshufb).
+struct RepackedMatrix {
+  DType acts = DType::F32;  // whose activation rules (quantize_acts_batched): the weight type, Q4_1 for intN
+  int bits = 4;
+  bool lookup = false, has_min = false;
+  int64_t rows = 0, supers = 0;
+  size_t super_bytes = 0, row_bytes = 0;
+  void* storage = nullptr;  // 64-byte aligned, rows * row_bytes (hwy aligned allocation)
+  const uint8_t* row(int64_t r) const { return static_cast<const uint8_t*>(storage) + static_cast<size_t>(r) * row_bytes; }
+};
+}  // namespace lowbit::ops
+
+namespace lowbit::ops::detail {
+
+// Rows [r0, r1) of repacked weights: one token (n_tok == 1, the decode kernel) or a batch (the GEMM).
+void gemm_repacked_rows(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1, float* y,
+                        int64_t ldy);
+
 // The decomposition of one block of type t: S, M (B/16 each), c, and the B codes.
 struct GgmlBlockTerms {
   float S[16], M[16];

@@ -13,6 +13,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <string>
+#include <cstdlib>
 #include <type_traits>
 #include <vector>
 
@@ -22,6 +24,7 @@
 #include "formats/ggml_kquants.h"
 #include "formats/intn.h"
 #include "lowbit/error.h"
+#include "lowbit/threads.h"
 #include "ops/ggml_dot.h"
 #include "ops/ops.h"
 #include "ops/simd_path.h"
@@ -549,7 +552,11 @@ LOWBIT_GGML_VNNI HWY_INLINE void Tile(const Super<K>* w, int64_t wstride, int nr
   }
 }
 
-// Rows [r0, r1) of w times n_tok tokens: panels of rows unpacked by unpack(row, s, super) into Super<K>, then
+inline const uint8_t* RowBytes(const WeightView& w, int64_t r) {
+  return reinterpret_cast<const uint8_t*>(w.data + static_cast<size_t>(r) * w.row_bytes);
+}
+
+// Rows [r0, r1) of w times n_tok tokens: panels of rows unpacked by unpack(r, s, super) into Super<K>, then
 // register tiles. K and has_min describe the weights' units.
 template <int K, bool has_min, class Unpacker>
 LOWBIT_GGML_VNNI void BatchTiles(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1,
@@ -557,7 +564,7 @@ LOWBIT_GGML_VNNI void BatchTiles(const WeightView& w, const GgmlActs* acts, int6
   using S = Super<K>;
   const int64_t supers = (w.cols + 64 * K - 1) / (64 * K);
   for (int64_t t = 0; t < n_tok; ++t)
-    if (acts[t].unit != 4 * K || acts[t].supers != supers || acts[t].n != w.cols)
+    if (acts[t].unit != 4 * K || acts[t].supers != supers || acts[t].n < w.cols)
       fail("", "matmul", "batched activations were not quantized for this GEMM (quantize_acts_batched)");
   // Rows per panel: about 256 KiB of unpacked super-chunks (L2), a multiple of the tile.
   const int64_t row_bytes = std::max<int64_t>(1, supers) * static_cast<int64_t>(sizeof(S));
@@ -573,10 +580,8 @@ LOWBIT_GGML_VNNI void BatchTiles(const WeightView& w, const GgmlActs* acts, int6
   const GgmlActs* tok[kTileTok];
   for (int64_t p0 = r0; p0 < r1; p0 += panel) {
     const int64_t np = std::min(panel, r1 - p0);
-    for (int64_t i = 0; i < np; ++i) {
-      const uint8_t* row = reinterpret_cast<const uint8_t*>(w.data + static_cast<size_t>(p0 + i) * w.row_bytes);
-      for (int64_t sc = 0; sc < supers; ++sc) unpack(row, sc, sup[i * supers + sc]);
-    }
+    for (int64_t i = 0; i < np; ++i)
+      for (int64_t sc = 0; sc < supers; ++sc) unpack(p0 + i, sc, sup[i * supers + sc]);
     for (int64_t t0 = 0; t0 < n_tok; t0 += kTileTok) {
       const int nt = static_cast<int>(std::min<int64_t>(kTileTok, n_tok - t0));
       for (int t = 0; t < nt; ++t) tok[t] = &acts[t0 + t];
@@ -601,7 +606,7 @@ LOWBIT_GGML_VNNI void BatchRows(const WeightView& w, const GgmlActs* acts, int64
                                 float* y, int64_t ldy) {
   BatchTiles<kVecs<T>, B::traits(T).has_min>(
       w, acts, n_tok, r0, r1, y, ldy,
-      [&](const uint8_t* row, int64_t sc, Super<kVecs<T>>& out) { UnpackSuper<T>(row, sc, w.cols, out); });
+      [&](int64_t r, int64_t sc, Super<kVecs<T>>& out) { UnpackSuper<T>(RowBytes(w, r), sc, w.cols, out); });
 }
 
 // ---- lowbit intN weights in the same GEMM ----
@@ -676,7 +681,156 @@ LOWBIT_GGML_VNNI void GemmIntNRowsAvx(const WeightView& w, const GgmlActs* acts,
                                       float* y, int64_t ldy) {
   const formats::IntNFormat& f = *w.intn;
   BatchTiles<8, true>(w, acts, n_tok, r0, r1, y, ldy,
-                      [&](const uint8_t* row, int64_t sc, Super<8>& out) { UnpackSuperIntN(f, row, sc, w.cols, out); });
+                      [&](int64_t r, int64_t sc, Super<8>& out) { UnpackSuperIntN(f, RowBytes(w, r), sc, w.cols, out); });
+}
+
+// ---- Repacked weights (ops.h repack_for_kernels; layout in ops/ggml_dot.h RepackedMatrix) ----------------------
+
+// Super-chunk s of row r of w (a repackable type) in the unit layout.
+LOWBIT_GGML_VNNI void UnpackAnySuper(const WeightView& w, int64_t r, int64_t s, Super<8>& out) {
+  if (w.intn) return UnpackSuperIntN(*w.intn, RowBytes(w, r), s, w.cols, out);
+  switch (w.dtype) {
+    case DType::Q4_0: return UnpackSuper<DType::Q4_0>(RowBytes(w, r), s, w.cols, out);
+    case DType::Q4_1: return UnpackSuper<DType::Q4_1>(RowBytes(w, r), s, w.cols, out);
+    case DType::IQ4_NL: return UnpackSuper<DType::IQ4_NL>(RowBytes(w, r), s, w.cols, out);
+    case DType::Q4_K: return UnpackSuper<DType::Q4_K>(RowBytes(w, r), s, w.cols, out);
+    case DType::IQ4_XS: return UnpackSuper<DType::IQ4_XS>(RowBytes(w, r), s, w.cols, out);
+    case DType::Q8_0: return UnpackSuper<DType::Q8_0>(RowBytes(w, r), s, w.cols, out);
+    default: fail("", "repack", "type " + std::string(dtype_name(w.dtype)) + " is not repackable");
+  }
+}
+
+// The repacked form of w on this target, or a RepackedMatrix with rows == 0 where w's type has none.
+LOWBIT_GGML_VNNI RepackedMatrix RepackShape(const WeightView& w) {
+  RepackedMatrix m;
+  if (w.intn) {
+    const formats::IntNFormat& f = *w.intn;
+    if (!((f.bits() == 4 || f.bits() == 8) && f.block() % 32 == 0 && f.block() <= 128)) return m;
+    m.acts = DType::Q4_1, m.bits = f.bits(), m.has_min = true;
+  } else {
+    switch (w.dtype) {
+      case DType::Q4_0: case DType::Q4_1: case DType::Q4_K: m.bits = 4; break;
+      case DType::IQ4_NL: case DType::IQ4_XS: m.bits = 4, m.lookup = true; break;
+      case DType::Q8_0: m.bits = 8; break;
+      default: return m;
+    }
+    m.acts = w.dtype;
+    m.has_min = B::traits(w.dtype).has_min;
+  }
+  m.rows = w.rows;
+  m.supers = (w.cols + 511) / 512;
+  m.super_bytes = static_cast<size_t>(64 * m.bits + 64 + (m.has_min ? 64 : 0));
+  m.row_bytes = m.super_bytes * static_cast<size_t>(m.supers);
+  return m;
+}
+
+LOWBIT_GGML_VNNI void RepackRows(const WeightView& w, const RepackedMatrix& m, int64_t r0, int64_t r1) {
+  alignas(64) static const struct Inverse {  // IQ4 level + 128 -> index
+    uint8_t v[256] = {};
+    Inverse() {
+      for (int i = 0; i < 16; ++i) v[static_cast<uint8_t>(formats::kIq4nlValues[i] + 128)] = static_cast<uint8_t>(i);
+    }
+  } inv;
+  for (int64_t r = r0; r < r1; ++r)
+    for (int64_t sc = 0; sc < m.supers; ++sc) {
+      Super<8> su;
+      UnpackAnySuper(w, r, sc, su);
+      uint8_t* p = static_cast<uint8_t*>(m.storage) + static_cast<size_t>(r) * m.row_bytes + static_cast<size_t>(sc) * m.super_bytes;
+      if (m.lookup) {
+        alignas(64) uint8_t b[64];
+        for (int k = 0; k < 8; ++k) {
+          _mm512_store_si512(b, su.u[k]);
+          for (uint8_t& x : b) x = inv.v[x];
+          su.u[k] = _mm512_load_si512(b);
+        }
+      }
+      if (m.bits == 4)
+        for (int k = 0; k < 4; ++k)
+          _mm512_store_si512(p + 64 * k, _mm512_or_si512(su.u[k], _mm512_slli_epi16(su.u[k + 4], 4)));
+      else
+        for (int k = 0; k < 8; ++k) _mm512_store_si512(p + 64 * k, su.u[k]);
+      _mm512_store_ps(p + 64 * m.bits, su.S);
+      if (m.has_min) _mm512_store_ps(p + 64 * m.bits + 64, su.M);
+    }
+}
+
+// The eight code vectors of a repacked super-chunk at p.
+template <int Bits, bool Lookup>
+LOWBIT_GGML_VNNI HWY_INLINE void RepackedCodes(const uint8_t* p, __m512i* u) {
+  if constexpr (Bits == 8) {
+    for (int k = 0; k < 8; ++k) u[k] = _mm512_load_si512(p + 64 * k);
+  } else {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    for (int k = 0; k < 4; ++k) {
+      const __m512i c = _mm512_load_si512(p + 64 * k);
+      u[k] = _mm512_and_si512(c, m4);
+      u[k + 4] = _mm512_and_si512(_mm512_srli_epi16(c, 4), m4);
+      if constexpr (Lookup) u[k] = _mm512_shuffle_epi8(Iq4Table(), u[k]), u[k + 4] = _mm512_shuffle_epi8(Iq4Table(), u[k + 4]);
+    }
+  }
+}
+
+constexpr size_t kPrefetchRepacked = 8192;  // bytes ahead in each row stream
+
+// Decode: four rows at a time (four streams), the token's code vectors loaded once per super-chunk for all four.
+template <int Bits, bool Lookup, bool HasMin>
+LOWBIT_GGML_VNNI void GemvRepacked(const RepackedMatrix& m, const GgmlActs& a, int64_t r0, int64_t r1, float* y) {
+  for (int64_t r = r0; r < r1; r += 4) {
+    const int nr = static_cast<int>(std::min<int64_t>(4, r1 - r));
+    const uint8_t* row[4];
+    for (int i = 0; i < 4; ++i) row[i] = m.row(r + std::min(i, nr - 1));
+    __m512 acc[4];
+    for (int i = 0; i < 4; ++i) acc[i] = _mm512_setzero_ps();
+    for (int64_t sc = 0; sc < m.supers; ++sc) {
+      __m512i av[8];
+      for (int k = 0; k < 8; ++k) av[k] = _mm512_loadu_si512(a.qg.data() + 512 * sc + 64 * k);
+      const __m512 d = _mm512_loadu_ps(a.du.data() + 16 * sc);
+      const __m512i init = HasMin ? _mm512_setzero_si512() : _mm512_loadu_si512(a.ci.data() + 16 * sc);
+      for (int i = 0; i < 4; ++i) {
+        const uint8_t* p = row[i] + static_cast<size_t>(sc) * m.super_bytes;
+        for (size_t o = 0; o < m.super_bytes; o += 64)
+          _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchRepacked + o), _MM_HINT_T0);
+        __m512i u[8];
+        RepackedCodes<Bits, Lookup>(p, u);
+        __m512i s = init;
+        for (int k = 0; k < 8; ++k) s = _mm512_dpbusd_epi32(s, u[k], av[k]);
+        const float* S = reinterpret_cast<const float*>(p + 64 * Bits);
+        acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(_mm512_load_ps(S), d), acc[i]);
+        if constexpr (HasMin)
+          acc[i] = _mm512_fnmadd_ps(_mm512_load_ps(S + 16), _mm512_loadu_ps(a.da.data() + 16 * sc), acc[i]);
+      }
+    }
+    alignas(16) float v[4];
+    _mm_store_ps(v, Sum4(acc[0], acc[1], acc[2], acc[3]));
+    for (int i = 0; i < nr; ++i) y[r - r0 + i] = v[i];
+  }
+}
+
+template <int Bits, bool Lookup, bool HasMin>
+LOWBIT_GGML_VNNI void RepackedRowsT(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1,
+                                    float* y, int64_t ldy) {
+  const RepackedMatrix& m = *w.repacked;
+  for (int64_t t = 0; t < n_tok; ++t)
+    if (acts[t].unit != 32 || acts[t].supers != m.supers || acts[t].n < w.cols)
+      fail("", "matmul", "activations were not quantized for the repacked weights (quantize_acts_batched)");
+  if (n_tok == 1) return GemvRepacked<Bits, Lookup, HasMin>(m, acts[0], r0, r1, y);
+  BatchTiles<8, HasMin>(w, acts, n_tok, r0, r1, y, ldy, [&](int64_t r, int64_t sc, Super<8>& out) {
+    const uint8_t* p = m.row(r) + static_cast<size_t>(sc) * m.super_bytes;
+    RepackedCodes<Bits, Lookup>(p, out.u);
+    out.S = _mm512_load_ps(p + 64 * Bits);
+    out.M = HasMin ? _mm512_load_ps(p + 64 * Bits + 64) : _mm512_setzero_ps();
+  });
+}
+
+LOWBIT_GGML_VNNI void GemmRepackedAvx(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1,
+                                      float* y, int64_t ldy) {
+  const RepackedMatrix& m = *w.repacked;
+  if (m.bits == 8)
+    return m.has_min ? RepackedRowsT<8, false, true>(w, acts, n_tok, r0, r1, y, ldy)
+                     : RepackedRowsT<8, false, false>(w, acts, n_tok, r0, r1, y, ldy);
+  if (m.lookup) return RepackedRowsT<4, true, false>(w, acts, n_tok, r0, r1, y, ldy);
+  return m.has_min ? RepackedRowsT<4, false, true>(w, acts, n_tok, r0, r1, y, ldy)
+                   : RepackedRowsT<4, false, false>(w, acts, n_tok, r0, r1, y, ldy);
 }
 
 // The batched activations (GgmlActs GEMM layout only), as quantize_acts_ggml(gemm = true) computes them: the
@@ -1157,6 +1311,34 @@ void GemmIntNRows(const WeightView& w, const detail::GgmlActs* acts, int64_t n_t
   fail("", "matmul", "no batched intN kernel on this target for " + (w.intn ? w.intn->name() : std::string("these weights")));
 }
 
+// Repacking for this target's kernels (null where it has none for w).
+RepackedMatrix* Repack(const WeightView& w) {
+#if LOWBIT_AVX512_VNNI_PATH
+  if (w.rows <= 0 || w.cols <= 0 || w.repacked) return nullptr;
+  RepackedMatrix shape = RepackShape(w);
+  if (shape.rows == 0) return nullptr;
+  const size_t bytes = shape.row_bytes * static_cast<size_t>(shape.rows);
+  shape.storage = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+  if (!shape.storage) fail("", "repack", "out of memory for " + std::to_string(bytes) + " bytes");
+  auto* m = new RepackedMatrix(shape);
+  const int64_t chunk = 64;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads()) if (num_threads() > 1 && w.rows > chunk)
+  for (int64_t r0 = 0; r0 < w.rows; r0 += chunk) RepackRows(w, *m, r0, std::min(w.rows, r0 + chunk));
+  return m;
+#else
+  (void)w;
+  return nullptr;
+#endif
+}
+void GemmRepackedRows(const WeightView& w, const detail::GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1, float* y,
+                      int64_t ldy) {
+#if LOWBIT_AVX512_VNNI_PATH
+  if (w.repacked) return GemmRepackedAvx(w, acts, n_tok, r0, r1, y, ldy);
+#endif
+  (void)acts, (void)n_tok, (void)r0, (void)r1, (void)y, (void)ldy;
+  fail("", "matmul", "repacked weights on a target without their kernels");
+}
+
 // Batched activations in the layout this target's GemmGgmlRows reads.
 void QuantizeActsBatch(DType wt, const float* x, int64_t n, detail::GgmlActs& a) {
 #if LOWBIT_AVX512_VNNI_PATH
@@ -1184,7 +1366,22 @@ namespace lowbit::ops {
 HWY_EXPORT(GgmlKernelPath);
 const char* ggml_kernel_path() { return HWY_DYNAMIC_DISPATCH(GgmlKernelPath)(); }
 }  // namespace lowbit::ops
+namespace lowbit::ops {
+HWY_EXPORT(Repack);
+RepackedPtr repack_for_kernels(const WeightView& w) { return RepackedPtr(HWY_DYNAMIC_DISPATCH(Repack)(w)); }
+void RepackedDeleter::operator()(RepackedMatrix* m) const {
+  if (!m) return;
+  std::free(m->storage);
+  delete m;
+}
+size_t repacked_bytes(const RepackedMatrix& m) { return m.row_bytes * static_cast<size_t>(m.rows); }
+}  // namespace lowbit::ops
 namespace lowbit::ops::detail {
+HWY_EXPORT(GemmRepackedRows);
+void gemm_repacked_rows(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1, float* y,
+                        int64_t ldy) {
+  HWY_DYNAMIC_DISPATCH(GemmRepackedRows)(w, acts, n_tok, r0, r1, y, ldy);
+}
 HWY_EXPORT(IntNGemm);
 bool intn_gemm_supported(const formats::IntNFormat& f) { return HWY_DYNAMIC_DISPATCH(IntNGemm)(f); }
 HWY_EXPORT(GemmIntNRows);

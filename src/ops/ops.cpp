@@ -103,14 +103,38 @@ void matmul_ggml(const WeightView& w, const float* x, int64_t n_tokens, float* y
              [&](int64_t r0, int64_t r1) { detail::gemm_ggml_rows(w, a, n_tokens, r0, r1, y + r0, w.rows); });
 }
 
-// Batches on packed intN weights where the target has the int8 GEMM: activations as for Q4_1 (ops/ggml_dot.h).
-void matmul_intn_batched(const WeightView& w, const float* x, int64_t n_tokens, float* y) {
+// The n_tokens rows of x (cols each) quantized into the GEMM layout under `rules` (one token per thread of the team
+// for batches). Rows that are not whole blocks (intN weights of any length, Q8_0 rules) are zero-padded first: the
+// padding meets zero weights.
+detail::GgmlActs* quantize_batch(DType rules, const float* x, int64_t cols, int64_t n_tokens) {
   thread_local std::vector<detail::GgmlActs> acts;
   if (acts.size() < static_cast<size_t>(n_tokens)) acts.resize(static_cast<size_t>(n_tokens));
   detail::GgmlActs* const a = acts.data();
-  detail::quantize_acts_batched(DType::Q4_1, x, w.cols, a[0]);
+  const int64_t block = detail::ggml_block_values(rules);
+  const int64_t padded = (cols + block - 1) / block * block;
+  auto one = [&](int64_t t) {
+    if (padded == cols) return detail::quantize_acts_batched(rules, x + t * cols, cols, a[t]);
+    thread_local std::vector<float> row;
+    row.assign(static_cast<size_t>(padded), 0.0f);
+    std::copy(x + t * cols, x + (t + 1) * cols, row.begin());
+    detail::quantize_acts_batched(rules, row.data(), padded, a[t]);
+  };
+  one(0);
 #pragma omp parallel for schedule(static) num_threads(num_threads()) if (num_threads() > 1 && n_tokens >= 8)
-  for (int64_t t = 1; t < n_tokens; ++t) detail::quantize_acts_batched(DType::Q4_1, x + t * w.cols, w.cols, a[t]);
+  for (int64_t t = 1; t < n_tokens; ++t) one(t);
+  return a;
+}
+
+// Repacked weights (ops.h repack_for_kernels): decode and batches alike read activations in the GEMM layout.
+void matmul_repacked(const WeightView& w, const float* x, int64_t n_tokens, float* y) {
+  detail::GgmlActs* const a = quantize_batch(w.repacked->acts, x, w.cols, n_tokens);
+  split_rows(w.rows, matrix_bytes(w) * static_cast<uint64_t>(n_tokens),
+             [&](int64_t r0, int64_t r1) { detail::gemm_repacked_rows(w, a, n_tokens, r0, r1, y + r0, w.rows); });
+}
+
+// Batches on packed intN weights where the target has the int8 GEMM: activations as for Q4_1 (ops/ggml_dot.h).
+void matmul_intn_batched(const WeightView& w, const float* x, int64_t n_tokens, float* y) {
+  detail::GgmlActs* const a = quantize_batch(DType::Q4_1, x, w.cols, n_tokens);
   split_rows(w.rows, matrix_bytes(w) * static_cast<uint64_t>(n_tokens),
              [&](int64_t r0, int64_t r1) { detail::gemm_intn_rows(w, a, n_tokens, r0, r1, y + r0, w.rows); });
 }
@@ -207,11 +231,12 @@ void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y) {
     std::fill(y, y + n_tokens * w.rows, 0.0f);
     return;
   }
+  if (w.repacked) return matmul_repacked(w, x, n_tokens, y);
   if (is_ggml_block(w.dtype)) {
     if (detail::ggml_dot_supported(w.dtype)) return matmul_ggml(w, x, n_tokens, y);
     if (n_tokens == 1) return gemv_decoded(w, x, y);
   }
-  if (w.intn && n_tokens > 1 && w.cols % 32 == 0 && detail::intn_gemm_supported(*w.intn))
+  if (w.intn && n_tokens > 1 && detail::intn_gemm_supported(*w.intn))
     return matmul_intn_batched(w, x, n_tokens, y);
   if (n_tokens == 1) {
     if (w.intn)

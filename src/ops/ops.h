@@ -3,6 +3,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 
 #include "lowbit/dtype.h"
 #include "lowbit/model_file.h"
@@ -22,8 +23,24 @@ struct WeightView {
   size_t row_bytes = 0;      // stride between rows
   // Packed lowbit intN weights: each row is formats::row_blocks(cols) encoded blocks (formats/intn.h).
   const formats::IntNFormat* intn = nullptr;
+  // A copy of the weights repacked for the AVX-512 VNNI kernels (repack_for_kernels), or null. When set, matmul
+  // reads it instead of data (get_row still decodes data). Owned by whoever made it (the Model).
+  const struct RepackedMatrix* repacked = nullptr;
 };
 WeightView view_of(const TensorInfo& t);  // checks the dtype is supported and the tensor is 2-D
+
+// Weights repacked at load for the kernels of this CPU: 4-bit codes (8-bit for Q8_0 / int8) in the int8 GEMM's unit
+// layout (ops/ggml_dot.h), every 16 units' scales (and mins) as f32 beside their codes, each row a whole number
+// of 64-byte vectors. Decode then reads one aligned stream per row with no header decoding, and prefill unpacks
+// a panel with two instructions per vector. Types: Q4_0, Q4_1, IQ4_NL, Q4_K, IQ4_XS, Q8_0 and lowbit int4 / int8
+// with 32..128-value groups, on the AVX-512 VNNI path; anything else returns null (and matmul keeps data).
+struct RepackedMatrix;
+struct RepackedDeleter {
+  void operator()(RepackedMatrix* m) const;
+};
+using RepackedPtr = std::unique_ptr<RepackedMatrix, RepackedDeleter>;
+RepackedPtr repack_for_kernels(const WeightView& w);
+size_t repacked_bytes(const RepackedMatrix& m);
 
 // Y[t, r] = sum_c W[r, c] * X[t, c] for t < n_tokens. X is n_tokens x cols, Y is n_tokens x rows (row-major).
 // n_tokens == 1: multi-threaded SIMD GEMV straight from the weight bytes (memory-bound decode path). For packed

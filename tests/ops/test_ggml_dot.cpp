@@ -153,6 +153,42 @@ TEST_P(GgmlDot, BatchedActivationsEqualReference) {
   }
 }
 
+// Weights repacked at load (ops.h repack_for_kernels) for decode and batches: every repackable type against the
+// scalar reference on the same activations, with rows whose length is not whole super-chunks (512 values).
+TEST_P(GgmlDot, RepackedMatchesReference) {
+  for (DType t : {DType::Q4_0, DType::Q4_1, DType::IQ4_NL, DType::Q4_K, DType::IQ4_XS, DType::Q8_0}) {
+    const int B = detail::ggml_block_values(t);
+    for (int64_t cols : {int64_t{256}, int64_t{1024}, int64_t{B == 32 ? 32 * 11 : 768}}) {
+      SCOPED_TRACE(std::string(dtype_name(t)) + " cols " + std::to_string(cols));
+      const int64_t rows = 9, ntok = 5;
+      Rows w = random_rows(t, rows, cols, 3 + static_cast<uint32_t>(cols));
+      RepackedPtr rp = repack_for_kernels(w.view);
+      if (!rp) continue;  // no repacked layout on this target
+      WeightView v = w.view;
+      v.repacked = rp.get();
+      EXPECT_EQ(repacked_bytes(*rp) % 64, 0u);
+      const auto x = random_floats(static_cast<size_t>(cols * ntok), 41, -2.0f, 2.0f);
+      std::vector<float> yb(static_cast<size_t>(rows * ntok)), y1(yb.size());
+      matmul(v, x.data(), ntok, yb.data());
+      for (int64_t k = 0; k < ntok; ++k) matmul(v, x.data() + k * cols, 1, y1.data() + k * rows);
+      std::vector<float> wd(static_cast<size_t>(cols));
+      for (int64_t k = 0; k < ntok; ++k) {
+        detail::GgmlActs a;
+        detail::quantize_acts_ggml(t, x.data() + k * cols, cols, a);
+        for (int64_t rr = 0; rr < rows; ++rr) {
+          const std::byte* row = w.view.data + rr * w.view.row_bytes;
+          const double ref = detail::ggml_dot_row_ref(t, row, a);
+          formats::ggml_decode_row(t, row, cols, wd.data());
+          double mag = 0;
+          for (int64_t i = 0; i < cols; ++i) mag += std::fabs(wd[i]) * std::fabs(a.dg[i / 16] * a.q[i]);
+          EXPECT_NEAR(yb[k * rows + rr], ref, 2e-5 * mag + 1e-7) << "batch token " << k << " row " << rr;
+          EXPECT_NEAR(y1[k * rows + rr], ref, 2e-5 * mag + 1e-7) << "decode token " << k << " row " << rr;
+        }
+      }
+    }
+  }
+}
+
 TEST(GgmlActs, Q8_0RulesAndSums) {
   std::vector<float> x = random_floats(64, 3, -3.0f, 3.0f);
   x[5] = -7.5f;  // block 0's extreme

@@ -135,7 +135,9 @@ TEST_P(IntNGemv, LargeMatrixThreadedEqualsSingleThreaded) {
   }
 }
 
-// Prefill (several tokens) decodes panels to f32 and uses SGEMM: equal to the f32 product of the decoded weights.
+// Prefill (several tokens) on targets without the int8 GEMM decodes panels to f32 and uses SGEMM: equal to the f32
+// product of the decoded weights (with the GEMM: within its int8 activation rounding, sum |w| * d / 2 with d the
+// Q8_0 scale max|x| / 127 of each 32 values).
 TEST_P(IntNGemv, BatchedMatmulEqualsDecodedF32) {
   const formats::IntNFormat& f = formats::intn_format("int3g32a");
   const int64_t rows = 40, cols = 100, n = 7;
@@ -149,12 +151,18 @@ TEST_P(IntNGemv, BatchedMatmulEqualsDecodedF32) {
   matmul(p.view, x.data(), n, y.data());
   for (int64_t t = 0; t < n; ++t)
     for (int64_t r = 0; r < rows; ++r) {
-      double s = 0, mag = 0;
+      const bool int8 = detail::intn_gemm_supported(f);
+      double s = 0, mag = 0, act = 0;
       for (int64_t c = 0; c < cols; ++c) {
-        s += double(p.deq[static_cast<size_t>(r * cols + c)]) * x[static_cast<size_t>(t * cols + c)];
-        mag += std::fabs(double(p.deq[static_cast<size_t>(r * cols + c)]) * x[static_cast<size_t>(t * cols + c)]);
+        const double w = p.deq[static_cast<size_t>(r * cols + c)];
+        s += w * x[static_cast<size_t>(t * cols + c)];
+        mag += std::fabs(w * x[static_cast<size_t>(t * cols + c)]);
+        float amax = 0;
+        for (int64_t i = c / 32 * 32; i < std::min(cols, c / 32 * 32 + 32); ++i)
+          amax = std::max(amax, std::fabs(x[static_cast<size_t>(t * cols + i)]));
+        act += std::fabs(w) * amax / 127.0 * 0.5 * 1.001;
       }
-      ASSERT_NEAR(y[static_cast<size_t>(t * rows + r)], s, 1e-5 * mag + 1e-20) << t << " " << r;
+      ASSERT_NEAR(y[static_cast<size_t>(t * rows + r)], s, (int8 ? act : 0.0) + 1e-5 * mag + 1e-20) << t << " " << r;
     }
   // get_row decodes exactly what the format decodes.
   std::vector<float> row(static_cast<size_t>(cols));
@@ -199,6 +207,47 @@ TEST_P(IntNGemv, BatchedInt8GemmMatchesDequantizedProduct) {
           }
           ASSERT_NEAR(y[static_cast<size_t>(t * rows + r)], want, 2e-6 * mag + 1e-12) << "token " << t << " row " << r;
           ASSERT_NEAR(ym[static_cast<size_t>(t * rows + r)], exact, bound) << "matmul token " << t << " row " << r;
+        }
+    }
+  }
+}
+
+// Repacked at load (ops.h repack_for_kernels): decode (one token) and batches read the repacked copy and equal the
+// dequantized weights times the dequantized int8 activations (float rounding only). Groups larger than the row
+// (one partial block), rows that are not whole 32-value blocks, partial super-chunks.
+TEST_P(IntNGemv, RepackedDecodeAndBatchesMatchDequantizedProduct) {
+  for (const char* name : {"int4g128a", "int4g64s", "int8g32a", "int8g128s"}) {
+    const formats::IntNFormat& f = formats::intn_format(name);
+    for (int64_t cols : {int64_t{64}, int64_t{172}, int64_t{512}, int64_t{32 * 23}, int64_t{2048}}) {
+      SCOPED_TRACE(std::string(name) + " cols " + std::to_string(cols));
+      const int64_t rows = 9, n = 5;
+      const int64_t padded = (cols + 31) / 32 * 32;  // matmul zero-pads rows that are not whole 32-value blocks
+      const Packed p = make_packed(f, rows, cols, 7 + static_cast<uint32_t>(cols));
+      RepackedPtr rp = repack_for_kernels(p.view);
+      if (!rp) continue;  // no repacked layout on this target
+      WeightView v = p.view;
+      v.repacked = rp.get();
+      std::vector<float> x(static_cast<size_t>(n * cols)), yb(static_cast<size_t>(n * rows)), y1(yb.size());
+      std::vector<detail::GgmlActs> ref(n);
+      for (int64_t t = 0; t < n; ++t) {
+        const auto xt = activations(cols, 400 + static_cast<uint32_t>(t));
+        std::copy(xt.begin(), xt.end(), x.begin() + t * cols);
+        std::vector<float> xp(static_cast<size_t>(padded), 0.0f);
+        std::copy(xt.begin(), xt.end(), xp.begin());
+        detail::quantize_acts_ggml(DType::Q4_1, xp.data(), padded, ref[t]);
+        matmul(v, xt.data(), 1, y1.data() + t * rows);
+      }
+      matmul(v, x.data(), n, yb.data());
+      for (int64_t t = 0; t < n; ++t)
+        for (int64_t r = 0; r < rows; ++r) {
+          double want = 0, mag = 0;
+          for (int64_t c = 0; c < cols; ++c) {
+            const double a = double(ref[t].dg[c / 16]) * ref[t].q[c];
+            want += p.deq[static_cast<size_t>(r * cols + c)] * a;
+            mag += std::fabs(p.deq[static_cast<size_t>(r * cols + c)] * a);
+          }
+          ASSERT_NEAR(y1[static_cast<size_t>(t * rows + r)], want, 2e-6 * mag + 1e-12) << "decode token " << t << " row " << r;
+          ASSERT_NEAR(yb[static_cast<size_t>(t * rows + r)], want, 2e-6 * mag + 1e-12) << "batch token " << t << " row " << r;
         }
     }
   }
