@@ -69,17 +69,25 @@ void gemm_intn_rows(const WeightView& w, const GgmlActs* acts, int64_t n_tok, in
 }  // namespace lowbit::ops::detail
 
 namespace lowbit::ops {
-// ops.h's repacked weights. Per row `supers` super-chunks of super_bytes: codes (bits == 4: vector k < 4 holds unit
-// vectors k (low nibbles) and k + 4 (high nibbles); bits == 8: the eight vectors as they are), then S[16] and, with a
-// min, M[16] as f32. lookup: 4-bit codes are IQ4 level indices (kIq4nlValues + 128 by vpshufb).
+// ops.h's repacked weights. Rows in groups of four (the last group padded with zero rows), interleaved per
+// super-chunk: group g holds super-chunk 0 of its four rows, then super-chunk 1 of the four, ..., so decode reads
+// one sequential stream per group. A super-chunk is super_bytes: codes (bits == 4: vector k < 4 holds unit vectors
+// k (low nibbles) and k + 4 (high nibbles); bits == 8: the eight vectors as they are), then S[16] and, with a min,
+// M[16]: fp16 where every value is exact in fp16 (half: Q4_0 Q4_1 IQ4_NL Q8_0, whose S / M are the blocks' own fp16
+// fields), else f32. lookup: 4-bit codes are IQ4 level indices (kIq4nlValues + 128 by vpshufb).
 struct RepackedMatrix {
   DType acts = DType::F32;  // whose activation rules (quantize_acts_batched): the weight type, Q4_1 for intN
   int bits = 4;
-  bool lookup = false, has_min = false;
-  int64_t rows = 0, supers = 0;
-  size_t super_bytes = 0, row_bytes = 0;
-  void* storage = nullptr;  // 64-byte aligned, rows * row_bytes (hwy aligned allocation)
-  const uint8_t* row(int64_t r) const { return static_cast<const uint8_t*>(storage) + static_cast<size_t>(r) * row_bytes; }
+  bool lookup = false, has_min = false, half = false;
+  int64_t rows = 0, groups = 0, supers = 0;
+  size_t super_bytes = 0;
+  void* storage = nullptr;  // groups * 4 * supers * super_bytes, 2 MiB aligned
+  size_t bytes() const { return static_cast<size_t>(groups) * 4 * static_cast<size_t>(supers) * super_bytes; }
+  const uint8_t* super(int64_t r, int64_t s) const {
+    return static_cast<const uint8_t*>(storage) +
+           ((static_cast<size_t>(r / 4) * static_cast<size_t>(supers) + static_cast<size_t>(s)) * 4 +
+            static_cast<size_t>(r % 4)) * super_bytes;
+  }
 };
 }  // namespace lowbit::ops
 
