@@ -72,13 +72,19 @@ namespace lowbit::ops {
 // ops.h's repacked weights. Rows in groups of four (the last group padded with zero rows), interleaved per
 // super-chunk: group g holds super-chunk 0 of its four rows, then super-chunk 1 of the four, ..., so decode reads
 // one sequential stream per group. A super-chunk is super_bytes: codes (bits == 4: vector k < 4 holds unit vectors
-// k (low nibbles) and k + 4 (high nibbles); bits == 8: the eight vectors as they are), then S[16] and, with a min,
-// M[16]: fp16 where every value is exact in fp16 (half: Q4_0 Q4_1 IQ4_NL Q8_0, whose S / M are the blocks' own fp16
-// fields), else f32. lookup: 4-bit codes are IQ4 level indices (kIq4nlValues + 128 by vpshufb).
+// k (low nibbles) and k + 4 (high nibbles); bits == 8: the eight vectors as they are), then the 16 units' S_j (and
+// M_j) in one of three headers, each exact (the float products ggml's dequantizers form):
+//   Half   S[16] (and M[16]) as fp16: Q4_0 Q4_1 IQ4_NL Q8_0, whose S / M are the blocks' own fp16 fields;
+//   Scaled f32 d[2] (and dmin[2]) for the two 256-value blocks, then int8 sc[16] (and m[16]): S_j = d[j / 8] * sc_j,
+//          M_j = dmin[j / 8] * m_j (Q4_K; IQ4_XS with sc = ls - 32);
+//   Zero   S[16] as fp16 and uint8 zero[16]: M_j = S_j * zero_j (lowbit intN; symmetric zero = 2^(B-1)).
+// lookup: 4-bit codes are IQ4 level indices (kIq4nlValues + 128 by vpshufb).
+enum class RepackHeader { Half, Scaled, Zero };
 struct RepackedMatrix {
   DType acts = DType::F32;  // whose activation rules (quantize_acts_batched): the weight type, Q4_1 for intN
   int bits = 4;
-  bool lookup = false, has_min = false, half = false;
+  bool lookup = false, has_min = false;
+  RepackHeader header = RepackHeader::Half;
   int64_t rows = 0, groups = 0, supers = 0;
   size_t super_bytes = 0;
   void* storage = nullptr;  // groups * 4 * supers * super_bytes, 2 MiB aligned

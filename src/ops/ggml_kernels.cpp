@@ -718,16 +718,68 @@ LOWBIT_GGML_VNNI RepackedMatrix RepackShape(const WeightView& w) {
     m.acts = w.dtype;
     m.has_min = B::traits(w.dtype).has_min;
   }
-  m.half = !w.intn && (w.dtype == DType::Q4_0 || w.dtype == DType::Q4_1 || w.dtype == DType::IQ4_NL ||
-                       w.dtype == DType::Q8_0);
+  m.header = w.intn ? RepackHeader::Zero
+             : (w.dtype == DType::Q4_K || w.dtype == DType::IQ4_XS) ? RepackHeader::Scaled
+                                                                    : RepackHeader::Half;
   m.rows = w.rows;
   m.groups = (w.rows + 3) / 4;
   m.supers = (w.cols + 511) / 512;
-  m.super_bytes = static_cast<size_t>(64 * m.bits + (m.half ? 32 : 64) * (m.has_min ? 2 : 1));
+  const int mins = m.has_min ? 2 : 1;
+  m.super_bytes = static_cast<size_t>(64 * m.bits) + (m.header == RepackHeader::Half     ? 32 * mins
+                                                       : m.header == RepackHeader::Scaled ? 16 + 16 * mins
+                                                                                          : 32 + 16);
   return m;
 }
 
-LOWBIT_GGML_VNNI void RepackRows(const WeightView& w, const RepackedMatrix& m, int64_t r0, int64_t r1) {
+// The Scaled header of super-chunk sc of a Q4_K / IQ4_XS row (the two 256-value blocks' fields; zero past the row).
+void ScaledHeader(const WeightView& w, const uint8_t* row, int64_t sc, uint8_t* h, bool has_min) {
+  float d[4] = {0, 0, 0, 0};
+  int8_t scale[16] = {}, mins[16] = {};
+  for (int half = 0; half < 2; ++half) {
+    const int64_t b = 2 * sc + half;
+    if (b * 256 >= w.cols) break;
+    const uint8_t* p = row + b * B::traits(w.dtype).bytes;
+    if (w.dtype == DType::Q4_K) {
+      uint8_t by[16];
+      formats::q4k_scales_mins16(p + offsetof(B::Q4_K, scales), by);
+      d[half] = F16(p + offsetof(B::Q4_K, d));
+      d[2 + half] = F16(p + offsetof(B::Q4_K, dmin));
+      for (int j = 0; j < 8; ++j) scale[8 * half + j] = static_cast<int8_t>(by[j]), mins[8 * half + j] = static_cast<int8_t>(by[8 + j]);
+    } else {  // IQ4_XS: 6-bit ls, low 4 bits in scales_l (nibbles), high 2 in scales_h
+      uint16_t sh;
+      std::memcpy(&sh, p + offsetof(B::IQ4_XS, scales_h), 2);
+      const uint32_t sl = U32(p + offsetof(B::IQ4_XS, scales_l));
+      d[half] = F16(p + offsetof(B::IQ4_XS, d));
+      for (int j = 0; j < 8; ++j)
+        scale[8 * half + j] = static_cast<int8_t>((((sl >> (4 * j)) & 0xF) | (((sh >> (2 * j)) & 3) << 4)) - 32);
+    }
+  }
+  std::memcpy(h, d, 16);
+  std::memcpy(h + 16, scale, 16);
+  if (has_min) std::memcpy(h + 32, mins, 16);
+}
+
+// The Zero header of super-chunk sc of an intN row: false where a block's zero is not an integer in [0, 255] (decode
+// accepts any fp16 there; such weights keep the unrepacked kernels).
+bool ZeroHeader(const WeightView& w, const uint8_t* row, int64_t sc, uint8_t* h) {
+  const formats::IntNFormat& f = *w.intn;
+  alignas(64) float S[16] = {};
+  uint8_t zero[16] = {};
+  for (int j = 0; j < 16; ++j) {
+    const int64_t v = 512 * sc + 32 * j;
+    if (v >= w.cols) break;
+    const formats::IntNBlock p = formats::intn_block_params(f, reinterpret_cast<const std::byte*>(row + v / f.block() * f.block_bytes()));
+    if (!(p.offset >= 0.0f && p.offset <= 255.0f && p.offset == static_cast<float>(static_cast<int>(p.offset)))) return false;
+    S[j] = p.scale;
+    zero[j] = static_cast<uint8_t>(p.offset);
+  }
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(h), _mm512_cvtps_ph(_mm512_load_ps(S), _MM_FROUND_TO_NEAREST_INT));
+  std::memcpy(h + 32, zero, 16);
+  return true;
+}
+
+// Rows [r0, r1) repacked into m; false if some intN block cannot be (ZeroHeader).
+LOWBIT_GGML_VNNI bool RepackRows(const WeightView& w, const RepackedMatrix& m, int64_t r0, int64_t r1) {
   alignas(64) static const struct Inverse {  // IQ4 level + 128 -> index
     uint8_t v[256] = {};
     Inverse() {
@@ -753,30 +805,44 @@ LOWBIT_GGML_VNNI void RepackRows(const WeightView& w, const RepackedMatrix& m, i
       else
         for (int k = 0; k < 8; ++k) _mm512_storeu_si512(p + 64 * k, su.u[k]);
       uint8_t* h = p + 64 * m.bits;
-      if (m.half) {
+      if (m.header == RepackHeader::Half) {
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(h), _mm512_cvtps_ph(su.S, _MM_FROUND_TO_NEAREST_INT));
         if (m.has_min) _mm256_storeu_si256(reinterpret_cast<__m256i*>(h + 32), _mm512_cvtps_ph(su.M, _MM_FROUND_TO_NEAREST_INT));
-      } else {
-        _mm512_storeu_ps(h, su.S);
-        if (m.has_min) _mm512_storeu_ps(h + 64, su.M);
+      } else if (m.header == RepackHeader::Scaled) {
+        ScaledHeader(w, RowBytes(w, r), sc, h, m.has_min);
+      } else if (!ZeroHeader(w, RowBytes(w, r), sc, h)) {
+        return false;
       }
     }
   // The last group's padding rows: zero (never read for results; the group stream stays defined).
   if (r1 == m.rows)
     for (int64_t r = m.rows; r < 4 * m.groups; ++r)
       for (int64_t sc = 0; sc < m.supers; ++sc) std::memset(const_cast<uint8_t*>(m.super(r, sc)), 0, m.super_bytes);
+  return true;
 }
 
-// S and M of a repacked super-chunk (codes of `bits` bits at p).
-template <int Bits, bool Half>
+// S and M of a repacked super-chunk (codes of `Bits` bits at p, then the header).
+template <int Bits, RepackHeader H>
 LOWBIT_GGML_VNNI HWY_INLINE __m512 RepackedS(const uint8_t* p) {
-  if constexpr (Half) return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 64 * Bits)));
-  return _mm512_loadu_ps(p + 64 * Bits);
+  const uint8_t* h = p + 64 * Bits;
+  if constexpr (H == RepackHeader::Scaled) {
+    const __m512 d = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
+                                           _mm512_castps128_ps512(_mm_loadu_ps(reinterpret_cast<const float*>(h))));
+    return _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + 16)))));
+  }
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h)));
 }
-template <int Bits, bool Half>
-LOWBIT_GGML_VNNI HWY_INLINE __m512 RepackedM(const uint8_t* p) {
-  if constexpr (Half) return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 64 * Bits + 32)));
-  return _mm512_loadu_ps(p + 64 * Bits + 64);
+template <int Bits, RepackHeader H>
+LOWBIT_GGML_VNNI HWY_INLINE __m512 RepackedM(const uint8_t* p, __m512 S) {
+  const uint8_t* h = p + 64 * Bits;
+  if constexpr (H == RepackHeader::Scaled) {
+    const __m512 d = _mm512_permutexvar_ps(_mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3),
+                                           _mm512_castps128_ps512(_mm_loadu_ps(reinterpret_cast<const float*>(h))));
+    return _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + 32)))));
+  } else if constexpr (H == RepackHeader::Zero) {
+    return _mm512_mul_ps(S, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + 32)))));
+  }
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + 32)));
 }
 
 // The eight code vectors of a repacked super-chunk at p.
@@ -799,7 +865,7 @@ constexpr size_t kPrefetchRepacked = 8192;  // bytes ahead in each row stream
 
 // Decode: a group of four rows at a time (one sequential stream), the token's code vectors loaded once per
 // super-chunk for all four.
-template <int Bits, bool Lookup, bool HasMin, bool Half>
+template <int Bits, bool Lookup, bool HasMin, RepackHeader H>
 LOWBIT_GGML_VNNI void GemvRepacked(const RepackedMatrix& m, const GgmlActs& a, int64_t r0, int64_t r1, float* y) {
   const size_t step = 4 * m.super_bytes;
   for (int64_t r = r0; r < r1; r += 4) {
@@ -820,9 +886,10 @@ LOWBIT_GGML_VNNI void GemvRepacked(const RepackedMatrix& m, const GgmlActs& a, i
         RepackedCodes<Bits, Lookup>(p, u);
         __m512i s = init;
         for (int k = 0; k < 8; ++k) s = _mm512_dpbusd_epi32(s, u[k], av[k]);
-        acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(RepackedS<Bits, Half>(p), d), acc[i]);
+        const __m512 S = RepackedS<Bits, H>(p);
+        acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(S, d), acc[i]);
         if constexpr (HasMin)
-          acc[i] = _mm512_fnmadd_ps(RepackedM<Bits, Half>(p), _mm512_loadu_ps(a.da.data() + 16 * sc), acc[i]);
+          acc[i] = _mm512_fnmadd_ps(RepackedM<Bits, H>(p, S), _mm512_loadu_ps(a.da.data() + 16 * sc), acc[i]);
       }
     }
     alignas(16) float v[4];
@@ -831,7 +898,7 @@ LOWBIT_GGML_VNNI void GemvRepacked(const RepackedMatrix& m, const GgmlActs& a, i
   }
 }
 
-template <int Bits, bool Lookup, bool HasMin, bool Half>
+template <int Bits, bool Lookup, bool HasMin, RepackHeader H>
 LOWBIT_GGML_VNNI void RepackedRowsT(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1,
                                     float* y, int64_t ldy) {
   const RepackedMatrix& m = *w.repacked;
@@ -839,29 +906,30 @@ LOWBIT_GGML_VNNI void RepackedRowsT(const WeightView& w, const GgmlActs* acts, i
   for (int64_t t = 0; t < n_tok; ++t)
     if (acts[t].unit != 32 || acts[t].supers != m.supers || acts[t].n < w.cols)
       fail("", "matmul", "activations were not quantized for the repacked weights (quantize_acts_batched)");
-  if (n_tok == 1) return GemvRepacked<Bits, Lookup, HasMin, Half>(m, acts[0], r0, r1, y);
+  if (n_tok == 1) return GemvRepacked<Bits, Lookup, HasMin, H>(m, acts[0], r0, r1, y);
   BatchTiles<8, HasMin>(w, acts, n_tok, r0, r1, y, ldy, [&](int64_t r, int64_t sc, Super<8>& out) {
     const uint8_t* p = m.super(r, sc);
     RepackedCodes<Bits, Lookup>(p, out.u);
-    out.S = RepackedS<Bits, Half>(p);
-    out.M = HasMin ? RepackedM<Bits, Half>(p) : _mm512_setzero_ps();
+    out.S = RepackedS<Bits, H>(p);
+    out.M = HasMin ? RepackedM<Bits, H>(p, out.S) : _mm512_setzero_ps();
   });
 }
 
 LOWBIT_GGML_VNNI void GemmRepackedAvx(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1,
                                       float* y, int64_t ldy) {
   const RepackedMatrix& m = *w.repacked;
-  // The combinations RepackShape makes: Q8_0 (8, half), int8 (8, min), IQ4 (lookup; IQ4_NL half, IQ4_XS f32),
-  // Q4_0 (half), Q4_1 (min, half), Q4_K / int4 (min, f32).
+  // The combinations RepackShape makes.
+  using H = RepackHeader;
   if (m.bits == 8)
-    return m.has_min ? RepackedRowsT<8, false, true, false>(w, acts, n_tok, r0, r1, y, ldy)
-                     : RepackedRowsT<8, false, false, true>(w, acts, n_tok, r0, r1, y, ldy);
+    return m.has_min ? RepackedRowsT<8, false, true, H::Zero>(w, acts, n_tok, r0, r1, y, ldy)        // int8
+                     : RepackedRowsT<8, false, false, H::Half>(w, acts, n_tok, r0, r1, y, ldy);      // Q8_0
   if (m.lookup)
-    return m.half ? RepackedRowsT<4, true, false, true>(w, acts, n_tok, r0, r1, y, ldy)
-                  : RepackedRowsT<4, true, false, false>(w, acts, n_tok, r0, r1, y, ldy);
-  if (!m.has_min) return RepackedRowsT<4, false, false, true>(w, acts, n_tok, r0, r1, y, ldy);
-  return m.half ? RepackedRowsT<4, false, true, true>(w, acts, n_tok, r0, r1, y, ldy)
-                : RepackedRowsT<4, false, true, false>(w, acts, n_tok, r0, r1, y, ldy);
+    return m.header == H::Half ? RepackedRowsT<4, true, false, H::Half>(w, acts, n_tok, r0, r1, y, ldy)  // IQ4_NL
+                               : RepackedRowsT<4, true, false, H::Scaled>(w, acts, n_tok, r0, r1, y, ldy);  // IQ4_XS
+  if (!m.has_min) return RepackedRowsT<4, false, false, H::Half>(w, acts, n_tok, r0, r1, y, ldy);  // Q4_0
+  if (m.header == H::Half) return RepackedRowsT<4, false, true, H::Half>(w, acts, n_tok, r0, r1, y, ldy);  // Q4_1
+  if (m.header == H::Scaled) return RepackedRowsT<4, false, true, H::Scaled>(w, acts, n_tok, r0, r1, y, ldy);  // Q4_K
+  return RepackedRowsT<4, false, true, H::Zero>(w, acts, n_tok, r0, r1, y, ldy);  // int4
 }
 
 // The batched activations (GgmlActs GEMM layout only), as quantize_acts_ggml(gemm = true) computes them: the
@@ -1360,8 +1428,14 @@ RepackedMatrix* Repack(const WeightView& w) {
 #endif
   auto* m = new RepackedMatrix(shape);
   const int64_t chunk = 64;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads()) if (num_threads() > 1 && w.rows > chunk)
-  for (int64_t r0 = 0; r0 < w.rows; r0 += chunk) RepackRows(w, *m, r0, std::min(w.rows, r0 + chunk));
+  bool ok = true;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads()) if (num_threads() > 1 && w.rows > chunk) reduction(&& : ok)
+  for (int64_t r0 = 0; r0 < w.rows; r0 += chunk) ok = RepackRows(w, *m, r0, std::min(w.rows, r0 + chunk)) && ok;
+  if (!ok) {
+    std::free(m->storage);
+    delete m;
+    return nullptr;
+  }
   return m;
 #else
   (void)w;
