@@ -3,6 +3,7 @@
 // warm-up, for every combination of the -p, -n and -t lists; a markdown table (or --json) with the weight bytes each
 // decode step reads and the bandwidth that achieves against the machine's measured read bandwidth.
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <string>
 
@@ -23,8 +24,22 @@ struct BenchArgs {
   bool profile = false, json = false, no_roofline = false;
 };
 
+// The process's resident set in bytes (Linux /proc/self/status VmRSS; 0 where unavailable).
+uint64_t resident_bytes() {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (!f) return 0;
+  char line[256];
+  uint64_t kb = 0;
+  while (std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "VmRSS: %lu kB", &kb) == 1) break;
+  std::fclose(f);
+  return kb * 1024;
+}
+
 void bench_cmd(const BenchArgs& a) {
+  const auto t_load = std::chrono::steady_clock::now();
   auto file = load_model(a.model, LoadOptions{a.tokenizer});
+  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
   std::vector<int> threads = a.threads;
   if (threads.empty()) threads.push_back(physical_cores());
   const int max_p = *std::max_element(a.prompt.begin(), a.prompt.end());
@@ -40,9 +55,9 @@ void bench_cmd(const BenchArgs& a) {
     std::printf("model: %s (%s, %d layers, dim %d)  SIMD: %s (kernels: llama.cpp types %s, intN %s)\n\n",
                 a.model.c_str(), file->config.arch.c_str(), file->config.n_layers, file->config.dim,
                 ops::simd_target(), ops::ggml_kernel_path(), ops::intn_kernel_path());
-    std::printf("| size | params | threads | test | t/s | weights GB/s | machine GB/s | roofline |\n");
-    std::printf("|---:|---:|---:|---|---:|---:|---:|---:|\n");
   }
+  bool header = false;
+  nlohmann::json load;
   auto show_profile = [](const char* what, const std::vector<std::pair<std::string, double>>& p) {
     double total = 0;
     for (const auto& [k, v] : p) total += v;
@@ -53,6 +68,20 @@ void bench_cmd(const BenchArgs& a) {
   for (int t : threads) {
     set_num_threads(t);
     Model model(file, max_p + max_n + 1);
+    if (!header) {  // load figures: the file, the repacking for this CPU's kernels, the resident set after both
+      header = true;
+      const Model::RepackStats rs = model.repack_stats();
+      const uint64_t rss = resident_bytes();
+      load = {{"file_s", load_s}, {"repacked_matrices", rs.matrices}, {"repacked_bytes", rs.bytes},
+              {"repack_s", rs.seconds}, {"resident_bytes", rss}};
+      if (!a.json) {
+        std::printf("load: file %.2f s; repacked %d matrices, %.1f MiB, in %.2f s; resident after load %.1f MiB\n\n",
+                    load_s, rs.matrices, static_cast<double>(rs.bytes) / (1 << 20), rs.seconds,
+                    static_cast<double>(rss) / (1 << 20));
+        std::printf("| size | params | threads | test | t/s | weights GB/s | machine GB/s | roofline |\n");
+        std::printf("|---:|---:|---:|---|---:|---:|---:|---:|\n");
+      }
+    }
     // One test per -p and per -n value (llama-bench's pp / tg rows), in that order.
     std::vector<std::pair<int, int>> tests;
     for (int p : a.prompt)
@@ -91,7 +120,7 @@ void bench_cmd(const BenchArgs& a) {
   if (a.json)
     print_json({{"model", a.model}, {"size_bytes", file->total_bytes()}, {"params", params},
                 {"simd", ops::simd_target()}, {"ggml_kernels", ops::ggml_kernel_path()},
-                {"intn_kernels", ops::intn_kernel_path()}, {"results", rows}});
+                {"intn_kernels", ops::intn_kernel_path()}, {"load", load}, {"results", rows}});
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include "lowbit/model.h"
 #include "lowbit/threads.h"
 #include "core/half.h"
+#include "core/mapped_file.h"
 #include "io/arch.h"
 #include "ops/ops.h"
 
@@ -123,6 +124,9 @@ struct Model::Impl {
       ops::RepackedPtr r = ops::repack_for_kernels(w);
       if (!r) return;
       w.repacked = r.get();
+      // The original bytes are no longer read by matmul: drop their pages from the resident set (a mapped file
+      // re-reads them if get_row ever needs them).
+      for (const auto& map : file->mappings) map->release(w.data, static_cast<uint64_t>(w.rows) * w.row_bytes);
       repack_stats.matrices += 1;
       repack_stats.bytes += ops::repacked_bytes(*r);
       repacks.push_back(std::move(r));
@@ -589,7 +593,9 @@ void Model::replace_weight(const TensorInfo& t) {
 
 uint64_t Model::weight_bytes_per_token() const {
   const Impl& m = *impl_;
-  auto bytes = [](const ops::WeightView& w) { return static_cast<uint64_t>(w.rows) * w.row_bytes; };
+  auto bytes = [](const ops::WeightView& w) {  // what matmul reads: the repacked copy where there is one
+    return w.repacked ? static_cast<uint64_t>(ops::repacked_bytes(*w.repacked)) : static_cast<uint64_t>(w.rows) * w.row_bytes;
+  };
   uint64_t total = bytes(m.output) + m.tok_embd.row_bytes;
   for (const Layer& L : m.layers)
     for (const ops::WeightView& w : L.mat)
