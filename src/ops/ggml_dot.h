@@ -59,13 +59,6 @@ void quantize_acts_ggml(DType wtype, const float* x, int64_t n, GgmlActs& a, boo
 // quantize_acts_ggml's decode fields. Bad n throws as quantize_acts_ggml does.
 void quantize_acts_batched(DType wtype, const float* x, int64_t n, GgmlActs& a);
 
-// lowbit intN weights (formats/intn.h) in the batched GEMM, where the target has it (AVX-512 VNNI, blocks of 32, 64
-// or 128): a code decodes to scale * (code - offset), a type with a min and 32-value units, so the activations are
-// quantize_acts_batched(DType::Q4_1, ...)'s.
-bool intn_gemm_supported(const formats::IntNFormat& f);
-void gemm_intn_rows(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1, float* y,
-                    int64_t ldy);
-
 }  // namespace lowbit::ops::detail
 
 namespace lowbit::ops {

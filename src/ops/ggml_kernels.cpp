@@ -610,12 +610,13 @@ LOWBIT_GGML_VNNI void BatchRows(const WeightView& w, const GgmlActs* acts, int64
       [&](int64_t r, int64_t sc, Super<kVecs<T>>& out) { UnpackSuper<T>(RowBytes(w, r), sc, w.cols, out); });
 }
 
-// ---- lowbit intN weights in the same GEMM ----
+// ---- lowbit intN weights in the unit layout (for repacking) ----
 // A code c decodes to scale * (c - offset): a type with a min (S = scale, M = scale * offset, centre 0) whose
 // blocks (32, 64 or 128 values) are whole 32-value units, so the activations are those of Q4_1 (Q8_0's rules).
 // 4- and 8-bit codes of whole super-chunks are gathered straight into the unit layout (4-bit: the code bytes of
-// vector k are bytes 2k, 2k + 1 of each unit, split into nibbles); other widths and the last partial super-chunk
-// go through the scalar block unpacking.
+// vector k are bytes 2k, 2k + 1 of each unit, split into nibbles); the last partial super-chunk goes through the
+// scalar block unpacking. (Other widths keep the f32 panels for prefill: their decode GEMV uses 11- or 13-bit
+// activations, and int8 ones in prefill alone would differ from it by more than 0.1% in perplexity.)
 LOWBIT_GGML_VNNI void UnpackSuperIntN(const formats::IntNFormat& f, const uint8_t* row, int64_t s, int64_t n,
                                       Super<8>& out) {
   const int G = f.block(), bits = f.bits();
@@ -676,13 +677,6 @@ LOWBIT_GGML_VNNI void UnpackSuperIntN(const formats::IntNFormat& f, const uint8_
   }
   out.S = _mm512_load_ps(S);
   out.M = _mm512_load_ps(M);
-}
-
-LOWBIT_GGML_VNNI void GemmIntNRowsAvx(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1,
-                                      float* y, int64_t ldy) {
-  const formats::IntNFormat& f = *w.intn;
-  BatchTiles<8, true>(w, acts, n_tok, r0, r1, y, ldy,
-                      [&](int64_t r, int64_t sc, Super<8>& out) { UnpackSuperIntN(f, RowBytes(w, r), sc, w.cols, out); });
 }
 
 // ---- Repacked weights (ops.h repack_for_kernels; layout in ops/ggml_dot.h RepackedMatrix) ----------------------
@@ -1392,24 +1386,6 @@ void GemmGgmlRows(const WeightView& w, const detail::GgmlActs* acts, int64_t n_t
 
 #endif
 
-// Batched products on lowbit intN weights (the same GEMM): this target has them when IntNGemm is true.
-bool IntNGemm(const formats::IntNFormat& f) {
-#if LOWBIT_AVX512_VNNI_PATH
-  return f.block() % 32 == 0 && f.block() <= 128;
-#else
-  (void)f;
-  return false;
-#endif
-}
-void GemmIntNRows(const WeightView& w, const detail::GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1, float* y,
-                  int64_t ldy) {
-#if LOWBIT_AVX512_VNNI_PATH
-  if (w.intn && IntNGemm(*w.intn)) return GemmIntNRowsAvx(w, acts, n_tok, r0, r1, y, ldy);
-#endif
-  (void)acts, (void)n_tok, (void)r0, (void)r1, (void)y, (void)ldy;
-  fail("", "matmul", "no batched intN kernel on this target for " + (w.intn ? w.intn->name() : std::string("these weights")));
-}
-
 // Repacking for this target's kernels (null where it has none for w).
 RepackedMatrix* Repack(const WeightView& w) {
 #if LOWBIT_AVX512_VNNI_PATH
@@ -1494,13 +1470,6 @@ HWY_EXPORT(GemmRepackedRows);
 void gemm_repacked_rows(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1, float* y,
                         int64_t ldy) {
   HWY_DYNAMIC_DISPATCH(GemmRepackedRows)(w, acts, n_tok, r0, r1, y, ldy);
-}
-HWY_EXPORT(IntNGemm);
-bool intn_gemm_supported(const formats::IntNFormat& f) { return HWY_DYNAMIC_DISPATCH(IntNGemm)(f); }
-HWY_EXPORT(GemmIntNRows);
-void gemm_intn_rows(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1, float* y,
-                    int64_t ldy) {
-  HWY_DYNAMIC_DISPATCH(GemmIntNRows)(w, acts, n_tok, r0, r1, y, ldy);
 }
 HWY_EXPORT(QuantizeActsBatch);
 void quantize_acts_batched(DType wtype, const float* x, int64_t n, GgmlActs& a) {

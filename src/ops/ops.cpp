@@ -132,13 +132,6 @@ void matmul_repacked(const WeightView& w, const float* x, int64_t n_tokens, floa
              [&](int64_t r0, int64_t r1) { detail::gemm_repacked_rows(w, a, n_tokens, r0, r1, y + r0, w.rows); });
 }
 
-// Batches on packed intN weights where the target has the int8 GEMM: activations as for Q4_1 (ops/ggml_dot.h).
-void matmul_intn_batched(const WeightView& w, const float* x, int64_t n_tokens, float* y) {
-  detail::GgmlActs* const a = quantize_batch(DType::Q4_1, x, w.cols, n_tokens);
-  split_rows(w.rows, matrix_bytes(w) * static_cast<uint64_t>(n_tokens),
-             [&](int64_t r0, int64_t r1) { detail::gemm_intn_rows(w, a, n_tokens, r0, r1, y + r0, w.rows); });
-}
-
 // Types without a native kernel (IQ1/IQ2/IQ3, TQ, Q8_K ...): each row decoded to f32 and dotted.
 void gemv_decoded(const WeightView& w, const float* x, float* y) {
   std::vector<float> row(static_cast<size_t>(w.cols));
@@ -236,8 +229,6 @@ void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y) {
     if (detail::ggml_dot_supported(w.dtype)) return matmul_ggml(w, x, n_tokens, y);
     if (n_tokens == 1) return gemv_decoded(w, x, y);
   }
-  if (w.intn && n_tokens > 1 && detail::intn_gemm_supported(*w.intn))
-    return matmul_intn_batched(w, x, n_tokens, y);
   if (n_tokens == 1) {
     if (w.intn)
       gemv_intn_parallel(w, x, y);

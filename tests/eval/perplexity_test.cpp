@@ -59,8 +59,10 @@ TEST(Perplexity, TokenNllIsLogSoftmax) {
 }  // namespace
 
 namespace {
-// Packed models: perplexity through the decode path (one token per forward call: GEMV with int8 activations on the
-// packed bytes) equals the batched path (panels decoded to f32 + SGEMM, i.e. dequantize-then-fp32) within 0.1%.
+// Packed models: perplexity through the decode path (one token per forward call) equals the batched path within
+// 0.1%. int3 / int2: the GEMV on the packed bytes (11- / 13-bit activations) against panels decoded to f32 + SGEMM
+// (dequantize-then-fp32); int4 / int8 where the CPU repacks them (AVX-512 VNNI): the repacked GEMV against the int8
+// GEMM, both on Q8_0-rule activations, else as int3.
 TEST(PerplexityPacked, DecodePathEqualsDequantizedPath) {
   struct Case {
     const char* model;
