@@ -72,10 +72,15 @@ namespace lowbit::ops {
 //          M_j = dmin[j / 8] * m_j (Q4_K; IQ4_XS with sc = ls - 32);
 //   Zero   S[16] as fp16 and uint8 zero[16]: M_j = S_j * zero_j (lowbit intN; symmetric zero = 2^(B-1)).
 // lookup: 4-bit codes are IQ4 level indices (kIq4nlValues + 128 by vpshufb).
-enum class RepackHeader { Half, Scaled, Zero };
+// The 16-value-unit types (unit == 16: Q2_K, Q3_K, Q6_K) have 256-value super-chunks, one K block each, with four
+// code vectors stored as: Q2_K (bits 2) one 64-byte vector, code k in bits 2k..2k+1 of each byte; Q3_K (bits 3)
+// that for the low two bits and four 64-bit masks of the high bit; Q6_K (bits 6) the low nibbles two vectors per
+// 64 bytes (k, k + 1) and the high two bits as Q2_K's. Header K16: f32 d (and dmin), then the block's 16 scale
+// bytes as the kernels need them (Q2_K: its own scales, sc | m << 4; Q3_K: sc - 32; Q6_K: its int8 scales).
+enum class RepackHeader { Half, Scaled, Zero, K16 };
 struct RepackedMatrix {
   DType acts = DType::F32;  // whose activation rules (quantize_acts_batched): the weight type, Q4_1 for intN
-  int bits = 4;
+  int bits = 4, unit = 32;  // code bits; values per scale (32, or 16 for Q2_K / Q3_K / Q6_K)
   bool lookup = false, has_min = false;
   RepackHeader header = RepackHeader::Half;
   int64_t rows = 0, groups = 0, supers = 0;

@@ -707,10 +707,22 @@ LOWBIT_GGML_VNNI RepackedMatrix RepackShape(const WeightView& w) {
       case DType::Q4_0: case DType::Q4_1: case DType::Q4_K: m.bits = 4; break;
       case DType::IQ4_NL: case DType::IQ4_XS: m.bits = 4, m.lookup = true; break;
       case DType::Q8_0: m.bits = 8; break;
+      case DType::Q2_K: m.bits = 2, m.unit = 16; break;
+      case DType::Q3_K: m.bits = 3, m.unit = 16; break;
+      case DType::Q6_K: m.bits = 6, m.unit = 16; break;
       default: return m;
     }
     m.acts = w.dtype;
     m.has_min = B::traits(w.dtype).has_min;
+  }
+  if (m.unit == 16) {
+    m.header = RepackHeader::K16;
+    m.rows = w.rows;
+    m.groups = (w.rows + 3) / 4;
+    m.supers = (w.cols + 255) / 256;
+    const size_t codes = m.bits == 2 ? 64 : m.bits == 3 ? 64 + 32 : 128 + 64;
+    m.super_bytes = codes + (m.has_min ? 8 : 4) + 16;
+    return m;
   }
   m.header = w.intn ? RepackHeader::Zero
              : (w.dtype == DType::Q4_K || w.dtype == DType::IQ4_XS) ? RepackHeader::Scaled
@@ -723,6 +735,98 @@ LOWBIT_GGML_VNNI RepackedMatrix RepackShape(const WeightView& w) {
                                                        : m.header == RepackHeader::Scaled ? 16 + 16 * mins
                                                                                           : 32 + 16);
   return m;
+}
+
+// A Q2_K / Q3_K / Q6_K super-chunk (one block at blk) repacked to p (layout in ops/ggml_dot.h).
+LOWBIT_GGML_VNNI void RepackK16(DType t, const uint8_t* blk, uint8_t* p) {
+  Chunk c;
+  const __m512i m3 = _mm512_set1_epi8(3);
+  switch (t) {
+    case DType::Q2_K: UnpackTransposed<DType::Q2_K>(blk, c); break;
+    case DType::Q3_K: UnpackTransposed<DType::Q3_K>(blk, c); break;
+    default: UnpackTransposed<DType::Q6_K>(blk, c); break;
+  }
+  auto pack2 = [&](const __m512i* v, int shift) {  // bits shift, shift + 1 of four vectors, two bits each per byte
+    __m512i o = _mm512_setzero_si512();
+    for (int k = 0; k < 4; ++k)
+      o = _mm512_or_si512(o, _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(v[k], shift), m3), 2 * k));
+    return o;
+  };
+  size_t h;
+  if (t == DType::Q2_K) {
+    _mm512_storeu_si512(p, pack2(c.u, 0));
+    h = 64;
+  } else if (t == DType::Q3_K) {
+    _mm512_storeu_si512(p, pack2(c.u, 0));
+    for (int k = 0; k < 4; ++k) {
+      const uint64_t hb = _mm512_test_epi8_mask(c.u[k], _mm512_set1_epi8(4));
+      std::memcpy(p + 64 + 8 * k, &hb, 8);
+    }
+    h = 96;
+  } else {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    for (int k = 0; k < 4; k += 2)
+      _mm512_storeu_si512(p + 32 * k, _mm512_or_si512(_mm512_and_si512(c.u[k], m4),
+                                                      _mm512_slli_epi16(_mm512_and_si512(c.u[k + 1], m4), 4)));
+    _mm512_storeu_si512(p + 128, pack2(c.u, 4));
+    h = 192;
+  }
+  if (t == DType::Q2_K) {
+    const float d = F16(blk + offsetof(B::Q2_K, d)), dmin = F16(blk + offsetof(B::Q2_K, dmin));
+    std::memcpy(p + h, &d, 4);
+    std::memcpy(p + h + 4, &dmin, 4);
+    std::memcpy(p + h + 8, blk + offsetof(B::Q2_K, scales), 16);
+  } else if (t == DType::Q3_K) {
+    const float d = F16(blk + offsetof(B::Q3_K, d));
+    uint8_t by[16];
+    formats::q3k_scales16(blk + offsetof(B::Q3_K, scales), by);
+    int8_t sc[16];
+    for (int j = 0; j < 16; ++j) sc[j] = static_cast<int8_t>(by[j] - 32);
+    std::memcpy(p + h, &d, 4);
+    std::memcpy(p + h + 4, sc, 16);
+  } else {
+    const float d = F16(blk + offsetof(B::Q6_K, d));
+    std::memcpy(p + h, &d, 4);
+    std::memcpy(p + h + 4, blk + offsetof(B::Q6_K, scales), 16);
+  }
+}
+
+// The four code vectors and S, M of a repacked Q2_K (Bits 2) / Q3_K (3) / Q6_K (6) super-chunk.
+template <int Bits>
+LOWBIT_GGML_VNNI HWY_INLINE void RepackedK16(const uint8_t* p, Super<4>& out) {
+  const __m512i m3 = _mm512_set1_epi8(3);
+  const __m512i two = _mm512_loadu_si512(p + (Bits == 6 ? 128 : 0));
+  for (int k = 0; k < 4; ++k) out.u[k] = _mm512_and_si512(_mm512_srli_epi16(two, 2 * k), m3);
+  size_t h = 64;
+  if constexpr (Bits == 3) {
+    for (int k = 0; k < 4; ++k) {
+      uint64_t hb;
+      std::memcpy(&hb, p + 64 + 8 * k, 8);
+      out.u[k] = _mm512_or_si512(out.u[k], _mm512_maskz_set1_epi8(hb, 4));
+    }
+    h = 96;
+  } else if constexpr (Bits == 6) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    for (int k = 0; k < 4; k += 2) {
+      const __m512i c = _mm512_loadu_si512(p + 32 * k);
+      out.u[k] = _mm512_or_si512(_mm512_and_si512(c, m4), _mm512_slli_epi16(out.u[k], 4));
+      out.u[k + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(c, 4), m4), _mm512_slli_epi16(out.u[k + 1], 4));
+    }
+    h = 192;
+  }
+  float d;
+  std::memcpy(&d, p + h, 4);
+  if constexpr (Bits == 2) {
+    float dmin;
+    std::memcpy(&dmin, p + h + 4, 4);
+    const __m512i sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + h + 8)));
+    out.S = _mm512_mul_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_and_si512(sc, _mm512_set1_epi32(0xF))));
+    out.M = _mm512_mul_ps(_mm512_set1_ps(dmin), _mm512_cvtepi32_ps(_mm512_srli_epi32(sc, 4)));
+  } else {
+    out.S = _mm512_mul_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                                                 _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + h + 4)))));
+    out.M = _mm512_setzero_ps();
+  }
 }
 
 // The Scaled header of super-chunk sc of a Q4_K / IQ4_XS row (the two 256-value blocks' fields; zero past the row).
@@ -780,6 +884,11 @@ LOWBIT_GGML_VNNI bool RepackRows(const WeightView& w, const RepackedMatrix& m, i
       for (int i = 0; i < 16; ++i) v[static_cast<uint8_t>(formats::kIq4nlValues[i] + 128)] = static_cast<uint8_t>(i);
     }
   } inv;
+  if (m.unit == 16) {
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t sc = 0; sc < m.supers; ++sc)
+        RepackK16(w.dtype, RowBytes(w, r) + sc * B::traits(w.dtype).bytes, const_cast<uint8_t*>(m.super(r, sc)));
+  } else
   for (int64_t r = r0; r < r1; ++r)
     for (int64_t sc = 0; sc < m.supers; ++sc) {
       Super<8> su;
@@ -909,11 +1018,57 @@ LOWBIT_GGML_VNNI void RepackedRowsT(const WeightView& w, const GgmlActs* acts, i
   });
 }
 
+// Decode and batches on repacked Q2_K / Q3_K / Q6_K: the 16-value-unit kernels (four code vectors per 256 values).
+template <int Bits>
+LOWBIT_GGML_VNNI void RepackedK16RowsT(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1,
+                                       float* y, int64_t ldy) {
+  const RepackedMatrix& m = *w.repacked;
+  constexpr bool has_min = Bits == 2;
+  if (r0 % 4 != 0) fail("", "matmul", "repacked rows must start on a group of four");
+  for (int64_t t = 0; t < n_tok; ++t)
+    if (acts[t].unit != 16 || acts[t].supers != m.supers || acts[t].n < w.cols)
+      fail("", "matmul", "activations were not quantized for the repacked weights (quantize_acts_batched)");
+  if (n_tok > 1)
+    return BatchTiles<4, has_min>(w, acts, n_tok, r0, r1, y, ldy,
+                                  [&](int64_t r, int64_t sc, Super<4>& out) { RepackedK16<Bits>(m.super(r, sc), out); });
+  const GgmlActs& a = acts[0];
+  const size_t step = 4 * m.super_bytes;
+  for (int64_t r = r0; r < r1; r += 4) {
+    const int nr = static_cast<int>(std::min<int64_t>(4, r1 - r));
+    const uint8_t* g = m.super(r, 0);
+    __m512 acc[4];
+    for (int i = 0; i < 4; ++i) acc[i] = _mm512_setzero_ps();
+    for (int64_t sc = 0; sc < m.supers; ++sc, g += step) {
+      for (size_t o = 0; o < step; o += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(g + kPrefetchRepacked + o), _MM_HINT_T0);
+      __m512i av[4];
+      for (int k = 0; k < 4; ++k) av[k] = _mm512_loadu_si512(a.qg.data() + 256 * sc + 64 * k);
+      const __m512 d = _mm512_loadu_ps(a.du.data() + 16 * sc);
+      const __m512i init = has_min ? _mm512_setzero_si512() : _mm512_loadu_si512(a.ci.data() + 16 * sc);
+      for (int i = 0; i < 4; ++i) {
+        Super<4> su;
+        RepackedK16<Bits>(g + static_cast<size_t>(i) * m.super_bytes, su);
+        __m512i s = init;
+        for (int k = 0; k < 4; ++k) s = _mm512_dpbusd_epi32(s, su.u[k], av[k]);
+        acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(su.S, d), acc[i]);
+        if constexpr (has_min) acc[i] = _mm512_fnmadd_ps(su.M, _mm512_loadu_ps(a.da.data() + 16 * sc), acc[i]);
+      }
+    }
+    alignas(16) float v[4];
+    _mm_store_ps(v, Sum4(acc[0], acc[1], acc[2], acc[3]));
+    for (int i = 0; i < nr; ++i) y[r - r0 + i] = v[i];
+  }
+}
+
 LOWBIT_GGML_VNNI void GemmRepackedAvx(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1,
                                       float* y, int64_t ldy) {
   const RepackedMatrix& m = *w.repacked;
   // The combinations RepackShape makes.
   using H = RepackHeader;
+  if (m.unit == 16)
+    return m.bits == 2   ? RepackedK16RowsT<2>(w, acts, n_tok, r0, r1, y, ldy)   // Q2_K
+           : m.bits == 3 ? RepackedK16RowsT<3>(w, acts, n_tok, r0, r1, y, ldy)   // Q3_K
+                         : RepackedK16RowsT<6>(w, acts, n_tok, r0, r1, y, ldy);  // Q6_K
   if (m.bits == 8)
     return m.has_min ? RepackedRowsT<8, false, true, H::Zero>(w, acts, n_tok, r0, r1, y, ldy)        // int8
                      : RepackedRowsT<8, false, false, H::Half>(w, acts, n_tok, r0, r1, y, ldy);      // Q8_0

@@ -156,7 +156,8 @@ TEST_P(GgmlDot, BatchedActivationsEqualReference) {
 // Weights repacked at load (ops.h repack_for_kernels) for decode and batches: every repackable type against the
 // scalar reference on the same activations, with rows whose length is not whole super-chunks (512 values).
 TEST_P(GgmlDot, RepackedMatchesReference) {
-  for (DType t : {DType::Q4_0, DType::Q4_1, DType::IQ4_NL, DType::Q4_K, DType::IQ4_XS, DType::Q8_0}) {
+  for (DType t : {DType::Q4_0, DType::Q4_1, DType::IQ4_NL, DType::Q4_K, DType::IQ4_XS, DType::Q8_0, DType::Q2_K,
+                  DType::Q3_K, DType::Q6_K}) {
     const int B = detail::ggml_block_values(t);
     for (int64_t cols : {int64_t{256}, int64_t{1024}, int64_t{B == 32 ? 32 * 11 : 768}}) {
       SCOPED_TRACE(std::string(dtype_name(t)) + " cols " + std::to_string(cols));
@@ -166,7 +167,8 @@ TEST_P(GgmlDot, RepackedMatchesReference) {
       if (!rp) continue;  // no repacked layout on this target
       WeightView v = w.view;
       v.repacked = rp.get();
-      EXPECT_EQ(repacked_bytes(*rp) % 64, 0u);
+      if (cols == 1024)  // whole super-chunks: the repacked copy is at most 6% larger than the blocks (rows in fours)
+        EXPECT_LE(repacked_bytes(*rp), 1.06 * static_cast<double>((rows + 3) / 4 * 4 * w.view.row_bytes));
       const auto x = random_floats(static_cast<size_t>(cols * ntok), 41, -2.0f, 2.0f);
       std::vector<float> yb(static_cast<size_t>(rows * ntok)), y1(yb.size());
       matmul(v, x.data(), ntok, yb.data());
