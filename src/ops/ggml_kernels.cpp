@@ -1553,8 +1553,9 @@ RepackedMatrix* Repack(const WeightView& w) {
   // Only the whole huge pages are advised: a small matrix (or a large one's tail) would otherwise be rounded up to
   // a resident 2 MiB page.
   constexpr size_t kHuge = size_t{2} << 20;
-  shape.storage = std::aligned_alloc(kHuge, (bytes + 4095) / 4096 * 4096);
-  if (!shape.storage) fail("", "repack", "out of memory for " + std::to_string(bytes) + " bytes");
+  // posix_memalign: C11 aligned_alloc wants the size a multiple of the alignment. Freed with std::free.
+  if (posix_memalign(&shape.storage, kHuge, (bytes + 4095) / 4096 * 4096) != 0 || !shape.storage)
+    fail("", "repack", "out of memory for " + std::to_string(bytes) + " bytes");
 #ifdef MADV_HUGEPAGE
   if (bytes >= kHuge) madvise(shape.storage, bytes / kHuge * kHuge, MADV_HUGEPAGE);
 #endif
