@@ -38,7 +38,7 @@ static_assert(sizeof(Q6_K) == 210 && sizeof(IQ4_XS) == 136);
 //     S_g * (u_i - centre) - M_g
 // with u_i an unsigned byte code, and one step S_g (and, where has_min, one min M_g) per scale_group values
 // (a K-quant sub-block, or a whole 32-value block). Types with a min have centre 0. Checked against each type's
-// decoder in tests/formats/test_block_layouts.cpp.
+// decomposition in tests/ops/test_ggml_dot.cpp (GgmlTraits).
 struct Traits {
   int values = 0;       // per block
   int bytes = 0;        // per block

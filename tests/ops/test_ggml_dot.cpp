@@ -15,6 +15,7 @@
 
 #include "core/half.h"
 #include "formats/ggml.h"
+#include "formats/ggml_blocks.h"
 #include "lowbit/error.h"
 #include "lowbit/threads.h"
 #include "ops/ggml_dot.h"
@@ -67,6 +68,36 @@ Rows random_rows(DType t, int64_t rows, int64_t cols, uint32_t seed) {
 
 class GgmlDot : public PerTarget {};
 LOWBIT_INSTANTIATE_PER_TARGET(GgmlDot);
+
+// The traits table (formats/ggml_blocks.h) against the dtype table and each type's decomposition on random blocks:
+// whether there is a min, and over how many values S and M stay the same. (The centre is read from the table by
+// ggml_block_terms; DecompositionEqualsDequantization checks it against each type's own decoder.)
+TEST(GgmlTraits, MatchDecomposition) {
+  namespace FB = formats::blocks;
+  for (DType t : kTypes) {
+    SCOPED_TRACE(std::string(dtype_name(t)));
+    const FB::Traits tr = FB::traits(t);
+    ASSERT_EQ(tr.values, static_cast<int>(dtype_info(t).block));
+    ASSERT_EQ(static_cast<size_t>(tr.bytes), dtype_info(t).block_bytes);
+    Rows r = random_rows(t, 1, 64 * tr.values, 5);
+    bool any_min = false, any_pair_differs = false;
+    detail::GgmlBlockTerms bt;
+    for (int b = 0; b < 64; ++b) {
+      detail::ggml_block_terms(t, r.view.data + b * tr.bytes, bt);
+      for (int g = 0; g < tr.values / 16; ++g) {
+        any_min = any_min || bt.M[g] != 0.0f;
+        if (g % 2 == 1) {
+          const bool same = bt.S[g] == bt.S[g - 1] && bt.M[g] == bt.M[g - 1];
+          if (tr.scale_group == 32) EXPECT_TRUE(same) << "block " << b << " group " << g;
+          any_pair_differs = any_pair_differs || !same;
+        }
+      }
+    }
+    EXPECT_EQ(any_min, tr.has_min);
+    if (tr.scale_group == 16) EXPECT_TRUE(any_pair_differs);  // 16-value groups really have their own scales
+    if (tr.has_min) EXPECT_EQ(tr.centre, 0);
+  }
+}
 
 TEST_P(GgmlDot, DecompositionEqualsDequantization) {
   for (DType t : kTypes) {
