@@ -607,7 +607,7 @@ LOWBIT_GGML_VNNI void BatchRows(const WeightView& w, const GgmlActs* acts, int64
                                 float* y, int64_t ldy) {
   BatchTiles<kVecs<T>, B::traits(T).has_min>(
       w, acts, n_tok, r0, r1, y, ldy,
-      [&](int64_t r, int64_t sc, Super<kVecs<T>>& out) { UnpackSuper<T>(RowBytes(w, r), sc, w.cols, out); });
+      [&](int64_t r, int64_t sc, Super<kVecs<T>>& out) LOWBIT_GGML_VNNI { UnpackSuper<T>(RowBytes(w, r), sc, w.cols, out); });
 }
 
 // ---- lowbit intN weights in the unit layout (for repacking) ----
@@ -1010,7 +1010,7 @@ LOWBIT_GGML_VNNI void RepackedRowsT(const WeightView& w, const GgmlActs* acts, i
     if (acts[t].unit != 32 || acts[t].supers != m.supers || acts[t].n < w.cols)
       fail("", "matmul", "activations were not quantized for the repacked weights (quantize_acts_batched)");
   if (n_tok == 1) return GemvRepacked<Bits, Lookup, HasMin, H>(m, acts[0], r0, r1, y);
-  BatchTiles<8, HasMin>(w, acts, n_tok, r0, r1, y, ldy, [&](int64_t r, int64_t sc, Super<8>& out) {
+  BatchTiles<8, HasMin>(w, acts, n_tok, r0, r1, y, ldy, [&](int64_t r, int64_t sc, Super<8>& out) LOWBIT_GGML_VNNI {
     const uint8_t* p = m.super(r, sc);
     RepackedCodes<Bits, Lookup>(p, out.u);
     out.S = RepackedS<Bits, H>(p);
@@ -1030,7 +1030,7 @@ LOWBIT_GGML_VNNI void RepackedK16RowsT(const WeightView& w, const GgmlActs* acts
       fail("", "matmul", "activations were not quantized for the repacked weights (quantize_acts_batched)");
   if (n_tok > 1)
     return BatchTiles<4, has_min>(w, acts, n_tok, r0, r1, y, ldy,
-                                  [&](int64_t r, int64_t sc, Super<4>& out) { RepackedK16<Bits>(m.super(r, sc), out); });
+                                  [&](int64_t r, int64_t sc, Super<4>& out) LOWBIT_GGML_VNNI { RepackedK16<Bits>(m.super(r, sc), out); });
   const GgmlActs& a = acts[0];
   const size_t step = 4 * m.super_bytes;
   for (int64_t r = r0; r < r1; r += 4) {
