@@ -966,10 +966,11 @@ LOWBIT_GGML_VNNI HWY_INLINE void RepackedCodes(const uint8_t* p, __m512i* u) {
 
 constexpr size_t kPrefetchRepacked = 8192;  // bytes ahead in each row stream
 
-// Decode: a group of four rows at a time (one sequential stream), the token's code vectors loaded once per
-// super-chunk for all four.
-template <int Bits, bool Lookup, bool HasMin, RepackHeader H>
-LOWBIT_GGML_VNNI void GemvRepacked(const RepackedMatrix& m, const GgmlActs& a, int64_t r0, int64_t r1, float* y) {
+// Decode on repacked weights: a group of four rows at a time (one sequential stream), the token's K code vectors
+// loaded once per super-chunk for all four; unpack(p, super) reads one row's super-chunk at p.
+template <int K, bool HasMin, class Unpacker>
+LOWBIT_GGML_VNNI void GemvRepacked(const RepackedMatrix& m, const GgmlActs& a, int64_t r0, int64_t r1, float* y,
+                                   const Unpacker& unpack) {
   const size_t step = 4 * m.super_bytes;
   for (int64_t r = r0; r < r1; r += 4) {
     const int nr = static_cast<int>(std::min<int64_t>(4, r1 - r));
@@ -979,20 +980,17 @@ LOWBIT_GGML_VNNI void GemvRepacked(const RepackedMatrix& m, const GgmlActs& a, i
     for (int64_t sc = 0; sc < m.supers; ++sc, g += step) {
       for (size_t o = 0; o < step; o += 64)
         _mm_prefetch(reinterpret_cast<const char*>(g + kPrefetchRepacked + o), _MM_HINT_T0);
-      __m512i av[8];
-      for (int k = 0; k < 8; ++k) av[k] = _mm512_loadu_si512(a.qg.data() + 512 * sc + 64 * k);
+      __m512i av[K];
+      for (int k = 0; k < K; ++k) av[k] = _mm512_loadu_si512(a.qg.data() + 64 * (K * sc + k));
       const __m512 d = _mm512_loadu_ps(a.du.data() + 16 * sc);
       const __m512i init = HasMin ? _mm512_setzero_si512() : _mm512_loadu_si512(a.ci.data() + 16 * sc);
       for (int i = 0; i < 4; ++i) {
-        const uint8_t* p = g + static_cast<size_t>(i) * m.super_bytes;
-        __m512i u[8];
-        RepackedCodes<Bits, Lookup>(p, u);
+        Super<K> su;
+        unpack(g + static_cast<size_t>(i) * m.super_bytes, su);
         __m512i s = init;
-        for (int k = 0; k < 8; ++k) s = _mm512_dpbusd_epi32(s, u[k], av[k]);
-        const __m512 S = RepackedS<Bits, H>(p);
-        acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(S, d), acc[i]);
-        if constexpr (HasMin)
-          acc[i] = _mm512_fnmadd_ps(RepackedM<Bits, H>(p, S), _mm512_loadu_ps(a.da.data() + 16 * sc), acc[i]);
+        for (int k = 0; k < K; ++k) s = _mm512_dpbusd_epi32(s, su.u[k], av[k]);
+        acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(su.S, d), acc[i]);
+        if constexpr (HasMin) acc[i] = _mm512_fnmadd_ps(su.M, _mm512_loadu_ps(a.da.data() + 16 * sc), acc[i]);
       }
     }
     alignas(16) float v[4];
@@ -1001,21 +999,28 @@ LOWBIT_GGML_VNNI void GemvRepacked(const RepackedMatrix& m, const GgmlActs& a, i
   }
 }
 
+// Repacked checks shared by the kernels below.
+inline void CheckRepacked(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0) {
+  const RepackedMatrix& m = *w.repacked;
+  if (r0 % 4 != 0) fail("", "matmul", "repacked rows must start on a group of four");
+  for (int64_t t = 0; t < n_tok; ++t)
+    if (acts[t].unit != m.unit || acts[t].supers != m.supers || acts[t].n < w.cols)
+      fail("", "matmul", "activations were not quantized for the repacked weights (quantize_acts_batched)");
+}
+
 template <int Bits, bool Lookup, bool HasMin, RepackHeader H>
 LOWBIT_GGML_VNNI void RepackedRowsT(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1,
                                     float* y, int64_t ldy) {
   const RepackedMatrix& m = *w.repacked;
-  if (r0 % 4 != 0) fail("", "matmul", "repacked rows must start on a group of four");
-  for (int64_t t = 0; t < n_tok; ++t)
-    if (acts[t].unit != 32 || acts[t].supers != m.supers || acts[t].n < w.cols)
-      fail("", "matmul", "activations were not quantized for the repacked weights (quantize_acts_batched)");
-  if (n_tok == 1) return GemvRepacked<Bits, Lookup, HasMin, H>(m, acts[0], r0, r1, y);
-  BatchTiles<8, HasMin>(w, acts, n_tok, r0, r1, y, ldy, [&](int64_t r, int64_t sc, Super<8>& out) LOWBIT_GGML_VNNI {
-    const uint8_t* p = m.super(r, sc);
+  CheckRepacked(w, acts, n_tok, r0);
+  auto unpack = [](const uint8_t* p, Super<8>& out) LOWBIT_GGML_VNNI {
     RepackedCodes<Bits, Lookup>(p, out.u);
     out.S = RepackedS<Bits, H>(p);
     out.M = HasMin ? RepackedM<Bits, H>(p, out.S) : _mm512_setzero_ps();
-  });
+  };
+  if (n_tok == 1) return GemvRepacked<8, HasMin>(m, acts[0], r0, r1, y, unpack);
+  BatchTiles<8, HasMin>(w, acts, n_tok, r0, r1, y, ldy,
+                        [&](int64_t r, int64_t sc, Super<8>& out) LOWBIT_GGML_VNNI { unpack(m.super(r, sc), out); });
 }
 
 // Decode and batches on repacked Q2_K / Q3_K / Q6_K: the 16-value-unit kernels (four code vectors per 256 values).
@@ -1024,40 +1029,11 @@ LOWBIT_GGML_VNNI void RepackedK16RowsT(const WeightView& w, const GgmlActs* acts
                                        float* y, int64_t ldy) {
   const RepackedMatrix& m = *w.repacked;
   constexpr bool has_min = Bits == 2;
-  if (r0 % 4 != 0) fail("", "matmul", "repacked rows must start on a group of four");
-  for (int64_t t = 0; t < n_tok; ++t)
-    if (acts[t].unit != 16 || acts[t].supers != m.supers || acts[t].n < w.cols)
-      fail("", "matmul", "activations were not quantized for the repacked weights (quantize_acts_batched)");
-  if (n_tok > 1)
-    return BatchTiles<4, has_min>(w, acts, n_tok, r0, r1, y, ldy,
-                                  [&](int64_t r, int64_t sc, Super<4>& out) LOWBIT_GGML_VNNI { RepackedK16<Bits>(m.super(r, sc), out); });
-  const GgmlActs& a = acts[0];
-  const size_t step = 4 * m.super_bytes;
-  for (int64_t r = r0; r < r1; r += 4) {
-    const int nr = static_cast<int>(std::min<int64_t>(4, r1 - r));
-    const uint8_t* g = m.super(r, 0);
-    __m512 acc[4];
-    for (int i = 0; i < 4; ++i) acc[i] = _mm512_setzero_ps();
-    for (int64_t sc = 0; sc < m.supers; ++sc, g += step) {
-      for (size_t o = 0; o < step; o += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(g + kPrefetchRepacked + o), _MM_HINT_T0);
-      __m512i av[4];
-      for (int k = 0; k < 4; ++k) av[k] = _mm512_loadu_si512(a.qg.data() + 256 * sc + 64 * k);
-      const __m512 d = _mm512_loadu_ps(a.du.data() + 16 * sc);
-      const __m512i init = has_min ? _mm512_setzero_si512() : _mm512_loadu_si512(a.ci.data() + 16 * sc);
-      for (int i = 0; i < 4; ++i) {
-        Super<4> su;
-        RepackedK16<Bits>(g + static_cast<size_t>(i) * m.super_bytes, su);
-        __m512i s = init;
-        for (int k = 0; k < 4; ++k) s = _mm512_dpbusd_epi32(s, su.u[k], av[k]);
-        acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(su.S, d), acc[i]);
-        if constexpr (has_min) acc[i] = _mm512_fnmadd_ps(su.M, _mm512_loadu_ps(a.da.data() + 16 * sc), acc[i]);
-      }
-    }
-    alignas(16) float v[4];
-    _mm_store_ps(v, Sum4(acc[0], acc[1], acc[2], acc[3]));
-    for (int i = 0; i < nr; ++i) y[r - r0 + i] = v[i];
-  }
+  CheckRepacked(w, acts, n_tok, r0);
+  auto unpack = [](const uint8_t* p, Super<4>& out) LOWBIT_GGML_VNNI { RepackedK16<Bits>(p, out); };
+  if (n_tok == 1) return GemvRepacked<4, has_min>(m, acts[0], r0, r1, y, unpack);
+  BatchTiles<4, has_min>(w, acts, n_tok, r0, r1, y, ldy,
+                         [&](int64_t r, int64_t sc, Super<4>& out) LOWBIT_GGML_VNNI { unpack(m.super(r, sc), out); });
 }
 
 LOWBIT_GGML_VNNI void GemmRepackedAvx(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1,

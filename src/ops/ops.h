@@ -47,7 +47,8 @@ size_t repacked_bytes(const RepackedMatrix& m);
 //                intN weights the activations are quantized to int16 once per call, per weight block
 //                (d = max|x| / (127 * 256), q = round(x / d)), and each block's dot is an integer dot product:
 //                y_r = sum over blocks of scale * (d * sum(code * q) - offset * d * sum(q))  (gemv_intn_ref).
-// n_tokens > 1 : BLAS SGEMM (F16/BF16/packed weights are decoded to f32 in panels, never the whole matrix).
+// n_tokens > 1 : llama.cpp types and repacked weights: the int8 GEMM (ops/ggml_dot.h); otherwise BLAS SGEMM
+//                (F16/BF16/packed weights are decoded to f32 in panels, never the whole matrix).
 void matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y);
 
 // While alive, OpenBLAS runs every call on the calling thread: for BLAS calls made by the threads of an OpenMP team,
