@@ -206,6 +206,45 @@ void MatmulGgmlArgs(benchmark::internal::Benchmark* b) {
 }
 BENCHMARK(BM_MatmulGgml)->Apply(MatmulGgmlArgs)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
+// Weights repacked at load (ops.h repack_for_kernels), as a model runs them: one matrix (hot after the first
+// pass), decode (tokens 1, GB/s of the file's bytes) or a prefill batch (GFLOP/s). The matrix is encoded from
+// random normal weights, so intN zeros are real integers (the pool's random words would leave intN unrepacked).
+// Args: kind (0 Q4_0, 1 Q4_K, 2 Q8_0, 3 int4g128a, 4 int4g32a, 5 int8g128a), rows, cols, tokens, threads.
+void BM_MatmulRepacked(benchmark::State& state) {
+  const int kind = static_cast<int>(state.range(0));
+  const int64_t rows = state.range(1), cols = state.range(2), tokens = state.range(3);
+  lowbit::set_num_threads(static_cast<int>(state.range(4)));
+  static const char* const kNames[] = {"q4_0", "q4_K", "q8_0", "int4g128a", "int4g32a", "int8g128a"};
+  const std::unique_ptr<lowbit::formats::Format> f = lowbit::formats::make_format(kNames[kind]);
+  const size_t rb = lowbit::formats::row_bytes(*f, cols);
+  std::vector<std::byte> bytes(rb * static_cast<size_t>(rows));
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0.0f, 0.02f);
+  std::vector<float> row(static_cast<size_t>(cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    for (float& x : row) x = nd(rng);
+    lowbit::formats::encode_row(*f, row, {}, bytes.data() + static_cast<size_t>(r) * rb);
+  }
+  WeightView v{DType::I8, rows, cols, bytes.data(), rb};
+  if (kind >= 3)
+    v.intn = &lowbit::formats::intn_format(kNames[kind]);
+  else
+    v.dtype = *lowbit::dtype_from_name(kNames[kind]);
+  const lowbit::ops::RepackedPtr rp = lowbit::ops::repack_for_kernels(v);
+  if (!rp) {
+    state.SkipWithError("no repacked layout for this format on this target");
+    return;
+  }
+  v.repacked = rp.get();
+  run_matmul(state, {v}, tokens, true);
+  state.SetLabel(std::string(kNames[kind]) + " " + lowbit::ops::simd_target());
+}
+BENCHMARK(BM_MatmulRepacked)
+    ->ArgsProduct({{0, 1, 2, 3, 4, 5}, {2048}, {5632}, {1, 512}, {1}})
+    ->ArgNames({"kind", "rows", "cols", "tokens", "threads"})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+
 // The portable kernels (CPUs without AVX-512 VNNI), forced with Highway's target mask: a 4096x4096 packed GEMV
 // streamed from the pool, 1 thread. Args: bits, target (hwy::TargetName's bit: AVX2 or SSE4).
 void BM_MatmulIntNPortable(benchmark::State& state) {
