@@ -24,17 +24,22 @@ struct BenchArgs {
   bool profile = false, json = false, no_roofline = false;
 };
 
-// The process's resident set in bytes (Linux /proc/self/status VmRSS; 0 where unavailable).
-uint64_t resident_bytes() {
-  std::FILE* f = std::fopen("/proc/self/status", "r");
+// A "Key: N kB" line of a /proc file, in bytes (0 where unavailable).
+uint64_t proc_kb_field(const char* path, const char* key) {
+  std::FILE* f = std::fopen(path, "r");
   if (!f) return 0;
   char line[256];
+  const std::string format = std::string(key) + ": %lu kB";
   uint64_t kb = 0;
   while (std::fgets(line, sizeof line, f))
-    if (std::sscanf(line, "VmRSS: %lu kB", &kb) == 1) break;
+    if (std::sscanf(line, format.c_str(), &kb) == 1) break;
   std::fclose(f);
   return kb * 1024;
 }
+// The resident set, and the part of it in transparent huge pages (the repacked weights ask for them: decode on 4 KiB
+// pages measured less than half the speed, so a run that did not get them should say so).
+uint64_t resident_bytes() { return proc_kb_field("/proc/self/status", "VmRSS"); }
+uint64_t huge_page_bytes() { return proc_kb_field("/proc/self/smaps_rollup", "AnonHugePages"); }
 
 void bench_cmd(const BenchArgs& a) {
   const auto t_load = std::chrono::steady_clock::now();
@@ -71,13 +76,14 @@ void bench_cmd(const BenchArgs& a) {
     if (!header) {  // load figures: the file, the repacking for this CPU's kernels, the resident set after both
       header = true;
       const Model::RepackStats rs = model.repack_stats();
-      const uint64_t rss = resident_bytes();
+      const uint64_t rss = resident_bytes(), huge = huge_page_bytes();
       load = {{"file_s", load_s}, {"repacked_matrices", rs.matrices}, {"repacked_bytes", rs.bytes},
-              {"repack_s", rs.seconds}, {"resident_bytes", rss}};
+              {"repack_s", rs.seconds}, {"resident_bytes", rss}, {"huge_page_bytes", huge}};
       if (!a.json) {
-        std::printf("load: file %.2f s; repacked %d matrices, %.1f MiB, in %.2f s; resident after load %.1f MiB\n\n",
+        std::printf("load: file %.2f s; repacked %d matrices, %.1f MiB, in %.2f s; resident after load %.1f MiB (%.1f MiB "
+                    "in huge pages)\n\n",
                     load_s, rs.matrices, static_cast<double>(rs.bytes) / (1 << 20), rs.seconds,
-                    static_cast<double>(rss) / (1 << 20));
+                    static_cast<double>(rss) / (1 << 20), static_cast<double>(huge) / (1 << 20));
         std::printf("| size | params | threads | test | t/s | weights GB/s | machine GB/s | roofline |\n");
         std::printf("|---:|---:|---:|---|---:|---:|---:|---:|\n");
       }
