@@ -41,7 +41,8 @@ struct GgmlActs {
   //   qg[16 * unit * s + 64 k + 4 j + i] = code 4k + i of unit j (vector k, 32-bit lane j: k < unit / 4),
   //   du[16 s + j] = unit j's scale, and its integer sum A_j as the two terms the kernels add:
   //   ci[16 s + j] = -centre * A_j (types without a min: the centre term in the integer sum),
-  //   da[16 s + j] = du * A_j (types with a min: the min term, a float).
+  //   da[16 s + j] = du * A_j (types with a min: the min term, a float),
+  //   as[16 s + j] = A_j (integer zero points: -zero_j * A_j starts the sums).
   // biased: qg holds code + 128 as unsigned bytes (for weights whose codes are the signed operand, the repacked
   // int4 GEMM's Fold::Row); du, da, ci are those of the unbiased codes.
   int unit = 0;
@@ -49,7 +50,7 @@ struct GgmlActs {
   int64_t supers = 0;
   std::vector<int8_t> qg;
   std::vector<float> du, da;
-  std::vector<int32_t> ci;
+  std::vector<int32_t> ci, as;
 };
 // Whether the AVX3_DL kernel for weight type t reads GgmlActs::qt (its codes are unpacked in that layout).
 bool ggml_acts_transposed(DType t);
@@ -87,7 +88,7 @@ struct RepackedMatrix {
   int bits = 4, unit = 32;  // code bits; values per scale (32, or 16 for Q2_K / Q3_K / Q6_K)
   bool lookup = false, has_min = false;
   // Zero header, 4-bit, every zero <= 128: batches take signed codes (u - zero) against biased activations
-  // (GgmlActs::biased), the zero folded into each row's integer sums; decode keeps the min step.
+  // (GgmlActs::biased), the zero folded into each row's integer sums; decode starts its integer sums at -zero * A (exact too).
   bool fold_zero = false;
   RepackHeader header = RepackHeader::Half;
   int64_t rows = 0, groups = 0, supers = 0;

@@ -112,6 +112,7 @@ void quantize_acts_ggml(DType wtype, const float* x, int64_t n, GgmlActs& a, boo
     a.du.assign(units, 0.0f);
     a.da.assign(units, 0.0f);
     a.ci.assign(units, 0);
+    a.as.assign(units, 0);
     for (int64_t i = 0; i < n; ++i) {
       const int64_t s = i / super, v = i % super, j = v / unit, w = v % unit;
       a.qg[static_cast<size_t>(super * s + 64 * (w / 4) + 4 * j + w % 4)] =
@@ -124,6 +125,7 @@ void quantize_acts_ggml(DType wtype, const float* x, int64_t n, GgmlActs& a, boo
       a.du[static_cast<size_t>(u)] = d;
       a.da[static_cast<size_t>(u)] = d * static_cast<float>(sum);
       a.ci[static_cast<size_t>(u)] = -tr.centre * sum;
+      a.as[static_cast<size_t>(u)] = sum;
     }
   }
   if (ggml_acts_transposed(wtype)) {

@@ -509,7 +509,7 @@ LOWBIT_GGML_VNNI HWY_INLINE __m128 Sum4(__m512 a, __m512 b, __m512 c, __m512 d) 
 //   Row:    the codes are signed, u - zero (an integer zero point), and the activations unsigned, a + 128
 //           (GgmlActs::biased): s starts at the row's -128 * sum(u - zero) (Super::C), made once per unpacked panel,
 //           so the float step is Centre's. (int4 with zeros <= 128, whose u - zero fit int8.)
-enum class Fold { Centre, Min, Row };
+enum class Fold { Centre, Min, Row, Zero };  // Zero: decode only (GemvRepacked)
 
 // y[t * ldy + i] for rows i < nr (Super arrays at w + i * wstride; the tile repeats the last row past nr) and
 // tokens t < NT, over `supers` super-chunks.
@@ -988,7 +988,10 @@ constexpr size_t kPrefetchRepacked = 8192;  // bytes ahead in each row stream
 
 // Decode on repacked weights: a group of four rows at a time (one sequential stream), the token's K code vectors
 // loaded once per super-chunk for all four; unpack(p, super) reads one row's super-chunk at p.
-template <int K, bool HasMin, class Unpacker>
+// F: Centre and Min as in Tile; Zero (int4 with fold_zero, whose batches take Fold::Row): the integer sums start
+// at -zero_j * A_j (Super::C = -zero_j, GgmlActs::as = A_j), exact like the batches' sums, so decode and prefill
+// differ in float summation order only.
+template <int K, Fold F, class Unpacker>
 LOWBIT_GGML_VNNI void GemvRepacked(const RepackedMatrix& m, const GgmlActs& a, int64_t r0, int64_t r1, float* y,
                                    const Unpacker& unpack) {
   const size_t step = 4 * m.super_bytes;
@@ -1003,14 +1006,16 @@ LOWBIT_GGML_VNNI void GemvRepacked(const RepackedMatrix& m, const GgmlActs& a, i
       __m512i av[K];
       for (int k = 0; k < K; ++k) av[k] = _mm512_loadu_si512(a.qg.data() + 64 * (K * sc + k));
       const __m512 d = _mm512_loadu_ps(a.du.data() + 16 * sc);
-      const __m512i init = HasMin ? _mm512_setzero_si512() : _mm512_loadu_si512(a.ci.data() + 16 * sc);
+      const __m512i init = F == Fold::Centre ? _mm512_loadu_si512(a.ci.data() + 16 * sc)
+                           : F == Fold::Zero ? _mm512_loadu_si512(a.as.data() + 16 * sc)
+                                             : _mm512_setzero_si512();
       for (int i = 0; i < 4; ++i) {
         Super<K> su;
         unpack(g + static_cast<size_t>(i) * m.super_bytes, su);
-        __m512i s = init;
+        __m512i s = F == Fold::Zero ? _mm512_mullo_epi32(su.C, init) : init;
         for (int k = 0; k < K; ++k) s = _mm512_dpbusd_epi32(s, su.u[k], av[k]);
         acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(su.S, d), acc[i]);
-        if constexpr (HasMin) acc[i] = _mm512_fnmadd_ps(su.M, _mm512_loadu_ps(a.da.data() + 16 * sc), acc[i]);
+        if constexpr (F == Fold::Min) acc[i] = _mm512_fnmadd_ps(su.M, _mm512_loadu_ps(a.da.data() + 16 * sc), acc[i]);
       }
     }
     alignas(16) float v[4];
@@ -1039,7 +1044,16 @@ LOWBIT_GGML_VNNI void RepackedRowsT(const WeightView& w, const GgmlActs* acts, i
     out.S = RepackedS<Bits, H>(p);
     out.M = HasMin ? RepackedM<Bits, H>(p, out.S) : _mm512_setzero_ps();
   };
-  if (n_tok == 1) return GemvRepacked<8, HasMin>(m, acts[0], r0, r1, y, unpack);
+  if constexpr (H == RepackHeader::Zero && Bits == 4) {
+    if (n_tok == 1 && m.fold_zero)
+      return GemvRepacked<8, Fold::Zero>(m, acts[0], r0, r1, y, [](const uint8_t* p, Super<8>& out) LOWBIT_GGML_VNNI {
+        RepackedCodes<4, false>(p, out.u);
+        out.S = RepackedS<4, H>(p);
+        out.C = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                 _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 64 * 4 + 32))));
+      });
+  }
+  if (n_tok == 1) return GemvRepacked<8, HasMin ? Fold::Min : Fold::Centre>(m, acts[0], r0, r1, y, unpack);
   if constexpr (H == RepackHeader::Zero && Bits == 4) {
     if (m.fold_zero)
       return BatchTiles<8, Fold::Row>(w, acts, n_tok, r0, r1, y, ldy, [&](int64_t r, int64_t sc, Super<8>& out) LOWBIT_GGML_VNNI {
@@ -1070,7 +1084,7 @@ LOWBIT_GGML_VNNI void RepackedK16RowsT(const WeightView& w, const GgmlActs* acts
   constexpr bool has_min = Bits == 2;
   CheckRepacked(w, acts, n_tok, r0);
   auto unpack = [](const uint8_t* p, Super<4>& out) LOWBIT_GGML_VNNI { RepackedK16<Bits>(p, out); };
-  if (n_tok == 1) return GemvRepacked<4, has_min>(m, acts[0], r0, r1, y, unpack);
+  if (n_tok == 1) return GemvRepacked<4, has_min ? Fold::Min : Fold::Centre>(m, acts[0], r0, r1, y, unpack);
   BatchTiles<4, has_min ? Fold::Min : Fold::Centre>(w, acts, n_tok, r0, r1, y, ldy,
                          [&](int64_t r, int64_t sc, Super<4>& out) LOWBIT_GGML_VNNI { unpack(m.super(r, sc), out); });
 }
@@ -1112,6 +1126,7 @@ LOWBIT_GGML_VNNI void QuantizeActsBatchAvx(DType wt, const float* x, int64_t n, 
   a.du.resize(static_cast<size_t>(a.supers * 16));
   a.da.resize(a.du.size());
   a.ci.resize(a.du.size());
+  a.as.resize(a.du.size());
   alignas(64) int8_t nat[512];
   alignas(64) float dunit[16];
   const __m512 sign = _mm512_set1_ps(-0.0f);
@@ -1165,6 +1180,7 @@ LOWBIT_GGML_VNNI void QuantizeActsBatchAvx(DType wt, const float* x, int64_t n, 
     _mm512_storeu_ps(a.du.data() + 16 * s, dv);
     _mm512_storeu_ps(a.da.data() + 16 * s, _mm512_mul_ps(dv, _mm512_cvtepi32_ps(sum)));
     _mm512_storeu_si512(a.ci.data() + 16 * s, _mm512_mullo_epi32(sum, _mm512_set1_epi32(-tr.centre)));
+    _mm512_storeu_si512(a.as.data() + 16 * s, sum);
   }
 }
 

@@ -176,6 +176,7 @@ TEST_P(GgmlDot, BatchedActivationsEqualReference) {
       EXPECT_EQ(fast.du, ref.du);
       EXPECT_EQ(fast.da, ref.da);
       EXPECT_EQ(fast.ci, ref.ci);
+      EXPECT_EQ(fast.as, ref.as);
       // Biased (code + 128, for signed weight codes): the same sums and scales, each code byte + 128, padding too.
       detail::GgmlActs ref_b, fast_b;
       detail::quantize_acts_ggml(t, x.data(), n, ref_b, /*gemm=*/true, /*biased=*/true);
