@@ -44,7 +44,7 @@ struct GgmlActs {
   //   da[16 s + j] = du * A_j (types with a min: the min term, a float),
   //   as[16 s + j] = A_j (integer zero points: -zero_j * A_j starts the sums).
   // biased: qg holds code + 128 as unsigned bytes (for weights whose codes are the signed operand, the repacked
-  // int4 GEMM's Fold::Row); du, da, ci are those of the unbiased codes.
+  // int4 GEMM's Fold::Row); du, da, ci, as are those of the unbiased codes.
   int unit = 0;
   bool biased = false;
   int64_t supers = 0;

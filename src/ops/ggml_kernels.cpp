@@ -409,7 +409,7 @@ template <int K>
 struct Super {
   __m512i u[K];
   __m512 S, M;
-  __m512i C;  // Fold::Row only: the integer sums' start, -128 * (sum of the unit's signed codes)
+  __m512i C;  // Fold::Row: the integer sums' start, -128 * (sum of the unit's signed codes); Fold::Zero: -zero_j
 };
 
 // Chunk c (natural order: u[k] = values 64k .. 64k+63) rewritten in the transposed layout.
