@@ -955,6 +955,11 @@ LOWBIT_GGML_VNNI HWY_INLINE __m512 RepackedS(const uint8_t* p) {
   }
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h)));
 }
+// The Zero header's integer zeros (uint8 zero[16] after the fp16 S[16]), one per 32-bit lane.
+template <int Bits>
+LOWBIT_GGML_VNNI HWY_INLINE __m512i RepackedZeros(const uint8_t* p) {
+  return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 64 * Bits + 32)));
+}
 template <int Bits, RepackHeader H>
 LOWBIT_GGML_VNNI HWY_INLINE __m512 RepackedM(const uint8_t* p, __m512 S) {
   const uint8_t* h = p + 64 * Bits;
@@ -963,7 +968,7 @@ LOWBIT_GGML_VNNI HWY_INLINE __m512 RepackedM(const uint8_t* p, __m512 S) {
                                            _mm512_castps128_ps512(_mm_loadu_ps(reinterpret_cast<const float*>(h))));
     return _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + 32)))));
   } else if constexpr (H == RepackHeader::Zero) {
-    return _mm512_mul_ps(S, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + 32)))));
+    return _mm512_mul_ps(S, _mm512_cvtepi32_ps(RepackedZeros<Bits>(p)));
   }
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + 32)));
 }
@@ -1049,8 +1054,7 @@ LOWBIT_GGML_VNNI void RepackedRowsT(const WeightView& w, const GgmlActs* acts, i
       return GemvRepacked<8, Fold::Zero>(m, acts[0], r0, r1, y, [](const uint8_t* p, Super<8>& out) LOWBIT_GGML_VNNI {
         RepackedCodes<4, false>(p, out.u);
         out.S = RepackedS<4, H>(p);
-        out.C = _mm512_sub_epi32(_mm512_setzero_si512(),
-                                 _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 64 * 4 + 32))));
+        out.C = _mm512_sub_epi32(_mm512_setzero_si512(), RepackedZeros<4>(p));
       });
   }
   if (n_tok == 1) return GemvRepacked<8, HasMin ? Fold::Min : Fold::Centre>(m, acts[0], r0, r1, y, unpack);
@@ -1062,8 +1066,7 @@ LOWBIT_GGML_VNNI void RepackedRowsT(const WeightView& w, const GgmlActs* acts, i
         out.S = RepackedS<4, H>(p);
         out.M = _mm512_setzero_ps();
         // zero_j in each byte of lane j; codes - zero (int8, |.| <= 128), and their unit sums times -128.
-        const __m512i z = _mm512_mullo_epi32(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 64 * 4 + 32))),
-                                             _mm512_set1_epi32(0x01010101));
+        const __m512i z = _mm512_mullo_epi32(RepackedZeros<4>(p), _mm512_set1_epi32(0x01010101));
         __m512i sum = _mm512_setzero_si512();
         for (int k = 0; k < 8; ++k) {
           out.u[k] = _mm512_sub_epi8(out.u[k], z);
