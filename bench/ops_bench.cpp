@@ -209,7 +209,8 @@ BENCHMARK(BM_MatmulGgml)->Apply(MatmulGgmlArgs)->UseRealTime()->Unit(benchmark::
 // Weights repacked at load (ops.h repack_for_kernels), as a model runs them: one matrix (hot after the first
 // pass), decode (tokens 1, GB/s of the file's bytes) or a prefill batch (GFLOP/s). The matrix is encoded from
 // random normal weights, so intN zeros are real integers (the pool's random words would leave intN unrepacked).
-// Args: kind (0 Q4_0, 1 Q4_K, 2 Q8_0, 3 int4g128a, 4 int4g32a, 5 int8g128a), rows, cols, tokens, threads.
+// Args: kind (0 Q4_0, 1 Q4_K, 2 Q8_0, 3 int4g128a, 4 int4g32a, 5 int8g128a), rows, cols, tokens, threads. The two
+// shapes are TinyLlama's attention (2048 x 2048) and FFN down (2048 x 5632) projections.
 void BM_MatmulRepacked(benchmark::State& state) {
   const int kind = static_cast<int>(state.range(0));
   const int64_t rows = state.range(1), cols = state.range(2), tokens = state.range(3);
@@ -240,7 +241,7 @@ void BM_MatmulRepacked(benchmark::State& state) {
   state.SetLabel(std::string(kNames[kind]) + " " + lowbit::ops::simd_target());
 }
 BENCHMARK(BM_MatmulRepacked)
-    ->ArgsProduct({{0, 1, 2, 3, 4, 5}, {2048}, {5632}, {1, 512}, {1}})
+    ->ArgsProduct({{0, 1, 2, 3, 4, 5}, {2048}, {2048, 5632}, {1, 512}, {1}})
     ->ArgNames({"kind", "rows", "cols", "tokens", "threads"})
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);

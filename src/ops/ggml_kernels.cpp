@@ -503,6 +503,22 @@ LOWBIT_GGML_VNNI HWY_INLINE __m128 Sum4(__m512 a, __m512 b, __m512 c, __m512 d) 
   return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 }
 
+// A tile's results: y[t * ldy + i] = sum of acc[i][t]'s lanes, for rows i < nr.
+template <int NT>
+LOWBIT_GGML_VNNI HWY_INLINE void StoreTile(const __m512 (&acc)[kTileRows][NT], int nr, float* y, int64_t ldy) {
+  static_assert(kTileRows == 4, "Sum4 reduces four rows");
+  for (int t = 0; t < NT; ++t) {
+    const __m128 r = Sum4(acc[0][t], acc[1][t], acc[2][t], acc[3][t]);
+    if (nr == 4) {
+      _mm_storeu_ps(y + t * ldy, r);
+    } else {
+      alignas(16) float v[4];
+      _mm_store_ps(v, r);
+      for (int i = 0; i < nr; ++i) y[t * ldy + i] = v[i];
+    }
+  }
+}
+
 // How a tile takes the weights' offset out of its integer sums s_j = sum over unit j of u * a:
 //   Centre: s starts at the token's -centre * A_j (GgmlActs::ci; types without a min, centre in the codes);
 //   Min:    one more float step per (row, token), - M_j * du * A_j (GgmlActs::da; types with a float min);
@@ -558,17 +574,7 @@ LOWBIT_GGML_VNNI HWY_INLINE void Tile(const Super<K>* w, int64_t wstride, int nr
       }
     }
   }
-  static_assert(R == 4, "Sum4 reduces four rows");
-  for (int t = 0; t < NT; ++t) {
-    const __m128 r = Sum4(acc[0][t], acc[1][t], acc[2][t], acc[3][t]);
-    if (nr == 4) {
-      _mm_storeu_ps(y + t * ldy, r);
-    } else {
-      alignas(16) float v[4];
-      _mm_store_ps(v, r);
-      for (int i = 0; i < nr; ++i) y[t * ldy + i] = v[i];
-    }
-  }
+  StoreTile<NT>(acc, nr, y, ldy);
 }
 
 inline const uint8_t* RowBytes(const WeightView& w, int64_t r) {
@@ -1039,6 +1045,99 @@ inline void CheckRepacked(const WeightView& w, const GgmlActs* acts, int64_t n_t
       fail("", "matmul", "activations were not quantized for the repacked weights (quantize_acts_batched)");
 }
 
+// Batches on repacked 4-bit weights read in place (no unpacked panel): a group's four rows stream 64 code bytes per
+// pair of code vectors (k, k + 4: low and high nibbles, split in registers), so a Q4_0 super-chunk costs 288 bytes
+// of cache traffic per row where the unpacked Super costs 704. On Zen 5 the unpacked panels ran at ~55 MAC/cycle
+// against ~100 for the same instructions on L1-resident data (bound by L2 -> L1 traffic); this tile took
+// lowbit_bench's BM_MatmulRepacked q4_0 (512 tokens) from 340-395 to 390-480 GFLOP/s, same runs.
+// The activations of vector k + 4 are vpdpbusd's memory operand: in registers they would be the 33rd.
+// F: Centre or Min as in Tile. y[t * ldy + i] for rows i < nr of the group at g and tokens t < NT.
+template <bool Lookup, Fold F, RepackHeader H, int NT>
+LOWBIT_GGML_VNNI HWY_INLINE void TileRepacked4(const RepackedMatrix& m, const uint8_t* g, int nr,
+                                               const GgmlActs* const* tok, float* y, int64_t ldy) {
+  constexpr int R = kTileRows;
+  static_assert(R == 4, "a repacked group is four rows");
+  const size_t sb = m.super_bytes;
+  const int8_t* qg[NT];
+  const float *du[NT], *da[NT];
+  const int32_t* ci[NT];
+  for (int t = 0; t < NT; ++t)
+    qg[t] = tok[t]->qg.data(), du[t] = tok[t]->du.data(), da[t] = tok[t]->da.data(), ci[t] = tok[t]->ci.data();
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
+  __m512 acc[R][NT];
+  for (int i = 0; i < R; ++i)
+    for (int t = 0; t < NT; ++t) acc[i][t] = _mm512_setzero_ps();
+  for (int64_t sc = 0; sc < m.supers; ++sc, g += R * sb) {
+    __m512i s[R][NT];
+    // The sums start at zero (an idiom: no register copies) and take Centre's -centre * A_j at the end, an integer
+    // add on a port vpdpbusd does not use.
+    for (int i = 0; i < R; ++i)
+      for (int t = 0; t < NT; ++t) s[i][t] = _mm512_setzero_si512();
+    for (int k = 0; k < 4; ++k) {
+      __m512i a[NT];
+      for (int t = 0; t < NT; ++t) a[t] = _mm512_loadu_si512(qg[t] + 64 * (8 * sc + k));
+      for (int i = 0; i < R; ++i) {
+        __m512i c = _mm512_loadu_si512(g + i * sb + 64 * k);
+        asm("" : "+v"(c));  // one load: compilers otherwise fold it into both the and and the shift
+        __m512i lo = _mm512_and_si512(c, m4), hi = _mm512_and_si512(_mm512_srli_epi16(c, 4), m4);
+        if constexpr (Lookup) lo = _mm512_shuffle_epi8(Iq4Table(), lo), hi = _mm512_shuffle_epi8(Iq4Table(), hi);
+        for (int t = 0; t < NT; ++t) s[i][t] = _mm512_dpbusd_epi32(s[i][t], lo, a[t]);
+        for (int t = 0; t < NT; ++t)
+          s[i][t] = _mm512_dpbusd_epi32(s[i][t], hi, _mm512_loadu_si512(qg[t] + 64 * (8 * sc + k + 4)));
+      }
+    }
+    // The rows' S (and M) through L1: four of each in registers would spill the accumulators.
+    alignas(64) float S[R][16], M[R][16];
+    for (int i = 0; i < R; ++i) {
+      const __m512 Si = RepackedS<4, H>(g + i * sb);
+      _mm512_store_ps(S[i], Si);
+      if constexpr (F == Fold::Min) _mm512_store_ps(M[i], RepackedM<4, H>(g + i * sb, Si));
+    }
+    for (int t = 0; t < NT; ++t) {
+      const __m512 d = _mm512_loadu_ps(du[t] + 16 * sc);
+      const __m512i c0 = F == Fold::Min ? _mm512_setzero_si512() : _mm512_loadu_si512(ci[t] + 16 * sc);
+      for (int i = 0; i < R; ++i) {
+        if constexpr (F != Fold::Min) s[i][t] = _mm512_add_epi32(s[i][t], c0);
+        acc[i][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[i][t]), _mm512_mul_ps(_mm512_load_ps(S[i]), d), acc[i][t]);
+        if constexpr (F == Fold::Min) acc[i][t] = _mm512_fnmadd_ps(_mm512_load_ps(M[i]), _mm512_loadu_ps(da[t] + 16 * sc), acc[i][t]);
+      }
+    }
+  }
+  StoreTile<NT>(acc, nr, y, ldy);
+}
+
+// Rows [r0, r1) (r0 a multiple of 4) of repacked 4-bit weights times n_tok tokens: panels of groups that stay in
+// L2 (~256 KiB) while every token triple passes over them.
+template <bool Lookup, Fold F, RepackHeader H>
+LOWBIT_GGML_VNNI void BatchRepacked4(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1,
+                                     float* y, int64_t ldy) {
+  const RepackedMatrix& m = *w.repacked;
+  const int64_t group_bytes = kTileRows * std::max<int64_t>(1, m.supers) * static_cast<int64_t>(m.super_bytes);
+  const int64_t panel = std::clamp<int64_t>((256 << 10) / group_bytes, 1, 16);  // groups
+  const int64_t g1 = (r1 + kTileRows - 1) / kTileRows;
+  const GgmlActs* tok[kTileTok];
+  for (int64_t p0 = r0 / kTileRows; p0 < g1; p0 += panel) {
+    const int64_t p1 = std::min(g1, p0 + panel);
+    for (int64_t t0 = 0; t0 < n_tok; t0 += kTileTok) {
+      const int nt = static_cast<int>(std::min<int64_t>(kTileTok, n_tok - t0));
+      for (int t = 0; t < nt; ++t) tok[t] = &acts[t0 + t];
+      for (int64_t gi = p0; gi < p1; ++gi) {
+        const int64_t row = gi * kTileRows;
+        const int nr = static_cast<int>(std::min<int64_t>(kTileRows, r1 - row));
+        const uint8_t* g = m.super(row, 0);
+        float* yt = y + t0 * ldy + (row - r0);
+        static_assert(kTileTok == 3);
+        if (nt == 3)
+          TileRepacked4<Lookup, F, H, 3>(m, g, nr, tok, yt, ldy);
+        else if (nt == 2)
+          TileRepacked4<Lookup, F, H, 2>(m, g, nr, tok, yt, ldy);
+        else
+          TileRepacked4<Lookup, F, H, 1>(m, g, nr, tok, yt, ldy);
+      }
+    }
+  }
+}
+
 template <int Bits, bool Lookup, bool HasMin, RepackHeader H>
 LOWBIT_GGML_VNNI void RepackedRowsT(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1,
                                     float* y, int64_t ldy) {
@@ -1075,8 +1174,11 @@ LOWBIT_GGML_VNNI void RepackedRowsT(const WeightView& w, const GgmlActs* acts, i
         out.C = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sum, 7));
       });
   }
-  BatchTiles<8, HasMin ? Fold::Min : Fold::Centre>(
-      w, acts, n_tok, r0, r1, y, ldy, [&](int64_t r, int64_t sc, Super<8>& out) LOWBIT_GGML_VNNI { unpack(m.super(r, sc), out); });
+  if constexpr (Bits == 4)
+    BatchRepacked4<Lookup, HasMin ? Fold::Min : Fold::Centre, H>(w, acts, n_tok, r0, r1, y, ldy);
+  else
+    BatchTiles<8, HasMin ? Fold::Min : Fold::Centre>(
+        w, acts, n_tok, r0, r1, y, ldy, [&](int64_t r, int64_t sc, Super<8>& out) LOWBIT_GGML_VNNI { unpack(m.super(r, sc), out); });
 }
 
 // Decode and batches on repacked Q2_K / Q3_K / Q6_K: the 16-value-unit kernels (four code vectors per 256 values).
