@@ -43,10 +43,7 @@ struct GgmlActs {
   //   ci[16 s + j] = -centre * A_j (types without a min: the centre term in the integer sum),
   //   da[16 s + j] = du * A_j (types with a min: the min term, a float),
   //   as[16 s + j] = A_j (integer zero points: -zero_j * A_j starts the sums).
-  // biased: qg holds code + 128 as unsigned bytes (for weights whose codes are the signed operand, the repacked
-  // int4 GEMM's Fold::Row); du, da, ci, as are those of the unbiased codes.
   int unit = 0;
-  bool biased = false;
   int64_t supers = 0;
   std::vector<int8_t> qg;
   std::vector<float> du, da;
@@ -56,13 +53,13 @@ struct GgmlActs {
 bool ggml_acts_transposed(DType t);
 // Quantizes as llama.cpp does on x86: Q8_0 (d = max|x| / 127 rounded to fp16, q = round-half-even(x * 127 /
 // max|x|)) or Q8_K (iscale = -127 / x_m where x_m is the value of largest magnitude, q = min(127,
-// nearest(iscale * x)), d = 1 / iscale). gemm: also the layout the batched (prefill) kernels read (qg, du, da, ci),
-// biased or not.
-void quantize_acts_ggml(DType wtype, const float* x, int64_t n, GgmlActs& a, bool gemm = false, bool biased = false);
+// nearest(iscale * x)), d = 1 / iscale). gemm: also the layout the batched (prefill) kernels read (qg, du, da, ci,
+// as).
+void quantize_acts_ggml(DType wtype, const float* x, int64_t n, GgmlActs& a, bool gemm = false);
 // The activations of one token of a batch (n_tok > 1 in gemm_ggml_rows) in the layout the current target's batched
 // kernel reads: the GEMM layout alone (SIMD, equal to quantize_acts_ggml's) on the AVX-512 VNNI path, else
 // quantize_acts_ggml's decode fields. Bad n throws as quantize_acts_ggml does.
-void quantize_acts_batched(DType wtype, const float* x, int64_t n, GgmlActs& a, bool biased = false);
+void quantize_acts_batched(DType wtype, const float* x, int64_t n, GgmlActs& a);
 
 }  // namespace lowbit::ops::detail
 
@@ -87,9 +84,6 @@ struct RepackedMatrix {
   DType acts = DType::F32;  // whose activation rules (quantize_acts_batched): the weight type, Q4_1 for intN
   int bits = 4, unit = 32;  // code bits; values per scale (32, or 16 for Q2_K / Q3_K / Q6_K)
   bool lookup = false, has_min = false;
-  // Zero header, 4-bit, every zero <= 128: batches take signed codes (u - zero) against biased activations
-  // (GgmlActs::biased), the zero folded into each row's integer sums; decode starts its integer sums at -zero * A (exact too).
-  bool fold_zero = false;
   RepackHeader header = RepackHeader::Half;
   int64_t rows = 0, groups = 0, supers = 0;
   size_t super_bytes = 0;

@@ -59,7 +59,7 @@ bool ggml_acts_transposed(DType t) {
 
 int ggml_block_values(DType t) { return static_cast<int>(dtype_info(t).block); }
 
-void quantize_acts_ggml(DType wtype, const float* x, int64_t n, GgmlActs& a, bool gemm, bool biased) {
+void quantize_acts_ggml(DType wtype, const float* x, int64_t n, GgmlActs& a, bool gemm) {
   const int B = ggml_block_values(wtype);
   if (!ggml_dot_supported(wtype) || n % B != 0)
     fail("", "quantize_acts_ggml",
@@ -101,22 +101,20 @@ void quantize_acts_ggml(DType wtype, const float* x, int64_t n, GgmlActs& a, boo
   }
   a.qt.clear();
   a.supers = 0;
-  a.biased = gemm && biased;
   if (gemm) {
     const B::Traits tr = B::traits(wtype);
     const int unit = tr.scale_group, super = 16 * unit;
     a.unit = unit;
     a.supers = (n + super - 1) / super;
     const size_t units = static_cast<size_t>(a.supers) * 16;
-    a.qg.assign(units * unit, a.biased ? int8_t{-128} : int8_t{0});  // padding: code 0
+    a.qg.assign(units * unit, int8_t{0});  // padding: code 0
     a.du.assign(units, 0.0f);
     a.da.assign(units, 0.0f);
     a.ci.assign(units, 0);
     a.as.assign(units, 0);
     for (int64_t i = 0; i < n; ++i) {
       const int64_t s = i / super, v = i % super, j = v / unit, w = v % unit;
-      a.qg[static_cast<size_t>(super * s + 64 * (w / 4) + 4 * j + w % 4)] =
-          static_cast<int8_t>(a.biased ? static_cast<uint8_t>(a.q[static_cast<size_t>(i)] + 128) : a.q[static_cast<size_t>(i)]);
+      a.qg[static_cast<size_t>(super * s + 64 * (w / 4) + 4 * j + w % 4)] = a.q[static_cast<size_t>(i)];
     }
     for (int64_t u = 0; u < n / unit; ++u) {  // a unit is one or two 16-value groups of one activation block
       int32_t sum = 0;

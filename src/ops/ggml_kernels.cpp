@@ -409,7 +409,7 @@ template <int K>
 struct Super {
   __m512i u[K];
   __m512 S, M;
-  __m512i C;  // Fold::Row: the integer sums' start, -128 * (sum of the unit's signed codes); Fold::Zero: -zero_j
+  __m512i C;  // Fold::Zero (decode): -zero_j
 };
 
 // Chunk c (natural order: u[k] = values 64k .. 64k+63) rewritten in the transposed layout.
@@ -522,10 +522,9 @@ LOWBIT_GGML_VNNI HWY_INLINE void StoreTile(const __m512 (&acc)[kTileRows][NT], i
 // How a tile takes the weights' offset out of its integer sums s_j = sum over unit j of u * a:
 //   Centre: s starts at the token's -centre * A_j (GgmlActs::ci; types without a min, centre in the codes);
 //   Min:    one more float step per (row, token), - M_j * du * A_j (GgmlActs::da; types with a float min);
-//   Row:    the codes are signed, u - zero (an integer zero point), and the activations unsigned, a + 128
-//           (GgmlActs::biased): s starts at the row's -128 * sum(u - zero) (Super::C), made once per unpacked panel,
-//           so the float step is Centre's. (int4 with zeros <= 128, whose u - zero fit int8.)
-enum class Fold { Centre, Min, Row, Zero };  // Zero: decode only (GemvRepacked)
+//   Zero:   an integer zero point (repacked int4): s ends with - zero_j * A_j (GgmlActs::as), an exact integer, so
+//           decode and batches differ in float summation order only (GemvRepacked, TileRepacked4).
+enum class Fold { Centre, Min, Zero };
 
 // y[t * ldy + i] for rows i < nr (Super arrays at w + i * wstride; the tile repeats the last row past nr) and
 // tokens t < NT, over `supers` super-chunks.
@@ -545,25 +544,17 @@ LOWBIT_GGML_VNNI HWY_INLINE void Tile(const Super<K>* w, int64_t wstride, int nr
     for (int t = 0; t < NT; ++t) acc[i][t] = _mm512_setzero_ps();
   for (int64_t sc = 0; sc < supers; ++sc) {
     __m512i s[R][NT];
-    if constexpr (F == Fold::Row) {
-      for (int i = 0; i < R; ++i)
-        for (int t = 0; t < NT; ++t) s[i][t] = row[i][sc].C;
-    } else {
-      for (int t = 0; t < NT; ++t) {
-        const __m512i init = F == Fold::Min ? _mm512_setzero_si512() : _mm512_loadu_si512(ci[t] + 16 * sc);
-        for (int i = 0; i < R; ++i) s[i][t] = init;
-      }
+    for (int t = 0; t < NT; ++t) {
+      const __m512i init = F == Fold::Min ? _mm512_setzero_si512() : _mm512_loadu_si512(ci[t] + 16 * sc);
+      for (int i = 0; i < R; ++i) s[i][t] = init;
     }
     for (int k = 0; k < K; ++k) {
       __m512i a[NT];
       for (int t = 0; t < NT; ++t) a[t] = _mm512_loadu_si512(qg[t] + 64 * (K * sc + k));
       for (int i = 0; i < R; ++i) {
-        __m512i u = _mm512_load_si512(&row[i][sc].u[k]);
-        // vpdpbusd can take its signed operand from memory, and with Fold::Row that is u: compilers then fold the
-        // load into each of the NT instructions (15 loads per 12 vpdpbusd instead of 7, measured 10% slower).
-        if constexpr (F == Fold::Row) asm("" : "+v"(u));
+        const __m512i u = _mm512_load_si512(&row[i][sc].u[k]);
         for (int t = 0; t < NT; ++t)  // vpdpbusd: unsigned bytes first, signed second
-          s[i][t] = F == Fold::Row ? _mm512_dpbusd_epi32(s[i][t], a[t], u) : _mm512_dpbusd_epi32(s[i][t], u, a[t]);
+          s[i][t] = _mm512_dpbusd_epi32(s[i][t], u, a[t]);
       }
     }
     for (int t = 0; t < NT; ++t) {
@@ -589,7 +580,7 @@ LOWBIT_GGML_VNNI void BatchTiles(const WeightView& w, const GgmlActs* acts, int6
   using S = Super<K>;
   const int64_t supers = (w.cols + 64 * K - 1) / (64 * K);
   for (int64_t t = 0; t < n_tok; ++t)
-    if (acts[t].unit != 4 * K || acts[t].supers != supers || acts[t].n < w.cols || acts[t].biased != (F == Fold::Row))
+    if (acts[t].unit != 4 * K || acts[t].supers != supers || acts[t].n < w.cols)
       fail("", "matmul", "batched activations were not quantized for this GEMM (quantize_acts_batched)");
   // Rows per panel: about 256 KiB of unpacked super-chunks (L2), a multiple of the tile.
   const int64_t row_bytes = std::max<int64_t>(1, supers) * static_cast<int64_t>(sizeof(S));
@@ -883,7 +874,7 @@ void ScaledHeader(const WeightView& w, const uint8_t* row, int64_t sc, uint8_t* 
 
 // The Zero header of super-chunk sc of an intN row: false where a block's zero is not an integer in [0, 255] (decode
 // accepts any fp16 there; such weights keep the unrepacked kernels).
-bool ZeroHeader(const WeightView& w, const uint8_t* row, int64_t sc, uint8_t* h, int& max_zero) {
+bool ZeroHeader(const WeightView& w, const uint8_t* row, int64_t sc, uint8_t* h) {
   const formats::IntNFormat& f = *w.intn;
   alignas(64) float S[16] = {};
   uint8_t zero[16] = {};
@@ -894,16 +885,14 @@ bool ZeroHeader(const WeightView& w, const uint8_t* row, int64_t sc, uint8_t* h,
     if (!(p.offset >= 0.0f && p.offset <= 255.0f && p.offset == static_cast<float>(static_cast<int>(p.offset)))) return false;
     S[j] = p.scale;
     zero[j] = static_cast<uint8_t>(p.offset);
-    max_zero = std::max(max_zero, static_cast<int>(zero[j]));
   }
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(h), _mm512_cvtps_ph(_mm512_load_ps(S), _MM_FROUND_TO_NEAREST_INT));
   std::memcpy(h + 32, zero, 16);
   return true;
 }
 
-// Rows [r0, r1) repacked into m; false if some intN block cannot be (ZeroHeader). max_zero: the largest intN zero
-// seen (Zero headers).
-LOWBIT_GGML_VNNI bool RepackRows(const WeightView& w, const RepackedMatrix& m, int64_t r0, int64_t r1, int& max_zero) {
+// Rows [r0, r1) repacked into m; false if some intN block cannot be (ZeroHeader).
+LOWBIT_GGML_VNNI bool RepackRows(const WeightView& w, const RepackedMatrix& m, int64_t r0, int64_t r1) {
   alignas(64) static const struct Inverse {  // IQ4 level + 128 -> index
     uint8_t v[256] = {};
     Inverse() {
@@ -939,7 +928,7 @@ LOWBIT_GGML_VNNI bool RepackRows(const WeightView& w, const RepackedMatrix& m, i
         if (m.has_min) _mm256_storeu_si256(reinterpret_cast<__m256i*>(h + 32), _mm512_cvtps_ph(su.M, _MM_FROUND_TO_NEAREST_INT));
       } else if (m.header == RepackHeader::Scaled) {
         ScaledHeader(w, RowBytes(w, r), sc, h, m.has_min);
-      } else if (!ZeroHeader(w, RowBytes(w, r), sc, h, max_zero)) {
+      } else if (!ZeroHeader(w, RowBytes(w, r), sc, h)) {
         return false;
       }
     }
@@ -999,9 +988,8 @@ constexpr size_t kPrefetchRepacked = 8192;  // bytes ahead in each row stream
 
 // Decode on repacked weights: a group of four rows at a time (one sequential stream), the token's K code vectors
 // loaded once per super-chunk for all four; unpack(p, super) reads one row's super-chunk at p.
-// F: Centre and Min as in Tile; Zero (int4 with fold_zero, whose batches take Fold::Row): the integer sums start
-// at -zero_j * A_j (Super::C = -zero_j, GgmlActs::as = A_j), exact like the batches' sums, so decode and prefill
-// differ in float summation order only.
+// F: Centre and Min as in Tile; Zero (repacked int4): the integer sums start at -zero_j * A_j (Super::C = -zero_j,
+// GgmlActs::as = A_j), exact like TileRepacked4's, so decode and prefill differ in float summation order only.
 template <int K, Fold F, class Unpacker>
 LOWBIT_GGML_VNNI void GemvRepacked(const RepackedMatrix& m, const GgmlActs& a, int64_t r0, int64_t r1, float* y,
                                    const Unpacker& unpack) {
@@ -1040,8 +1028,7 @@ inline void CheckRepacked(const WeightView& w, const GgmlActs* acts, int64_t n_t
   const RepackedMatrix& m = *w.repacked;
   if (r0 % 4 != 0) fail("", "matmul", "repacked rows must start on a group of four");
   for (int64_t t = 0; t < n_tok; ++t)
-    if (acts[t].unit != m.unit || acts[t].supers != m.supers || acts[t].n < w.cols ||
-        acts[t].biased != (n_tok > 1 && m.fold_zero))
+    if (acts[t].unit != m.unit || acts[t].supers != m.supers || acts[t].n < w.cols)
       fail("", "matmul", "activations were not quantized for the repacked weights (quantize_acts_batched)");
 }
 
@@ -1051,7 +1038,8 @@ inline void CheckRepacked(const WeightView& w, const GgmlActs* acts, int64_t n_t
 // against ~100 for the same instructions on L1-resident data (bound by L2 -> L1 traffic); this tile took
 // lowbit_bench's BM_MatmulRepacked q4_0 (512 tokens) from 340-395 to 390-480 GFLOP/s, same runs.
 // The activations of vector k + 4 are vpdpbusd's memory operand: in registers they would be the 33rd.
-// F: Centre or Min as in Tile. y[t * ldy + i] for rows i < nr of the group at g and tokens t < NT.
+// F: Centre, Min or Zero (the Zero header's integer zeros: vpmaddwd of zero_j and A_j, both within 16 bits, costs
+// what Min's float step does and keeps the sums exact). y[t * ldy + i] for rows i < nr of the group at g, tokens t < NT.
 template <bool Lookup, Fold F, RepackHeader H, int NT>
 LOWBIT_GGML_VNNI HWY_INLINE void TileRepacked4(const RepackedMatrix& m, const uint8_t* g, int nr,
                                                const GgmlActs* const* tok, float* y, int64_t ldy) {
@@ -1060,17 +1048,19 @@ LOWBIT_GGML_VNNI HWY_INLINE void TileRepacked4(const RepackedMatrix& m, const ui
   const size_t sb = m.super_bytes;
   const int8_t* qg[NT];
   const float *du[NT], *da[NT];
-  const int32_t* ci[NT];
-  for (int t = 0; t < NT; ++t)
-    qg[t] = tok[t]->qg.data(), du[t] = tok[t]->du.data(), da[t] = tok[t]->da.data(), ci[t] = tok[t]->ci.data();
+  const int32_t *ci[NT], *as[NT];
+  for (int t = 0; t < NT; ++t) {
+    qg[t] = tok[t]->qg.data(), du[t] = tok[t]->du.data(), da[t] = tok[t]->da.data();
+    ci[t] = tok[t]->ci.data(), as[t] = tok[t]->as.data();
+  }
   const __m512i m4 = _mm512_set1_epi8(0x0F);
   __m512 acc[R][NT];
   for (int i = 0; i < R; ++i)
     for (int t = 0; t < NT; ++t) acc[i][t] = _mm512_setzero_ps();
   for (int64_t sc = 0; sc < m.supers; ++sc, g += R * sb) {
     __m512i s[R][NT];
-    // The sums start at zero (an idiom: no register copies) and take Centre's -centre * A_j at the end, an integer
-    // add on a port vpdpbusd does not use.
+    // The sums start at zero (an idiom: no register copies) and take Centre's -centre * A_j (or Zero's
+    // -zero_j * A_j) at the end, an integer add on a port vpdpbusd does not use.
     for (int i = 0; i < R; ++i)
       for (int t = 0; t < NT; ++t) s[i][t] = _mm512_setzero_si512();
     for (int k = 0; k < 4; ++k) {
@@ -1086,18 +1076,23 @@ LOWBIT_GGML_VNNI HWY_INLINE void TileRepacked4(const RepackedMatrix& m, const ui
           s[i][t] = _mm512_dpbusd_epi32(s[i][t], hi, _mm512_loadu_si512(qg[t] + 64 * (8 * sc + k + 4)));
       }
     }
-    // The rows' S (and M) through L1: four of each in registers would spill the accumulators.
+    // The rows' S (and M or zeros) through L1: four of each in registers would spill the accumulators.
     alignas(64) float S[R][16], M[R][16];
+    alignas(64) int32_t Z[R][16];
     for (int i = 0; i < R; ++i) {
       const __m512 Si = RepackedS<4, H>(g + i * sb);
       _mm512_store_ps(S[i], Si);
       if constexpr (F == Fold::Min) _mm512_store_ps(M[i], RepackedM<4, H>(g + i * sb, Si));
+      if constexpr (F == Fold::Zero) _mm512_store_si512(Z[i], RepackedZeros<4>(g + i * sb));
     }
     for (int t = 0; t < NT; ++t) {
       const __m512 d = _mm512_loadu_ps(du[t] + 16 * sc);
-      const __m512i c0 = F == Fold::Min ? _mm512_setzero_si512() : _mm512_loadu_si512(ci[t] + 16 * sc);
+      const __m512i c0 = F == Fold::Centre ? _mm512_loadu_si512(ci[t] + 16 * sc)
+                         : F == Fold::Zero ? _mm512_loadu_si512(as[t] + 16 * sc)
+                                           : _mm512_setzero_si512();
       for (int i = 0; i < R; ++i) {
-        if constexpr (F != Fold::Min) s[i][t] = _mm512_add_epi32(s[i][t], c0);
+        if constexpr (F == Fold::Centre) s[i][t] = _mm512_add_epi32(s[i][t], c0);
+        if constexpr (F == Fold::Zero) s[i][t] = _mm512_sub_epi32(s[i][t], _mm512_madd_epi16(_mm512_load_si512(Z[i]), c0));
         acc[i][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[i][t]), _mm512_mul_ps(_mm512_load_ps(S[i]), d), acc[i][t]);
         if constexpr (F == Fold::Min) acc[i][t] = _mm512_fnmadd_ps(_mm512_load_ps(M[i]), _mm512_loadu_ps(da[t] + 16 * sc), acc[i][t]);
       }
@@ -1148,34 +1143,20 @@ LOWBIT_GGML_VNNI void RepackedRowsT(const WeightView& w, const GgmlActs* acts, i
     out.S = RepackedS<Bits, H>(p);
     out.M = HasMin ? RepackedM<Bits, H>(p, out.S) : _mm512_setzero_ps();
   };
-  if constexpr (H == RepackHeader::Zero && Bits == 4) {
-    if (n_tok == 1 && m.fold_zero)
+  // int4's integer zeros: Fold::Zero, exact integer sums in decode and batches alike.
+  constexpr Fold kFold = H == RepackHeader::Zero && Bits == 4 ? Fold::Zero : HasMin ? Fold::Min : Fold::Centre;
+  if (n_tok == 1) {
+    if constexpr (kFold == Fold::Zero)
       return GemvRepacked<8, Fold::Zero>(m, acts[0], r0, r1, y, [](const uint8_t* p, Super<8>& out) LOWBIT_GGML_VNNI {
         RepackedCodes<4, false>(p, out.u);
         out.S = RepackedS<4, H>(p);
         out.C = _mm512_sub_epi32(_mm512_setzero_si512(), RepackedZeros<4>(p));
       });
-  }
-  if (n_tok == 1) return GemvRepacked<8, HasMin ? Fold::Min : Fold::Centre>(m, acts[0], r0, r1, y, unpack);
-  if constexpr (H == RepackHeader::Zero && Bits == 4) {
-    if (m.fold_zero)
-      return BatchTiles<8, Fold::Row>(w, acts, n_tok, r0, r1, y, ldy, [&](int64_t r, int64_t sc, Super<8>& out) LOWBIT_GGML_VNNI {
-        const uint8_t* p = m.super(r, sc);
-        RepackedCodes<4, false>(p, out.u);
-        out.S = RepackedS<4, H>(p);
-        out.M = _mm512_setzero_ps();
-        // zero_j in each byte of lane j; codes - zero (int8, |.| <= 128), and their unit sums times -128.
-        const __m512i z = _mm512_mullo_epi32(RepackedZeros<4>(p), _mm512_set1_epi32(0x01010101));
-        __m512i sum = _mm512_setzero_si512();
-        for (int k = 0; k < 8; ++k) {
-          out.u[k] = _mm512_sub_epi8(out.u[k], z);
-          sum = _mm512_dpbusd_epi32(sum, _mm512_set1_epi8(1), out.u[k]);
-        }
-        out.C = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sum, 7));
-      });
+    else
+      return GemvRepacked<8, kFold>(m, acts[0], r0, r1, y, unpack);
   }
   if constexpr (Bits == 4)
-    BatchRepacked4<Lookup, HasMin ? Fold::Min : Fold::Centre, H>(w, acts, n_tok, r0, r1, y, ldy);
+    BatchRepacked4<Lookup, kFold, H>(w, acts, n_tok, r0, r1, y, ldy);
   else
     BatchTiles<8, HasMin ? Fold::Min : Fold::Centre>(
         w, acts, n_tok, r0, r1, y, ldy, [&](int64_t r, int64_t sc, Super<8>& out) LOWBIT_GGML_VNNI { unpack(m.super(r, sc), out); });
@@ -1218,13 +1199,12 @@ LOWBIT_GGML_VNNI void GemmRepackedAvx(const WeightView& w, const GgmlActs* acts,
 // The batched activations (GgmlActs GEMM layout only), as quantize_acts_ggml(gemm = true) computes them: the
 // same llama.cpp rounding (Q8_0: round half to even of x * 127 / max|x|, NaN to 0; Q8_K: min(127, nearest(
 // -127 / x_m * x)) with x_m the first value of largest magnitude), checked equal in tests/ops/test_ggml_dot.cpp.
-LOWBIT_GGML_VNNI void QuantizeActsBatchAvx(DType wt, const float* x, int64_t n, GgmlActs& a, bool biased) {
+LOWBIT_GGML_VNNI void QuantizeActsBatchAvx(DType wt, const float* x, int64_t n, GgmlActs& a) {
   const B::Traits tr = B::traits(wt);
   const int unit = tr.scale_group, super = 16 * unit, K = unit / 4, blk = tr.values == 32 ? 32 : 256;
   a.wtype = wt;
   a.n = n;
   a.unit = unit;
-  a.biased = biased;
   a.supers = (n + super - 1) / super;
   a.q.clear(), a.dg.clear(), a.ag.clear(), a.qt.clear();  // decode fields: not filled here
   a.qg.resize(static_cast<size_t>(a.supers * super));
@@ -1278,7 +1258,7 @@ LOWBIT_GGML_VNNI void QuantizeActsBatchAvx(DType wt, const float* x, int64_t n, 
     int8_t* out = a.qg.data() + s * super;
     for (int k = 0; k < K; ++k) {
       const __m512i v = _mm512_i32gather_epi32(rows, nat + 4 * k, 1);
-      _mm512_storeu_si512(out + 64 * k, biased ? _mm512_xor_si512(v, _mm512_set1_epi8(-128)) : v);  // a + 128
+      _mm512_storeu_si512(out + 64 * k, v);
       sum = _mm512_dpbusd_epi32(sum, _mm512_set1_epi8(1), v);
     }
     const __m512 dv = _mm512_load_ps(dunit);
@@ -1699,17 +1679,14 @@ RepackedMatrix* Repack(const WeightView& w) {
   auto* m = new RepackedMatrix(shape);
   const int64_t chunk = 64;
   bool ok = true;
-  int max_zero = 0;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads()) if (num_threads() > 1 && w.rows > chunk) reduction(&& : ok) reduction(max : max_zero)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads()) if (num_threads() > 1 && w.rows > chunk) reduction(&& : ok)
   for (int64_t r0 = 0; r0 < w.rows; r0 += chunk)
-    ok = RepackRows(w, *m, r0, std::min(w.rows, r0 + chunk), max_zero) && ok;
+    ok = RepackRows(w, *m, r0, std::min(w.rows, r0 + chunk)) && ok;
   if (!ok) {
     std::free(m->storage);
     delete m;
     return nullptr;
   }
-  // int4 codes minus zeros up to 128 fit int8: batches fold the zero into each row's integer sums (Fold::Row).
-  m->fold_zero = m->header == RepackHeader::Zero && m->bits == 4 && max_zero <= 128;
   return m;
 #else
   (void)w;
@@ -1726,13 +1703,11 @@ void GemmRepackedRows(const WeightView& w, const detail::GgmlActs* acts, int64_t
 }
 
 // Batched activations in the layout this target's GemmGgmlRows reads.
-void QuantizeActsBatch(DType wt, const float* x, int64_t n, detail::GgmlActs& a, bool biased) {
+void QuantizeActsBatch(DType wt, const float* x, int64_t n, detail::GgmlActs& a) {
 #if LOWBIT_AVX512_VNNI_PATH
-  if (B::traits(wt).values != 0 && n % B::traits(wt).values == 0) return QuantizeActsBatchAvx(wt, x, n, a, biased);
+  if (B::traits(wt).values != 0 && n % B::traits(wt).values == 0) return QuantizeActsBatchAvx(wt, x, n, a);
 #endif
-  // Other targets' batched kernels read the decode fields; biased codes are only for the AVX3_DL repacked GEMM
-  // (whose check would refuse these).
-  (void)biased;
+  // Other targets' batched kernels read the decode fields.
   detail::quantize_acts_ggml(wt, x, n, a);
 }
 
@@ -1772,8 +1747,8 @@ void gemm_repacked_rows(const WeightView& w, const GgmlActs* acts, int64_t n_tok
   HWY_DYNAMIC_DISPATCH(GemmRepackedRows)(w, acts, n_tok, r0, r1, y, ldy);
 }
 HWY_EXPORT(QuantizeActsBatch);
-void quantize_acts_batched(DType wtype, const float* x, int64_t n, GgmlActs& a, bool biased) {
-  HWY_DYNAMIC_DISPATCH(QuantizeActsBatch)(wtype, x, n, a, biased);
+void quantize_acts_batched(DType wtype, const float* x, int64_t n, GgmlActs& a) {
+  HWY_DYNAMIC_DISPATCH(QuantizeActsBatch)(wtype, x, n, a);
 }
 HWY_EXPORT(GemmGgmlRows);
 void gemm_ggml_rows(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1, float* y,

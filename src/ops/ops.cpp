@@ -104,20 +104,20 @@ void matmul_ggml(const WeightView& w, const float* x, int64_t n_tokens, float* y
 }
 
 // The n_tokens rows of x (cols each) quantized into the GEMM layout under `rules` (one token per thread of the team
-// for batches), biased (GgmlActs::biased) or not. Rows that are not whole blocks (intN weights of any length, Q8_0
-// rules) are zero-padded first: the padding's activations are zero.
-detail::GgmlActs* quantize_batch(DType rules, const float* x, int64_t cols, int64_t n_tokens, bool biased) {
+// for batches). Rows that are not whole blocks (intN weights of any length, Q8_0 rules) are zero-padded first: the
+// padding's activations are zero.
+detail::GgmlActs* quantize_batch(DType rules, const float* x, int64_t cols, int64_t n_tokens) {
   thread_local std::vector<detail::GgmlActs> acts;
   if (acts.size() < static_cast<size_t>(n_tokens)) acts.resize(static_cast<size_t>(n_tokens));
   detail::GgmlActs* const a = acts.data();
   const int64_t block = detail::ggml_block_values(rules);
   const int64_t padded = (cols + block - 1) / block * block;
   auto one = [&](int64_t t) {
-    if (padded == cols) return detail::quantize_acts_batched(rules, x + t * cols, cols, a[t], biased);
+    if (padded == cols) return detail::quantize_acts_batched(rules, x + t * cols, cols, a[t]);
     thread_local std::vector<float> row;
     row.assign(static_cast<size_t>(padded), 0.0f);
     std::copy(x + t * cols, x + (t + 1) * cols, row.begin());
-    detail::quantize_acts_batched(rules, row.data(), padded, a[t], biased);
+    detail::quantize_acts_batched(rules, row.data(), padded, a[t]);
   };
   one(0);
 #pragma omp parallel for schedule(static) num_threads(num_threads()) if (num_threads() > 1 && n_tokens >= 8)
@@ -128,7 +128,7 @@ detail::GgmlActs* quantize_batch(DType rules, const float* x, int64_t cols, int6
 // Repacked weights (ops.h repack_for_kernels): decode and batches alike read activations in the GEMM layout.
 void matmul_repacked(const WeightView& w, const float* x, int64_t n_tokens, float* y) {
   const RepackedMatrix& m = *w.repacked;
-  detail::GgmlActs* const a = quantize_batch(m.acts, x, w.cols, n_tokens, n_tokens > 1 && m.fold_zero);
+  detail::GgmlActs* const a = quantize_batch(m.acts, x, w.cols, n_tokens);
   split_rows(w.rows, matrix_bytes(w) * static_cast<uint64_t>(n_tokens),
              [&](int64_t r0, int64_t r1) { detail::gemm_repacked_rows(w, a, n_tokens, r0, r1, y + r0, w.rows); });
 }
