@@ -72,7 +72,8 @@ namespace lowbit::ops {
 //   Half   S[16] (and M[16]) as fp16: Q4_0 Q4_1 IQ4_NL Q8_0, whose S / M are the blocks' own fp16 fields;
 //   Scaled f32 d[2] (and dmin[2]) for the two 256-value blocks, then int8 sc[16] (and m[16]): S_j = d[j / 8] * sc_j,
 //          M_j = dmin[j / 8] * m_j (Q4_K; IQ4_XS with sc = ls - 32);
-//   Zero   S[16] as fp16 and uint8 zero[16]: M_j = S_j * zero_j (lowbit intN; symmetric zero = 2^(B-1)).
+//   Zero   one fp16 S and one uint8 zero per intN block: S[n] then zero[n], n = 16 >> zero_shift (blocks of 32,
+//          64 or 128 values); unit j reads entry j >> zero_shift, M_j = S_j * zero_j (symmetric zero = 2^(B-1)).
 // lookup: 4-bit codes are IQ4 level indices (kIq4nlValues + 128 by vpshufb).
 // The 16-value-unit types (unit == 16: Q2_K, Q3_K, Q6_K) have 256-value super-chunks, one K block each, with four
 // code vectors stored as: Q2_K (bits 2) one 64-byte vector, code k in bits 2k..2k+1 of each byte; Q3_K (bits 3)
@@ -85,6 +86,7 @@ struct RepackedMatrix {
   int bits = 4, unit = 32;  // code bits; values per scale (32, or 16 for Q2_K / Q3_K / Q6_K)
   bool lookup = false, has_min = false;
   RepackHeader header = RepackHeader::Half;
+  int zero_shift = 0;  // Zero header: log2 of the units per intN block
   int64_t rows = 0, groups = 0, supers = 0;
   size_t super_bytes = 0;
   void* storage = nullptr;  // groups * 4 * supers * super_bytes, 2 MiB aligned

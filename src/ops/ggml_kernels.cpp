@@ -409,7 +409,7 @@ template <int K>
 struct Super {
   __m512i u[K];
   __m512 S, M;
-  __m512i C;  // Fold::Zero (decode): -zero_j
+  __m512i C;  // Fold::Zero (decode): zero_j, 16 bits in each 32-bit lane (vpmaddwd's operand)
 };
 
 // Chunk c (natural order: u[k] = values 64k .. 64k+63) rewritten in the transposed layout.
@@ -522,8 +522,9 @@ LOWBIT_GGML_VNNI HWY_INLINE void StoreTile(const __m512 (&acc)[kTileRows][NT], i
 // How a tile takes the weights' offset out of its integer sums s_j = sum over unit j of u * a:
 //   Centre: s starts at the token's -centre * A_j (GgmlActs::ci; types without a min, centre in the codes);
 //   Min:    one more float step per (row, token), - M_j * du * A_j (GgmlActs::da; types with a float min);
-//   Zero:   an integer zero point (repacked int4): s ends with - zero_j * A_j (GgmlActs::as), an exact integer, so
-//           decode and batches differ in float summation order only (GemvRepacked, TileRepacked4).
+//   Zero:   an integer zero point (repacked int4): s ends with - zero_j * A_j (GgmlActs::as; one vpmaddwd, both
+//           within 16 bits), an exact integer, so decode and batches differ in float order only (GemvRepacked,
+//           TileRepacked4).
 enum class Fold { Centre, Min, Zero };
 
 // y[t * ldy + i] for rows i < nr (Super arrays at w + i * wstride; the tile repeats the last row past nr) and
@@ -717,6 +718,7 @@ LOWBIT_GGML_VNNI RepackedMatrix RepackShape(const WeightView& w) {
     const formats::IntNFormat& f = *w.intn;
     if (!((f.bits() == 4 || f.bits() == 8) && f.block() % 32 == 0 && f.block() <= 128)) return m;
     m.acts = DType::Q4_1, m.bits = f.bits(), m.has_min = true;
+    m.zero_shift = f.block() == 32 ? 0 : f.block() == 64 ? 1 : 2;
   } else {
     switch (w.dtype) {
       case DType::Q4_0: case DType::Q4_1: case DType::Q4_K: m.bits = 4; break;
@@ -748,7 +750,7 @@ LOWBIT_GGML_VNNI RepackedMatrix RepackShape(const WeightView& w) {
   const int mins = m.has_min ? 2 : 1;
   m.super_bytes = static_cast<size_t>(64 * m.bits) + (m.header == RepackHeader::Half     ? 32 * mins
                                                        : m.header == RepackHeader::Scaled ? 16 + 16 * mins
-                                                                                          : 32 + 16);
+                                                                                          : 3 * (16 >> m.zero_shift));
   return m;
 }
 
@@ -872,22 +874,26 @@ void ScaledHeader(const WeightView& w, const uint8_t* row, int64_t sc, uint8_t* 
   if (has_min) std::memcpy(h + 32, mins, 16);
 }
 
-// The Zero header of super-chunk sc of an intN row: false where a block's zero is not an integer in [0, 255] (decode
-// accepts any fp16 there; such weights keep the unrepacked kernels).
+// The Zero header of super-chunk sc of an intN row (one scale and zero per block: 512 / block of each): false where
+// a block's zero is not an integer in [0, 255] (decode accepts any fp16 there; such weights keep the unrepacked
+// kernels).
 bool ZeroHeader(const WeightView& w, const uint8_t* row, int64_t sc, uint8_t* h) {
   const formats::IntNFormat& f = *w.intn;
+  const int n = 512 / f.block();
   alignas(64) float S[16] = {};
   uint8_t zero[16] = {};
-  for (int j = 0; j < 16; ++j) {
-    const int64_t v = 512 * sc + 32 * j;
+  for (int j = 0; j < n; ++j) {
+    const int64_t v = 512 * sc + int64_t{f.block()} * j;
     if (v >= w.cols) break;
     const formats::IntNBlock p = formats::intn_block_params(f, reinterpret_cast<const std::byte*>(row + v / f.block() * f.block_bytes()));
     if (!(p.offset >= 0.0f && p.offset <= 255.0f && p.offset == static_cast<float>(static_cast<int>(p.offset)))) return false;
     S[j] = p.scale;
     zero[j] = static_cast<uint8_t>(p.offset);
   }
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(h), _mm512_cvtps_ph(_mm512_load_ps(S), _MM_FROUND_TO_NEAREST_INT));
-  std::memcpy(h + 32, zero, 16);
+  alignas(32) uint16_t half[16];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(half), _mm512_cvtps_ph(_mm512_load_ps(S), _MM_FROUND_TO_NEAREST_INT));
+  std::memcpy(h, half, 2 * static_cast<size_t>(n));
+  std::memcpy(h + 2 * n, zero, static_cast<size_t>(n));
   return true;
 }
 
@@ -940,9 +946,19 @@ LOWBIT_GGML_VNNI bool RepackRows(const WeightView& w, const RepackedMatrix& m, i
 }
 
 // S and M of a repacked super-chunk (codes of `Bits` bits at p, then the header).
+// Lane j's index into a Zero header's per-block fields: j >> zero_shift.
+LOWBIT_GGML_VNNI HWY_INLINE __m512i ZeroLanes(int zero_shift) {
+  return _mm512_srlv_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(zero_shift));
+}
+// S of a repacked super-chunk (codes of `Bits` bits at p, then the header; zero_shift: RepackedMatrix's, Zero only).
 template <int Bits, RepackHeader H>
-LOWBIT_GGML_VNNI HWY_INLINE __m512 RepackedS(const uint8_t* p) {
+LOWBIT_GGML_VNNI HWY_INLINE __m512 RepackedS(const uint8_t* p, int zero_shift) {
   const uint8_t* h = p + 64 * Bits;
+  if constexpr (H == RepackHeader::Zero) {  // masked: the header may end the allocation
+    const __mmask16 n = static_cast<__mmask16>((1u << (16 >> zero_shift)) - 1);
+    return _mm512_permutexvar_ps(ZeroLanes(zero_shift), _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(n, h)));
+  }
+  (void)zero_shift;
   if constexpr (H == RepackHeader::Scaled) {
     const __m512 d = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
                                            _mm512_castps128_ps512(_mm_loadu_ps(reinterpret_cast<const float*>(h))));
@@ -950,21 +966,24 @@ LOWBIT_GGML_VNNI HWY_INLINE __m512 RepackedS(const uint8_t* p) {
   }
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h)));
 }
-// The Zero header's integer zeros (uint8 zero[16] after the fp16 S[16]), one per 32-bit lane.
+// The Zero header's integer zeros (uint8 zero[n] after the fp16 S[n], n = 16 >> zero_shift), one per 32-bit lane.
 template <int Bits>
-LOWBIT_GGML_VNNI HWY_INLINE __m512i RepackedZeros(const uint8_t* p) {
-  return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 64 * Bits + 32)));
+LOWBIT_GGML_VNNI HWY_INLINE __m512i RepackedZeros(const uint8_t* p, int zero_shift) {
+  const int n = 16 >> zero_shift;
+  const __m128i z = _mm_maskz_loadu_epi8(static_cast<__mmask16>((1u << n) - 1), p + 64 * Bits + 2 * n);
+  return _mm512_permutexvar_epi32(ZeroLanes(zero_shift), _mm512_cvtepu8_epi32(z));
 }
 template <int Bits, RepackHeader H>
-LOWBIT_GGML_VNNI HWY_INLINE __m512 RepackedM(const uint8_t* p, __m512 S) {
+LOWBIT_GGML_VNNI HWY_INLINE __m512 RepackedM(const uint8_t* p, __m512 S, int zero_shift) {
   const uint8_t* h = p + 64 * Bits;
   if constexpr (H == RepackHeader::Scaled) {
     const __m512 d = _mm512_permutexvar_ps(_mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3),
                                            _mm512_castps128_ps512(_mm_loadu_ps(reinterpret_cast<const float*>(h))));
     return _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + 32)))));
   } else if constexpr (H == RepackHeader::Zero) {
-    return _mm512_mul_ps(S, _mm512_cvtepi32_ps(RepackedZeros<Bits>(p)));
+    return _mm512_mul_ps(S, _mm512_cvtepi32_ps(RepackedZeros<Bits>(p, zero_shift)));
   }
+  (void)zero_shift;
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + 32)));
 }
 
@@ -988,8 +1007,8 @@ constexpr size_t kPrefetchRepacked = 8192;  // bytes ahead in each row stream
 
 // Decode on repacked weights: a group of four rows at a time (one sequential stream), the token's K code vectors
 // loaded once per super-chunk for all four; unpack(p, super) reads one row's super-chunk at p.
-// F: Centre and Min as in Tile; Zero (repacked int4): the integer sums start at -zero_j * A_j (Super::C = -zero_j,
-// GgmlActs::as = A_j), exact like TileRepacked4's, so decode and prefill differ in float summation order only.
+// F: Centre and Min as in Tile; Zero (repacked int4): the integer sums end with - zero_j * A_j (Super::C = zero_j,
+// GgmlActs::as = A_j) as TileRepacked4's do, so decode and prefill differ in float summation order only.
 template <int K, Fold F, class Unpacker>
 LOWBIT_GGML_VNNI void GemvRepacked(const RepackedMatrix& m, const GgmlActs& a, int64_t r0, int64_t r1, float* y,
                                    const Unpacker& unpack) {
@@ -1005,14 +1024,14 @@ LOWBIT_GGML_VNNI void GemvRepacked(const RepackedMatrix& m, const GgmlActs& a, i
       __m512i av[K];
       for (int k = 0; k < K; ++k) av[k] = _mm512_loadu_si512(a.qg.data() + 64 * (K * sc + k));
       const __m512 d = _mm512_loadu_ps(a.du.data() + 16 * sc);
-      const __m512i init = F == Fold::Centre ? _mm512_loadu_si512(a.ci.data() + 16 * sc)
-                           : F == Fold::Zero ? _mm512_loadu_si512(a.as.data() + 16 * sc)
-                                             : _mm512_setzero_si512();
+      const __m512i init = F == Fold::Centre ? _mm512_loadu_si512(a.ci.data() + 16 * sc) : _mm512_setzero_si512();
+      const __m512i as = F == Fold::Zero ? _mm512_loadu_si512(a.as.data() + 16 * sc) : _mm512_setzero_si512();
       for (int i = 0; i < 4; ++i) {
         Super<K> su;
         unpack(g + static_cast<size_t>(i) * m.super_bytes, su);
-        __m512i s = F == Fold::Zero ? _mm512_mullo_epi32(su.C, init) : init;
+        __m512i s = init;
         for (int k = 0; k < K; ++k) s = _mm512_dpbusd_epi32(s, su.u[k], av[k]);
+        if constexpr (F == Fold::Zero) s = _mm512_sub_epi32(s, _mm512_madd_epi16(su.C, as));
         acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(su.S, d), acc[i]);
         if constexpr (F == Fold::Min) acc[i] = _mm512_fnmadd_ps(su.M, _mm512_loadu_ps(a.da.data() + 16 * sc), acc[i]);
       }
@@ -1080,10 +1099,10 @@ LOWBIT_GGML_VNNI HWY_INLINE void TileRepacked4(const RepackedMatrix& m, const ui
     alignas(64) float S[R][16], M[R][16];
     alignas(64) int32_t Z[R][16];
     for (int i = 0; i < R; ++i) {
-      const __m512 Si = RepackedS<4, H>(g + i * sb);
+      const __m512 Si = RepackedS<4, H>(g + i * sb, m.zero_shift);
       _mm512_store_ps(S[i], Si);
-      if constexpr (F == Fold::Min) _mm512_store_ps(M[i], RepackedM<4, H>(g + i * sb, Si));
-      if constexpr (F == Fold::Zero) _mm512_store_si512(Z[i], RepackedZeros<4>(g + i * sb));
+      if constexpr (F == Fold::Min) _mm512_store_ps(M[i], RepackedM<4, H>(g + i * sb, Si, m.zero_shift));
+      if constexpr (F == Fold::Zero) _mm512_store_si512(Z[i], RepackedZeros<4>(g + i * sb, m.zero_shift));
     }
     for (int t = 0; t < NT; ++t) {
       const __m512 d = _mm512_loadu_ps(du[t] + 16 * sc);
@@ -1138,19 +1157,20 @@ LOWBIT_GGML_VNNI void RepackedRowsT(const WeightView& w, const GgmlActs* acts, i
                                     float* y, int64_t ldy) {
   const RepackedMatrix& m = *w.repacked;
   CheckRepacked(w, acts, n_tok, r0);
-  auto unpack = [](const uint8_t* p, Super<8>& out) LOWBIT_GGML_VNNI {
+  const int zs = m.zero_shift;
+  auto unpack = [zs](const uint8_t* p, Super<8>& out) LOWBIT_GGML_VNNI {
     RepackedCodes<Bits, Lookup>(p, out.u);
-    out.S = RepackedS<Bits, H>(p);
-    out.M = HasMin ? RepackedM<Bits, H>(p, out.S) : _mm512_setzero_ps();
+    out.S = RepackedS<Bits, H>(p, zs);
+    out.M = HasMin ? RepackedM<Bits, H>(p, out.S, zs) : _mm512_setzero_ps();
   };
   // int4's integer zeros: Fold::Zero, exact integer sums in decode and batches alike.
   constexpr Fold kFold = H == RepackHeader::Zero && Bits == 4 ? Fold::Zero : HasMin ? Fold::Min : Fold::Centre;
   if (n_tok == 1) {
     if constexpr (kFold == Fold::Zero)
-      return GemvRepacked<8, Fold::Zero>(m, acts[0], r0, r1, y, [](const uint8_t* p, Super<8>& out) LOWBIT_GGML_VNNI {
+      return GemvRepacked<8, Fold::Zero>(m, acts[0], r0, r1, y, [zs](const uint8_t* p, Super<8>& out) LOWBIT_GGML_VNNI {
         RepackedCodes<4, false>(p, out.u);
-        out.S = RepackedS<4, H>(p);
-        out.C = _mm512_sub_epi32(_mm512_setzero_si512(), RepackedZeros<4>(p));
+        out.S = RepackedS<4, H>(p, zs);
+        out.C = RepackedZeros<4>(p, zs);
       });
     else
       return GemvRepacked<8, kFold>(m, acts[0], r0, r1, y, unpack);
