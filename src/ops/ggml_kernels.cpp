@@ -1059,7 +1059,7 @@ inline void CheckRepacked(const WeightView& w, const GgmlActs* acts, int64_t n_t
 // The activations of vector k + 4 are vpdpbusd's memory operand: in registers they would be the 33rd.
 // F: Centre, Min or Zero (the Zero header's integer zeros: vpmaddwd of zero_j and A_j, both within 16 bits, costs
 // what Min's float step does and keeps the sums exact). y[t * ldy + i] for rows i < nr of the group at g, tokens t < NT.
-template <bool Lookup, Fold F, RepackHeader H, int NT>
+template <Fold F, RepackHeader H, int NT>
 LOWBIT_GGML_VNNI HWY_INLINE void TileRepacked4(const RepackedMatrix& m, const uint8_t* g, int nr,
                                                const GgmlActs* const* tok, float* y, int64_t ldy) {
   constexpr int R = kTileRows;
@@ -1088,8 +1088,7 @@ LOWBIT_GGML_VNNI HWY_INLINE void TileRepacked4(const RepackedMatrix& m, const ui
       for (int i = 0; i < R; ++i) {
         __m512i c = _mm512_loadu_si512(g + i * sb + 64 * k);
         asm("" : "+v"(c));  // one load: compilers otherwise fold it into both the and and the shift
-        __m512i lo = _mm512_and_si512(c, m4), hi = _mm512_and_si512(_mm512_srli_epi16(c, 4), m4);
-        if constexpr (Lookup) lo = _mm512_shuffle_epi8(Iq4Table(), lo), hi = _mm512_shuffle_epi8(Iq4Table(), hi);
+        const __m512i lo = _mm512_and_si512(c, m4), hi = _mm512_and_si512(_mm512_srli_epi16(c, 4), m4);
         for (int t = 0; t < NT; ++t) s[i][t] = _mm512_dpbusd_epi32(s[i][t], lo, a[t]);
         for (int t = 0; t < NT; ++t)
           s[i][t] = _mm512_dpbusd_epi32(s[i][t], hi, _mm512_loadu_si512(qg[t] + 64 * (8 * sc + k + 4)));
@@ -1122,7 +1121,7 @@ LOWBIT_GGML_VNNI HWY_INLINE void TileRepacked4(const RepackedMatrix& m, const ui
 
 // Rows [r0, r1) (r0 a multiple of 4) of repacked 4-bit weights times n_tok tokens: panels of groups that stay in
 // L2 (~256 KiB) while every token triple passes over them.
-template <bool Lookup, Fold F, RepackHeader H>
+template <Fold F, RepackHeader H>
 LOWBIT_GGML_VNNI void BatchRepacked4(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1,
                                      float* y, int64_t ldy) {
   const RepackedMatrix& m = *w.repacked;
@@ -1142,11 +1141,11 @@ LOWBIT_GGML_VNNI void BatchRepacked4(const WeightView& w, const GgmlActs* acts, 
         float* yt = y + t0 * ldy + (row - r0);
         static_assert(kTileTok == 3);
         if (nt == 3)
-          TileRepacked4<Lookup, F, H, 3>(m, g, nr, tok, yt, ldy);
+          TileRepacked4<F, H, 3>(m, g, nr, tok, yt, ldy);
         else if (nt == 2)
-          TileRepacked4<Lookup, F, H, 2>(m, g, nr, tok, yt, ldy);
+          TileRepacked4<F, H, 2>(m, g, nr, tok, yt, ldy);
         else
-          TileRepacked4<Lookup, F, H, 1>(m, g, nr, tok, yt, ldy);
+          TileRepacked4<F, H, 1>(m, g, nr, tok, yt, ldy);
       }
     }
   }
@@ -1175,10 +1174,12 @@ LOWBIT_GGML_VNNI void RepackedRowsT(const WeightView& w, const GgmlActs* acts, i
     else
       return GemvRepacked<8, kFold>(m, acts[0], r0, r1, y, unpack);
   }
-  if constexpr (Bits == 4)
-    BatchRepacked4<Lookup, kFold, H>(w, acts, n_tok, r0, r1, y, ldy);
+  // IQ4 lookups keep the unpacked panel: a vpshufb per code vector in the tile competes with vpdpbusd for its
+  // ports (IQ4_XS pp512 126-130 t/s in place against 157-161 from the panel, 1 thread).
+  if constexpr (Bits == 4 && !Lookup)
+    BatchRepacked4<kFold, H>(w, acts, n_tok, r0, r1, y, ldy);
   else
-    BatchTiles<8, HasMin ? Fold::Min : Fold::Centre>(
+    BatchTiles<8, kFold>(
         w, acts, n_tok, r0, r1, y, ldy, [&](int64_t r, int64_t sc, Super<8>& out) LOWBIT_GGML_VNNI { unpack(m.super(r, sc), out); });
 }
 
