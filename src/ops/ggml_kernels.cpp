@@ -1055,7 +1055,7 @@ inline void CheckRepacked(const WeightView& w, const GgmlActs* acts, int64_t n_t
 // pair of code vectors (k, k + 4: low and high nibbles, split in registers), so a Q4_0 super-chunk costs 288 bytes
 // of cache traffic per row where the unpacked Super costs 704. On Zen 5 the unpacked panels ran at ~55 MAC/cycle
 // against ~100 for the same instructions on L1-resident data (bound by L2 -> L1 traffic); this tile took
-// lowbit_bench's BM_MatmulRepacked q4_0 (512 tokens) from 340-395 to 390-480 GFLOP/s, same runs.
+// lowbit_bench's BM_MatmulRepacked q4_0 (512 tokens) from 338-395 to 389-474 GFLOP/s, alternating runs.
 // The activations of vector k + 4 are vpdpbusd's memory operand: in registers they would be the 33rd.
 // F: Centre, Min or Zero (the Zero header's integer zeros: vpmaddwd of zero_j and A_j, both within 16 bits, costs
 // what Min's float step does and keeps the sums exact). y[t * ldy + i] for rows i < nr of the group at g, tokens t < NT.
