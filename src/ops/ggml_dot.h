@@ -13,12 +13,29 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <new>
 #include <vector>
 
 #include "lowbit/dtype.h"
 #include "ops/ops.h"
 
 namespace lowbit::ops::detail {
+
+// Cache-line aligned vectors: the kernels read activations 64 bytes at a time, and a vector allocated at malloc's 16
+// bytes splits every such load over two cache lines.
+template <class T>
+struct CacheAligned {
+  using value_type = T;
+  CacheAligned() = default;
+  template <class U>
+  CacheAligned(const CacheAligned<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64})); }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t{64}); }
+  template <class U>
+  bool operator==(const CacheAligned<U>&) const { return true; }
+  template <class U>
+  bool operator!=(const CacheAligned<U>&) const { return false; }
+};
 
 // Types with a native dot product (every encodable ggml type).
 bool ggml_dot_supported(DType t);
@@ -28,13 +45,13 @@ bool ggml_dot_supported(DType t);
 struct GgmlActs {
   DType wtype = DType::F32;
   int64_t n = 0;
-  std::vector<int8_t> q;      // n
+  std::vector<int8_t, CacheAligned<int8_t>> q;  // n
   std::vector<float> dg;      // n / 16: the block's scale, per group
   std::vector<int32_t> ag;    // n / 16: sum of the group's codes
   // The codes of each whole 256-value chunk transposed for the AVX3_DL kernels of the types where
   // ggml_acts_transposed() holds: qt[256 c + 64 k + 4 g + j] = q[256 c + 16 g + 4 k + j] (vector k, 32-bit lane g
   // holds group g's codes 4k..4k+3, so four vpdpbusd into one accumulator give every group's sum in its own lane).
-  std::vector<int8_t> qt;
+  std::vector<int8_t, CacheAligned<int8_t>> qt;
   // The batched (prefill) kernels' layout, filled when quantize_acts_ggml is asked for it (gemm = true). A unit is
   // the weight type's scale group (formats::blocks::traits: 16 or 32 values) and a super-chunk 16 units; n is
   // padded with zero codes and scales to whole super-chunks. Per super-chunk s:
@@ -45,9 +62,9 @@ struct GgmlActs {
   //   as[16 s + j] = A_j (integer zero points: -zero_j * A_j starts the sums).
   int unit = 0;
   int64_t supers = 0;
-  std::vector<int8_t> qg;
-  std::vector<float> du, da;
-  std::vector<int32_t> ci, as;
+  std::vector<int8_t, CacheAligned<int8_t>> qg;
+  std::vector<float, CacheAligned<float>> du, da;
+  std::vector<int32_t, CacheAligned<int32_t>> ci, as;
 };
 // Whether the AVX3_DL kernel for weight type t reads GgmlActs::qt (its codes are unpacked in that layout).
 bool ggml_acts_transposed(DType t);

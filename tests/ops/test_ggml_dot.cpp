@@ -177,6 +177,11 @@ TEST_P(GgmlDot, BatchedActivationsEqualReference) {
       EXPECT_EQ(fast.da, ref.da);
       EXPECT_EQ(fast.ci, ref.ci);
       EXPECT_EQ(fast.as, ref.as);
+      // The kernels read these 64 bytes at a time: cache-line aligned (CacheAligned), not malloc's 16 bytes.
+      for (const void* p : {static_cast<const void*>(fast.qg.data()), static_cast<const void*>(fast.du.data()),
+                            static_cast<const void*>(fast.da.data()), static_cast<const void*>(fast.ci.data()),
+                            static_cast<const void*>(fast.as.data())})
+        EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % 64, 0u);
     } else {
       EXPECT_EQ(fast.q, ref.q);
       EXPECT_EQ(fast.dg, ref.dg);

@@ -175,7 +175,7 @@ TEST_P(IntNGemv, RepackedDecodeAndBatchesMatchDequantizedProduct) {
     const formats::IntNFormat& f = formats::intn_format(name.substr(0, name.find(',')));
     for (int64_t cols : {int64_t{64}, int64_t{172}, int64_t{512}, int64_t{32 * 23}, int64_t{2048}}) {
       SCOPED_TRACE(name + " cols " + std::to_string(cols));
-      const int64_t rows = 9, n = 5;
+      const int64_t rows = 70, n = 41;  // two panels of groups; 13 token triples and a pair
       const int64_t padded = (cols + 31) / 32 * 32;  // matmul zero-pads rows that are not whole 32-value blocks
       Packed p = make_packed(f, rows, cols, 7 + static_cast<uint32_t>(cols));
       if (high_zero) {  // row 3, first block: zero 255 (fp16 0x5BF8), decoded again
