@@ -40,7 +40,12 @@ for spec in "$@"; do
   python3 - "$label" "$tmp" "${#engines[@]}" <<'PY'
 import json, sys
 label, tmp, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-ours = {(r["threads"], r["test"]): r for r in json.load(open(f"{tmp}/lowbit.json"))["results"]}
+doc = json.load(open(f"{tmp}/lowbit.json"))
+ours = {(r["threads"], r["test"]): r for r in doc["results"]}
+ld = doc.get("load", {})  # to stderr: decode speed depends on the repacked copy being in huge pages
+print(f"{label}: repacked {ld.get('repacked_bytes', 0) / 2**20:.1f} MiB in {ld.get('repack_s', 0):.2f} s, resident "
+      f"{ld.get('resident_bytes', 0) / 2**20:.1f} MiB, {ld.get('huge_page_bytes', 0) / 2**20:.1f} MiB in huge pages",
+      file=sys.stderr)
 theirs = []
 for i in range(n):
     rows = {}
