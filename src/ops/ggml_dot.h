@@ -32,9 +32,7 @@ struct CacheAligned {
   T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64})); }
   void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t{64}); }
   template <class U>
-  bool operator==(const CacheAligned<U>&) const { return true; }
-  template <class U>
-  bool operator!=(const CacheAligned<U>&) const { return false; }
+  bool operator==(const CacheAligned<U>&) const { return true; }  // C++20 derives !=
 };
 
 // Types with a native dot product (every encodable ggml type).
