@@ -15,7 +15,7 @@ bool ggml_encodable(DType t) {
   switch (t) {
     case DType::Q8_0: case DType::Q4_0: case DType::Q4_1: case DType::Q5_0: case DType::Q5_1:
     case DType::Q2_K: case DType::Q3_K: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K:
-    case DType::IQ4_NL: case DType::IQ4_XS:
+    case DType::IQ4_NL: case DType::IQ4_XS: case DType::IQ2_XXS: case DType::IQ2_XS:
       return true;
     default:
       return false;
@@ -28,10 +28,11 @@ std::unique_ptr<GgmlFormat> make_ggml_format(DType t) {
     if (!f) f = make_ggml_legacy_format(t);
     if (!f) f = make_ggml_kquant_format(t);
     if (!f) f = make_ggml_iq4_format(t);
+    if (!f) f = make_ggml_iq2_format(t);
   }
   if (!f)
     fail("", "format", "no encoder for ggml type '" + std::string(dtype_name(t)) +
-                           "' (expected q8_0, q4_0, q4_1, q5_0, q5_1, q2_K, q3_K, q4_K, q5_K, q6_K, iq4_nl or iq4_xs)");
+                           "' (expected q8_0, q4_0, q4_1, q5_0, q5_1, q2_K, q3_K, q4_K, q5_K, q6_K, iq4_nl, iq4_xs, iq2_xxs or iq2_xs)");
   return f;
 }
 
@@ -91,6 +92,7 @@ void ggml_decode_row(DType t, const std::byte* in, int64_t n, float* out) {
     default:
       break;
   }
+  if (ggml_decode_other_row(t, in, n, out)) return;  // before the formats: the i-quant formats decode through it
   if (ggml_encodable(t)) {
     const GgmlFormat& f = ggml_format(t);
     const int64_t nb = n / f.block();
@@ -98,7 +100,6 @@ void ggml_decode_row(DType t, const std::byte* in, int64_t n, float* out) {
       f.decode(in + b * f.block_bytes(), std::span<float>(out + b * f.block(), static_cast<size_t>(f.block())));
     return;
   }
-  if (ggml_decode_other_row(t, in, n, out)) return;
   fail("", "dtype", "lowbit cannot decode tensors of type " + std::string(info.name));
 }
 

@@ -285,6 +285,12 @@ BlockDecoder decoder_for(DType t) {
 
 }  // namespace
 
+std::span<const uint64_t> ggml_iq2_grid(DType t) {
+  if (t == DType::IQ2_XXS) return kIq2xxsGrid;
+  if (t == DType::IQ2_XS) return kIq2xsGrid;
+  return {};
+}
+
 bool ggml_decode_other_row(DType t, const std::byte* in, int64_t n, float* out) {
   const BlockDecoder dec = decoder_for(t);
   if (!dec) return false;

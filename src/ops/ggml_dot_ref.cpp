@@ -45,7 +45,10 @@ int nearest_int(float v) {
 
 }  // namespace
 
-bool ggml_dot_supported(DType t) { return formats::ggml_encodable(t); }
+// The types with integer kernels (the i-quants' lattice types decode row by row for now).
+bool ggml_dot_supported(DType t) {
+  return formats::ggml_encodable(t) && t != DType::IQ2_XXS && t != DType::IQ2_XS;
+}
 
 bool ggml_acts_transposed(DType t) {
   switch (t) {

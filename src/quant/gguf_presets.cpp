@@ -11,13 +11,14 @@ namespace lowbit::quant {
 
 namespace {
 
-constexpr std::array<std::pair<const char*, std::pair<DType, uint32_t>>, 17> kPresets = {{
+constexpr std::array<std::pair<const char*, std::pair<DType, uint32_t>>, 19> kPresets = {{
     {"Q4_0", {DType::Q4_0, 2}},     {"Q4_1", {DType::Q4_1, 3}},     {"Q8_0", {DType::Q8_0, 7}},
     {"Q5_0", {DType::Q5_0, 8}},     {"Q5_1", {DType::Q5_1, 9}},     {"Q2_K", {DType::Q2_K, 10}},
     {"Q3_K_S", {DType::Q3_K, 11}},  {"Q3_K_M", {DType::Q3_K, 12}},  {"Q3_K_L", {DType::Q3_K, 13}},
     {"Q4_K_S", {DType::Q4_K, 14}},  {"Q4_K_M", {DType::Q4_K, 15}},  {"Q5_K_S", {DType::Q5_K, 16}},
     {"Q5_K_M", {DType::Q5_K, 17}},  {"Q6_K", {DType::Q6_K, 18}},    {"Q2_K_S", {DType::Q2_K, 21}},
-    {"IQ4_NL", {DType::IQ4_NL, 25}}, {"IQ4_XS", {DType::IQ4_XS, 30}},
+    {"IQ4_NL", {DType::IQ4_NL, 25}}, {"IQ4_XS", {DType::IQ4_XS, 30}}, {"IQ2_XXS", {DType::IQ2_XXS, 19}},
+    {"IQ2_XS", {DType::IQ2_XS, 20}},
 }};
 
 std::string upper(std::string_view s) {
@@ -49,7 +50,9 @@ DType fallback_type(DType t, int64_t cols) {
   if (cols % info.block == 0) return t;
   DType f = t;
   switch (t) {
-    case DType::Q2_K: case DType::Q3_K: case DType::IQ4_XS: f = DType::IQ4_NL; break;
+    case DType::Q2_K: case DType::Q3_K: case DType::IQ4_XS: case DType::IQ2_XXS: case DType::IQ2_XS:
+      f = DType::IQ4_NL;
+      break;
     case DType::Q4_K: f = DType::Q5_0; break;
     case DType::Q5_K: f = DType::Q5_1; break;
     case DType::Q6_K: f = DType::Q8_0; break;
@@ -75,10 +78,18 @@ DType preset_tensor_type(const GgufPreset& p, const std::string& name, int64_t c
   }
   const int n = m.n_layers;
   const bool is_output = name == "output.weight" || (m.tied_embeddings && name == "token_embd.weight");
+  // The 2-bit lattice presets have rules of their own for every role (llama.cpp's very-low-bit branch).
+  const bool iq2 = ft == "IQ2_XXS" || ft == "IQ2_XS";
   if (is_output) {
     // Q8_0 when the row does not fill the base type's blocks (then Q6_K's, below, may still fall back to Q8_0).
     if (cols % dtype_info(t).block != 0) t = DType::Q8_0;
+    else if (iq2) t = DType::Q5_K;
     else if (t != DType::Q8_0) t = DType::Q6_K;
+  } else if (name == "token_embd.weight") {
+    if (iq2) t = DType::Q2_K;
+  } else if (iq2) {
+    if (r == "attn_v") t = m.n_gqa >= 4 ? DType::Q4_K : DType::Q2_K;
+    else if (r == "ffn_down" && layer < n / 8) t = DType::Q2_K;
   } else if (r == "attn_v") {
     if (ft == "Q2_K") t = m.n_gqa >= 4 ? DType::Q4_K : DType::Q3_K;
     else if (ft == "Q2_K_S" && m.n_gqa >= 4) t = DType::Q4_K;
@@ -124,6 +135,8 @@ uint32_t file_type_of(DType t) {
     case DType::Q4_K: return 14;
     case DType::Q5_K: return 16;
     case DType::Q6_K: return 18;
+    case DType::IQ2_XXS: return 19;
+    case DType::IQ2_XS: return 20;
     case DType::IQ4_NL: return 25;
     case DType::IQ4_XS: return 30;
     case DType::BF16: return 32;

@@ -38,7 +38,7 @@ struct PresetModelInfo {
 DType preset_tensor_type(const GgufPreset& p, const std::string& name, int64_t cols, const PresetModelInfo& m,
                          bool fallback = true);
 
-// llama.cpp's fallback for a row length t cannot hold (cols not a multiple of its block): K/IQ4_XS types become
+// llama.cpp's fallback for a row length t cannot hold (cols not a multiple of its block): K/IQ4_XS/IQ2 types become
 // IQ4_NL / Q5_0 / Q5_1 / Q8_0, and F16 when even 32 does not divide cols. Returns t itself when it fits.
 DType fallback_type(DType t, int64_t cols);
 

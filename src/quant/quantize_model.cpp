@@ -534,6 +534,10 @@ void check_options(Job& job) {
       fail(src, "--format", "unknown llama.cpp preset '" + o.format.substr(5) + "' (expected gguf: followed by one of " +
                                 names + ")");
     }
+    // The 2-bit lattice mixtures: llama-quantize refuses them without importance data, and so does lowbit.
+    if ((preset->base == DType::IQ2_XXS || preset->base == DType::IQ2_XS) && !job.imatrix && !o.qopts.use_importance)
+      fail(src, "--format", "gguf:" + preset->name + " needs importance data (--imatrix FILE, or --importance with --calib), "
+                            "as llama-quantize requires");
   } else {
     formats::make_format(o.format);  // reject a bad name before any work
   }

@@ -26,7 +26,28 @@ TEST(GgufPresets, NamesAndFileTypes) {
   EXPECT_EQ(gguf_preset("IQ4_XS")->base, DType::IQ4_XS);
   EXPECT_EQ(gguf_preset("Q2_K")->file_type, 10u);
   EXPECT_FALSE(gguf_preset("Q4_K_X").has_value());
-  EXPECT_EQ(gguf_preset_names().size(), 17u);
+  EXPECT_EQ(gguf_preset("iq2_xs")->file_type, 20u);
+  EXPECT_EQ(gguf_preset("IQ2_XXS")->file_type, 19u);
+  EXPECT_EQ(gguf_preset_names().size(), 19u);
+}
+
+// llama.cpp's very-low-bit branch: head Q5_K, embedding Q2_K, attn_v Q4_K with 4+ query heads per KV head (else
+// Q2_K), the first eighth of ffn_down Q2_K, every other linear the base type (attn_output included).
+TEST(GgufPresets, IQ2_XXS_IQ2_XS) {
+  for (const char* p : {"IQ2_XXS", "IQ2_XS"}) {
+    const std::string base = p == std::string("IQ2_XXS") ? "iq2_xxs" : "iq2_xs";
+    EXPECT_EQ(type_of(p, "output.weight", 4096), "q5_K") << p;
+    EXPECT_EQ(type_of(p, "token_embd.weight", 4096), "q2_K") << p;
+    EXPECT_EQ(type_of(p, "blk.7.attn_v.weight", 4096, 32, 1), "q2_K") << p;
+    EXPECT_EQ(type_of(p, "blk.7.attn_v.weight", 4096, 32, 4), "q4_K") << p;
+    EXPECT_EQ(type_of(p, "blk.3.ffn_down.weight", 11008), "q2_K") << p;  // 11008 = 43 x 256; layers 0..3 of 32
+    EXPECT_EQ(type_of(p, "blk.4.ffn_down.weight", 11008), base) << p;
+    EXPECT_EQ(type_of(p, "blk.3.ffn_down.weight", 11008, 16), base) << p;  // layers 0..1 of 16
+    EXPECT_EQ(type_of(p, "blk.1.ffn_down.weight", 11008, 16), "q2_K") << p;
+    EXPECT_EQ(type_of(p, "blk.5.attn_output.weight", 4096), base) << p;
+    EXPECT_EQ(type_of(p, "blk.5.attn_q.weight", 4096), base) << p;
+    EXPECT_EQ(type_of(p, "blk.5.attn_q.weight", 4000), "iq4_nl") << p;  // llama.cpp's fallback for rows of 4000
+  }
 }
 
 TEST(GgufPresets, Q4_K_M) {

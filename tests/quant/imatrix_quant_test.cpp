@@ -148,6 +148,9 @@ const Case kMixtures[] = {
     {"gguf:IQ4_XS", "reference/imatrix/synth256-imat26-IQ4_XS.gguf", kGguf, false},
     {"gguf:Q2_K", "reference/imatrix/synth256-imat26-Q2_K.gguf", kGguf, false},
     {"gguf:Q3_K_M", "reference/imatrix/synth256-imat26-Q3_K_M.gguf", kGguf, false},
+    {"gguf:IQ2_XXS", "reference/imatrix/synth256-imat-IQ2_XXS.gguf", kLegacy, false},
+    {"gguf:IQ2_XS", "reference/imatrix/synth256-imat-IQ2_XS.gguf", kLegacy, false},
+    {"gguf:IQ2_XS", "reference/imatrix/synth256-imat26-IQ2_XS.gguf", kGguf, false},
 };
 // llama.cpp's mixture rules alone (no imatrix): the per-tensor types and the plain quantizers.
 const Case kNoImatrix[] = {
@@ -296,6 +299,20 @@ TEST(Imatrix, CombinationsThatMakeNoSenseAreRefused) {
   o.method = "gptq";
   m = error_of(o, out);
   EXPECT_NE(m.find("--calib"), std::string::npos) << m;
+}
+
+// The 2-bit lattice mixtures without importance data: one error naming the option, no file (llama-quantize refuses too).
+TEST(Imatrix, Iq2MixturesNeedImportance) {
+  LOWBIT_NEED_SHARED(kSrc);
+  for (const char* preset : {"gguf:IQ2_XXS", "gguf:iq2_xs"}) {
+    QuantizeModelOptions o;
+    o.method = "rtn";
+    o.format = preset;
+    const std::string out = tmp("iq2_noimat.gguf");
+    const std::string m = error_of(o, out);
+    EXPECT_NE(m.find("needs importance data"), std::string::npos) << m;
+    EXPECT_FALSE(fs::exists(out));
+  }
 }
 
 // --imatrix with GPTQ: the fits inside the pass take the file's importance, H comes from the calibration windows;
