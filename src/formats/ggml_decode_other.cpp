@@ -291,6 +291,11 @@ std::span<const uint64_t> ggml_iq2_grid(DType t) {
   return {};
 }
 
+std::span<const uint32_t> ggml_iq3_grid(DType t) {
+  if (t == DType::IQ3_XXS) return kIq3xxsGrid;
+  return {};
+}
+
 bool ggml_decode_other_row(DType t, const std::byte* in, int64_t n, float* out) {
   const BlockDecoder dec = decoder_for(t);
   if (!dec) return false;

@@ -47,7 +47,7 @@ int nearest_int(float v) {
 
 // The types with integer kernels (the i-quants' lattice types decode row by row for now).
 bool ggml_dot_supported(DType t) {
-  return formats::ggml_encodable(t) && t != DType::IQ2_XXS && t != DType::IQ2_XS;
+  return formats::ggml_encodable(t) && t != DType::IQ2_XXS && t != DType::IQ2_XS && t != DType::IQ3_XXS;
 }
 
 bool ggml_acts_transposed(DType t) {

@@ -1,0 +1,519 @@
+// lowbit formats: ggml's lattice i-quants IQ2_XXS, IQ2_XS and IQ3_XXS as Formats (see ggml.h for the contract).
+//
+// Layouts (decoded in ggml_decode_other.cpp, which holds the grids):
+//   iq2_xxs 256 w, 66 B: d fp16 | 8 sub-blocks of 32 w x 8 B: 4 grid indices (one byte per 8 weights) | u32 with
+//                        4 x 7 sign bits and a 4-bit scale ls in bits 28..31.   weight = d (0.5 + ls) / 4 grid sign
+//   iq2_xs  256 w, 74 B: d fp16 | 32 x u16 (9-bit grid index | 7 sign bits << 9) | scales[8] (4 bits per 16 w)
+//   iq3_xxs 256 w, 98 B: d fp16 | 64 grid indices (one byte per 4 weights) | 8 x u32 (4 x 7 sign bits | ls << 28)
+//                        weight = d (0.5 + ls) / 2 grid sign
+// A grid entry gives each of its 8 (iq2) or 4 (iq3) weights one of 3 (bytes 8, 25, 43) or 8 (4, 12, ..., 52, 62)
+// magnitudes, "levels" l that the fit treats as 2 l + 1. Signs come per 8 weights: seven bits for weights 0..6,
+// the eighth is their parity (an even number of negated weights).
+//
+// fit is llama.cpp's importance-weighted search (quantize_row_iq2_xxs_impl, quantize_row_iq2_xs_impl,
+// quantize_row_iq3_xxs_impl), operation for operation, so fit + encode is byte-identical to llama-quantize
+// --imatrix. Per 256-weight block, with error weights e_i = importance_i * sqrt(sigma2 + x_i^2) (sigma2 = mean(x^2)
+// over the block for iq2, twice that for iq3):
+//  - per 8 weights the signs are taken from x; an odd number of negatives flips the sign of the weight with the
+//    smallest e x^2 (its magnitude is then coded as a negative number, which the search sees);
+//  - per scale group a scale search: trial inverse steps (2 nmax - 1 + t step) / m (iq2_xxs: t = -6..6, step 0.1,
+//    m = 3 x make_qp_quants's step; iq2_xs: -9..9, 0.1, m = the largest magnitude; iq3_xxs: -15..15, 0.2, the
+//    largest), levels rounded per weight, a grid group that is not a grid point replaced by the best of its
+//    precomputed nearest grid points (error weighted by sqrt e), and the least-squares step of the best trial kept;
+//    iq2_xxs then re-rounds every group at that step, the others only the groups that were off the grid, and the
+//    step is refitted;
+//  - d = (largest group step) / 31 (iq3_xxs stores d x 1.0125, llama.cpp's fudge) and each group's 4-bit
+//    ls = nearest(0.5 (step / d - 1)).
+// Without importance (or with none over a block): iq3_xxs uses e_i = x_i^2 as llama.cpp's quantize_row_iq3_xxs_ref
+// does; the iq2 types, which llama-quantize only writes with an imatrix, use importance 1.
+//
+// BlockParams: scale = d (unrounded, before the fudge), sub_scales = the 8 or 16 ls values, codes = one byte per
+// weight: its level | its sign << 7 (the eighth weight of 8: the parity of the others). The weights of a grid
+// group are chosen together, so round(w, p, i) is the value the fit chose for weight i (w is not re-rounded):
+// GPTQ on these types feeds each block's error forward into the next blocks' fits.
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <climits>
+#include <cfloat>
+#include <cmath>
+#include <cstring>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/half.h"
+#include "formats/ggml.h"
+#include "formats/ggml_common.h"
+#include "formats/ggml_search.h"
+#include "lowbit/error.h"
+
+namespace lowbit::formats {
+
+namespace {
+
+using ggml_detail::kGroupMaxEps;
+using ggml_detail::nearest_int;
+
+constexpr int kSuper = 256;
+
+// The two grid shapes.
+struct Shape {
+  int weights;               // per grid entry: 8 or 4
+  int bits;                  // per level in a packed code: 2 or 3
+  int levels;                // 3 or 8 (the search's kMaxQ)
+  const uint8_t* level_bytes;  // the decoded magnitude of each level
+  int want;                  // distinct distances in an off-grid code's neighbour list
+};
+constexpr uint8_t kIq2Bytes[3] = {8, 25, 43};
+constexpr uint8_t kIq3Bytes[8] = {4, 12, 20, 28, 36, 44, 52, 62};
+constexpr Shape kIq2Shape = {8, 2, 3, kIq2Bytes, 2};
+constexpr Shape kIq3Shape = {4, 3, 8, kIq3Bytes, 2};
+
+// A grid with what the search needs: each point's magnitudes (2 l + 1), a map from the packed levels of a group
+// (bits per level each) to the grid point, and for each packed code that is not on the grid the grid points at its
+// `want` smallest squared distances (llama.cpp's neighbour lists, in the same order: by distance, then index).
+struct Lattice {
+  Shape shape;
+  std::vector<std::array<int8_t, 8>> q;
+  std::vector<int32_t> map;          // grid index, or -(offset + 1) into neighbours, or kUnreachable
+  std::vector<uint16_t> neighbours;  // per off-grid code: count, then grid indices
+};
+constexpr int32_t kUnreachable = INT32_MIN;  // a code with a level the search never forms
+
+template <class Entry>
+Lattice build_lattice(const Shape& sh, std::span<const Entry> grid) {
+  Lattice g;
+  g.shape = sh;
+  g.q.resize(grid.size());
+  const int codes = 1 << (sh.bits * sh.weights);
+  g.map.assign(static_cast<size_t>(codes), -1);
+  for (size_t k = 0; k < grid.size(); ++k) {
+    uint32_t packed = 0;
+    for (int j = 0; j < sh.weights; ++j) {
+      const auto byte = static_cast<uint8_t>(static_cast<uint64_t>(grid[k]) >> (8 * j));
+      int l = 0;
+      while (l < sh.levels && sh.level_bytes[l] != byte) ++l;
+      if (l == sh.levels) fail("", "format", "i-quant grid entry " + std::to_string(k) + " has an unknown byte");
+      g.q[k][j] = static_cast<int8_t>(2 * l + 1);
+      packed |= static_cast<uint32_t>(l) << (sh.bits * j);
+    }
+    g.map[packed] = static_cast<int32_t>(k);
+  }
+  std::vector<std::pair<int, int>> dist(grid.size());
+  for (int code = 0; code < codes; ++code) {
+    if (g.map[code] >= 0) continue;
+    int pos[8];
+    bool reachable = true;
+    for (int j = 0; j < sh.weights; ++j) {
+      const int l = (code >> (sh.bits * j)) & ((1 << sh.bits) - 1);
+      reachable = reachable && l < sh.levels;
+      pos[j] = 2 * l + 1;
+    }
+    if (!reachable) {
+      g.map[code] = kUnreachable;
+      continue;
+    }
+    for (size_t k = 0; k < grid.size(); ++k) {
+      int d2 = 0;
+      for (int j = 0; j < sh.weights; ++j) d2 += (g.q[k][j] - pos[j]) * (g.q[k][j] - pos[j]);
+      dist[k] = {d2, static_cast<int>(k)};
+    }
+    std::sort(dist.begin(), dist.end());
+    g.map[code] = -static_cast<int32_t>(g.neighbours.size() + 1);
+    const size_t start = g.neighbours.size();
+    g.neighbours.push_back(0);
+    int have = 1, d2 = dist[0].first;
+    for (const auto& [d, k] : dist) {
+      if (d > d2) {
+        if (have == sh.want) break;
+        d2 = d;
+        ++have;
+      }
+      g.neighbours.push_back(static_cast<uint16_t>(k));
+    }
+    g.neighbours[start] = static_cast<uint16_t>(g.neighbours.size() - start - 1);
+  }
+  return g;
+}
+
+// The grid point among an off-grid code's neighbours nearest to xval at `scale` (error weighted by w); its levels
+// go to L. llama.cpp's iq2_find_best_neighbour.
+int best_neighbour(const Lattice& g, int32_t entry, const float* xval, const float* w, float scale, int8_t* L) {
+  const uint16_t* nb = g.neighbours.data() + (-entry - 1);
+  const int n = g.shape.weights;
+  float best = FLT_MAX;
+  int index = nb[1];
+  for (int j = 1; j <= nb[0]; ++j) {
+    const auto& pq = g.q[nb[j]];
+    float d2 = 0;
+    for (int i = 0; i < n; ++i) {
+      const float q = pq[i];
+      const float diff = scale * q - xval[i];
+      d2 += w[i] * diff * diff;
+    }
+    if (d2 < best) best = d2, index = nb[j];
+  }
+  for (int i = 0; i < n; ++i) L[i] = static_cast<int8_t>((g.q[index][i] - 1) / 2);
+  return index;
+}
+
+// The map entry of a group's levels (each 0..levels-1): its grid index, or < 0 when it is not a grid point.
+int32_t grid_index(const Lattice& g, const int8_t* L) {
+  uint32_t u = 0;
+  for (int i = 0; i < g.shape.weights; ++i) u |= static_cast<uint32_t>(L[i]) << (g.shape.bits * i);
+  return g.map[u];
+}
+
+// llama.cpp's make_qp_quants, including what its uint8_t codes do with negative levels (the sign-flipped weight of a
+// group can round below 0 and wraps there): only its returned step is used here.
+float make_qp_step(int n, int nmax, const float* x, const float* qw) {
+  float max = 0;
+  for (int i = 0; i < n; ++i) max = std::max(max, x[i]);
+  if (max < kGroupMaxEps) return 0.0f;
+  uint8_t L[32];
+  float iscale = nmax / max;
+  for (int i = 0; i < n; ++i) L[i] = static_cast<uint8_t>(nearest_int(iscale * x[i]));
+  const float scale = 1 / iscale;
+  float best_mse = 0;
+  for (int i = 0; i < n; ++i) {
+    const float diff = x[i] - scale * L[i];
+    best_mse += qw[i] * diff * diff;
+  }
+  for (int is = -4; is <= 4; ++is) {
+    if (is == 0) continue;
+    const float iscale_is = (0.1f * is + nmax) / max;
+    const float scale_is = 1 / iscale_is;
+    float mse = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = std::min(nmax, nearest_int(iscale_is * x[i]));
+      const float diff = x[i] - scale_is * l;
+      mse += qw[i] * diff * diff;
+    }
+    if (mse < best_mse) best_mse = mse, iscale = iscale_is;
+  }
+  float sumlx = 0, suml2 = 0;
+  for (int i = 0; i < n; ++i) {
+    const int l = std::min(nmax, nearest_int(iscale * x[i]));
+    L[i] = static_cast<uint8_t>(l);
+    sumlx += qw[i] * x[i] * l;
+    suml2 += qw[i] * l * l;
+  }
+  for (int itry = 0; itry < 5; ++itry) {
+    int changed = 0;
+    for (int i = 0; i < n; ++i) {
+      const float w = qw[i];
+      float slx = sumlx - w * x[i] * L[i];
+      float sl2 = suml2 - w * L[i] * L[i];
+      if (slx > 0 && sl2 > 0) {
+        const int nl = std::min(nmax, nearest_int(x[i] * sl2 / slx));
+        if (nl != L[i]) {
+          slx += w * x[i] * nl;
+          sl2 += w * nl * nl;
+          if (slx * slx * suml2 > sumlx * sumlx * sl2) {
+            L[i] = static_cast<uint8_t>(nl);
+            sumlx = slx;
+            suml2 = sl2;
+            ++changed;
+          }
+        }
+      }
+    }
+    if (!changed) break;
+  }
+  return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+}
+
+// The three types.
+enum class Start { QpStep, Max };  // where the scale trials centre: make_qp_quants's step (x3), or the largest value
+struct Spec {
+  DType dtype;
+  const char* name;
+  size_t bytes;
+  int group;         // weights per 4-bit scale
+  const Shape* shape;
+  float sigma2_mult;  // sigma2 = mult * mean(x^2)
+  float eps;          // a group whose largest magnitude is below this is all zero
+  Start start;
+  int trials;         // t = -trials..trials
+  float step;         // trial spacing
+  bool reround_all;   // after the trials: every grid group re-rounded, or only the off-grid ones
+  float fudge;        // the stored d is d x fudge
+  float db_mult;      // decode: db = d (0.5 + ls) db_mult
+  bool plain_squares;  // without importance: e_i = x_i^2 (else importance 1)
+};
+constexpr Spec kXxs = {DType::IQ2_XXS, "iq2_xxs", 66, 32, &kIq2Shape, 1.0f, 1e-15f, Start::QpStep, 6, 0.1f, true,
+                       1.0f, 0.25f, false};
+constexpr Spec kXs = {DType::IQ2_XS, "iq2_xs", 74, 16, &kIq2Shape, 1.0f, 1e-15f, Start::Max, 9, 0.1f, false, 1.0f,
+                      0.25f, false};
+constexpr Spec kIq3Xxs = {DType::IQ3_XXS, "iq3_xxs", 98, 32, &kIq3Shape, 2.0f, 1e-8f, Start::Max, 15, 0.2f, false,
+                          1.0125f, 0.5f, true};
+
+class LatticeFormat final : public GgmlFormat {
+ public:
+  explicit LatticeFormat(const Spec& s) : s_(s), g_(lattice(s.dtype)) {}
+  std::string name() const override { return s_.name; }
+  int block() const override { return kSuper; }
+  size_t block_bytes() const override { return s_.bytes; }
+  DType dtype() const override { return s_.dtype; }
+
+  BlockParams fit(std::span<const float> w, std::span<const float> importance) const override {
+    if (w.size() != static_cast<size_t>(kSuper))
+      fail("", "format", name() + ": fit got " + std::to_string(w.size()) + " weights for a block of 256");
+    if (!importance.empty() && importance.size() != w.size())
+      fail("", "format", name() + ": importance has " + std::to_string(importance.size()) + " values for " +
+                             std::to_string(w.size()) + " weights");
+    for (float v : w)
+      if (!std::isfinite(v)) fail("", "format", name() + ": fit got a non-finite weight");
+    std::array<float, kSuper> imp;
+    bool any = false;
+    for (size_t i = 0; i < importance.size(); ++i) {
+      imp[i] = std::max(0.0f, importance[i]);  // negative or NaN importance counts as 0
+      any = any || imp[i] > 0.0f;
+    }
+    float sumx2 = 0;
+    for (int i = 0; i < kSuper; ++i) sumx2 += w[i] * w[i];
+    const float sigma2 = s_.sigma2_mult * sumx2 / kSuper;
+    std::array<float, kSuper> e;  // the error weights
+    for (int i = 0; i < kSuper; ++i)
+      e[i] = any ? imp[i] * std::sqrt(sigma2 + w[i] * w[i]) : s_.plain_squares ? w[i] * w[i] : std::sqrt(sigma2 + w[i] * w[i]);
+
+    BlockParams p;
+    p.codes.assign(kSuper, 0);
+    const int groups = kSuper / s_.group;
+    p.sub_scales.assign(static_cast<size_t>(groups), 0.0f);
+    std::array<float, 16> scales{};
+    float max_scale = 0;
+    for (int ib = 0; ib < groups; ++ib) {
+      scales[ib] = fit_group(w.data() + ib * s_.group, e.data() + ib * s_.group, p.codes.data() + ib * s_.group);
+      max_scale = std::max(max_scale, scales[ib]);
+    }
+    if (!(max_scale > 0)) {  // llama.cpp writes an all-zero block
+      std::fill(p.codes.begin(), p.codes.end(), uint8_t{0});
+      return p;
+    }
+    const float d = max_scale / 31;
+    const float id = 1 / d;
+    p.scale = d;
+    for (int ib = 0; ib < groups; ++ib)
+      p.sub_scales[ib] = static_cast<float>(std::clamp(nearest_int(0.5f * (id * scales[ib] - 1)), 0, 15));
+    return p;
+  }
+
+  float round(float /*w*/, const BlockParams& p, int index_in_block) const override {
+    check_params(p);
+    if (index_in_block < 0 || index_in_block >= kSuper)
+      fail("", "format", name() + ": weight index " + std::to_string(index_in_block) + " outside the block");
+    const uint8_t c = p.codes[index_in_block];
+    const int level = std::min(c & 0x7f, s_.shape->levels - 1);
+    const float db = f16_to_f32(stored_d(p)) * (0.5f + static_cast<float>(sub_scale(p, index_in_block / s_.group))) *
+                     s_.db_mult;
+    return db * static_cast<float>(s_.shape->level_bytes[level]) * (c & 0x80 ? -1.0f : 1.0f);
+  }
+
+  void encode(std::span<const float> w, const BlockParams& p, std::byte* out) const override {
+    if (w.size() != static_cast<size_t>(kSuper))
+      fail("", "format", name() + ": encode got " + std::to_string(w.size()) + " weights for a block of 256");
+    check_params(p);
+    ggml_detail::store_u16(out, stored_d(p));
+    std::byte* qs = out + 2;
+    const int gw = s_.shape->weights;
+    auto store_u32 = [](std::byte* at, uint32_t v) {
+      for (int j = 0; j < 4; ++j) at[j] = static_cast<std::byte>(v >> (8 * j));
+    };
+    switch (s_.dtype) {
+      case DType::IQ2_XXS:
+      case DType::IQ3_XXS: {
+        // Grid index bytes, then per 32 weights a u32 of 4 x 7 signs and the scale (iq2_xxs: interleaved per 32
+        // weights, 4 bytes + u32; iq3_xxs: all 64 index bytes first, then the 8 u32).
+        const bool iq3 = s_.dtype == DType::IQ3_XXS;
+        for (int ib = 0; ib < 8; ++ib) {
+          uint32_t meta = static_cast<uint32_t>(sub_scale(p, ib)) << 28;
+          for (int l = 0; l < 4; ++l) meta |= signs_of(p, 32 * ib + 8 * l) << (7 * l);
+          for (int k = 0; k < 32 / gw; ++k)
+            qs[8 * ib + k] = static_cast<std::byte>(index_of(p, 32 * ib + gw * k));
+          store_u32(iq3 ? qs + 64 + 4 * ib : qs + 8 * ib + 4, meta);
+        }
+        break;
+      }
+      case DType::IQ2_XS:
+        for (int k = 0; k < kSuper / 8; ++k)
+          ggml_detail::store_u16(qs + 2 * k, static_cast<uint16_t>(index_of(p, 8 * k) | (signs_of(p, 8 * k) << 9)));
+        for (int ib = 0; ib < 8; ++ib)
+          out[66 + ib] = static_cast<std::byte>(sub_scale(p, 2 * ib) | (sub_scale(p, 2 * ib + 1) << 4));
+        break;
+      default:
+        fail("", "format", name() + ": no layout");
+    }
+  }
+
+  void decode(const std::byte* in, std::span<float> out) const override {
+    if (out.size() != static_cast<size_t>(kSuper)) fail("", "format", name() + ": decode needs 256 outputs");
+    ggml_decode_other_row(s_.dtype, in, kSuper, out.data());
+  }
+  float dot(const std::byte* in, const float* x) const override {
+    return ggml_detail::dot_by_decode<kSuper>(*this, in, x);
+  }
+
+ private:
+  // One scale group of n = s_.group weights x with error weights e: its codes (level | sign << 7) into c, its step
+  // returned (0: an all-zero group, codes 0).
+  float fit_group(const float* xb, const float* e, uint8_t* c) const {
+    const int n = s_.group, gw = s_.shape->weights, nlev = s_.shape->levels;
+    float waux[32] = {}, xval[32] = {};
+    int8_t L[32] = {}, Laux[32] = {};
+    uint8_t block_signs[4] = {};
+    for (int i = 0; i < n; ++i) waux[i] = std::sqrt(e[i]);
+    for (int k = 0; k < n / 8; ++k) {  // signs per 8 weights, an even number negated
+      int nflip = 0;
+      uint8_t s = 0;
+      for (int i = 0; i < 8; ++i) {
+        if (xb[8 * k + i] >= 0) {
+          xval[8 * k + i] = xb[8 * k + i];
+        } else {
+          xval[8 * k + i] = -xb[8 * k + i];
+          ++nflip;
+          s |= static_cast<uint8_t>(1 << i);
+        }
+      }
+      if (nflip % 2) {
+        int imin = 0;
+        float min = e[8 * k] * xb[8 * k] * xb[8 * k];
+        for (int i = 1; i < 8; ++i) {
+          const float ax = e[8 * k + i] * xb[8 * k + i] * xb[8 * k + i];
+          if (ax < min) min = ax, imin = i;
+        }
+        xval[8 * k + imin] = -xval[8 * k + imin];
+        s ^= static_cast<uint8_t>(1 << imin);
+      }
+      block_signs[k] = s & 127;
+    }
+    float max = xval[0];
+    for (int i = 1; i < n; ++i) max = std::max(max, xval[i]);
+    if (max < s_.eps) return 0.0f;  // codes stay 0: llama.cpp writes nothing for this group
+
+    float scale, m;
+    if (s_.start == Start::QpStep) {
+      scale = make_qp_step(n, nlev + 1, xval, e);
+      m = scale * nlev;
+      if (m <= 0) return 0.0f;
+    } else {
+      scale = max / (2 * nlev - 1);
+      m = max;
+    }
+    // Levels nearest to x at inverse step id for grid group k, snapped to the grid: to L + gw k; false if the
+    // rounded levels were off the grid.
+    auto round_group = [&](float id, float step, int k, int8_t* out) {
+      for (int i = 0; i < gw; ++i)
+        out[gw * k + i] =
+            static_cast<int8_t>(std::max(0, std::min(nlev - 1, nearest_int(0.5f * (id * xval[gw * k + i] - 1)))));
+      const int32_t entry = grid_index(g_, out + gw * k);
+      if (entry >= 0) return true;
+      best_neighbour(g_, entry, xval + gw * k, waux + gw * k, step, out + gw * k);
+      return false;
+    };
+    auto sums = [&](const int8_t* Lq, float& sumqx, float& sumq2) {
+      sumqx = 0, sumq2 = 0;
+      for (int i = 0; i < n; ++i) {
+        const float q = 2 * Lq[i] + 1;
+        sumqx += e[i] * xval[i] * q;
+        sumq2 += e[i] * q * q;
+      }
+    };
+    const int ng = n / gw;
+    bool on_grid[8], on_grid_aux[8];
+    std::fill(on_grid, on_grid + 8, true);
+    float best = 0;
+    for (int is = -s_.trials; is <= s_.trials; ++is) {
+      const float id = (2 * nlev - 1 + is * s_.step) / m;
+      const float this_scale = 1 / id;
+      for (int k = 0; k < ng; ++k) on_grid_aux[k] = round_group(id, this_scale, k, Laux);
+      float sumqx, sumq2;
+      sums(Laux, sumqx, sumq2);
+      if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
+        scale = sumqx / sumq2;
+        best = scale * sumqx;
+        std::memcpy(L, Laux, static_cast<size_t>(n));
+        std::copy(on_grid_aux, on_grid_aux + ng, on_grid);
+      }
+    }
+    bool refit = s_.reround_all;
+    for (int k = 0; k < ng; ++k) refit = refit || !on_grid[k];
+    if (refit && scale > 0) {
+      const float id = 1 / scale;
+      for (int k = 0; k < ng; ++k)
+        if (s_.reround_all || !on_grid[k]) round_group(id, scale, k, L);
+      float sumqx, sumq2;
+      sums(L, sumqx, sumq2);
+      if (sumq2 > 0) scale = sumqx / sumq2;
+    }
+    if (scale < 0) {  // llama.cpp: "should never happen"; the step stays positive and the signs flip
+      scale = -scale;
+      for (int k = 0; k < n / 8; ++k) block_signs[k] = static_cast<uint8_t>(~block_signs[k] & 127);
+    }
+    for (int k = 0; k < ng; ++k)
+      if (grid_index(g_, L + gw * k) < 0) fail("", "format", name() + ": the search left a group off the grid (a bug)");
+    for (int k = 0; k < n / 8; ++k) {
+      const unsigned seven = block_signs[k];
+      const unsigned eighth = static_cast<unsigned>(std::popcount(seven) & 1);
+      for (int i = 0; i < 8; ++i) {
+        const unsigned sign = i < 7 ? (seven >> i) & 1u : eighth;
+        c[8 * k + i] = static_cast<uint8_t>(L[8 * k + i] | (sign << 7));
+      }
+    }
+    return scale;
+  }
+
+  // The grid index of the group of weights starting at i0 (its levels must be a grid point).
+  uint32_t index_of(const BlockParams& p, int i0) const {
+    int8_t L[8];
+    for (int i = 0; i < s_.shape->weights; ++i) {
+      const int l = p.codes[i0 + i] & 0x7f;
+      if (l >= s_.shape->levels)
+        fail("", "format", name() + ": code " + std::to_string(l) + " at weight " + std::to_string(i0 + i) +
+                               " is not a level (expected 0.." + std::to_string(s_.shape->levels - 1) + ")");
+      L[i] = static_cast<int8_t>(l);
+    }
+    const int32_t index = grid_index(g_, L);
+    if (index < 0) fail("", "format", name() + ": the codes at weight " + std::to_string(i0) + " are not a grid point");
+    return static_cast<uint32_t>(index);
+  }
+  // The 7 stored sign bits of the 8 weights starting at i0.
+  static uint32_t signs_of(const BlockParams& p, int i0) {
+    uint32_t s = 0;
+    for (int i = 0; i < 7; ++i)
+      if (p.codes[i0 + i] & 0x80) s |= 1u << i;
+    return s;
+  }
+
+  uint16_t stored_d(const BlockParams& p) const { return f32_to_f16(p.scale * s_.fudge); }
+  void check_params(const BlockParams& p) const {
+    if (p.codes.size() != static_cast<size_t>(kSuper) ||
+        p.sub_scales.size() != static_cast<size_t>(kSuper / s_.group))
+      fail("", "format", name() + ": BlockParams need 256 codes and " + std::to_string(kSuper / s_.group) +
+                             " sub_scales (from this format's fit)");
+  }
+  static int sub_scale(const BlockParams& p, int g) {
+    const float v = p.sub_scales[g];
+    return std::clamp(std::isfinite(v) ? static_cast<int>(std::lround(v)) : 0, 0, 15);
+  }
+  static const Lattice& lattice(DType t) {
+    static const Lattice iq2xxs = build_lattice(kIq2Shape, ggml_iq2_grid(DType::IQ2_XXS));
+    static const Lattice iq2xs = build_lattice(kIq2Shape, ggml_iq2_grid(DType::IQ2_XS));
+    static const Lattice iq3xxs = build_lattice(kIq3Shape, ggml_iq3_grid(DType::IQ3_XXS));
+    return t == DType::IQ2_XXS ? iq2xxs : t == DType::IQ2_XS ? iq2xs : iq3xxs;
+  }
+
+  Spec s_;
+  const Lattice& g_;
+};
+
+}  // namespace
+
+std::unique_ptr<GgmlFormat> make_ggml_lattice_format(DType t) {
+  for (const Spec* s : {&kXxs, &kXs, &kIq3Xxs})
+    if (s->dtype == t) return std::make_unique<LatticeFormat>(*s);
+  return nullptr;
+}
+
+}  // namespace lowbit::formats
