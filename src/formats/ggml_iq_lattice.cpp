@@ -1,4 +1,4 @@
-// lowbit formats: ggml's lattice i-quants IQ2_XXS, IQ2_XS and IQ3_XXS as Formats (see ggml.h for the contract).
+// lowbit formats: ggml's lattice i-quants IQ2_XXS, IQ2_XS, IQ3_XXS and IQ3_S as Formats (see ggml.h for the contract).
 //
 // Layouts (decoded in ggml_decode_other.cpp, which holds the grids):
 //   iq2_xxs 256 w, 66 B: d fp16 | 8 sub-blocks of 32 w x 8 B: 4 grid indices (one byte per 8 weights) | u32 with
@@ -6,29 +6,32 @@
 //   iq2_xs  256 w, 74 B: d fp16 | 32 x u16 (9-bit grid index | 7 sign bits << 9) | scales[8] (4 bits per 16 w)
 //   iq3_xxs 256 w, 98 B: d fp16 | 64 grid indices (one byte per 4 weights) | 8 x u32 (4 x 7 sign bits | ls << 28)
 //                        weight = d (0.5 + ls) / 2 grid sign
+//   iq3_s  256 w, 110 B: d fp16 | idx_lo[64] | qh[8] (bit 8 of the indices) | signs[32] (all 8 per 8 weights) |
+//                        scales[4] (4 bits per 32 w)                            weight = d (1 + 2 ls) grid sign
 // A grid entry gives each of its 8 (iq2) or 4 (iq3) weights one of 3 (bytes 8, 25, 43) or 8 (4, 12, ..., 52, 62)
-// magnitudes, "levels" l that the fit treats as 2 l + 1. Signs come per 8 weights: seven bits for weights 0..6,
-// the eighth is their parity (an even number of negated weights).
+// magnitudes (iq3_s: 1, 3, ..., 15), "levels" l that the fit treats as 2 l + 1. Signs come per 8 weights: seven
+// bits for weights 0..6, the eighth their parity (an even number of negated weights); iq3_s stores all eight.
 //
 // fit is llama.cpp's importance-weighted search (quantize_row_iq2_xxs_impl, quantize_row_iq2_xs_impl,
-// quantize_row_iq3_xxs_impl), operation for operation, so fit + encode is byte-identical to llama-quantize
-// --imatrix. Per 256-weight block, with error weights e_i = importance_i * sqrt(sigma2 + x_i^2) (sigma2 = mean(x^2)
-// over the block for iq2, twice that for iq3):
-//  - per 8 weights the signs are taken from x; an odd number of negatives flips the sign of the weight with the
-//    smallest e x^2 (its magnitude is then coded as a negative number, which the search sees);
+// quantize_row_iq3_xxs_impl, quantize_row_iq3_s_impl), operation for operation, so fit + encode is byte-identical
+// to llama-quantize --imatrix. Per 256-weight block, with error weights e_i = importance_i * sqrt(sigma2 + x_i^2)
+// (sigma2 = mean(x^2) over the block for iq2, twice that for iq3):
+//  - per 8 weights the signs are taken from x; where the parity rule holds, an odd number of negatives flips the
+//    sign of the weight with the smallest e x^2 (its magnitude is then coded as a negative number, which the search
+//    sees);
 //  - per scale group a scale search: trial inverse steps (2 nmax - 1 + t step) / m (iq2_xxs: t = -6..6, step 0.1,
 //    m = 3 x make_qp_quants's step; iq2_xs: -9..9, 0.1, m = the largest magnitude; iq3_xxs: -15..15, 0.2, the
-//    largest), levels rounded per weight, a grid group that is not a grid point replaced by the best of its
-//    precomputed nearest grid points (error weighted by sqrt e), and the least-squares step of the best trial kept;
-//    iq2_xxs then re-rounds every group at that step, the others only the groups that were off the grid, and the
-//    step is refitted;
-//  - d = (largest group step) / 31 (iq3_xxs stores d x 1.0125, llama.cpp's fudge) and each group's 4-bit
-//    ls = nearest(0.5 (step / d - 1)).
-// Without importance (or with none over a block): iq3_xxs uses e_i = x_i^2 as llama.cpp's quantize_row_iq3_xxs_ref
-// does; the iq2 types, which llama-quantize only writes with an imatrix, use importance 1.
+//    largest; iq3_s: -9..9, 0.2, the largest), levels rounded per weight, a grid group that is not a grid point
+//    replaced by the best of its precomputed nearest grid points (error weighted by sqrt e), and the least-squares
+//    step of the best trial kept; then iq2_xxs re-rounds every group at that step, iq2_xs / iq3_xxs the groups that
+//    were off the grid, iq3_s every group when any was off (or no trial won), and the step is refitted;
+//  - d = (largest group step) / 31 (iq3_xxs stores d x 1.0125, iq3_s d x 1.033: llama.cpp's fudges) and each
+//    group's 4-bit ls = nearest(0.5 (step / d - 1)).
+// Without importance (or with none over a block): the iq3 types use e_i = x_i^2 as llama.cpp's plain path does;
+// the iq2 types, which llama-quantize only writes with an imatrix, use importance 1.
 //
 // BlockParams: scale = d (unrounded, before the fudge), sub_scales = the 8 or 16 ls values, codes = one byte per
-// weight: its level | its sign << 7 (the eighth weight of 8: the parity of the others). The weights of a grid
+// weight: its level | its sign << 7 (with the parity rule, the eighth weight's is the parity of the others). The weights of a grid
 // group are chosen together, so round(w, p, i) is the value the fit chose for weight i (w is not re-rounded):
 // GPTQ on these types feeds each block's error forward into the next blocks' fits.
 #include <algorithm>
@@ -67,8 +70,10 @@ struct Shape {
 };
 constexpr uint8_t kIq2Bytes[3] = {8, 25, 43};
 constexpr uint8_t kIq3Bytes[8] = {4, 12, 20, 28, 36, 44, 52, 62};
+constexpr uint8_t kIq3sBytes[8] = {1, 3, 5, 7, 9, 11, 13, 15};
 constexpr Shape kIq2Shape = {8, 2, 3, kIq2Bytes, 2};
 constexpr Shape kIq3Shape = {4, 3, 8, kIq3Bytes, 2};
+constexpr Shape kIq3sShape = {4, 3, 8, kIq3sBytes, 3};
 
 // A grid with what the search needs: each point's magnitudes (2 l + 1), a map from the packed levels of a group
 // (bits per level each) to the grid point, and for each packed code that is not on the grid the grid points at its
@@ -224,8 +229,10 @@ float make_qp_step(int n, int nmax, const float* x, const float* qw) {
   return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
 }
 
-// The three types.
+// The four types.
 enum class Start { QpStep, Max };  // where the scale trials centre: make_qp_quants's step (x3), or the largest value
+// After the trials: every group re-rounded at the chosen step, only the off-grid ones, or all when any is off.
+enum class Reround { All, OffGrid, AllIfAnyOff };
 struct Spec {
   DType dtype;
   const char* name;
@@ -237,17 +244,22 @@ struct Spec {
   Start start;
   int trials;         // t = -trials..trials
   float step;         // trial spacing
-  bool reround_all;   // after the trials: every grid group re-rounded, or only the off-grid ones
+  Reround reround;
+  bool on_grid_init;  // what a group counts as before any trial wins (iq3_s: off the grid)
   float fudge;        // the stored d is d x fudge
-  float db_mult;      // decode: db = d (0.5 + ls) db_mult
+  float db_mult;      // decode: db = d (0.5 + ls) db_mult, or (0: iq3_s) db = d (1 + 2 ls)
   bool plain_squares;  // without importance: e_i = x_i^2 (else importance 1)
+  bool parity_signs;   // 7 stored signs per 8 weights and an even number negated (else all 8 stored)
 };
-constexpr Spec kXxs = {DType::IQ2_XXS, "iq2_xxs", 66, 32, &kIq2Shape, 1.0f, 1e-15f, Start::QpStep, 6, 0.1f, true,
-                       1.0f, 0.25f, false};
-constexpr Spec kXs = {DType::IQ2_XS, "iq2_xs", 74, 16, &kIq2Shape, 1.0f, 1e-15f, Start::Max, 9, 0.1f, false, 1.0f,
-                      0.25f, false};
-constexpr Spec kIq3Xxs = {DType::IQ3_XXS, "iq3_xxs", 98, 32, &kIq3Shape, 2.0f, 1e-8f, Start::Max, 15, 0.2f, false,
-                          1.0125f, 0.5f, true};
+constexpr Spec kXxs = {DType::IQ2_XXS, "iq2_xxs", 66, 32, &kIq2Shape, 1.0f, 1e-15f, Start::QpStep, 6, 0.1f,
+                       Reround::All, true, 1.0f, 0.25f, false, true};
+constexpr Spec kXs = {DType::IQ2_XS, "iq2_xs", 74, 16, &kIq2Shape, 1.0f, 1e-15f, Start::Max, 9, 0.1f,
+                      Reround::OffGrid, true, 1.0f, 0.25f, false, true};
+constexpr Spec kIq3Xxs = {DType::IQ3_XXS, "iq3_xxs", 98, 32, &kIq3Shape, 2.0f, 1e-8f, Start::Max, 15, 0.2f,
+                          Reround::OffGrid, true, 1.0125f, 0.5f, true, true};
+// eps 0: only an exactly zero group is skipped.
+constexpr Spec kIq3S = {DType::IQ3_S, "iq3_s", 110, 32, &kIq3sShape, 2.0f, 0.0f, Start::Max, 9, 0.2f,
+                        Reround::AllIfAnyOff, false, 1.033f, 0.0f, true, false};
 
 class LatticeFormat final : public GgmlFormat {
  public:
@@ -306,8 +318,9 @@ class LatticeFormat final : public GgmlFormat {
       fail("", "format", name() + ": weight index " + std::to_string(index_in_block) + " outside the block");
     const uint8_t c = p.codes[index_in_block];
     const int level = std::min(c & 0x7f, s_.shape->levels - 1);
-    const float db = f16_to_f32(stored_d(p)) * (0.5f + static_cast<float>(sub_scale(p, index_in_block / s_.group))) *
-                     s_.db_mult;
+    const int ls = sub_scale(p, index_in_block / s_.group);
+    const float d = f16_to_f32(stored_d(p));
+    const float db = s_.db_mult > 0 ? d * (0.5f + static_cast<float>(ls)) * s_.db_mult : d * static_cast<float>(1 + 2 * ls);
     return db * static_cast<float>(s_.shape->level_bytes[level]) * (c & 0x80 ? -1.0f : 1.0f);
   }
 
@@ -315,6 +328,7 @@ class LatticeFormat final : public GgmlFormat {
     if (w.size() != static_cast<size_t>(kSuper))
       fail("", "format", name() + ": encode got " + std::to_string(w.size()) + " weights for a block of 256");
     check_params(p);
+    std::memset(out, 0, s_.bytes);
     ggml_detail::store_u16(out, stored_d(p));
     std::byte* qs = out + 2;
     const int gw = s_.shape->weights;
@@ -342,6 +356,20 @@ class LatticeFormat final : public GgmlFormat {
         for (int ib = 0; ib < 8; ++ib)
           out[66 + ib] = static_cast<std::byte>(sub_scale(p, 2 * ib) | (sub_scale(p, 2 * ib + 1) << 4));
         break;
+      case DType::IQ3_S: {
+        // idx_lo[64] | qh[8] (bit k of qh[b]: bit 8 of group k's index in 32-block b) | signs[32] | scales[4]
+        std::byte* qh = qs + 64;
+        std::byte* signs = qs + 72;
+        for (int k = 0; k < 64; ++k) {
+          const uint32_t index = index_of(p, 4 * k);
+          qs[k] = static_cast<std::byte>(index & 255);
+          qh[k / 8] |= static_cast<std::byte>((index >> 8) << (k % 8));
+        }
+        for (int k = 0; k < 32; ++k) signs[k] = static_cast<std::byte>(signs_of(p, 8 * k) | ((p.codes[8 * k + 7] >> 7) << 7));
+        for (int ib = 0; ib < 4; ++ib)
+          qs[104 + ib] = static_cast<std::byte>(sub_scale(p, 2 * ib) | (sub_scale(p, 2 * ib + 1) << 4));
+        break;
+      }
       default:
         fail("", "format", name() + ": no layout");
     }
@@ -376,7 +404,7 @@ class LatticeFormat final : public GgmlFormat {
           s |= static_cast<uint8_t>(1 << i);
         }
       }
-      if (nflip % 2) {
+      if (s_.parity_signs && nflip % 2) {
         int imin = 0;
         float min = e[8 * k] * xb[8 * k] * xb[8 * k];
         for (int i = 1; i < 8; ++i) {
@@ -386,11 +414,11 @@ class LatticeFormat final : public GgmlFormat {
         xval[8 * k + imin] = -xval[8 * k + imin];
         s ^= static_cast<uint8_t>(1 << imin);
       }
-      block_signs[k] = s & 127;
+      block_signs[k] = s_.parity_signs ? s & 127 : s;
     }
     float max = xval[0];
     for (int i = 1; i < n; ++i) max = std::max(max, xval[i]);
-    if (max < s_.eps) return 0.0f;  // codes stay 0: llama.cpp writes nothing for this group
+    if (s_.eps > 0 ? max < s_.eps : max == 0) return 0.0f;  // codes stay 0: llama.cpp writes nothing for this group
 
     float scale, m;
     if (s_.start == Start::QpStep) {
@@ -422,7 +450,7 @@ class LatticeFormat final : public GgmlFormat {
     };
     const int ng = n / gw;
     bool on_grid[8], on_grid_aux[8];
-    std::fill(on_grid, on_grid + 8, true);
+    std::fill(on_grid, on_grid + 8, s_.on_grid_init);
     float best = 0;
     for (int is = -s_.trials; is <= s_.trials; ++is) {
       const float id = (2 * nlev - 1 + is * s_.step) / m;
@@ -437,25 +465,25 @@ class LatticeFormat final : public GgmlFormat {
         std::copy(on_grid_aux, on_grid_aux + ng, on_grid);
       }
     }
-    bool refit = s_.reround_all;
+    bool refit = s_.reround == Reround::All;
     for (int k = 0; k < ng; ++k) refit = refit || !on_grid[k];
     if (refit && scale > 0) {
       const float id = 1 / scale;
       for (int k = 0; k < ng; ++k)
-        if (s_.reround_all || !on_grid[k]) round_group(id, scale, k, L);
+        if (s_.reround != Reround::OffGrid || !on_grid[k]) round_group(id, scale, k, L);
       float sumqx, sumq2;
       sums(L, sumqx, sumq2);
       if (sumq2 > 0) scale = sumqx / sumq2;
     }
     if (scale < 0) {  // llama.cpp: "should never happen"; the step stays positive and the signs flip
       scale = -scale;
-      for (int k = 0; k < n / 8; ++k) block_signs[k] = static_cast<uint8_t>(~block_signs[k] & 127);
+      for (int k = 0; k < n / 8; ++k) block_signs[k] = static_cast<uint8_t>(~block_signs[k] & (s_.parity_signs ? 127 : 255));
     }
     for (int k = 0; k < ng; ++k)
       if (grid_index(g_, L + gw * k) < 0) fail("", "format", name() + ": the search left a group off the grid (a bug)");
     for (int k = 0; k < n / 8; ++k) {
       const unsigned seven = block_signs[k];
-      const unsigned eighth = static_cast<unsigned>(std::popcount(seven) & 1);
+      const unsigned eighth = s_.parity_signs ? static_cast<unsigned>(std::popcount(seven) & 1) : (seven >> 7) & 1u;
       for (int i = 0; i < 8; ++i) {
         const unsigned sign = i < 7 ? (seven >> i) & 1u : eighth;
         c[8 * k + i] = static_cast<uint8_t>(L[8 * k + i] | (sign << 7));
@@ -498,10 +526,13 @@ class LatticeFormat final : public GgmlFormat {
     return std::clamp(std::isfinite(v) ? static_cast<int>(std::lround(v)) : 0, 0, 15);
   }
   static const Lattice& lattice(DType t) {
-    static const Lattice iq2xxs = build_lattice(kIq2Shape, ggml_iq2_grid(DType::IQ2_XXS));
-    static const Lattice iq2xs = build_lattice(kIq2Shape, ggml_iq2_grid(DType::IQ2_XS));
-    static const Lattice iq3xxs = build_lattice(kIq3Shape, ggml_iq3_grid(DType::IQ3_XXS));
-    return t == DType::IQ2_XXS ? iq2xxs : t == DType::IQ2_XS ? iq2xs : iq3xxs;
+    // Built on first use, once per type (thread-safe statics).
+    switch (t) {
+      case DType::IQ2_XXS: { static const Lattice g = build_lattice(kIq2Shape, ggml_iq2_grid(t)); return g; }
+      case DType::IQ2_XS: { static const Lattice g = build_lattice(kIq2Shape, ggml_iq2_grid(t)); return g; }
+      case DType::IQ3_XXS: { static const Lattice g = build_lattice(kIq3Shape, ggml_iq3_grid(t)); return g; }
+      default: { static const Lattice g = build_lattice(kIq3sShape, ggml_iq3_grid(DType::IQ3_S)); return g; }
+    }
   }
 
   Spec s_;
@@ -511,7 +542,7 @@ class LatticeFormat final : public GgmlFormat {
 }  // namespace
 
 std::unique_ptr<GgmlFormat> make_ggml_lattice_format(DType t) {
-  for (const Spec* s : {&kXxs, &kXs, &kIq3Xxs})
+  for (const Spec* s : {&kXxs, &kXs, &kIq3Xxs, &kIq3S})
     if (s->dtype == t) return std::make_unique<LatticeFormat>(*s);
   return nullptr;
 }

@@ -47,7 +47,10 @@ int nearest_int(float v) {
 
 // The types with integer kernels (the i-quants' lattice types decode row by row for now).
 bool ggml_dot_supported(DType t) {
-  return formats::ggml_encodable(t) && t != DType::IQ2_XXS && t != DType::IQ2_XS && t != DType::IQ3_XXS;
+  switch (t) {
+    case DType::IQ2_XXS: case DType::IQ2_XS: case DType::IQ3_XXS: case DType::IQ3_S: return false;
+    default: return formats::ggml_encodable(t);
+  }
 }
 
 bool ggml_acts_transposed(DType t) {

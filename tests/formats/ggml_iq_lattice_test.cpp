@@ -40,8 +40,10 @@ const Fixture kFixtures[] = {
     {"reference/imatrix/synth256-imat-IQ3_XXS.gguf", "reference/imatrix/synth256.imatrix"},
     {"reference/imatrix/synth256-imat-IQ3_S.gguf", "reference/imatrix/synth256.imatrix"},
 };
-const DType kTypes[] = {DType::IQ2_XXS, DType::IQ2_XS, DType::IQ3_XXS};
-bool lattice_type(DType t) { return t == DType::IQ2_XXS || t == DType::IQ2_XS || t == DType::IQ3_XXS; }
+const DType kTypes[] = {DType::IQ2_XXS, DType::IQ2_XS, DType::IQ3_XXS, DType::IQ3_S};
+bool lattice_type(DType t) {
+  return t == DType::IQ2_XXS || t == DType::IQ2_XS || t == DType::IQ3_XXS || t == DType::IQ3_S;
+}
 
 }  // namespace
 
@@ -68,6 +70,7 @@ TEST(GgmlIqLattice, ByteIdenticalToLlamaQuantize) {
   std::map<std::string, const lowbit::io::GgufTensor*> by_name;
   for (const auto& t : src->tensors()) by_name[t.name] = &t;
   std::map<DType, int> checked;
+  int unweighted = 0;
   for (const Fixture& fx : kFixtures) {
     LOWBIT_NEED_SHARED(fx.file);
     LOWBIT_NEED_SHARED(fx.imatrix);
@@ -79,9 +82,13 @@ TEST(GgmlIqLattice, ByteIdenticalToLlamaQuantize) {
       const auto* s = by_name.at(t.name);
       ASSERT_EQ(s->dtype, DType::F32) << t.name;
       const auto cols = static_cast<int64_t>(t.ne[0]);
+      // A matrix without an entry (the embedding) is quantized without importance, which only the iq3 types allow.
       const auto it = imat.entries.find(t.name);
-      ASSERT_NE(it, imat.entries.end()) << t.name << ": no importance (llama-quantize requires it for this type)";
-      ASSERT_EQ(static_cast<int64_t>(it->second.size()), cols) << t.name;
+      const bool weighted = it != imat.entries.end();
+      if (!weighted) ASSERT_TRUE(t.dtype == DType::IQ3_XXS || t.dtype == DType::IQ3_S) << t.name << ": no importance";
+      const std::vector<float> none;
+      const std::vector<float>& importance = weighted ? it->second : none;
+      if (weighted) ASSERT_EQ(static_cast<int64_t>(importance.size()), cols) << t.name;
       const auto* w = reinterpret_cast<const float*>(src->tensor_data(*s));
       const auto* theirs = reinterpret_cast<const uint8_t*>(ref->tensor_data(t));
       const size_t rb = static_cast<size_t>(cols / 256) * f.block_bytes();
@@ -89,16 +96,19 @@ TEST(GgmlIqLattice, ByteIdenticalToLlamaQuantize) {
       std::vector<std::byte> mine(rb);
       int64_t bad_rows = 0, first_bad = -1;
       for (int64_t r = 0; r < nrows; ++r) {
-        lf::encode_row(f, std::span<const float>(w + r * cols, static_cast<size_t>(cols)), it->second, mine.data());
+        lf::encode_row(f, std::span<const float>(w + r * cols, static_cast<size_t>(cols)), importance, mine.data());
         if (std::memcmp(mine.data(), theirs + r * rb, rb) != 0 && bad_rows++ == 0) first_bad = r;
       }
       EXPECT_EQ(bad_rows, 0) << fx.file << " " << t.name << " (" << f.name() << "): " << bad_rows << " of " << nrows
                              << " rows differ, first " << first_bad;
       ++checked[t.dtype];
+      if (!weighted) ++unweighted;
     }
   }
   std::cout << "[ checked  ] " << checked[DType::IQ2_XXS] << " iq2_xxs, " << checked[DType::IQ2_XS] << " iq2_xs and "
-            << checked[DType::IQ3_XXS] << " iq3_xxs tensors\n";
+            << checked[DType::IQ3_XXS] << " iq3_xxs and " << checked[DType::IQ3_S] << " iq3_s tensors (" << unweighted
+            << " without importance)\n";
+  EXPECT_GE(unweighted, 1);  // the plain (x^2-weighted) fit is covered too
   for (DType t : kTypes) EXPECT_GE(checked[t], 8) << lowbit::dtype_name(t);
 }
 
@@ -160,6 +170,7 @@ TEST(GgmlIqLattice, PinnedDistortion) {
   expect_rel_rmse_in_band(xxs, w, 0.3442, 0.05);
   expect_rel_rmse_in_band(xs, w, 0.2994, 0.05);
   expect_rel_rmse_in_band(lf::ggml_format(DType::IQ3_XXS), w, 0.2156, 0.05);  // e = x^2 without importance
+  expect_rel_rmse_in_band(lf::ggml_format(DType::IQ3_S), w, 0.1654, 0.05);   // the same
   EXPECT_LT(rel_rmse(xs, w), rel_rmse(xxs, w));
 }
 
