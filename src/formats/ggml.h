@@ -49,7 +49,7 @@ class GgmlFormat : public Format {
 };
 
 // The encodable ggml types: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, IQ2_XXS,
-// IQ2_XS, IQ3_XXS, IQ3_S.
+// IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S.
 bool ggml_encodable(DType t);
 // The format for an encodable type; lowbit::Error naming the type otherwise.
 std::unique_ptr<GgmlFormat> make_ggml_format(DType t);
@@ -60,7 +60,7 @@ const GgmlFormat& ggml_format(DType t);
 std::unique_ptr<GgmlFormat> make_ggml_legacy_format(DType t);  // ggml_legacy.cpp: Q8_0 Q4_0 Q4_1 Q5_0 Q5_1
 std::unique_ptr<GgmlFormat> make_ggml_kquant_format(DType t);  // ggml_kquants.cpp: Q2_K .. Q6_K
 std::unique_ptr<GgmlFormat> make_ggml_iq4_format(DType t);     // ggml_iq4.cpp: IQ4_NL IQ4_XS
-std::unique_ptr<GgmlFormat> make_ggml_lattice_format(DType t);  // ggml_iq_lattice.cpp: IQ2_XXS IQ2_XS IQ3_XXS IQ3_S
+std::unique_ptr<GgmlFormat> make_ggml_lattice_format(DType t);  // ggml_iq_lattice.cpp: IQ2_XXS/XS/S IQ3_XXS/S
 
 // Whether lowbit can turn a row of type t into floats: F32, F16, BF16, F64, I8..I32 (as values) and every
 // quantized type llama.cpp ships (the encodable ones plus Q8_1, Q8_K, IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S,
@@ -72,7 +72,7 @@ void ggml_decode_row(DType t, const std::byte* in, int64_t n, float* out);
 // The decoders for the types without a format of their own (ggml_decode_other.cpp) and the i-quants (whose formats
 // decode through it); false if t is not one of them.
 bool ggml_decode_other_row(DType t, const std::byte* in, int64_t n, float* out);
-// The 8-weight grid of IQ2_XXS (256 entries) or IQ2_XS (512) and the 4-weight grid of IQ3_XXS (256) or IQ3_S
+// The 8-weight grid of IQ2_XXS (256 entries), IQ2_XS (512) or IQ2_S (1024) and the 4-weight grid of IQ3_XXS (256) or IQ3_S
 // (512), one byte per weight (ggml_iq_grids.inc); empty for other types.
 std::span<const uint64_t> ggml_iq2_grid(DType t);
 std::span<const uint32_t> ggml_iq3_grid(DType t);

@@ -288,6 +288,7 @@ BlockDecoder decoder_for(DType t) {
 std::span<const uint64_t> ggml_iq2_grid(DType t) {
   if (t == DType::IQ2_XXS) return kIq2xxsGrid;
   if (t == DType::IQ2_XS) return kIq2xsGrid;
+  if (t == DType::IQ2_S) return kIq2sGrid;
   return {};
 }
 

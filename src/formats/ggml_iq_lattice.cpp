@@ -1,9 +1,11 @@
-// lowbit formats: ggml's lattice i-quants IQ2_XXS, IQ2_XS, IQ3_XXS and IQ3_S as Formats (see ggml.h for the contract).
+// lowbit formats: ggml's lattice i-quants IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS and IQ3_S as Formats (see ggml.h).
 //
 // Layouts (decoded in ggml_decode_other.cpp, which holds the grids):
 //   iq2_xxs 256 w, 66 B: d fp16 | 8 sub-blocks of 32 w x 8 B: 4 grid indices (one byte per 8 weights) | u32 with
 //                        4 x 7 sign bits and a 4-bit scale ls in bits 28..31.   weight = d (0.5 + ls) / 4 grid sign
 //   iq2_xs  256 w, 74 B: d fp16 | 32 x u16 (9-bit grid index | 7 sign bits << 9) | scales[8] (4 bits per 16 w)
+//   iq2_s   256 w, 82 B: d fp16 | idx_lo[32] | signs[32] (all 8 per 8 weights) | qh[8] (bits 8-9 of the 10-bit
+//                        indices) | scales[8] (4 bits per 16 w)
 //   iq3_xxs 256 w, 98 B: d fp16 | 64 grid indices (one byte per 4 weights) | 8 x u32 (4 x 7 sign bits | ls << 28)
 //                        weight = d (0.5 + ls) / 2 grid sign
 //   iq3_s  256 w, 110 B: d fp16 | idx_lo[64] | qh[8] (bit 8 of the indices) | signs[32] (all 8 per 8 weights) |
@@ -13,22 +15,23 @@
 // bits for weights 0..6, the eighth their parity (an even number of negated weights); iq3_s stores all eight.
 //
 // fit is llama.cpp's importance-weighted search (quantize_row_iq2_xxs_impl, quantize_row_iq2_xs_impl,
-// quantize_row_iq3_xxs_impl, quantize_row_iq3_s_impl), operation for operation, so fit + encode is byte-identical
+// quantize_row_iq2_s_impl, quantize_row_iq3_xxs_impl, quantize_row_iq3_s_impl), operation for operation, so fit + encode is byte-identical
 // to llama-quantize --imatrix. Per 256-weight block, with error weights e_i = importance_i * sqrt(sigma2 + x_i^2)
-// (sigma2 = mean(x^2) over the block for iq2, twice that for iq3):
+// (sigma2 = mean(x^2) over the block for iq2_xxs / iq2_xs, twice that for iq2_s and iq3):
 //  - per 8 weights the signs are taken from x; where the parity rule holds, an odd number of negatives flips the
 //    sign of the weight with the smallest e x^2 (its magnitude is then coded as a negative number, which the search
 //    sees);
 //  - per scale group a scale search: trial inverse steps (2 nmax - 1 + t step) / m (iq2_xxs: t = -6..6, step 0.1,
-//    m = 3 x make_qp_quants's step; iq2_xs: -9..9, 0.1, m = the largest magnitude; iq3_xxs: -15..15, 0.2, the
+//    m = 3 x make_qp_quants's step; iq2_xs, iq2_s: -9..9, 0.1, m = the largest magnitude; iq3_xxs: -15..15, 0.2, the
 //    largest; iq3_s: -9..9, 0.2, the largest), levels rounded per weight, a grid group that is not a grid point
 //    replaced by the best of its precomputed nearest grid points (error weighted by sqrt e), and the least-squares
-//    step of the best trial kept; then iq2_xxs re-rounds every group at that step, iq2_xs / iq3_xxs the groups that
+//    step of the best trial kept; then iq2_xxs re-rounds every group at that step, iq2_xs / iq2_s / iq3_xxs those
 //    were off the grid, iq3_s every group when any was off (or no trial won), and the step is refitted;
-//  - d = (largest group step) / 31 (iq3_xxs stores d x 1.0125, iq3_s d x 1.033: llama.cpp's fudges) and each
+//  - d = (largest group step) / 31 (iq2_s stores d x 0.9875, iq3_xxs d x 1.0125, iq3_s d x 1.033: llama.cpp's
+//    fudges) and each
 //    group's 4-bit ls = nearest(0.5 (step / d - 1)).
-// Without importance (or with none over a block): the iq3 types use e_i = x_i^2 as llama.cpp's plain path does;
-// the iq2 types, which llama-quantize only writes with an imatrix, use importance 1.
+// Without importance (or with none over a block) llama.cpp's plain paths: e_i = x_i^2 (iq3), sigma2 / 4 + x_i^2
+// (iq2_s); iq2_xxs / iq2_xs, which llama-quantize only writes with an imatrix, use importance 1.
 //
 // BlockParams: scale = d (unrounded, before the fudge), sub_scales = the 8 or 16 ls values, codes = one byte per
 // weight: its level | its sign << 7 (with the parity rule, the eighth weight's is the parity of the others). The weights of a grid
@@ -72,6 +75,7 @@ constexpr uint8_t kIq2Bytes[3] = {8, 25, 43};
 constexpr uint8_t kIq3Bytes[8] = {4, 12, 20, 28, 36, 44, 52, 62};
 constexpr uint8_t kIq3sBytes[8] = {1, 3, 5, 7, 9, 11, 13, 15};
 constexpr Shape kIq2Shape = {8, 2, 3, kIq2Bytes, 2};
+constexpr Shape kIq2sShape = {8, 2, 3, kIq2Bytes, 1};
 constexpr Shape kIq3Shape = {4, 3, 8, kIq3Bytes, 2};
 constexpr Shape kIq3sShape = {4, 3, 8, kIq3sBytes, 3};
 
@@ -229,10 +233,12 @@ float make_qp_step(int n, int nmax, const float* x, const float* qw) {
   return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
 }
 
-// The four types.
+// The five types.
 enum class Start { QpStep, Max };  // where the scale trials centre: make_qp_quants's step (x3), or the largest value
 // After the trials: every group re-rounded at the chosen step, only the off-grid ones, or all when any is off.
 enum class Reround { All, OffGrid, AllIfAnyOff };
+// Error weights without importance: sqrt(sigma2 + x^2) (importance 1), x^2, or sigma2 / 4 + x^2.
+enum class Plain { Ones, Squares, QuarterSigma };
 struct Spec {
   DType dtype;
   const char* name;
@@ -248,18 +254,20 @@ struct Spec {
   bool on_grid_init;  // what a group counts as before any trial wins (iq3_s: off the grid)
   float fudge;        // the stored d is d x fudge
   float db_mult;      // decode: db = d (0.5 + ls) db_mult, or (0: iq3_s) db = d (1 + 2 ls)
-  bool plain_squares;  // without importance: e_i = x_i^2 (else importance 1)
+  Plain plain;         // the error weights without importance
   bool parity_signs;   // 7 stored signs per 8 weights and an even number negated (else all 8 stored)
 };
 constexpr Spec kXxs = {DType::IQ2_XXS, "iq2_xxs", 66, 32, &kIq2Shape, 1.0f, 1e-15f, Start::QpStep, 6, 0.1f,
-                       Reround::All, true, 1.0f, 0.25f, false, true};
+                       Reround::All, true, 1.0f, 0.25f, Plain::Ones, true};
 constexpr Spec kXs = {DType::IQ2_XS, "iq2_xs", 74, 16, &kIq2Shape, 1.0f, 1e-15f, Start::Max, 9, 0.1f,
-                      Reround::OffGrid, true, 1.0f, 0.25f, false, true};
+                      Reround::OffGrid, true, 1.0f, 0.25f, Plain::Ones, true};
 constexpr Spec kIq3Xxs = {DType::IQ3_XXS, "iq3_xxs", 98, 32, &kIq3Shape, 2.0f, 1e-8f, Start::Max, 15, 0.2f,
-                          Reround::OffGrid, true, 1.0125f, 0.5f, true, true};
+                          Reround::OffGrid, true, 1.0125f, 0.5f, Plain::Squares, true};
 // eps 0: only an exactly zero group is skipped.
 constexpr Spec kIq3S = {DType::IQ3_S, "iq3_s", 110, 32, &kIq3sShape, 2.0f, 0.0f, Start::Max, 9, 0.2f,
-                        Reround::AllIfAnyOff, false, 1.033f, 0.0f, true, false};
+                        Reround::AllIfAnyOff, false, 1.033f, 0.0f, Plain::Squares, false};
+constexpr Spec kIq2S = {DType::IQ2_S, "iq2_s", 82, 16, &kIq2sShape, 2.0f, 1e-8f, Start::Max, 9, 0.1f,
+                        Reround::OffGrid, true, 0.9875f, 0.25f, Plain::QuarterSigma, false};
 
 class LatticeFormat final : public GgmlFormat {
  public:
@@ -288,7 +296,10 @@ class LatticeFormat final : public GgmlFormat {
     const float sigma2 = s_.sigma2_mult * sumx2 / kSuper;
     std::array<float, kSuper> e;  // the error weights
     for (int i = 0; i < kSuper; ++i)
-      e[i] = any ? imp[i] * std::sqrt(sigma2 + w[i] * w[i]) : s_.plain_squares ? w[i] * w[i] : std::sqrt(sigma2 + w[i] * w[i]);
+      e[i] = any                             ? imp[i] * std::sqrt(sigma2 + w[i] * w[i])
+             : s_.plain == Plain::Squares     ? w[i] * w[i]
+             : s_.plain == Plain::QuarterSigma ? 0.25f * sigma2 + w[i] * w[i]
+                                               : std::sqrt(sigma2 + w[i] * w[i]);
 
     BlockParams p;
     p.codes.assign(kSuper, 0);
@@ -356,6 +367,18 @@ class LatticeFormat final : public GgmlFormat {
         for (int ib = 0; ib < 8; ++ib)
           out[66 + ib] = static_cast<std::byte>(sub_scale(p, 2 * ib) | (sub_scale(p, 2 * ib + 1) << 4));
         break;
+      case DType::IQ2_S: {
+        // idx_lo[32] | signs[32] (all 8 per 8 weights) | qh[8] (bits 2j..2j+1: bits 8-9 of group 4b + j) | scales[8]
+        for (int k = 0; k < 32; ++k) {
+          const uint32_t index = index_of(p, 8 * k);
+          qs[k] = static_cast<std::byte>(index & 255);
+          qs[64 + k / 4] |= static_cast<std::byte>((index >> 8) << (2 * (k % 4)));
+          qs[32 + k] = static_cast<std::byte>(signs_of(p, 8 * k) | ((p.codes[8 * k + 7] >> 7) << 7));
+        }
+        for (int ib = 0; ib < 8; ++ib)
+          qs[72 + ib] = static_cast<std::byte>(sub_scale(p, 2 * ib) | (sub_scale(p, 2 * ib + 1) << 4));
+        break;
+      }
       case DType::IQ3_S: {
         // idx_lo[64] | qh[8] (bit k of qh[b]: bit 8 of group k's index in 32-block b) | signs[32] | scales[4]
         std::byte* qh = qs + 64;
@@ -530,6 +553,7 @@ class LatticeFormat final : public GgmlFormat {
     switch (t) {
       case DType::IQ2_XXS: { static const Lattice g = build_lattice(kIq2Shape, ggml_iq2_grid(t)); return g; }
       case DType::IQ2_XS: { static const Lattice g = build_lattice(kIq2Shape, ggml_iq2_grid(t)); return g; }
+      case DType::IQ2_S: { static const Lattice g = build_lattice(kIq2sShape, ggml_iq2_grid(t)); return g; }
       case DType::IQ3_XXS: { static const Lattice g = build_lattice(kIq3Shape, ggml_iq3_grid(t)); return g; }
       default: { static const Lattice g = build_lattice(kIq3sShape, ggml_iq3_grid(DType::IQ3_S)); return g; }
     }
@@ -542,7 +566,7 @@ class LatticeFormat final : public GgmlFormat {
 }  // namespace
 
 std::unique_ptr<GgmlFormat> make_ggml_lattice_format(DType t) {
-  for (const Spec* s : {&kXxs, &kXs, &kIq3Xxs, &kIq3S})
+  for (const Spec* s : {&kXxs, &kXs, &kIq2S, &kIq3Xxs, &kIq3S})
     if (s->dtype == t) return std::make_unique<LatticeFormat>(*s);
   return nullptr;
 }

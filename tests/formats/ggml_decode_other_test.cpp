@@ -109,8 +109,8 @@ TEST(GgmlDecodeOther, BlockSizesMatchGgmlStructs) {
     EXPECT_TRUE(lf::ggml_decodable(w.t)) << info.name;
     // IQ2_XXS / IQ2_XS / IQ3_XXS have encoders (ggml_iq_lattice.cpp, tested in ggml_iq_lattice_test.cpp); the
     // others decode only.
-    EXPECT_EQ(lf::ggml_encodable(w.t), w.t == DType::IQ2_XXS || w.t == DType::IQ2_XS || w.t == DType::IQ3_XXS ||
-                                           w.t == DType::IQ3_S)
+    EXPECT_EQ(lf::ggml_encodable(w.t), w.t == DType::IQ2_XXS || w.t == DType::IQ2_XS || w.t == DType::IQ2_S ||
+                                           w.t == DType::IQ3_XXS || w.t == DType::IQ3_S)
         << info.name;
   }
 }

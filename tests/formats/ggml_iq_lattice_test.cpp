@@ -3,6 +3,7 @@
 // writes (sign parity, scales), pinned distortion against the neighbouring types, and bad parameters refused.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <map>
@@ -40,10 +41,8 @@ const Fixture kFixtures[] = {
     {"reference/imatrix/synth256-imat-IQ3_XXS.gguf", "reference/imatrix/synth256.imatrix"},
     {"reference/imatrix/synth256-imat-IQ3_S.gguf", "reference/imatrix/synth256.imatrix"},
 };
-const DType kTypes[] = {DType::IQ2_XXS, DType::IQ2_XS, DType::IQ3_XXS, DType::IQ3_S};
-bool lattice_type(DType t) {
-  return t == DType::IQ2_XXS || t == DType::IQ2_XS || t == DType::IQ3_XXS || t == DType::IQ3_S;
-}
+const DType kTypes[] = {DType::IQ2_XXS, DType::IQ2_XS, DType::IQ2_S, DType::IQ3_XXS, DType::IQ3_S};
+bool lattice_type(DType t) { return std::find(std::begin(kTypes), std::end(kTypes), t) != std::end(kTypes); }
 
 }  // namespace
 
@@ -85,7 +84,9 @@ TEST(GgmlIqLattice, ByteIdenticalToLlamaQuantize) {
       // A matrix without an entry (the embedding) is quantized without importance, which only the iq3 types allow.
       const auto it = imat.entries.find(t.name);
       const bool weighted = it != imat.entries.end();
-      if (!weighted) ASSERT_TRUE(t.dtype == DType::IQ3_XXS || t.dtype == DType::IQ3_S) << t.name << ": no importance";
+      if (!weighted)
+        ASSERT_TRUE(t.dtype == DType::IQ3_XXS || t.dtype == DType::IQ3_S || t.dtype == DType::IQ2_S)
+            << t.name << ": no importance";
       const std::vector<float> none;
       const std::vector<float>& importance = weighted ? it->second : none;
       if (weighted) ASSERT_EQ(static_cast<int64_t>(importance.size()), cols) << t.name;
@@ -105,9 +106,9 @@ TEST(GgmlIqLattice, ByteIdenticalToLlamaQuantize) {
       if (!weighted) ++unweighted;
     }
   }
-  std::cout << "[ checked  ] " << checked[DType::IQ2_XXS] << " iq2_xxs, " << checked[DType::IQ2_XS] << " iq2_xs and "
-            << checked[DType::IQ3_XXS] << " iq3_xxs and " << checked[DType::IQ3_S] << " iq3_s tensors (" << unweighted
-            << " without importance)\n";
+  std::cout << "[ checked  ]";
+  for (DType t : kTypes) std::cout << " " << checked[t] << " " << lowbit::dtype_name(t);
+  std::cout << " tensors (" << unweighted << " without importance)\n";
   EXPECT_GE(unweighted, 1);  // the plain (x^2-weighted) fit is covered too
   for (DType t : kTypes) EXPECT_GE(checked[t], 8) << lowbit::dtype_name(t);
 }
@@ -169,6 +170,7 @@ TEST(GgmlIqLattice, PinnedDistortion) {
   const lf::GgmlFormat& xs = lf::ggml_format(DType::IQ2_XS);
   expect_rel_rmse_in_band(xxs, w, 0.3442, 0.05);
   expect_rel_rmse_in_band(xs, w, 0.2994, 0.05);
+  expect_rel_rmse_in_band(lf::ggml_format(DType::IQ2_S), w, 0.2641, 0.05);  // sigma2 / 4 + x^2 without importance
   expect_rel_rmse_in_band(lf::ggml_format(DType::IQ3_XXS), w, 0.2156, 0.05);  // e = x^2 without importance
   expect_rel_rmse_in_band(lf::ggml_format(DType::IQ3_S), w, 0.1654, 0.05);   // the same
   EXPECT_LT(rel_rmse(xs, w), rel_rmse(xxs, w));
