@@ -76,6 +76,7 @@ bool ggml_decode_other_row(DType t, const std::byte* in, int64_t n, float* out);
 // (512), one byte per weight (ggml_iq_grids.inc); empty for other types.
 std::span<const uint64_t> ggml_iq2_grid(DType t);
 std::span<const uint32_t> ggml_iq3_grid(DType t);
+std::span<const uint64_t> ggml_iq1_grid();  // IQ1_S / IQ1_M's 2048 entries, bytes -1, 0, 1 (as int8)
 
 // 16 non-uniform levels of IQ4_NL / IQ4_XS.
 extern const int8_t kIq4nlValues[16];

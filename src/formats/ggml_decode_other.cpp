@@ -292,6 +292,8 @@ std::span<const uint64_t> ggml_iq2_grid(DType t) {
   return {};
 }
 
+std::span<const uint64_t> ggml_iq1_grid() { return kIq1sGrid; }
+
 std::span<const uint32_t> ggml_iq3_grid(DType t) {
   if (t == DType::IQ3_XXS) return kIq3xxsGrid;
   if (t == DType::IQ3_S) return kIq3sGrid;

@@ -1,4 +1,5 @@
-// lowbit formats: ggml's lattice i-quants IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS and IQ3_S as Formats (see ggml.h).
+// lowbit formats: ggml's lattice i-quants IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S (and, at the end, IQ1_S and
+// IQ1_M) as Formats (see ggml.h).
 //
 // Layouts (decoded in ggml_decode_other.cpp, which holds the grids):
 //   iq2_xxs 256 w, 66 B: d fp16 | 8 sub-blocks of 32 w x 8 B: 4 grid indices (one byte per 8 weights) | u32 with
@@ -563,11 +564,322 @@ class LatticeFormat final : public GgmlFormat {
   const Lattice& g_;
 };
 
+// ---- IQ1_S / IQ1_M: three values per weight (-1, 0, 1) shifted by +-1/8 ----------------------------------------
+//   iq1_s  256 w, 50 B: d fp16 | idx_lo[32] | 8 x u16 qh (bits 3k..3k+2: bits 8-10 of group k's 11-bit index,
+//                       bits 12..14: ls, bit 15: delta -1/8 instead of +1/8)      weight = d (2 ls + 1) (g + delta)
+//   iq1_m  256 w, 56 B: idx_lo[32] | qh[16] (per 16 w: bits 8-10 of its two indices in the nibbles, bits 3 / 7
+//                       their deltas) | 4 x u16: 3-bit ls per 16 w and, in the top nibbles, the fp16 d
+// fit is quantize_row_iq1_s_impl / quantize_row_iq1_m_impl: per scale group (32 / 16 weights) an exhaustive
+// search over the two boundaries splitting the sorted weights into -1 / 0 / +1, for both deltas (iq1_m: for the
+// four delta pairs of its two groups of 8), scored by the weighted least-squares fit; groups of 8 off the grid go
+// to the nearest of their neighbour grid points (llama.cpp's iq1_find_best_neighbour2), then a refit.
+// d = (largest group step) / 15, stored x 1.125 (iq1_s); iq1_m refits d over the whole block with the 3-bit
+// scales and stores it x 1.1125. Error weights: importance * sqrt(sigma2 + x^2) (sigma2 = 2 mean(x^2)), x^2
+// without importance (llama.cpp's iq1_m plain path; llama-quantize refuses iq1_s without an imatrix).
+// BlockParams: scale = d (before the fudge), sub_scales = the 3-bit ls per group, codes = per weight its level
+// (0, 1, 2 for -1, 0, 1) | 0x40 when its group's delta is -1/8.
+constexpr uint8_t kIq1Bytes[3] = {0xff, 0x00, 0x01};  // the grid's int8 values -1, 0, 1
+constexpr Shape kIq1Shape = {8, 2, 3, kIq1Bytes, 3};
+constexpr float kIq1Delta = 0.125f;
+
+struct Iq1Spec {
+  DType dtype;
+  const char* name;
+  size_t bytes;
+  int group;       // weights per scale: 32 (iq1_s) or 16 (iq1_m)
+  float eps;
+  float fudge;
+};
+constexpr Iq1Spec kIq1S = {DType::IQ1_S, "iq1_s", 50, 32, 1e-12f, 1.125f};
+constexpr Iq1Spec kIq1M = {DType::IQ1_M, "iq1_m", 56, 16, 1e-7f, 1.1125f};
+
+// The grid point among an off-grid code's neighbours best for x (signed) at `scale` with the values xg of the three
+// levels, error weighted by w (not its square root, unlike the other types); its levels go to L.
+int best_neighbour_iq1(const Lattice& g, int32_t entry, const float* x, const float* w, float scale, const float* xg,
+                       int8_t* L) {
+  const uint16_t* nb = g.neighbours.data() + (-entry - 1);
+  float best = FLT_MAX;
+  int index = -1;
+  for (int j = 1; j <= nb[0]; ++j) {
+    const auto& pq = g.q[nb[j]];
+    float d2 = 0;
+    for (int i = 0; i < 8; ++i) {
+      const float q = xg[(pq[i] - 1) / 2];
+      const float wi = w[i];
+      const float diff = scale * q - x[i];
+      d2 += wi * diff * diff;
+    }
+    if (d2 < best) best = d2, index = nb[j];
+  }
+  if (index < 0) fail("", "format", "iq1: no neighbour grid point scored (non-finite weights?)");
+  for (int i = 0; i < 8; ++i) L[i] = static_cast<int8_t>((g.q[index][i] - 1) / 2);
+  return index;
+}
+
+class Iq1Format final : public GgmlFormat {
+ public:
+  explicit Iq1Format(const Iq1Spec& s) : s_(s), g_(lattice()) {}
+  std::string name() const override { return s_.name; }
+  int block() const override { return kSuper; }
+  size_t block_bytes() const override { return s_.bytes; }
+  DType dtype() const override { return s_.dtype; }
+
+  BlockParams fit(std::span<const float> w, std::span<const float> importance) const override {
+    if (w.size() != static_cast<size_t>(kSuper))
+      fail("", "format", name() + ": fit got " + std::to_string(w.size()) + " weights for a block of 256");
+    if (!importance.empty() && importance.size() != w.size())
+      fail("", "format", name() + ": importance has " + std::to_string(importance.size()) + " values for " +
+                             std::to_string(w.size()) + " weights");
+    for (float v : w)
+      if (!std::isfinite(v)) fail("", "format", name() + ": fit got a non-finite weight");
+    bool any = false;
+    for (float v : importance) any = any || v > 0.0f;
+    float sumx2 = 0;
+    for (int i = 0; i < kSuper; ++i) sumx2 += w[i] * w[i];
+    const float sigma2 = 2 * sumx2 / kSuper;
+    std::array<float, kSuper> e;
+    for (int i = 0; i < kSuper; ++i)
+      e[i] = any ? std::max(0.0f, importance[i]) * std::sqrt(sigma2 + w[i] * w[i]) : w[i] * w[i];
+
+    const int groups = kSuper / s_.group;
+    BlockParams p;
+    p.codes.assign(kSuper, 0);
+    p.sub_scales.assign(static_cast<size_t>(groups), 0.0f);
+    std::array<float, 16> scales{};
+    float max_scale = 0;
+    for (int ib = 0; ib < groups; ++ib) {
+      scales[ib] = fit_group(w.data() + ib * s_.group, e.data() + ib * s_.group, p.codes.data() + ib * s_.group);
+      max_scale = std::max(max_scale, scales[ib]);
+    }
+    if (!(max_scale > 0)) {
+      std::fill(p.codes.begin(), p.codes.end(), uint8_t{0});
+      return p;
+    }
+    float d = max_scale / 15;
+    const float id = 1 / d;
+    for (int ib = 0; ib < groups; ++ib)
+      p.sub_scales[ib] = static_cast<float>(std::clamp(nearest_int(0.5f * (id * scales[ib] - 1)), 0, 7));
+    if (s_.dtype == DType::IQ1_M) {  // d refitted over the block with the stored grid points and scales
+      float sumqx = 0, sumq2 = 0;
+      for (int ib = 0; ib < groups; ++ib) {
+        const int l = sub_scale(p, ib);
+        for (int k = 0; k < 2; ++k) {
+          const int i0 = 16 * ib + 8 * k;
+          const float* xx = p.codes[i0] & 0x40 ? kXm : kXp;
+          for (int j = 0; j < 8; ++j) {
+            const float wj = e[i0 + j];
+            const float q = xx[p.codes[i0 + j] & 3] * (2 * l + 1);
+            sumqx += wj * q * w[i0 + j];
+            sumq2 += wj * q * q;
+          }
+        }
+      }
+      if (sumq2 > 0) d = sumqx / sumq2;
+    }
+    p.scale = d;
+    return p;
+  }
+
+  float round(float /*w*/, const BlockParams& p, int index_in_block) const override {
+    check_params(p);
+    if (index_in_block < 0 || index_in_block >= kSuper)
+      fail("", "format", name() + ": weight index " + std::to_string(index_in_block) + " outside the block");
+    const uint8_t c = p.codes[index_in_block];
+    const float dl = f16_to_f32(stored_d(p)) * static_cast<float>(2 * sub_scale(p, index_in_block / s_.group) + 1);
+    const float delta = c & 0x40 ? -kIq1Delta : kIq1Delta;
+    return dl * (static_cast<float>(std::min(c & 3, 2) - 1) + delta);
+  }
+
+  void encode(std::span<const float> w, const BlockParams& p, std::byte* out) const override {
+    if (w.size() != static_cast<size_t>(kSuper))
+      fail("", "format", name() + ": encode got " + std::to_string(w.size()) + " weights for a block of 256");
+    check_params(p);
+    std::memset(out, 0, s_.bytes);
+    const uint16_t d16 = stored_d(p);
+    if (s_.dtype == DType::IQ1_S) {
+      ggml_detail::store_u16(out, d16);
+      for (int ib = 0; ib < 8; ++ib) {
+        uint32_t qh = static_cast<uint32_t>(sub_scale(p, ib)) << 12;
+        if (p.codes[32 * ib] & 0x40) qh |= 0x8000;
+        for (int k = 0; k < 4; ++k) {
+          const uint32_t index = index_of(p, 32 * ib + 8 * k);
+          out[2 + 4 * ib + k] = static_cast<std::byte>(index & 255);
+          qh |= (index >> 8) << (3 * k);
+        }
+        ggml_detail::store_u16(out + 34 + 2 * ib, static_cast<uint16_t>(qh));
+      }
+    } else {
+      uint16_t sc[4] = {};
+      for (int ib = 0; ib < 16; ++ib) {
+        uint32_t qh = 0;
+        for (int k = 0; k < 2; ++k) {
+          const uint32_t index = index_of(p, 16 * ib + 8 * k);
+          out[2 * ib + k] = static_cast<std::byte>(index & 255);
+          qh |= (index >> 8) << (4 * k);
+          if (p.codes[16 * ib + 8 * k] & 0x40) qh |= 0x08u << (4 * k);
+        }
+        out[32 + ib] = static_cast<std::byte>(qh);
+        sc[ib / 4] = static_cast<uint16_t>(sc[ib / 4] | (sub_scale(p, ib) << (3 * (ib % 4))));
+      }
+      sc[0] = static_cast<uint16_t>(sc[0] | ((d16 & 0x000f) << 12));
+      sc[1] = static_cast<uint16_t>(sc[1] | ((d16 & 0x00f0) << 8));
+      sc[2] = static_cast<uint16_t>(sc[2] | ((d16 & 0x0f00) << 4));
+      sc[3] = static_cast<uint16_t>(sc[3] | (d16 & 0xf000));
+      for (int k = 0; k < 4; ++k) ggml_detail::store_u16(out + 48 + 2 * k, sc[k]);
+    }
+  }
+
+  void decode(const std::byte* in, std::span<float> out) const override {
+    if (out.size() != static_cast<size_t>(kSuper)) fail("", "format", name() + ": decode needs 256 outputs");
+    ggml_decode_other_row(s_.dtype, in, kSuper, out.data());
+  }
+  float dot(const std::byte* in, const float* x) const override {
+    return ggml_detail::dot_by_decode<kSuper>(*this, in, x);
+  }
+
+ private:
+  static constexpr float kXp[3] = {-1 + kIq1Delta, kIq1Delta, 1 + kIq1Delta};
+  static constexpr float kXm[3] = {-1 - kIq1Delta, -kIq1Delta, 1 - kIq1Delta};
+
+  // One scale group: codes into c, its step returned (0: a zero group, whose codes stay index 0 with delta +).
+  float fit_group(const float* xb, const float* e, uint8_t* c) const {
+    const int n = s_.group;
+    const bool m1 = s_.dtype == DType::IQ1_M;
+    float max = std::fabs(xb[0]);
+    for (int i = 1; i < n; ++i) max = std::max(max, std::fabs(xb[i]));
+    if (max < s_.eps) return 0.0f;
+    // Weights in ascending order (a stable sort, as glibc's qsort of these pairs is).
+    int idx[32];
+    for (int j = 0; j < n; ++j) idx[j] = j;
+    std::stable_sort(idx, idx + n, [&](int a, int b) { return xb[a] < xb[b]; });
+    float best_score = -FLT_MAX, scale = max;
+    int besti1 = -1, besti2 = -1, best_k = -1;
+    if (!m1) {
+      float sumx[33], sumw[33];
+      sumx[0] = sumw[0] = 0;
+      for (int j = 0; j < n; ++j) {
+        const int i = idx[j];
+        sumx[j + 1] = sumx[j] + e[i] * xb[i];
+        sumw[j + 1] = sumw[j] + e[i];
+      }
+      for (int i1 = 0; i1 <= n; ++i1)
+        for (int i2 = i1; i2 <= n; ++i2)
+          for (int k = 0; k < 2; ++k) {  // k 0: delta +1/8 (llama.cpp's shift 1), 1: -1/8
+            const float* x3 = k == 0 ? kXp : kXm;
+            const float sumqx = (sumx[i1] - sumx[0]) * x3[0] + (sumx[i2] - sumx[i1]) * x3[1] + (sumx[n] - sumx[i2]) * x3[2];
+            const float sumq2 = (sumw[i1] - sumw[0]) * x3[0] * x3[0] + (sumw[i2] - sumw[i1]) * x3[1] * x3[1] +
+                                (sumw[n] - sumw[i2]) * x3[2] * x3[2];
+            if (sumq2 > 0 && sumqx * sumqx > best_score * sumq2) {
+              scale = sumqx / sumq2;
+              best_score = scale * sumqx;
+              besti1 = i1, besti2 = i2, best_k = k;
+            }
+          }
+    } else {
+      // Four delta pairs for the two groups of 8: k = 0 (+, +), 1 (+, -), 2 (-, +), 3 (-, -).
+      for (int i1 = 0; i1 <= n; ++i1)
+        for (int i2 = i1; i2 <= n; ++i2) {
+          float sumqx[4] = {}, sumq2[4] = {};
+          for (int j = 0; j < n; ++j) {
+            const int i = idx[j];
+            const int part = j < i1 ? 0 : j < i2 ? 1 : 2;
+            const float xp = kXp[part], xm = kXm[part];
+            if (i < n / 2) {
+              sumqx[0] += e[i] * xp * xb[i], sumqx[1] += e[i] * xp * xb[i];
+              sumqx[2] += e[i] * xm * xb[i], sumqx[3] += e[i] * xm * xb[i];
+              sumq2[0] += e[i] * xp * xp, sumq2[1] += e[i] * xp * xp;
+              sumq2[2] += e[i] * xm * xm, sumq2[3] += e[i] * xm * xm;
+            } else {
+              sumqx[0] += e[i] * xp * xb[i], sumqx[2] += e[i] * xp * xb[i];
+              sumqx[1] += e[i] * xm * xb[i], sumqx[3] += e[i] * xm * xb[i];
+              sumq2[0] += e[i] * xp * xp, sumq2[2] += e[i] * xp * xp;
+              sumq2[1] += e[i] * xm * xm, sumq2[3] += e[i] * xm * xm;
+            }
+          }
+          for (int k = 0; k < 4; ++k)
+            if (sumq2[k] > 0 && sumqx[k] * sumqx[k] > best_score * sumq2[k]) {
+              scale = sumqx[k] / sumq2[k];
+              best_score = scale * sumqx[k];
+              besti1 = i1, besti2 = i2, best_k = k;
+            }
+        }
+    }
+    if (besti1 < 0 || besti2 < 0 || best_k < 0) return 0.0f;
+    int8_t L[32];
+    for (int j = 0; j < n; ++j) L[idx[j]] = static_cast<int8_t>(j < besti1 ? 0 : j < besti2 ? 1 : 2);
+    if (scale < 0) {
+      for (int j = 0; j < n; ++j) L[j] = static_cast<int8_t>(2 - L[j]);
+      scale = -scale;
+      best_k = m1 ? 3 - best_k : 1 - best_k;
+    }
+    // Delta of group k of 8: iq1_s one for the group of 32; iq1_m group 0 minus for k 2, 3, group 1 for k 1, 3.
+    auto minus = [&](int k) { return m1 ? (k == 0 ? best_k >= 2 : best_k % 2 == 1) : best_k == 1; };
+    bool all_on_grid = true;
+    for (int k = 0; k < n / 8; ++k) {
+      const int32_t entry = grid_index(g_, L + 8 * k);
+      if (entry < 0) {
+        all_on_grid = false;
+        best_neighbour_iq1(g_, entry, xb + 8 * k, e + 8 * k, scale, minus(k) ? kXm : kXp, L + 8 * k);
+      }
+    }
+    if (!all_on_grid) {
+      float sumqx = 0, sumq2 = 0;
+      for (int k = 0; k < n / 8; ++k) {
+        const float* xx = minus(k) ? kXm : kXp;
+        for (int j = 0; j < 8; ++j) {
+          const float wj = e[8 * k + j];
+          const float q = xx[L[8 * k + j]];
+          sumqx += wj * q * xb[8 * k + j];
+          sumq2 += wj * q * q;
+        }
+      }
+      if (sumqx > 0 && sumq2 > 0) scale = sumqx / sumq2;
+    }
+    for (int k = 0; k < n / 8; ++k)
+      for (int j = 0; j < 8; ++j)
+        c[8 * k + j] = static_cast<uint8_t>(L[8 * k + j] | (minus(k) ? 0x40 : 0));
+    return scale;
+  }
+
+  uint32_t index_of(const BlockParams& p, int i0) const {
+    int8_t L[8];
+    for (int i = 0; i < 8; ++i) {
+      const int l = p.codes[i0 + i] & 3;
+      if (l > 2 || (p.codes[i0 + i] & 0x40) != (p.codes[i0] & 0x40))
+        fail("", "format", name() + ": codes at weight " + std::to_string(i0 + i) + " are not a level of their group");
+      L[i] = static_cast<int8_t>(l);
+    }
+    const int32_t index = grid_index(g_, L);
+    if (index < 0) fail("", "format", name() + ": the codes at weight " + std::to_string(i0) + " are not a grid point");
+    return static_cast<uint32_t>(index);
+  }
+  uint16_t stored_d(const BlockParams& p) const { return f32_to_f16(p.scale * s_.fudge); }
+  void check_params(const BlockParams& p) const {
+    if (p.codes.size() != static_cast<size_t>(kSuper) ||
+        p.sub_scales.size() != static_cast<size_t>(kSuper / s_.group))
+      fail("", "format", name() + ": BlockParams need 256 codes and " + std::to_string(kSuper / s_.group) +
+                             " sub_scales (from this format's fit)");
+  }
+  static int sub_scale(const BlockParams& p, int g) {
+    const float v = p.sub_scales[g];
+    return std::clamp(std::isfinite(v) ? static_cast<int>(std::lround(v)) : 0, 0, 7);
+  }
+  static const Lattice& lattice() {
+    static const Lattice g = build_lattice(kIq1Shape, ggml_iq1_grid());
+    return g;
+  }
+
+  Iq1Spec s_;
+  const Lattice& g_;
+};
+
 }  // namespace
 
 std::unique_ptr<GgmlFormat> make_ggml_lattice_format(DType t) {
   for (const Spec* s : {&kXxs, &kXs, &kIq2S, &kIq3Xxs, &kIq3S})
     if (s->dtype == t) return std::make_unique<LatticeFormat>(*s);
+  for (const Iq1Spec* s : {&kIq1S, &kIq1M})
+    if (s->dtype == t) return std::make_unique<Iq1Format>(*s);
   return nullptr;
 }
 

@@ -48,7 +48,9 @@ int nearest_int(float v) {
 // The types with integer kernels (the i-quants' lattice types decode row by row for now).
 bool ggml_dot_supported(DType t) {
   switch (t) {
-    case DType::IQ2_XXS: case DType::IQ2_XS: case DType::IQ2_S: case DType::IQ3_XXS: case DType::IQ3_S: return false;
+    case DType::IQ2_XXS: case DType::IQ2_XS: case DType::IQ2_S: case DType::IQ3_XXS: case DType::IQ3_S:
+    case DType::IQ1_S: case DType::IQ1_M:
+      return false;
     default: return formats::ggml_encodable(t);
   }
 }

@@ -110,7 +110,8 @@ TEST(GgmlDecodeOther, BlockSizesMatchGgmlStructs) {
     // IQ2_XXS / IQ2_XS / IQ3_XXS have encoders (ggml_iq_lattice.cpp, tested in ggml_iq_lattice_test.cpp); the
     // others decode only.
     EXPECT_EQ(lf::ggml_encodable(w.t), w.t == DType::IQ2_XXS || w.t == DType::IQ2_XS || w.t == DType::IQ2_S ||
-                                           w.t == DType::IQ3_XXS || w.t == DType::IQ3_S)
+                                           w.t == DType::IQ3_XXS || w.t == DType::IQ3_S || w.t == DType::IQ1_S ||
+                                           w.t == DType::IQ1_M)
         << info.name;
   }
 }

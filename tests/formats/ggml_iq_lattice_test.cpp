@@ -1,6 +1,7 @@
-// ggml IQ2_XXS / IQ2_XS / IQ3_XXS encoders: byte-exact agreement with llama-quantize --imatrix on every tensor of
-// those types in ../shared/reference/imatrix (both imatrix formats), round == decode(encode), the grid invariants of what encode
-// writes (sign parity, scales), pinned distortion against the neighbouring types, and bad parameters refused.
+// ggml's i-quant encoders (IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S): byte-exact agreement with
+// llama-quantize --imatrix on every tensor of those types in ../shared/reference/imatrix (both imatrix formats, and the
+// embeddings it quantized without importance), round == decode(encode), the sign rules of what encode writes,
+// pinned distortion, and bad parameters refused.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -41,7 +42,8 @@ const Fixture kFixtures[] = {
     {"reference/imatrix/synth256-imat-IQ3_XXS.gguf", "reference/imatrix/synth256.imatrix"},
     {"reference/imatrix/synth256-imat-IQ3_S.gguf", "reference/imatrix/synth256.imatrix"},
 };
-const DType kTypes[] = {DType::IQ2_XXS, DType::IQ2_XS, DType::IQ2_S, DType::IQ3_XXS, DType::IQ3_S};
+const DType kTypes[] = {DType::IQ2_XXS, DType::IQ2_XS, DType::IQ2_S, DType::IQ3_XXS, DType::IQ3_S, DType::IQ1_S,
+                        DType::IQ1_M};
 bool lattice_type(DType t) { return std::find(std::begin(kTypes), std::end(kTypes), t) != std::end(kTypes); }
 
 }  // namespace
@@ -59,6 +61,11 @@ TEST(GgmlIqLattice, NamesAndBlockSizes) {
   EXPECT_DOUBLE_EQ(xs.bits_per_weight(), 2.3125);
   EXPECT_EQ(lf::make_format("iq2_xs")->name(), "iq2_xs");  // through the name registry
   EXPECT_EQ(lf::ggml_format(DType::IQ3_XXS).block_bytes(), 98u);
+  EXPECT_EQ(lf::ggml_format(DType::IQ3_S).block_bytes(), 110u);
+  EXPECT_EQ(lf::ggml_format(DType::IQ2_S).block_bytes(), 82u);
+  EXPECT_EQ(lf::ggml_format(DType::IQ1_S).block_bytes(), 50u);
+  EXPECT_EQ(lf::ggml_format(DType::IQ1_M).block_bytes(), 56u);
+  EXPECT_DOUBLE_EQ(lf::ggml_format(DType::IQ1_S).bits_per_weight(), 1.5625);
   EXPECT_DOUBLE_EQ(lf::ggml_format(DType::IQ3_XXS).bits_per_weight(), 3.0625);
 }
 
@@ -85,7 +92,7 @@ TEST(GgmlIqLattice, ByteIdenticalToLlamaQuantize) {
       const auto it = imat.entries.find(t.name);
       const bool weighted = it != imat.entries.end();
       if (!weighted)
-        ASSERT_TRUE(t.dtype == DType::IQ3_XXS || t.dtype == DType::IQ3_S || t.dtype == DType::IQ2_S)
+        ASSERT_TRUE(t.dtype != DType::IQ2_XXS && t.dtype != DType::IQ2_XS && t.dtype != DType::IQ1_S)
             << t.name << ": no importance";
       const std::vector<float> none;
       const std::vector<float>& importance = weighted ? it->second : none;
@@ -129,7 +136,10 @@ TEST(GgmlIqLattice, RoundIsDecodeOfEncode) {
       std::vector<float> moved = w;
       for (float& v : moved) v *= 1.1f;
       ASSERT_NO_FATAL_FAILURE(check_round_is_decode_of_encode(f, moved, p, trial));
-      // Decoded weights keep the sign of their source weight, except at most one per group of 8 (the parity flip).
+      // Decoded weights keep the sign of their source weight, except at most one per group of 8 (the parity flip;
+      // none where all eight signs are stored). The iq1 types have no signs: levels -1, 0, 1 and a shift.
+      if (t == DType::IQ1_S || t == DType::IQ1_M) continue;
+      const int allowed = t == DType::IQ2_S || t == DType::IQ3_S ? 0 : 1;
       std::vector<std::byte> enc(f.block_bytes());
       std::vector<float> deq(256);
       f.encode(w, p, enc.data());
@@ -137,7 +147,7 @@ TEST(GgmlIqLattice, RoundIsDecodeOfEncode) {
       for (int k = 0; k < 32; ++k) {
         int flipped = 0;
         for (int i = 0; i < 8; ++i) flipped += (deq[8 * k + i] < 0) != (w[8 * k + i] < 0) && deq[8 * k + i] != 0;
-        EXPECT_LE(flipped, 1) << f.name() << " trial " << trial << " group " << k;
+        EXPECT_LE(flipped, allowed) << f.name() << " trial " << trial << " group " << k;
       }
     }
   }
@@ -173,6 +183,8 @@ TEST(GgmlIqLattice, PinnedDistortion) {
   expect_rel_rmse_in_band(lf::ggml_format(DType::IQ2_S), w, 0.2641, 0.05);  // sigma2 / 4 + x^2 without importance
   expect_rel_rmse_in_band(lf::ggml_format(DType::IQ3_XXS), w, 0.2156, 0.05);  // e = x^2 without importance
   expect_rel_rmse_in_band(lf::ggml_format(DType::IQ3_S), w, 0.1654, 0.05);   // the same
+  expect_rel_rmse_in_band(lf::ggml_format(DType::IQ1_S), w, 0.6327, 0.05);   // x^2 weights
+  expect_rel_rmse_in_band(lf::ggml_format(DType::IQ1_M), w, 0.5789, 0.05);   // the same
   EXPECT_LT(rel_rmse(xs, w), rel_rmse(xxs, w));
 }
 
