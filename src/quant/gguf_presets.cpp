@@ -11,14 +11,16 @@ namespace lowbit::quant {
 
 namespace {
 
-constexpr std::array<std::pair<const char*, std::pair<DType, uint32_t>>, 19> kPresets = {{
+constexpr std::array<std::pair<const char*, std::pair<DType, uint32_t>>, 27> kPresets = {{
     {"Q4_0", {DType::Q4_0, 2}},     {"Q4_1", {DType::Q4_1, 3}},     {"Q8_0", {DType::Q8_0, 7}},
     {"Q5_0", {DType::Q5_0, 8}},     {"Q5_1", {DType::Q5_1, 9}},     {"Q2_K", {DType::Q2_K, 10}},
     {"Q3_K_S", {DType::Q3_K, 11}},  {"Q3_K_M", {DType::Q3_K, 12}},  {"Q3_K_L", {DType::Q3_K, 13}},
     {"Q4_K_S", {DType::Q4_K, 14}},  {"Q4_K_M", {DType::Q4_K, 15}},  {"Q5_K_S", {DType::Q5_K, 16}},
     {"Q5_K_M", {DType::Q5_K, 17}},  {"Q6_K", {DType::Q6_K, 18}},    {"Q2_K_S", {DType::Q2_K, 21}},
     {"IQ4_NL", {DType::IQ4_NL, 25}}, {"IQ4_XS", {DType::IQ4_XS, 30}}, {"IQ2_XXS", {DType::IQ2_XXS, 19}},
-    {"IQ2_XS", {DType::IQ2_XS, 20}},
+    {"IQ2_XS", {DType::IQ2_XS, 20}}, {"IQ3_XS", {DType::IQ3_S, 22}},    {"IQ3_XXS", {DType::IQ3_XXS, 23}},
+    {"IQ1_S", {DType::IQ1_S, 24}},   {"IQ3_S", {DType::IQ3_S, 26}},     {"IQ3_M", {DType::IQ3_S, 27}},
+    {"IQ2_S", {DType::IQ2_XS, 28}},  {"IQ2_M", {DType::IQ2_S, 29}},     {"IQ1_M", {DType::IQ1_M, 31}},
 }};
 
 std::string upper(std::string_view s) {
@@ -51,6 +53,7 @@ DType fallback_type(DType t, int64_t cols) {
   DType f = t;
   switch (t) {
     case DType::Q2_K: case DType::Q3_K: case DType::IQ4_XS: case DType::IQ2_XXS: case DType::IQ2_XS:
+    case DType::IQ2_S: case DType::IQ3_XXS: case DType::IQ3_S: case DType::IQ1_S: case DType::IQ1_M:
       f = DType::IQ4_NL;
       break;
     case DType::Q4_K: f = DType::Q5_0; break;
@@ -78,21 +81,29 @@ DType preset_tensor_type(const GgufPreset& p, const std::string& name, int64_t c
   }
   const int n = m.n_layers;
   const bool is_output = name == "output.weight" || (m.tied_embeddings && name == "token_embd.weight");
-  // The 2-bit lattice presets have rules of their own for every role (llama.cpp's very-low-bit branch).
-  const bool iq2 = ft == "IQ2_XXS" || ft == "IQ2_XS";
+  // llama.cpp's very-low-bit presets have rules of their own for every role; IQ2_S / IQ2_M move up to IQ3_S where
+  // the others take Q2_K.
+  const bool low = ft == "IQ2_XXS" || ft == "IQ2_XS" || ft == "IQ1_S" || ft == "IQ2_S" || ft == "IQ2_M" || ft == "IQ1_M";
+  const bool s_or_m = ft == "IQ2_S" || ft == "IQ2_M";
   if (is_output) {
     // Q8_0 when the row does not fill the base type's blocks (then Q6_K's, below, may still fall back to Q8_0).
     if (cols % dtype_info(t).block != 0) t = DType::Q8_0;
-    else if (iq2) t = DType::Q5_K;
+    else if (low || ft == "IQ3_XXS") t = DType::Q5_K;
     else if (t != DType::Q8_0) t = DType::Q6_K;
   } else if (name == "token_embd.weight") {
-    if (iq2) t = DType::Q2_K;
-  } else if (iq2) {
-    if (r == "attn_v") t = m.n_gqa >= 4 ? DType::Q4_K : DType::Q2_K;
-    else if (r == "ffn_down" && layer < n / 8) t = DType::Q2_K;
+    if (ft == "IQ2_XXS" || ft == "IQ2_XS" || ft == "IQ1_S" || ft == "IQ1_M") t = DType::Q2_K;
+    else if (s_or_m || ft == "IQ3_XXS") t = DType::IQ3_S;
+  } else if (low) {
+    if (r == "attn_v") t = m.n_gqa >= 4 ? DType::Q4_K : s_or_m ? DType::IQ3_S : DType::Q2_K;
+    else if (r == "ffn_down" && layer < n / 8) t = s_or_m ? DType::IQ3_S : DType::Q2_K;
+    else if (r == "attn_output" && (ft == "IQ1_S" || ft == "IQ1_M")) t = DType::IQ2_XXS;
+    else if (r == "attn_output" && s_or_m) t = DType::IQ3_S;
   } else if (r == "attn_v") {
     if (ft == "Q2_K") t = m.n_gqa >= 4 ? DType::Q4_K : DType::Q3_K;
     else if (ft == "Q2_K_S" && m.n_gqa >= 4) t = DType::Q4_K;
+    else if (ft == "IQ3_XXS") t = m.n_gqa >= 4 ? DType::Q4_K : !m.has_imatrix ? DType::IQ3_S : DType::IQ3_XXS;
+    else if ((ft == "IQ3_XS" || ft == "IQ3_S") && m.n_gqa >= 4) t = DType::Q4_K;
+    else if (ft == "IQ3_M") t = DType::Q4_K;
     else if (ft == "Q3_K_M") t = layer < 2 ? DType::Q5_K : DType::Q4_K;
     else if (ft == "Q3_K_L") t = DType::Q5_K;
     else if ((ft == "IQ4_NL" || ft == "IQ4_XS") && m.n_gqa >= 4) t = DType::Q5_K;
@@ -100,11 +111,16 @@ DType preset_tensor_type(const GgufPreset& p, const std::string& name, int64_t c
     else if (ft == "Q4_K_S" && layer < 4) t = DType::Q5_K;
     // The 70B's attn_v is 8x smaller than attn_q (8 heads share it): more bits cost little.
     if (m.is_70b && (t == DType::Q3_K || t == DType::Q4_K)) t = DType::Q5_K;
+  } else if (r == "attn_k" || r == "attn_q") {
+    if (ft == "IQ3_XS") t = DType::IQ3_XXS;
+    else if (ft == "IQ3_XXS") t = DType::IQ2_S;
   } else if (r == "ffn_down") {
     // (llama.cpp's Q3_K_M picks Q3_K for the middle layers only on Falcon; every other architecture gets Q4_K.)
     if (ft == "Q2_K") t = DType::Q3_K;
     else if (ft == "Q2_K_S") { if (layer < n / 8) t = DType::Q4_K; }
+    else if (ft == "IQ3_XXS" && !m.has_imatrix) t = layer < n / 8 ? DType::Q4_K : DType::Q3_K;
     else if (ft == "Q3_K_M") t = layer < n / 16 ? DType::Q5_K : DType::Q4_K;
+    else if (ft == "IQ3_M" && layer < n / 8) t = DType::Q4_K;
     else if (ft == "Q3_K_L") t = DType::Q5_K;
     else if (ft == "Q4_K_M") { if (use_more_bits(layer, n)) t = DType::Q6_K; }
     else if (layer < n / 8 && (ft == "IQ4_NL" || ft == "IQ4_XS") && !m.has_imatrix) t = DType::Q5_K;
@@ -115,7 +131,8 @@ DType preset_tensor_type(const GgufPreset& p, const std::string& name, int64_t c
       t = ft == "Q4_0" ? DType::Q4_1 : DType::Q5_1;
   } else if (r == "attn_output") {
     if (ft == "Q2_K") t = DType::Q3_K;
-    else if (ft == "Q3_K_M") t = DType::Q4_K;
+    else if (ft == "IQ3_XXS") t = DType::IQ3_S;
+    else if (ft == "Q3_K_M" || ft == "IQ3_M") t = DType::Q4_K;
     else if (ft == "Q3_K_L") t = DType::Q5_K;
   }
   return fallback ? fallback_type(t, cols) : t;
@@ -137,6 +154,11 @@ uint32_t file_type_of(DType t) {
     case DType::Q6_K: return 18;
     case DType::IQ2_XXS: return 19;
     case DType::IQ2_XS: return 20;
+    case DType::IQ3_XXS: return 23;
+    case DType::IQ1_S: return 24;
+    case DType::IQ3_S: return 26;
+    case DType::IQ2_S: return 28;
+    case DType::IQ1_M: return 31;
     case DType::IQ4_NL: return 25;
     case DType::IQ4_XS: return 30;
     case DType::BF16: return 32;

@@ -534,8 +534,11 @@ void check_options(Job& job) {
       fail(src, "--format", "unknown llama.cpp preset '" + o.format.substr(5) + "' (expected gguf: followed by one of " +
                                 names + ")");
     }
-    // The 2-bit lattice mixtures: llama-quantize refuses them without importance data, and so does lowbit.
-    if ((preset->base == DType::IQ2_XXS || preset->base == DType::IQ2_XS) && !job.imatrix && !o.qopts.use_importance)
+    // The 1- and 2-bit i-quant mixtures: llama-quantize refuses them without importance data, and so does lowbit.
+    const std::string& pn = preset->name;
+    const bool needs_importance = pn == "IQ2_XXS" || pn == "IQ2_XS" || pn == "IQ2_S" || pn == "IQ2_M" ||
+                                  pn == "IQ1_S" || pn == "IQ1_M";
+    if (needs_importance && !job.imatrix && !o.qopts.use_importance)
       fail(src, "--format", "gguf:" + preset->name + " needs importance data (--imatrix FILE, or --importance with --calib), "
                             "as llama-quantize requires");
   } else {

@@ -28,7 +28,40 @@ TEST(GgufPresets, NamesAndFileTypes) {
   EXPECT_FALSE(gguf_preset("Q4_K_X").has_value());
   EXPECT_EQ(gguf_preset("iq2_xs")->file_type, 20u);
   EXPECT_EQ(gguf_preset("IQ2_XXS")->file_type, 19u);
-  EXPECT_EQ(gguf_preset_names().size(), 19u);
+  EXPECT_EQ(gguf_preset("IQ2_M")->base, DType::IQ2_S);
+  EXPECT_EQ(gguf_preset("IQ2_S")->base, DType::IQ2_XS);
+  EXPECT_EQ(gguf_preset("IQ1_M")->file_type, 31u);
+  EXPECT_EQ(gguf_preset_names().size(), 27u);
+}
+
+// The other i-quant presets (synth256's fixtures cover one head layout; these pin the rest of llama.cpp's rules).
+TEST(GgufPresets, IQ1_IQ2_S_M_IQ3) {
+  EXPECT_EQ(type_of("IQ2_M", "token_embd.weight", 4096), "iq3_s");
+  EXPECT_EQ(type_of("IQ2_S", "blk.9.attn_v.weight", 4096), "iq3_s");
+  EXPECT_EQ(type_of("IQ2_M", "blk.9.attn_v.weight", 4096, 32, 8), "q4_K");
+  EXPECT_EQ(type_of("IQ2_M", "blk.0.ffn_down.weight", 11008), "iq3_s");
+  EXPECT_EQ(type_of("IQ2_M", "blk.9.ffn_down.weight", 11008), "iq2_s");
+  EXPECT_EQ(type_of("IQ2_S", "blk.9.ffn_down.weight", 11008), "iq2_xs");
+  EXPECT_EQ(type_of("IQ2_M", "blk.9.attn_output.weight", 4096), "iq3_s");
+  EXPECT_EQ(type_of("IQ1_S", "blk.9.attn_output.weight", 4096), "iq2_xxs");
+  EXPECT_EQ(type_of("IQ1_M", "token_embd.weight", 4096), "q2_K");
+  EXPECT_EQ(type_of("IQ1_M", "output.weight", 4096), "q5_K");
+  EXPECT_EQ(type_of("IQ3_XXS", "output.weight", 4096), "q5_K");
+  EXPECT_EQ(type_of("IQ3_XXS", "blk.3.attn_k.weight", 4096), "iq2_s");
+  EXPECT_EQ(type_of("IQ3_XXS", "blk.3.attn_q.weight", 4096), "iq2_s");
+  EXPECT_EQ(type_of("IQ3_XXS", "blk.3.attn_v.weight", 4096, 32, 1, true), "iq3_xxs");
+  EXPECT_EQ(type_of("IQ3_XXS", "blk.3.attn_v.weight", 4096, 32, 1, false), "iq3_s");
+  EXPECT_EQ(type_of("IQ3_XXS", "blk.3.ffn_down.weight", 11008, 32, 1, false), "q4_K");
+  EXPECT_EQ(type_of("IQ3_XXS", "blk.9.ffn_down.weight", 11008, 32, 1, false), "q3_K");
+  EXPECT_EQ(type_of("IQ3_XXS", "blk.9.ffn_down.weight", 11008, 32, 1, true), "iq3_xxs");
+  EXPECT_EQ(type_of("IQ3_XXS", "blk.9.attn_output.weight", 4096), "iq3_s");
+  EXPECT_EQ(type_of("IQ3_XS", "blk.9.attn_q.weight", 4096), "iq3_xxs");
+  EXPECT_EQ(type_of("IQ3_M", "blk.9.attn_v.weight", 4096), "q4_K");
+  EXPECT_EQ(type_of("IQ3_M", "blk.1.ffn_down.weight", 11008), "q4_K");
+  EXPECT_EQ(type_of("IQ3_M", "blk.9.ffn_down.weight", 11008), "iq3_s");
+  EXPECT_EQ(type_of("IQ3_S", "output.weight", 4096), "q6_K");
+  EXPECT_EQ(type_of("IQ3_S", "blk.9.attn_v.weight", 4096, 32, 4), "q4_K");
+  EXPECT_EQ(type_of("IQ1_S", "blk.9.attn_q.weight", 4000), "iq4_nl");  // fallback of a 256-block type
 }
 
 // llama.cpp's very-low-bit branch: head Q5_K, embedding Q2_K, attn_v Q4_K with 4+ query heads per KV head (else

@@ -151,6 +151,13 @@ const Case kMixtures[] = {
     {"gguf:IQ2_XXS", "reference/imatrix/synth256-imat-IQ2_XXS.gguf", kLegacy, false},
     {"gguf:IQ2_XS", "reference/imatrix/synth256-imat-IQ2_XS.gguf", kLegacy, false},
     {"gguf:IQ2_XS", "reference/imatrix/synth256-imat26-IQ2_XS.gguf", kGguf, false},
+    {"gguf:IQ2_S", "reference/imatrix/synth256-imat-IQ2_S.gguf", kLegacy, false},
+    {"gguf:IQ2_M", "reference/imatrix/synth256-imat-IQ2_M.gguf", kLegacy, false},
+    {"gguf:IQ1_S", "reference/imatrix/synth256-imat-IQ1_S.gguf", kLegacy, false},
+    {"gguf:IQ1_M", "reference/imatrix/synth256-imat-IQ1_M.gguf", kLegacy, false},
+    {"gguf:IQ3_XXS", "reference/imatrix/synth256-imat-IQ3_XXS.gguf", kLegacy, false},
+    {"gguf:IQ3_S", "reference/imatrix/synth256-imat-IQ3_S.gguf", kLegacy, false},
+    {"gguf:Q2_K_S", "reference/imatrix/synth256-imat-Q2_K_S.gguf", kLegacy, false},
 };
 // llama.cpp's mixture rules alone (no imatrix): the per-tensor types and the plain quantizers.
 const Case kNoImatrix[] = {
@@ -304,7 +311,7 @@ TEST(Imatrix, CombinationsThatMakeNoSenseAreRefused) {
 // The 2-bit lattice mixtures without importance data: one error naming the option, no file (llama-quantize refuses too).
 TEST(Imatrix, Iq2MixturesNeedImportance) {
   LOWBIT_NEED_SHARED(kSrc);
-  for (const char* preset : {"gguf:IQ2_XXS", "gguf:iq2_xs"}) {
+  for (const char* preset : {"gguf:IQ2_XXS", "gguf:iq2_xs", "gguf:IQ2_M", "gguf:IQ1_S"}) {
     QuantizeModelOptions o;
     o.method = "rtn";
     o.format = preset;
