@@ -52,6 +52,16 @@ class Format {
   virtual void decode(const std::byte* in, std::span<float> out) const = 0;
   // Dot product of one encoded block with block() activations (scalar reference).
   virtual float dot(const std::byte* in, const float* x) const = 0;
+
+  // Vector formats (llama.cpp's i-quants) choose the values of vector_size() consecutive weights together; scalar
+  // formats return 1. round_vector re-chooses the vector starting at weight `first` of a block fitted as p, for the
+  // current weights w (vector_size() of them; importance empty or one per weight), keeping p's scales: GPTQ calls it
+  // at each vector's first column, after the earlier columns' errors have been fed forward.
+  virtual int vector_size() const { return 1; }
+  virtual void round_vector(std::span<const float> w, std::span<const float> importance, int first,
+                            BlockParams& p) const {
+    (void)w, (void)importance, (void)first, (void)p;
+  }
 };
 
 // Partial-block helpers: w / out hold 1..block() weights (the tail of a row); shorter spans are padded as above.

@@ -407,6 +407,65 @@ class LatticeFormat final : public GgmlFormat {
     return ggml_detail::dot_by_decode<kSuper>(*this, in, x);
   }
 
+  // The 8 weights that share a sign byte are one vector: GPTQ re-chooses their grid points and signs at the block's
+  // fitted scales, minimising sum e (decoded - w)^2 (e = importance, 1 without) over every grid point.
+  int vector_size() const override { return 8; }
+  void round_vector(std::span<const float> w, std::span<const float> importance, int first,
+                    BlockParams& p) const override {
+    check_params(p);
+    if (w.size() != 8 || first < 0 || first % 8 != 0 || first >= kSuper || (!importance.empty() && importance.size() != 8))
+      fail("", "format", name() + ": round_vector takes the 8 weights of one sign group");
+    const int ls = sub_scale(p, first / s_.group);
+    const float d = f16_to_f32(stored_d(p));
+    const float db = s_.db_mult > 0 ? d * (0.5f + static_cast<float>(ls)) * s_.db_mult : d * static_cast<float>(1 + 2 * ls);
+    if (!(db > 0)) return;  // a zero group decodes to its level-0 magnitudes whatever the codes: keep them
+    const int gw = s_.shape->weights;
+    float e[8];
+    unsigned signs = 0;
+    int negatives = 0;
+    for (int i = 0; i < 8; ++i) {
+      e[i] = importance.empty() ? 1.0f : std::max(0.0f, importance[i]);
+      negatives += w[i] < 0;
+    }
+    // Every grid point of each grid group (exhaustive: 256..1024 points of 4 or 8 weights), signs from the weights;
+    // with the parity rule an odd count flips the weight where that costs least, e 4 db b |w| (b its magnitude).
+    const uint8_t* bytes = s_.shape->level_bytes;
+    int8_t L[8];
+    float flip_cost[8];
+    for (int k = 0; k < 8 / gw; ++k) {
+      float best_err = FLT_MAX;
+      int pick = 0;
+      for (size_t j = 0; j < g_.q.size(); ++j) {
+        float err = 0;
+        for (int i = 0; i < gw; ++i) {
+          const float diff = db * bytes[(g_.q[j][i] - 1) / 2] - std::fabs(w[k * gw + i]);
+          err += e[k * gw + i] * diff * diff;
+        }
+        if (gw == 8 && s_.parity_signs && negatives % 2) {
+          float cheapest = FLT_MAX;
+          for (int i = 0; i < 8; ++i)
+            cheapest = std::min(cheapest, e[i] * 4 * db * bytes[(g_.q[j][i] - 1) / 2] * std::fabs(w[i]));
+          err += cheapest;
+        }
+        if (err < best_err) best_err = err, pick = static_cast<int>(j);
+      }
+      for (int i = 0; i < gw; ++i) {
+        L[k * gw + i] = static_cast<int8_t>((g_.q[pick][i] - 1) / 2);
+        flip_cost[k * gw + i] = e[k * gw + i] * 4 * db * bytes[L[k * gw + i]] * std::fabs(w[k * gw + i]);
+      }
+    }
+    signs = 0;
+    for (int i = 0; i < 8; ++i)
+      if (w[i] < 0) signs |= 1u << i;
+    if (s_.parity_signs && negatives % 2) {
+      int imin = 0;
+      for (int i = 1; i < 8; ++i)
+        if (flip_cost[i] < flip_cost[imin]) imin = i;
+      signs ^= 1u << imin;
+    }
+    for (int i = 0; i < 8; ++i) p.codes[first + i] = static_cast<uint8_t>(L[i] | (((signs >> i) & 1u) << 7));
+  }
+
  private:
   // One scale group of n = s_.group weights x with error weights e: its codes (level | sign << 7) into c, its step
   // returned (0: an all-zero group, codes 0).

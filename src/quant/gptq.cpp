@@ -186,6 +186,7 @@ class GptqQuantizer final : public Quantizer {
     }
     MatDMap& Wp = Wd;
 
+    const int vs = fmt.vector_size();  // > 1: vectors re-chosen at their first column (round_vector)
     // Lazy batch width: a multiple of the format block so a block's fit sees fully updated weights.
     int64_t B = std::max<int64_t>(1, opts_.block_size);
     B = std::max<int64_t>(gb, (B / gb) * gb);
@@ -223,6 +224,18 @@ class GptqQuantizer final : public Quantizer {
               params[(r0 + r) * nblocks + blk] =
                   formats::fit_block(fmt, std::span<const float>(wblk.data(), static_cast<size_t>(len)),
                                      block_importance(importance, blk, gb, len));
+            }
+          } else if (!static_groups && vs > 1 && idx % vs == 0 && idx + vs <= blen(blk)) {
+            // A vector format: the next vector chosen on its current weights (the error of every earlier column,
+            // this block's included, fed forward), at the block's fitted scales.
+            // (The fit's importance weights the choice: on synth256 IQ2_XS it gave mean KLD 0.239, against 0.252
+            // with uniform weights and 0.265 with GPTQ's own 1 / U_ii^2.)
+            const std::span<const float> bimp = block_importance(importance, blk, gb, blen(blk));
+            const std::span<const float> vimp = bimp.empty() ? bimp : bimp.subspan(static_cast<size_t>(idx), static_cast<size_t>(vs));
+            for (int64_t r = 0; r < nr; ++r) {
+              for (int64_t t = 0; t < vs; ++t) wblk[t] = static_cast<float>(Wc[r * n + i + t]);
+              fmt.round_vector(std::span<const float>(wblk.data(), static_cast<size_t>(vs)), vimp, idx,
+                               params[(r0 + r) * nblocks + blk]);
             }
           }
           const double d = U(i, i);

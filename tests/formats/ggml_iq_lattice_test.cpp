@@ -205,3 +205,44 @@ TEST(GgmlIqLattice, BadParamsAreRefused) {
   EXPECT_THROW((void)f.fit(nan, {}), lowbit::Error);
   EXPECT_THROW((void)f.fit(w, std::vector<float>(3, 1.0f)), lowbit::Error);
 }
+
+// GPTQ's vector step: round_vector picks, at the block's scales, the grid point and signs of least weighted error
+// for 8 weights. Checked against brute force over every grid point and every allowed sign pattern (even parity where
+// the format has the rule), and the block still encodes what round returns.
+TEST(GgmlIqLattice, RoundVectorIsTheWeightedOptimum) {
+  for (DType t : {DType::IQ2_XXS, DType::IQ2_XS, DType::IQ2_S}) {
+    const lf::GgmlFormat& f = lf::ggml_format(t);
+    ASSERT_EQ(f.vector_size(), 8) << f.name();
+    const bool parity = t != DType::IQ2_S;
+    const auto grid = lf::ggml_iq2_grid(t);
+    for (int trial = 0; trial < 12; ++trial) {
+      const std::vector<float> w = gaussian(256, 40 + trial);
+      lf::BlockParams p = f.fit(w, {});
+      const int first = 8 * (trial % 32);
+      std::vector<float> v = gaussian(8, 700 + trial, 1.3f);  // weights the fit never saw
+      std::vector<float> imp = gaussian(8, 800 + trial);
+      for (float& x : imp) x = x * x + 0.05f;
+      f.round_vector(v, imp, first, p);
+      auto err_of = [&](const float* values) {
+        double e = 0;
+        for (int i = 0; i < 8; ++i) e += imp[i] * (double(values[i]) - v[i]) * (double(values[i]) - v[i]);
+        return e;
+      };
+      float mine[8];
+      for (int i = 0; i < 8; ++i) mine[i] = f.round(0.0f, p, first + i);
+      // db from the decoded magnitude of any weight: |value| = db * byte
+      const float db = std::fabs(mine[0]) / static_cast<float>((p.codes[first] & 3) == 0 ? 8 : (p.codes[first] & 3) == 1 ? 25 : 43);
+      double best = 1e300;
+      for (uint64_t g : grid)
+        for (unsigned s = 0; s < 256; ++s) {
+          if (parity && (std::popcount(s) & 1)) continue;
+          float vals[8];
+          for (int i = 0; i < 8; ++i)
+            vals[i] = db * static_cast<float>((g >> (8 * i)) & 0xff) * ((s >> i) & 1 ? -1.0f : 1.0f);
+          best = std::min(best, err_of(vals));
+        }
+      EXPECT_LE(err_of(mine), best * (1 + 1e-5) + 1e-12) << f.name() << " trial " << trial;
+      ASSERT_NO_FATAL_FAILURE(check_round_is_decode_of_encode(f, w, p, trial, /*idempotent=*/false));
+    }
+  }
+}

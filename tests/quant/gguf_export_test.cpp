@@ -155,7 +155,7 @@ TEST(GgufExport, GptqInFormatBeatsPlain) {
   EvalOptions eo;
   eo.ctx = 128;
   eo.chunks = 8;
-  for (const char* fmt : {"q4_K", "q3_K"}) {
+  for (const char* fmt : {"q4_K", "q3_K", "iq2_xs"}) {  // iq2_xs: GPTQ re-chooses its 8-weight vectors
     std::map<std::string, double> kld;
     for (const std::string run : {"plain", "imatrix", "gptq"}) {
       QuantizeModelOptions o;
@@ -172,6 +172,7 @@ TEST(GgufExport, GptqInFormatBeatsPlain) {
     }
     EXPECT_LT(kld["gptq"], kld["plain"]) << fmt;
     EXPECT_LT(kld["gptq"], kld["imatrix"]) << fmt;
+    if (std::string(fmt) == "iq2_xs") EXPECT_LT(kld["gptq"], 0.85 * kld["imatrix"]) << fmt;
     // Importance weighting alone helps q4_K here; at q3_K it depends on the calibration draw (docs/results.md).
     if (std::string(fmt) == "q4_K") EXPECT_LT(kld["imatrix"], kld["plain"]) << fmt;
   }
