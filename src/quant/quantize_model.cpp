@@ -973,9 +973,12 @@ void write_tensors(Job& job, io::GgufWriter& w, const std::string& out) {
 
 // ---- Size budgets (--target-size / --target-bpw): measure, allocate, then quantize with the chosen types ----
 
-// The default candidates of a family. 256-wide K-types and iq4_xs where a tensor's rows fill them, else the 32-wide
+// The default candidates of a family. 256-wide K-types, i-quants and iq4_xs where a tensor's rows fill them, else the 32-wide
 // llama.cpp types (the ones llama-quantize falls back to); q8_0 and f16 either way.
-const std::vector<std::string> kGgufWide = {"q2_K", "q3_K", "q4_K", "iq4_xs", "q5_K", "q6_K", "q8_0", "f16"};
+// The i-quants (GPTQ re-chooses their vectors, Format::round_vector) took synth256's 689,824-byte budget from mean
+// KLD 0.0431 to 0.0335 (docs/results.md, issue 15).
+const std::vector<std::string> kGgufWide = {"iq2_xs", "iq2_s", "q2_K",   "iq3_xxs", "iq3_s", "q3_K",
+                                            "q4_K",   "iq4_xs", "q5_K", "q6_K",    "q8_0",  "f16"};
 const std::vector<std::string> kGgufNarrow = {"q4_0", "iq4_nl", "q4_1", "q5_0", "q5_1", "q8_0", "f16"};
 const std::vector<std::string> kLowbit = {"int2g64a", "int3g64a", "int4g64a", "int5g64a", "int6g64a", "int8g64a", "f16"};
 
