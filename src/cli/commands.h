@@ -12,5 +12,6 @@ void add_synth(CLI::App& app);
 void add_eval(CLI::App& app);
 void add_quantize(CLI::App& app);
 void add_imatrix(CLI::App& app);
+void add_formats(CLI::App& app);
 
 }  // namespace lowbit::cli

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   lowbit::cli::add_eval(app);
   lowbit::cli::add_quantize(app);
   lowbit::cli::add_imatrix(app);
+  lowbit::cli::add_formats(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

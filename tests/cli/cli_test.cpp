@@ -671,5 +671,27 @@ TEST(Cli, ImatrixMatchesLlamaImatrix) {
   EXPECT_FALSE(fs::exists(d.path("x.bin")));
 }
 
+// `lowbit formats --json`: every storage format, with the numbers the format classes give and the kernels found by
+// trying them (the i-quants encode but have no integer kernels yet; q4_0 has them everywhere).
+TEST(Cli, FormatsJson) {
+  const Result r = lowbit("formats --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  std::map<std::string, nlohmann::json> by_name;
+  for (const auto& f : j.at("formats")) by_name[f.at("name").get<std::string>()] = f;
+  EXPECT_EQ(by_name.size(), 42u + 23u);  // int{2..8}g{32,64,128}{s,a} and every llama.cpp block type
+  const auto& iq2 = by_name.at("iq2_xs");
+  EXPECT_EQ(iq2.at("family"), "llama.cpp");
+  EXPECT_TRUE(iq2.at("encodes").get<bool>());
+  EXPECT_DOUBLE_EQ(iq2.at("bits_per_weight").get<double>(), 2.3125);
+  EXPECT_EQ(iq2.at("kernels"), "row decode to f32");
+  EXPECT_FALSE(by_name.at("q8_K").at("encodes").get<bool>());
+  EXPECT_NE(by_name.at("q4_0").at("kernels").get<std::string>().find("integer dot"), std::string::npos);
+  EXPECT_DOUBLE_EQ(by_name.at("int4g128a").at("overhead_bits_per_weight").get<double>(), 0.25);
+  const Result md = lowbit("formats");
+  ASSERT_EQ(md.code, 0) << md.err;
+  EXPECT_NE(md.out.find("| iq1_m | llama.cpp | 256 | 56 | 1.7500 |"), std::string::npos) << md.out;
+}
+
 }  // namespace
 }  // namespace lowbit
