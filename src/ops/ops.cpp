@@ -137,12 +137,16 @@ void matmul_repacked(const WeightView& w, const float* x, int64_t n_tokens, floa
 }
 
 // Types without a native kernel (IQ1/IQ2/IQ3, TQ, Q8_K ...): each row decoded to f32 and dotted.
+// Decoding dominates (the i-quants' grids, bit fields and signs), so the rows are split across threads at any size
+// a thread team pays for: each row's result is the same whichever thread computes it.
 void gemv_decoded(const WeightView& w, const float* x, float* y) {
-  std::vector<float> row(static_cast<size_t>(w.cols));
-  for (int64_t r = 0; r < w.rows; ++r) {
-    get_row(w, r, row.data());
-    y[r] = dot(row.data(), x, w.cols);
-  }
+  split_rows(w.rows, matrix_bytes(w) * 8, false, [&](int64_t r0, int64_t r1) {
+    std::vector<float> row(static_cast<size_t>(w.cols));
+    for (int64_t r = r0; r < r1; ++r) {
+      get_row(w, r, row.data());
+      y[r] = dot(row.data(), x, w.cols);
+    }
+  });
 }
 
 // Rows of W widened per SGEMM call in the F16/BF16 prefill path: about 4 MiB of f32 scratch, 16..512 rows
