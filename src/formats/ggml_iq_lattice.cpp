@@ -270,15 +270,26 @@ constexpr Spec kIq3S = {DType::IQ3_S, "iq3_s", 110, 32, &kIq3sShape, 2.0f, 0.0f,
 constexpr Spec kIq2S = {DType::IQ2_S, "iq2_s", 82, 16, &kIq2sShape, 2.0f, 1e-8f, Start::Max, 9, 0.1f,
                         Reround::OffGrid, true, 0.9875f, 0.25f, Plain::QuarterSigma, false};
 
-class LatticeFormat final : public GgmlFormat {
+// What every i-quant format shares: 256-weight blocks decoded by ggml_decode_other.cpp, d stored as fp16(d x fudge),
+// BlockParams from this family's fit (one code per weight, one 3- or 4-bit scale per group), and the argument checks.
+class IqFormatBase : public GgmlFormat {
  public:
-  explicit LatticeFormat(const Spec& s) : s_(s), g_(lattice(s.dtype)) {}
-  std::string name() const override { return s_.name; }
+  IqFormatBase(DType t, const char* name, size_t bytes, int group, float fudge, int max_scale)
+      : dtype_(t), name_(name), bytes_(bytes), group_(group), fudge_(fudge), max_scale_(max_scale) {}
+  std::string name() const override { return name_; }
   int block() const override { return kSuper; }
-  size_t block_bytes() const override { return s_.bytes; }
-  DType dtype() const override { return s_.dtype; }
+  size_t block_bytes() const override { return bytes_; }
+  DType dtype() const override { return dtype_; }
+  void decode(const std::byte* in, std::span<float> out) const override {
+    if (out.size() != static_cast<size_t>(kSuper)) fail("", "format", name() + ": decode needs 256 outputs");
+    ggml_decode_other_row(dtype_, in, kSuper, out.data());
+  }
+  float dot(const std::byte* in, const float* x) const override {
+    return ggml_detail::dot_by_decode<kSuper>(*this, in, x);
+  }
 
-  BlockParams fit(std::span<const float> w, std::span<const float> importance) const override {
+ protected:
+  void check_fit_args(std::span<const float> w, std::span<const float> importance) const {
     if (w.size() != static_cast<size_t>(kSuper))
       fail("", "format", name() + ": fit got " + std::to_string(w.size()) + " weights for a block of 256");
     if (!importance.empty() && importance.size() != w.size())
@@ -286,6 +297,56 @@ class LatticeFormat final : public GgmlFormat {
                              std::to_string(w.size()) + " weights");
     for (float v : w)
       if (!std::isfinite(v)) fail("", "format", name() + ": fit got a non-finite weight");
+  }
+  void check_encode_args(std::span<const float> w, const BlockParams& p) const {
+    if (w.size() != static_cast<size_t>(kSuper))
+      fail("", "format", name() + ": encode got " + std::to_string(w.size()) + " weights for a block of 256");
+    check_params(p);
+  }
+  void check_params(const BlockParams& p) const {
+    if (p.codes.size() != static_cast<size_t>(kSuper) ||
+        p.sub_scales.size() != static_cast<size_t>(kSuper / group_))
+      fail("", "format", name() + ": BlockParams need 256 codes and " + std::to_string(kSuper / group_) +
+                             " sub_scales (from this format's fit)");
+  }
+  // Every scale group's fit (fit(x, e, codes) -> its step) into p's codes and `scales`; returns the largest step.
+  template <class GroupFit>
+  float fit_groups(std::span<const float> w, const float* e, BlockParams& p, std::array<float, 16>& scales,
+                   const GroupFit& fit) const {
+    p.codes.assign(kSuper, 0);
+    p.sub_scales.assign(static_cast<size_t>(kSuper / group_), 0.0f);
+    float max_scale = 0;
+    for (int ib = 0; ib < kSuper / group_; ++ib) {
+      scales[ib] = fit(w.data() + ib * group_, e + ib * group_, p.codes.data() + ib * group_);
+      max_scale = std::max(max_scale, scales[ib]);
+    }
+    return max_scale;
+  }
+  void check_index(int i) const {
+    if (i < 0 || i >= kSuper) fail("", "format", name() + ": weight index " + std::to_string(i) + " outside the block");
+  }
+  uint16_t stored_d(const BlockParams& p) const { return f32_to_f16(p.scale * fudge_); }
+  int sub_scale(const BlockParams& p, int g) const {
+    const float v = p.sub_scales[g];
+    return std::clamp(std::isfinite(v) ? static_cast<int>(std::lround(v)) : 0, 0, max_scale_);
+  }
+
+ private:
+  DType dtype_;
+  const char* name_;
+  size_t bytes_;
+  int group_;
+  float fudge_;
+  int max_scale_;
+};
+
+class LatticeFormat final : public IqFormatBase {
+ public:
+  explicit LatticeFormat(const Spec& s)
+      : IqFormatBase(s.dtype, s.name, s.bytes, s.group, s.fudge, 15), s_(s), g_(lattice(s.dtype)) {}
+
+  BlockParams fit(std::span<const float> w, std::span<const float> importance) const override {
+    check_fit_args(w, importance);
     std::array<float, kSuper> imp;
     bool any = false;
     for (size_t i = 0; i < importance.size(); ++i) {
@@ -302,16 +363,12 @@ class LatticeFormat final : public GgmlFormat {
              : s_.plain == Plain::QuarterSigma ? 0.25f * sigma2 + w[i] * w[i]
                                                : std::sqrt(sigma2 + w[i] * w[i]);
 
-    BlockParams p;
-    p.codes.assign(kSuper, 0);
     const int groups = kSuper / s_.group;
-    p.sub_scales.assign(static_cast<size_t>(groups), 0.0f);
+    BlockParams p;
     std::array<float, 16> scales{};
-    float max_scale = 0;
-    for (int ib = 0; ib < groups; ++ib) {
-      scales[ib] = fit_group(w.data() + ib * s_.group, e.data() + ib * s_.group, p.codes.data() + ib * s_.group);
-      max_scale = std::max(max_scale, scales[ib]);
-    }
+    const float max_scale = fit_groups(w, e.data(), p, scales, [&](const float* x, const float* ew, uint8_t* c) {
+      return fit_group(x, ew, c);
+    });
     if (!(max_scale > 0)) {  // llama.cpp writes an all-zero block
       std::fill(p.codes.begin(), p.codes.end(), uint8_t{0});
       return p;
@@ -326,8 +383,7 @@ class LatticeFormat final : public GgmlFormat {
 
   float round(float /*w*/, const BlockParams& p, int index_in_block) const override {
     check_params(p);
-    if (index_in_block < 0 || index_in_block >= kSuper)
-      fail("", "format", name() + ": weight index " + std::to_string(index_in_block) + " outside the block");
+    check_index(index_in_block);
     const uint8_t c = p.codes[index_in_block];
     const int level = std::min(c & 0x7f, s_.shape->levels - 1);
     const int ls = sub_scale(p, index_in_block / s_.group);
@@ -337,9 +393,7 @@ class LatticeFormat final : public GgmlFormat {
   }
 
   void encode(std::span<const float> w, const BlockParams& p, std::byte* out) const override {
-    if (w.size() != static_cast<size_t>(kSuper))
-      fail("", "format", name() + ": encode got " + std::to_string(w.size()) + " weights for a block of 256");
-    check_params(p);
+    check_encode_args(w, p);
     std::memset(out, 0, s_.bytes);
     ggml_detail::store_u16(out, stored_d(p));
     std::byte* qs = out + 2;
@@ -399,13 +453,6 @@ class LatticeFormat final : public GgmlFormat {
     }
   }
 
-  void decode(const std::byte* in, std::span<float> out) const override {
-    if (out.size() != static_cast<size_t>(kSuper)) fail("", "format", name() + ": decode needs 256 outputs");
-    ggml_decode_other_row(s_.dtype, in, kSuper, out.data());
-  }
-  float dot(const std::byte* in, const float* x) const override {
-    return ggml_detail::dot_by_decode<kSuper>(*this, in, x);
-  }
 
   // The 8 weights that share a sign byte are one vector: GPTQ re-chooses their grid points and signs at the block's
   // fitted scales, minimising sum e (decoded - w)^2 (e = importance, 1 without) over every grid point.
@@ -597,17 +644,6 @@ class LatticeFormat final : public GgmlFormat {
     return s;
   }
 
-  uint16_t stored_d(const BlockParams& p) const { return f32_to_f16(p.scale * s_.fudge); }
-  void check_params(const BlockParams& p) const {
-    if (p.codes.size() != static_cast<size_t>(kSuper) ||
-        p.sub_scales.size() != static_cast<size_t>(kSuper / s_.group))
-      fail("", "format", name() + ": BlockParams need 256 codes and " + std::to_string(kSuper / s_.group) +
-                             " sub_scales (from this format's fit)");
-  }
-  static int sub_scale(const BlockParams& p, int g) {
-    const float v = p.sub_scales[g];
-    return std::clamp(std::isfinite(v) ? static_cast<int>(std::lround(v)) : 0, 0, 15);
-  }
   static const Lattice& lattice(DType t) {
     // Built on first use, once per type (thread-safe statics).
     switch (t) {
@@ -675,22 +711,12 @@ int best_neighbour_iq1(const Lattice& g, int32_t entry, const float* x, const fl
   return index;
 }
 
-class Iq1Format final : public GgmlFormat {
+class Iq1Format final : public IqFormatBase {
  public:
-  explicit Iq1Format(const Iq1Spec& s) : s_(s), g_(lattice()) {}
-  std::string name() const override { return s_.name; }
-  int block() const override { return kSuper; }
-  size_t block_bytes() const override { return s_.bytes; }
-  DType dtype() const override { return s_.dtype; }
+  explicit Iq1Format(const Iq1Spec& s) : IqFormatBase(s.dtype, s.name, s.bytes, s.group, s.fudge, 7), s_(s), g_(lattice()) {}
 
   BlockParams fit(std::span<const float> w, std::span<const float> importance) const override {
-    if (w.size() != static_cast<size_t>(kSuper))
-      fail("", "format", name() + ": fit got " + std::to_string(w.size()) + " weights for a block of 256");
-    if (!importance.empty() && importance.size() != w.size())
-      fail("", "format", name() + ": importance has " + std::to_string(importance.size()) + " values for " +
-                             std::to_string(w.size()) + " weights");
-    for (float v : w)
-      if (!std::isfinite(v)) fail("", "format", name() + ": fit got a non-finite weight");
+    check_fit_args(w, importance);
     bool any = false;
     for (float v : importance) any = any || v > 0.0f;
     float sumx2 = 0;
@@ -702,14 +728,10 @@ class Iq1Format final : public GgmlFormat {
 
     const int groups = kSuper / s_.group;
     BlockParams p;
-    p.codes.assign(kSuper, 0);
-    p.sub_scales.assign(static_cast<size_t>(groups), 0.0f);
     std::array<float, 16> scales{};
-    float max_scale = 0;
-    for (int ib = 0; ib < groups; ++ib) {
-      scales[ib] = fit_group(w.data() + ib * s_.group, e.data() + ib * s_.group, p.codes.data() + ib * s_.group);
-      max_scale = std::max(max_scale, scales[ib]);
-    }
+    const float max_scale = fit_groups(w, e.data(), p, scales, [&](const float* x, const float* ew, uint8_t* c) {
+      return fit_group(x, ew, c);
+    });
     if (!(max_scale > 0)) {
       std::fill(p.codes.begin(), p.codes.end(), uint8_t{0});
       return p;
@@ -741,8 +763,7 @@ class Iq1Format final : public GgmlFormat {
 
   float round(float /*w*/, const BlockParams& p, int index_in_block) const override {
     check_params(p);
-    if (index_in_block < 0 || index_in_block >= kSuper)
-      fail("", "format", name() + ": weight index " + std::to_string(index_in_block) + " outside the block");
+    check_index(index_in_block);
     const uint8_t c = p.codes[index_in_block];
     const float dl = f16_to_f32(stored_d(p)) * static_cast<float>(2 * sub_scale(p, index_in_block / s_.group) + 1);
     const float delta = c & 0x40 ? -kIq1Delta : kIq1Delta;
@@ -750,9 +771,7 @@ class Iq1Format final : public GgmlFormat {
   }
 
   void encode(std::span<const float> w, const BlockParams& p, std::byte* out) const override {
-    if (w.size() != static_cast<size_t>(kSuper))
-      fail("", "format", name() + ": encode got " + std::to_string(w.size()) + " weights for a block of 256");
-    check_params(p);
+    check_encode_args(w, p);
     std::memset(out, 0, s_.bytes);
     const uint16_t d16 = stored_d(p);
     if (s_.dtype == DType::IQ1_S) {
@@ -788,13 +807,6 @@ class Iq1Format final : public GgmlFormat {
     }
   }
 
-  void decode(const std::byte* in, std::span<float> out) const override {
-    if (out.size() != static_cast<size_t>(kSuper)) fail("", "format", name() + ": decode needs 256 outputs");
-    ggml_decode_other_row(s_.dtype, in, kSuper, out.data());
-  }
-  float dot(const std::byte* in, const float* x) const override {
-    return ggml_detail::dot_by_decode<kSuper>(*this, in, x);
-  }
 
  private:
   static constexpr float kXp[3] = {-1 + kIq1Delta, kIq1Delta, 1 + kIq1Delta};
@@ -911,17 +923,6 @@ class Iq1Format final : public GgmlFormat {
     const int32_t index = grid_index(g_, L);
     if (index < 0) fail("", "format", name() + ": the codes at weight " + std::to_string(i0) + " are not a grid point");
     return static_cast<uint32_t>(index);
-  }
-  uint16_t stored_d(const BlockParams& p) const { return f32_to_f16(p.scale * s_.fudge); }
-  void check_params(const BlockParams& p) const {
-    if (p.codes.size() != static_cast<size_t>(kSuper) ||
-        p.sub_scales.size() != static_cast<size_t>(kSuper / s_.group))
-      fail("", "format", name() + ": BlockParams need 256 codes and " + std::to_string(kSuper / s_.group) +
-                             " sub_scales (from this format's fit)");
-  }
-  static int sub_scale(const BlockParams& p, int g) {
-    const float v = p.sub_scales[g];
-    return std::clamp(std::isfinite(v) ? static_cast<int>(std::lround(v)) : 0, 0, 7);
   }
   static const Lattice& lattice() {
     static const Lattice g = build_lattice(kIq1Shape, ggml_iq1_grid());
