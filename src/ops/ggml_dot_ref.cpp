@@ -45,15 +45,8 @@ int nearest_int(float v) {
 
 }  // namespace
 
-// The types with integer kernels (the i-quants' lattice types decode row by row for now).
-bool ggml_dot_supported(DType t) {
-  switch (t) {
-    case DType::IQ2_XXS: case DType::IQ2_XS: case DType::IQ2_S: case DType::IQ3_XXS: case DType::IQ3_S:
-    case DType::IQ1_S: case DType::IQ1_M:
-      return false;
-    default: return formats::ggml_encodable(t);
-  }
-}
+// The types with integer kernels: those of the one traits table (the i-quants decode row by row for now).
+bool ggml_dot_supported(DType t) { return B::traits(t).values != 0; }
 
 bool ggml_acts_transposed(DType t) {
   switch (t) {
