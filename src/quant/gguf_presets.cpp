@@ -23,6 +23,12 @@ constexpr std::array<std::pair<const char*, std::pair<DType, uint32_t>>, 27> kPr
     {"IQ2_S", {DType::IQ2_XS, 28}},  {"IQ2_M", {DType::IQ2_S, 29}},     {"IQ1_M", {DType::IQ1_M, 31}},
 }};
 
+// llama.cpp's very-low-bit presets: rules of their own for every role, and llama-quantize refuses them without
+// an imatrix.
+bool very_low_bit(std::string_view ft) {
+  return ft == "IQ2_XXS" || ft == "IQ2_XS" || ft == "IQ1_S" || ft == "IQ2_S" || ft == "IQ2_M" || ft == "IQ1_M";
+}
+
 std::string upper(std::string_view s) {
   std::string r(s);
   for (char& c : r) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
@@ -37,7 +43,7 @@ bool use_more_bits(int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n 
 std::optional<GgufPreset> gguf_preset(std::string_view name) {
   const std::string want = upper(name);
   for (const auto& [n, v] : kPresets)
-    if (want == n) return GgufPreset{n, v.first, v.second};
+    if (want == n) return GgufPreset{n, v.first, v.second, very_low_bit(n)};
   return std::nullopt;
 }
 
@@ -81,9 +87,8 @@ DType preset_tensor_type(const GgufPreset& p, const std::string& name, int64_t c
   }
   const int n = m.n_layers;
   const bool is_output = name == "output.weight" || (m.tied_embeddings && name == "token_embd.weight");
-  // llama.cpp's very-low-bit presets have rules of their own for every role; IQ2_S / IQ2_M move up to IQ3_S where
-  // the others take Q2_K.
-  const bool low = ft == "IQ2_XXS" || ft == "IQ2_XS" || ft == "IQ1_S" || ft == "IQ2_S" || ft == "IQ2_M" || ft == "IQ1_M";
+  // The very-low-bit presets' rules: IQ2_S / IQ2_M move up to IQ3_S where the others take Q2_K.
+  const bool low = p.very_low_bit;
   const bool s_or_m = ft == "IQ2_S" || ft == "IQ2_M";
   if (is_output) {
     // Q8_0 when the row does not fill the base type's blocks (then Q6_K's, below, may still fall back to Q8_0).

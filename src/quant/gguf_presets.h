@@ -18,6 +18,7 @@ struct GgufPreset {
   std::string name;       // "Q4_K_M"
   DType base;             // the type of every tensor no rule changes
   uint32_t file_type;     // general.file_type (llama_ftype) llama-quantize writes for it
+  bool very_low_bit = false;  // IQ1_S/M, IQ2_XXS/XS/S/M: own per-tensor rules, and importance data required
 };
 
 // The preset for a name (case-insensitive, e.g. "q4_k_m"), or nullopt.

@@ -535,10 +535,7 @@ void check_options(Job& job) {
                                 names + ")");
     }
     // The 1- and 2-bit i-quant mixtures: llama-quantize refuses them without importance data, and so does lowbit.
-    const std::string& pn = preset->name;
-    const bool needs_importance = pn == "IQ2_XXS" || pn == "IQ2_XS" || pn == "IQ2_S" || pn == "IQ2_M" ||
-                                  pn == "IQ1_S" || pn == "IQ1_M";
-    if (needs_importance && !job.imatrix && !o.qopts.use_importance)
+    if (preset->very_low_bit && !job.imatrix && !o.qopts.use_importance)
       fail(src, "--format", "gguf:" + preset->name + " needs importance data (--imatrix FILE, or --importance with --calib), "
                             "as llama-quantize requires");
   } else {
