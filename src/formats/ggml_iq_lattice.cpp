@@ -176,7 +176,8 @@ int32_t grid_index(const Lattice& g, const int8_t* L) {
 }
 
 // llama.cpp's make_qp_quants, including what its uint8_t codes do with negative levels (the sign-flipped weight of a
-// group can round below 0 and wraps there): only its returned step is used here.
+// group can round below 0 and wraps there): only its returned step is used here. ggml_kquants.cpp's
+// search_unsigned_scales is the same search for non-negative inputs; it clamps at 0, so it cannot stand in here.
 float make_qp_step(int n, int nmax, const float* x, const float* qw) {
   float max = 0;
   for (int i = 0; i < n; ++i) max = std::max(max, x[i]);
