@@ -78,6 +78,26 @@ std::span<const uint64_t> ggml_iq2_grid(DType t);
 std::span<const uint32_t> ggml_iq3_grid(DType t);
 std::span<const uint64_t> ggml_iq1_grid();  // IQ1_S / IQ1_M's 2048 entries, bytes -1, 0, 1 (as int8)
 
+// An i-quant block (IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S) in integers: weight i decodes to
+// (step * scale[i / 16]) * level[i], exactly the float ggml's dequantizer computes (ggml_decode_other.cpp says why).
+// step is the block's fp16 d times 1/8 (IQ2, IQ1), 1/4 (IQ3_XXS) or 1 (IQ3_S); scale = 2 s + 1 (1..31) for the
+// block's 4-bit (3-bit for IQ1) scale s; level is the signed grid value (IQ1: 8 * grid +- 1 for its delta).
+// The integer kernels (ops/ggml_kernels.cpp) and the scalar dot reference read this form.
+struct IqBlockLevels {
+  float step = 0.0f;
+  uint8_t scale[16] = {};  // per 16 weights (equal in pairs where the type scales 32)
+  int8_t level[256] = {};
+};
+// false if t is not an i-quant.
+bool ggml_iq_block_levels(DType t, const std::byte* block, IqBlockLevels& out);
+// Every level a block of t can hold, ascending (at most 16: IQ2 +-{8, 25, 43}, IQ3_XXS +-{4 .. 62},
+// IQ3_S +-{1 .. 15}, IQ1 {-9, -7, -1, 1, 7, 9}); count 0 for other types. The repacked kernels' 4-bit table.
+struct IqLevelSet {
+  int count = 0;
+  int8_t level[16] = {};
+};
+const IqLevelSet& ggml_iq_level_set(DType t);
+
 // 16 non-uniform levels of IQ4_NL / IQ4_XS.
 extern const int8_t kIq4nlValues[16];
 

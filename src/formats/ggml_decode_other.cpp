@@ -56,8 +56,6 @@ using iq_grids::kIq2xxsGrid;
 using iq_grids::kIq3sGrid;
 using iq_grids::kIq3xxsGrid;
 
-constexpr float kIq1Delta = 0.125f;  // ggml's IQ1S_DELTA / IQ1M_DELTA
-
 inline uint8_t byte_at(const std::byte* p, size_t i) { return static_cast<uint8_t>(p[i]); }
 inline uint16_t load_u16(const std::byte* p) {
   return static_cast<uint16_t>(byte_at(p, 0) | (byte_at(p, 1) << 8));
@@ -77,7 +75,6 @@ inline uint8_t expand_signs(uint32_t seven) {
   seven &= 127u;
   return static_cast<uint8_t>(seven | ((std::popcount(seven) & 1u) << 7));
 }
-inline float sign_of(uint8_t signs, int j) { return (signs >> j) & 1u ? -1.0f : 1.0f; }
 
 void decode_q8_1(const std::byte* b, float* y) {
   const float d = load_f16(b);
@@ -120,89 +117,97 @@ void decode_tq2_0(const std::byte* b, float* y) {
       }
 }
 
-void decode_iq2_xxs(const std::byte* b, float* y) {
-  const float d = load_f16(b);
+// The i-quants decode through their integer form (ggml.h IqBlockLevels): weight i = (step * scale[i / 16]) *
+// level[i]. That is the float ggml computes: its db = d * (0.5 + s) * 0.25 (IQ2) is d / 8 * (2 s + 1) rounded once
+// either way (a power-of-two factor commutes with rounding), db * grid * sign = db * (+-grid), and IQ1's
+// dl * (grid +- 1/8) = dl / 8 * (8 grid +- 1), with dl / 8 exact. tests/formats/ggml_decode_other_test.cpp's golden
+// blocks compute ggml's expressions independently.
+inline int8_t signed_level(uint8_t magnitude, uint8_t signs, int j) {
+  return static_cast<int8_t>((signs >> j) & 1u ? -magnitude : magnitude);
+}
+inline void same_scale(IqBlockLevels& o, int ib, int s) {  // both 16-value groups of sub-block ib: 2 s + 1
+  o.scale[2 * ib] = o.scale[2 * ib + 1] = static_cast<uint8_t>(2 * s + 1);
+}
+
+void levels_iq2_xxs(const std::byte* b, IqBlockLevels& o) {
+  o.step = load_f16(b) * 0.125f;
   for (int ib = 0; ib < 8; ++ib) {
     const std::byte* sb = b + 2 + 8 * ib;
     const uint32_t meta = load_u32(sb + 4);
-    const float db = d * (0.5f + static_cast<float>(meta >> 28)) * 0.25f;
+    same_scale(o, ib, static_cast<int>(meta >> 28));
     for (int l = 0; l < 4; ++l) {
       const uint64_t g = kIq2xxsGrid[byte_at(sb, l)];
       const uint8_t signs = expand_signs(meta >> (7 * l));
-      for (int j = 0; j < 8; ++j) y[j] = db * static_cast<float>(level_u8(g, j)) * sign_of(signs, j);
-      y += 8;
+      for (int j = 0; j < 8; ++j) o.level[32 * ib + 8 * l + j] = signed_level(level_u8(g, j), signs, j);
     }
   }
 }
 
-void decode_iq2_xs(const std::byte* b, float* y) {
-  const float d = load_f16(b);
+void levels_iq2_xs(const std::byte* b, IqBlockLevels& o) {
+  o.step = load_f16(b) * 0.125f;
   const std::byte* qs = b + 2;
   const std::byte* scales = b + 66;
   for (int ib = 0; ib < 8; ++ib) {
     const uint8_t sc = byte_at(scales, ib);
-    const float db[2] = {d * (0.5f + static_cast<float>(sc & 0xf)) * 0.25f,
-                         d * (0.5f + static_cast<float>(sc >> 4)) * 0.25f};
+    o.scale[2 * ib] = static_cast<uint8_t>(2 * (sc & 0xf) + 1);
+    o.scale[2 * ib + 1] = static_cast<uint8_t>(2 * (sc >> 4) + 1);
     for (int l = 0; l < 4; ++l) {
       const uint16_t q = load_u16(qs + 2 * (4 * ib + l));
       const uint64_t g = kIq2xsGrid[q & 511];
       const uint8_t signs = expand_signs(q >> 9);
-      for (int j = 0; j < 8; ++j) y[j] = db[l / 2] * static_cast<float>(level_u8(g, j)) * sign_of(signs, j);
-      y += 8;
+      for (int j = 0; j < 8; ++j) o.level[32 * ib + 8 * l + j] = signed_level(level_u8(g, j), signs, j);
     }
   }
 }
 
-void decode_iq2_s(const std::byte* b, float* y) {
-  const float d = load_f16(b);
+void levels_iq2_s(const std::byte* b, IqBlockLevels& o) {
+  o.step = load_f16(b) * 0.125f;
   const std::byte* idx_lo = b + 2;
   const std::byte* signs = b + 34;
   const std::byte* qh = b + 66;
   const std::byte* scales = b + 74;
   for (int ib = 0; ib < 8; ++ib) {
     const uint8_t sc = byte_at(scales, ib);
-    const float db[2] = {d * (0.5f + static_cast<float>(sc & 0xf)) * 0.25f,
-                         d * (0.5f + static_cast<float>(sc >> 4)) * 0.25f};
+    o.scale[2 * ib] = static_cast<uint8_t>(2 * (sc & 0xf) + 1);
+    o.scale[2 * ib + 1] = static_cast<uint8_t>(2 * (sc >> 4) + 1);
     const unsigned hi = byte_at(qh, ib);
     for (int l = 0; l < 4; ++l) {
       const unsigned idx = byte_at(idx_lo, 4 * ib + l) | ((hi << (8 - 2 * l)) & 0x300u);
       const uint64_t g = kIq2sGrid[idx];
       const uint8_t s = byte_at(signs, 4 * ib + l);
-      for (int j = 0; j < 8; ++j) y[j] = db[l / 2] * static_cast<float>(level_u8(g, j)) * sign_of(s, j);
-      y += 8;
+      for (int j = 0; j < 8; ++j) o.level[32 * ib + 8 * l + j] = signed_level(level_u8(g, j), s, j);
     }
   }
 }
 
-void decode_iq3_xxs(const std::byte* b, float* y) {
-  const float d = load_f16(b);
+void levels_iq3_xxs(const std::byte* b, IqBlockLevels& o) {
+  o.step = load_f16(b) * 0.25f;  // db = d * (0.5 + s) * 0.5 = d / 4 * (2 s + 1)
   const std::byte* idx = b + 2;
   const std::byte* meta_p = b + 66;
   for (int ib = 0; ib < 8; ++ib) {
     const uint32_t meta = load_u32(meta_p + 4 * ib);
-    const float db = d * (0.5f + static_cast<float>(meta >> 28)) * 0.5f;
+    same_scale(o, ib, static_cast<int>(meta >> 28));
     for (int l = 0; l < 4; ++l) {
       const uint8_t signs = expand_signs(meta >> (7 * l));
       const uint64_t g1 = kIq3xxsGrid[byte_at(idx, 8 * ib + 2 * l)];
       const uint64_t g2 = kIq3xxsGrid[byte_at(idx, 8 * ib + 2 * l + 1)];
+      int8_t* y = o.level + 32 * ib + 8 * l;
       for (int j = 0; j < 4; ++j) {
-        y[j] = db * static_cast<float>(level_u8(g1, j)) * sign_of(signs, j);
-        y[j + 4] = db * static_cast<float>(level_u8(g2, j)) * sign_of(signs, j + 4);
+        y[j] = signed_level(level_u8(g1, j), signs, j);
+        y[j + 4] = signed_level(level_u8(g2, j), signs, j + 4);
       }
-      y += 8;
     }
   }
 }
 
-void decode_iq3_s(const std::byte* b, float* y) {
-  const float d = load_f16(b);
+void levels_iq3_s(const std::byte* b, IqBlockLevels& o) {
+  o.step = load_f16(b);  // db = d * (1 + 2 s)
   const std::byte* idx_lo = b + 2;
   const std::byte* qh = b + 66;
   const std::byte* signs = b + 74;
   const std::byte* scales = b + 106;
   for (int ib = 0; ib < 8; ++ib) {
-    const int s = (byte_at(scales, ib / 2) >> (4 * (ib % 2))) & 0xf;
-    const float db = d * static_cast<float>(1 + 2 * s);
+    same_scale(o, ib, (byte_at(scales, ib / 2) >> (4 * (ib % 2))) & 0xf);
     const unsigned hi = byte_at(qh, ib);
     for (int l = 0; l < 4; ++l) {
       const unsigned i1 = byte_at(idx_lo, 8 * ib + 2 * l) | ((hi << (8 - 2 * l)) & 256u);
@@ -210,57 +215,73 @@ void decode_iq3_s(const std::byte* b, float* y) {
       const uint64_t g1 = kIq3sGrid[i1];
       const uint64_t g2 = kIq3sGrid[i2];
       const uint8_t sg = byte_at(signs, 4 * ib + l);
+      int8_t* y = o.level + 32 * ib + 8 * l;
       for (int j = 0; j < 4; ++j) {
-        y[j] = db * static_cast<float>(level_u8(g1, j)) * sign_of(sg, j);
-        y[j + 4] = db * static_cast<float>(level_u8(g2, j)) * sign_of(sg, j + 4);
+        y[j] = signed_level(level_u8(g1, j), sg, j);
+        y[j + 4] = signed_level(level_u8(g2, j), sg, j + 4);
       }
-      y += 8;
     }
   }
 }
 
-void decode_iq1_s(const std::byte* b, float* y) {
-  const float d = load_f16(b);
+// IQ1: level 8 * grid + (delta > 0 ? 1 : -1) at step d / 8 (delta = +-1/8 of dl = d * (2 s + 1)).
+inline int8_t iq1_level(uint64_t g, int j, bool delta_minus) {
+  return static_cast<int8_t>(8 * level_i8(g, j) + (delta_minus ? -1 : 1));
+}
+
+void levels_iq1_s(const std::byte* b, IqBlockLevels& o) {
+  o.step = load_f16(b) * 0.125f;
   const std::byte* idx_lo = b + 2;
   const std::byte* qh_p = b + 34;
   for (int ib = 0; ib < 8; ++ib) {
     const uint16_t qh = load_u16(qh_p + 2 * ib);
-    const float dl = d * static_cast<float>(2 * ((qh >> 12) & 7) + 1);
-    const float delta = (qh & 0x8000u) ? -kIq1Delta : kIq1Delta;
+    same_scale(o, ib, (qh >> 12) & 7);
+    const bool minus = (qh & 0x8000u) != 0;
     for (int l = 0; l < 4; ++l) {
       const unsigned idx = byte_at(idx_lo, 4 * ib + l) | (((qh >> (3 * l)) & 7u) << 8);
       const uint64_t g = kIq1sGrid[idx];
-      for (int j = 0; j < 8; ++j) y[j] = dl * (static_cast<float>(level_i8(g, j)) + delta);
-      y += 8;
+      for (int j = 0; j < 8; ++j) o.level[32 * ib + 8 * l + j] = iq1_level(g, j, minus);
     }
   }
 }
 
-void decode_iq1_m(const std::byte* b, float* y) {
+void levels_iq1_m(const std::byte* b, IqBlockLevels& o) {
   const std::byte* idx_lo = b;
   const std::byte* qh = b + 32;
   uint16_t sc[4];
   for (int k = 0; k < 4; ++k) sc[k] = load_u16(b + 48 + 2 * k);
   const uint16_t d_bits = static_cast<uint16_t>((sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) |
                                                 ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000));
-  const float d = f16_to_f32(d_bits);
+  o.step = f16_to_f32(d_bits) * 0.125f;
   for (int ib = 0; ib < 8; ++ib) {
     const int shift = 6 * (ib % 2);
-    const float dl1 = d * static_cast<float>(2 * ((sc[ib / 2] >> shift) & 7) + 1);
-    const float dl2 = d * static_cast<float>(2 * ((sc[ib / 2] >> (shift + 3)) & 7) + 1);
+    o.scale[2 * ib] = static_cast<uint8_t>(2 * ((sc[ib / 2] >> shift) & 7) + 1);
+    o.scale[2 * ib + 1] = static_cast<uint8_t>(2 * ((sc[ib / 2] >> (shift + 3)) & 7) + 1);
     const unsigned h0 = byte_at(qh, 2 * ib), h1 = byte_at(qh, 2 * ib + 1);
     const unsigned idx[4] = {byte_at(idx_lo, 4 * ib + 0) | ((h0 << 8) & 0x700u),
                              byte_at(idx_lo, 4 * ib + 1) | ((h0 << 4) & 0x700u),
                              byte_at(idx_lo, 4 * ib + 2) | ((h1 << 8) & 0x700u),
                              byte_at(idx_lo, 4 * ib + 3) | ((h1 << 4) & 0x700u)};
-    const float delta[4] = {(h0 & 0x08u) ? -kIq1Delta : kIq1Delta, (h0 & 0x80u) ? -kIq1Delta : kIq1Delta,
-                            (h1 & 0x08u) ? -kIq1Delta : kIq1Delta, (h1 & 0x80u) ? -kIq1Delta : kIq1Delta};
+    const bool minus[4] = {(h0 & 0x08u) != 0, (h0 & 0x80u) != 0, (h1 & 0x08u) != 0, (h1 & 0x80u) != 0};
     for (int l = 0; l < 4; ++l) {
-      const float dl = l < 2 ? dl1 : dl2;
       const uint64_t g = kIq1sGrid[idx[l]];
-      for (int j = 0; j < 8; ++j) y[j] = dl * (static_cast<float>(level_i8(g, j)) + delta[l]);
-      y += 8;
+      for (int j = 0; j < 8; ++j) o.level[32 * ib + 8 * l + j] = iq1_level(g, j, minus[l]);
     }
+  }
+}
+
+using LevelsDecoder = void (*)(const std::byte*, IqBlockLevels&);
+
+LevelsDecoder levels_for(DType t) {
+  switch (t) {
+    case DType::IQ2_XXS: return levels_iq2_xxs;
+    case DType::IQ2_XS: return levels_iq2_xs;
+    case DType::IQ2_S: return levels_iq2_s;
+    case DType::IQ3_XXS: return levels_iq3_xxs;
+    case DType::IQ3_S: return levels_iq3_s;
+    case DType::IQ1_S: return levels_iq1_s;
+    case DType::IQ1_M: return levels_iq1_m;
+    default: return nullptr;
   }
 }
 
@@ -272,13 +293,6 @@ BlockDecoder decoder_for(DType t) {
     case DType::Q8_K: return decode_q8_k;
     case DType::TQ1_0: return decode_tq1_0;
     case DType::TQ2_0: return decode_tq2_0;
-    case DType::IQ2_XXS: return decode_iq2_xxs;
-    case DType::IQ2_XS: return decode_iq2_xs;
-    case DType::IQ2_S: return decode_iq2_s;
-    case DType::IQ3_XXS: return decode_iq3_xxs;
-    case DType::IQ3_S: return decode_iq3_s;
-    case DType::IQ1_S: return decode_iq1_s;
-    case DType::IQ1_M: return decode_iq1_m;
     default: return nullptr;
   }
 }
@@ -300,15 +314,70 @@ std::span<const uint32_t> ggml_iq3_grid(DType t) {
   return {};
 }
 
+bool ggml_iq_block_levels(DType t, const std::byte* block, IqBlockLevels& out) {
+  const LevelsDecoder dec = levels_for(t);
+  if (!dec) return false;
+  dec(block, out);
+  return true;
+}
+
+const IqLevelSet& ggml_iq_level_set(DType t) {
+  // The distinct levels of every block of t: the grids' magnitudes with both signs (IQ1: 8 * {-1, 0, 1} +- 1).
+  static const auto make = [](DType type) {
+    bool seen[256] = {};
+    auto mark = [&](int v) { seen[v + 128] = true; };
+    if (type == DType::IQ1_S || type == DType::IQ1_M) {
+      for (int g : {-1, 0, 1}) mark(8 * g + 1), mark(8 * g - 1);
+    } else if (!ggml_iq2_grid(type).empty()) {
+      for (uint64_t e : ggml_iq2_grid(type))
+        for (int j = 0; j < 8; ++j) mark(level_u8(e, j)), mark(-level_u8(e, j));
+    } else if (!ggml_iq3_grid(type).empty()) {
+      for (uint32_t e : ggml_iq3_grid(type))
+        for (int j = 0; j < 4; ++j) mark(level_u8(e, j)), mark(-level_u8(e, j));
+    }
+    IqLevelSet s;
+    for (int v = 0; v < 256; ++v)
+      if (seen[v]) {
+        if (s.count == 16) fail("", "ggml_iq_level_set", std::string(dtype_name(type)) + " has more than 16 levels");
+        s.level[s.count++] = static_cast<int8_t>(v - 128);
+      }
+    return s;
+  };
+  static const IqLevelSet kSets[] = {make(DType::IQ2_XXS), make(DType::IQ2_XS), make(DType::IQ2_S),
+                                     make(DType::IQ3_XXS), make(DType::IQ3_S),  make(DType::IQ1_S), IqLevelSet{}};
+  switch (t) {
+    case DType::IQ2_XXS: return kSets[0];
+    case DType::IQ2_XS: return kSets[1];
+    case DType::IQ2_S: return kSets[2];
+    case DType::IQ3_XXS: return kSets[3];
+    case DType::IQ3_S: return kSets[4];
+    case DType::IQ1_S: case DType::IQ1_M: return kSets[5];
+    default: return kSets[6];
+  }
+}
+
 bool ggml_decode_other_row(DType t, const std::byte* in, int64_t n, float* out) {
   const BlockDecoder dec = decoder_for(t);
-  if (!dec) return false;
+  const LevelsDecoder lev = levels_for(t);
+  if (!dec && !lev) return false;
   const DTypeInfo info = dtype_info(t);
   if (n < 0 || n % info.block != 0)
     fail("", "dtype", "cannot decode " + std::to_string(n) + " values of type " + std::string(info.name) +
                           " (expected a multiple of its block of " + std::to_string(info.block) + ")");
   const int64_t nb = n / info.block;
-  for (int64_t i = 0; i < nb; ++i) dec(in + i * info.block_bytes, out + i * info.block);
+  if (dec) {
+    for (int64_t i = 0; i < nb; ++i) dec(in + i * info.block_bytes, out + i * info.block);
+    return true;
+  }
+  IqBlockLevels L;
+  for (int64_t i = 0; i < nb; ++i) {
+    lev(in + i * info.block_bytes, L);
+    float* y = out + i * info.block;
+    for (int g = 0; g < 16; ++g) {
+      const float S = L.step * static_cast<float>(L.scale[g]);
+      for (int j = 0; j < 16; ++j) y[16 * g + j] = S * static_cast<float>(L.level[16 * g + j]);
+    }
+  }
   return true;
 }
 

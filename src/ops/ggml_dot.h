@@ -75,6 +75,10 @@ void quantize_acts_ggml(DType wtype, const float* x, int64_t n, GgmlActs& a, boo
 // kernel reads: the GEMM layout alone (SIMD, equal to quantize_acts_ggml's) on the AVX-512 VNNI path, else
 // quantize_acts_ggml's decode fields. Bad n throws as quantize_acts_ggml does.
 void quantize_acts_batched(DType wtype, const float* x, int64_t n, GgmlActs& a);
+// Whether this target's gemm_ggml_rows reads batches of weight type t in quantize_acts_batched's layout; false where
+// it reads quantize_acts_ggml's decode fields instead (the i-quants not repacked on the AVX-512 VNNI path, which
+// run the scalar reference there: they are repacked at load).
+bool ggml_batches_read_batched_acts(DType t);
 
 }  // namespace lowbit::ops::detail
 
@@ -89,17 +93,24 @@ namespace lowbit::ops {
 //          M_j = dmin[j / 8] * m_j (Q4_K; IQ4_XS with sc = ls - 32);
 //   Zero   one fp16 S and one uint8 zero per intN block: S[n] then zero[n], n = 16 >> zero_shift (blocks of 32,
 //          64 or 128 values); unit j reads entry j >> zero_shift, M_j = S_j * zero_j (symmetric zero = 2^(B-1)).
-// lookup: 4-bit codes are IQ4 level indices (kIq4nlValues + 128 by vpshufb).
-// The 16-value-unit types (unit == 16: Q2_K, Q3_K, Q6_K) have 256-value super-chunks, one K block each, with four
-// code vectors stored as: Q2_K (bits 2) one 64-byte vector, code k in bits 2k..2k+1 of each byte; Q3_K (bits 3)
-// that for the low two bits and four 64-bit masks of the high bit; Q6_K (bits 6) the low nibbles two vectors per
-// 64 bytes (k, k + 1) and the high two bits as Q2_K's. Header K16: f32 d (and dmin), then the block's 16 scale
-// bytes as the kernels need them (Q2_K: its own scales, sc | m << 4; Q3_K: sc - 32; Q6_K: its int8 scales).
+// lookup: 4-bit codes are indices into levels[16] (code u = levels[index] + 128, by vpshufb): IQ4_NL / IQ4_XS's
+// kIq4nlValues, or an i-quant's level set (formats::ggml_iq_level_set) for IQ2_XXS, IQ3_XXS, IQ3_S, IQ1_S, whose
+// Scaled header holds each block's step (formats::IqBlockLevels) as d and its integer scales 2 s + 1 as sc.
+// The 16-value-unit types (unit == 16: Q2_K, Q3_K, Q6_K, and IQ2_XS, IQ2_S, IQ1_M) have 256-value super-chunks, one
+// block each, with four code vectors stored as: Q2_K (bits 2) one 64-byte vector, code k in bits 2k..2k+1 of each
+// byte; Q3_K (bits 3) that for the low two bits and four 64-bit masks of the high bit; Q6_K (bits 6) the low
+// nibbles two vectors per 64 bytes (k, k + 1) and the high two bits as Q2_K's; the i-quants (bits 4, lookup) two
+// vectors per 64 bytes as Q6_K's low nibbles. Header K16: f32 d (and dmin), then the block's 16 scale bytes as the
+// kernels need them (Q2_K: its own scales, sc | m << 4; Q3_K: sc - 32; Q6_K: its int8 scales; i-quants: the step
+// and the scales 2 s + 1).
+// The i-quants' copies hold 4 bits per weight where the files hold 1.56-3.44: their grids' signed levels number
+// at most 16, so one table lookup per 64 codes replaces a grid gather per 8.
 enum class RepackHeader { Half, Scaled, Zero, K16 };
 struct RepackedMatrix {
   DType acts = DType::F32;  // whose activation rules (quantize_acts_batched): the weight type, Q4_1 for intN
   int bits = 4, unit = 32;  // code bits; values per scale (32, or 16 for Q2_K / Q3_K / Q6_K)
   bool lookup = false, has_min = false;
+  int8_t levels[16] = {};  // lookup: the level of each 4-bit code
   RepackHeader header = RepackHeader::Half;
   int zero_shift = 0;  // Zero header: log2 of the units per intN block
   int64_t rows = 0, groups = 0, supers = 0;

@@ -45,7 +45,7 @@ int nearest_int(float v) {
 
 }  // namespace
 
-// The types with integer kernels: those of the one traits table (the i-quants decode row by row for now).
+// The types with integer kernels: those of the one traits table.
 bool ggml_dot_supported(DType t) { return B::traits(t).values != 0; }
 
 bool ggml_acts_transposed(DType t) {
@@ -272,8 +272,15 @@ void ggml_block_terms(DType t, const std::byte* block, GgmlBlockTerms& o, bool c
         }
       return;
     }
-    default:
-      fail("", "ggml_block_terms", "no native dot product for type " + std::string(dtype_name(t)));
+    default: {
+      formats::IqBlockLevels L;
+      if (!formats::ggml_iq_block_levels(t, block, L))
+        fail("", "ggml_block_terms", "no native dot product for type " + std::string(dtype_name(t)));
+      for (int g = 0; g < 16; ++g) o.S[g] = L.step * static_cast<float>(L.scale[g]);
+      if (codes)
+        for (int i = 0; i < 256; ++i) o.u[i] = static_cast<uint8_t>(L.level[i] + 128);
+      return;
+    }
   }
 }
 

@@ -103,6 +103,13 @@ inline __m512i Iq4Table() {
   return _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(t)));
 }
 
+// A repacked matrix's lookup table (levels + 128 as unsigned bytes), for vpshufb.
+inline __m512i LevelTable(const RepackedMatrix& m) {
+  alignas(16) uint8_t t[16];
+  for (int i = 0; i < 16; ++i) t[i] = static_cast<uint8_t>(m.levels[i] + 128);
+  return _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(t)));
+}
+
 // Two blocks' 16 packed nibble bytes (a, b) -> 64 codes: a's low nibbles, a's high, b's low, b's high.
 inline __m512i NibblePair(const uint8_t* a, const uint8_t* b) {
   const __m256i ab = _mm256_inserti128_si256(
@@ -723,6 +730,8 @@ LOWBIT_GGML_VNNI RepackedMatrix RepackShape(const WeightView& w) {
     switch (w.dtype) {
       case DType::Q4_0: case DType::Q4_1: case DType::Q4_K: m.bits = 4; break;
       case DType::IQ4_NL: case DType::IQ4_XS: m.bits = 4, m.lookup = true; break;
+      case DType::IQ2_XXS: case DType::IQ3_XXS: case DType::IQ3_S: case DType::IQ1_S: m.bits = 4, m.lookup = true; break;
+      case DType::IQ2_XS: case DType::IQ2_S: case DType::IQ1_M: m.bits = 4, m.lookup = true, m.unit = 16; break;
       case DType::Q8_0: m.bits = 8; break;
       case DType::Q2_K: m.bits = 2, m.unit = 16; break;
       case DType::Q3_K: m.bits = 3, m.unit = 16; break;
@@ -731,19 +740,26 @@ LOWBIT_GGML_VNNI RepackedMatrix RepackShape(const WeightView& w) {
     }
     m.acts = w.dtype;
     m.has_min = B::traits(w.dtype).has_min;
+    if (m.lookup) {
+      const formats::IqLevelSet& set = formats::ggml_iq_level_set(w.dtype);
+      if (set.count > 0)
+        std::copy(set.level, set.level + set.count, m.levels);
+      else
+        std::copy(formats::kIq4nlValues, formats::kIq4nlValues + 16, m.levels);
+    }
   }
   if (m.unit == 16) {
     m.header = RepackHeader::K16;
     m.rows = w.rows;
     m.groups = (w.rows + 3) / 4;
     m.supers = (w.cols + 255) / 256;
-    const size_t codes = m.bits == 2 ? 64 : m.bits == 3 ? 64 + 32 : 128 + 64;
+    const size_t codes = m.bits == 2 ? 64 : m.bits == 3 ? 64 + 32 : m.bits == 4 ? 128 : 128 + 64;
     m.super_bytes = codes + (m.has_min ? 8 : 4) + 16;
     return m;
   }
-  m.header = w.intn ? RepackHeader::Zero
-             : (w.dtype == DType::Q4_K || w.dtype == DType::IQ4_XS) ? RepackHeader::Scaled
-                                                                    : RepackHeader::Half;
+  m.header = w.intn                                                            ? RepackHeader::Zero
+             : (B::traits(w.dtype).values == 256 && w.dtype != DType::Q8_0) ? RepackHeader::Scaled  // Q4_K, IQ*
+                                                                            : RepackHeader::Half;
   m.rows = w.rows;
   m.groups = (w.rows + 3) / 4;
   m.supers = (w.cols + 511) / 512;
@@ -809,8 +825,24 @@ LOWBIT_GGML_VNNI void RepackK16(DType t, const uint8_t* blk, uint8_t* p) {
 }
 
 // The four code vectors and S, M of a repacked Q2_K (Bits 2) / Q3_K (3) / Q6_K (6) super-chunk.
+// Bits 4: the i-quants' level indices (tab: LevelTable), two vectors per 64 bytes.
 template <int Bits>
-LOWBIT_GGML_VNNI HWY_INLINE void RepackedK16(const uint8_t* p, Super<4>& out) {
+LOWBIT_GGML_VNNI HWY_INLINE void RepackedK16(const uint8_t* p, Super<4>& out, __m512i tab) {
+  if constexpr (Bits == 4) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    for (int k = 0; k < 4; k += 2) {
+      const __m512i c = _mm512_loadu_si512(p + 32 * k);
+      out.u[k] = _mm512_shuffle_epi8(tab, _mm512_and_si512(c, m4));
+      out.u[k + 1] = _mm512_shuffle_epi8(tab, _mm512_and_si512(_mm512_srli_epi16(c, 4), m4));
+    }
+    float d;
+    std::memcpy(&d, p + 128, 4);
+    out.S = _mm512_mul_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                                                 _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 132)))));
+    out.M = _mm512_setzero_ps();
+    return;
+  }
+  (void)tab;
   const __m512i m3 = _mm512_set1_epi8(3);
   const __m512i two = _mm512_loadu_si512(p + (Bits == 6 ? 128 : 0));
   for (int k = 0; k < 4; ++k) out.u[k] = _mm512_and_si512(_mm512_srli_epi16(two, 2 * k), m3);
@@ -897,6 +929,43 @@ bool ZeroHeader(const WeightView& w, const uint8_t* row, int64_t sc, uint8_t* h)
   return true;
 }
 
+// Super-chunk sc of an i-quant row (m's layout: 512 values and a Scaled header, or unit 16's 256 values and K16)
+// repacked to p: each level's index in m.levels (inverse: level + 128 -> index), the blocks' steps and scales.
+void RepackIq(const WeightView& w, const RepackedMatrix& m, const uint8_t* row, int64_t sc, const uint8_t* inverse,
+              uint8_t* p) {
+  const int blocks = m.unit == 16 ? 1 : 2, vecs = m.unit / 4;
+  alignas(64) uint8_t codes[8][64] = {};  // vector k, byte 4 j + i: code 4 k + i of unit j
+  float step[4] = {0, 0, 0, 0};
+  int8_t scale[16] = {};
+  formats::IqBlockLevels L;
+  for (int b = 0; b < blocks; ++b) {
+    const int64_t block = blocks * sc + b;
+    if (block * 256 >= w.cols) break;  // past the row: zero steps (the padding's activations are zero too)
+    formats::ggml_iq_block_levels(w.dtype, reinterpret_cast<const std::byte*>(row + block * B::traits(w.dtype).bytes), L);
+    step[b] = L.step;
+    for (int v = 0; v < 256; ++v) {
+      const int j = (256 * b + v) / m.unit, i = v % m.unit;  // unit j, its value i
+      codes[i / 4][4 * j + i % 4] = inverse[static_cast<uint8_t>(L.level[v] + 128)];
+    }
+    const int units = 256 / m.unit;
+    for (int u = 0; u < units; ++u) scale[units * b + u] = static_cast<int8_t>(L.scale[u * (m.unit / 16)]);
+  }
+  // 64 bytes hold two vectors (low, high nibbles): k and k + 4 of eight (RepackedCodes), k and k + 1 of four
+  // (RepackedK16).
+  for (int n = 0; n < vecs / 2; ++n) {
+    const int lo = vecs == 8 ? n : 2 * n, hi = vecs == 8 ? n + 4 : 2 * n + 1;
+    for (int x = 0; x < 64; ++x) p[64 * n + x] = static_cast<uint8_t>(codes[lo][x] | (codes[hi][x] << 4));
+  }
+  uint8_t* h = p + 32 * vecs;
+  if (m.unit == 16) {
+    std::memcpy(h, step, 4);
+    std::memcpy(h + 4, scale, 16);
+  } else {
+    std::memcpy(h, step, 16);
+    std::memcpy(h + 16, scale, 16);
+  }
+}
+
 // Rows [r0, r1) repacked into m; false if some intN block cannot be (ZeroHeader).
 LOWBIT_GGML_VNNI bool RepackRows(const WeightView& w, const RepackedMatrix& m, int64_t r0, int64_t r1) {
   alignas(64) static const struct Inverse {  // IQ4 level + 128 -> index
@@ -905,7 +974,12 @@ LOWBIT_GGML_VNNI bool RepackRows(const WeightView& w, const RepackedMatrix& m, i
       for (int i = 0; i < 16; ++i) v[static_cast<uint8_t>(formats::kIq4nlValues[i] + 128)] = static_cast<uint8_t>(i);
     }
   } inv;
-  if (m.unit == 16) {
+  if (m.lookup && formats::ggml_iq_level_set(w.dtype).count > 0) {
+    uint8_t iq_inverse[256] = {};
+    for (int i = 0; i < 16; ++i) iq_inverse[static_cast<uint8_t>(m.levels[i] + 128)] = static_cast<uint8_t>(i);
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t sc = 0; sc < m.supers; ++sc) RepackIq(w, m, RowBytes(w, r), sc, iq_inverse, const_cast<uint8_t*>(m.super(r, sc)));
+  } else if (m.unit == 16) {
     for (int64_t r = r0; r < r1; ++r)
       for (int64_t sc = 0; sc < m.supers; ++sc)
         RepackK16(w.dtype, RowBytes(w, r) + sc * B::traits(w.dtype).bytes, const_cast<uint8_t*>(m.super(r, sc)));
@@ -989,7 +1063,7 @@ LOWBIT_GGML_VNNI HWY_INLINE __m512 RepackedM(const uint8_t* p, __m512 S, int zer
 
 // The eight code vectors of a repacked super-chunk at p.
 template <int Bits, bool Lookup>
-LOWBIT_GGML_VNNI HWY_INLINE void RepackedCodes(const uint8_t* p, __m512i* u) {
+LOWBIT_GGML_VNNI HWY_INLINE void RepackedCodes(const uint8_t* p, __m512i* u, __m512i tab) {
   if constexpr (Bits == 8) {
     for (int k = 0; k < 8; ++k) u[k] = _mm512_loadu_si512(p + 64 * k);
   } else {
@@ -998,7 +1072,7 @@ LOWBIT_GGML_VNNI HWY_INLINE void RepackedCodes(const uint8_t* p, __m512i* u) {
       const __m512i c = _mm512_loadu_si512(p + 64 * k);
       u[k] = _mm512_and_si512(c, m4);
       u[k + 4] = _mm512_and_si512(_mm512_srli_epi16(c, 4), m4);
-      if constexpr (Lookup) u[k] = _mm512_shuffle_epi8(Iq4Table(), u[k]), u[k + 4] = _mm512_shuffle_epi8(Iq4Table(), u[k + 4]);
+      if constexpr (Lookup) u[k] = _mm512_shuffle_epi8(tab, u[k]), u[k + 4] = _mm512_shuffle_epi8(tab, u[k + 4]);
     }
   }
 }
@@ -1157,8 +1231,9 @@ LOWBIT_GGML_VNNI void RepackedRowsT(const WeightView& w, const GgmlActs* acts, i
   const RepackedMatrix& m = *w.repacked;
   CheckRepacked(w, acts, n_tok, r0);
   const int zs = m.zero_shift;
-  auto unpack = [zs](const uint8_t* p, Super<8>& out) LOWBIT_GGML_VNNI {
-    RepackedCodes<Bits, Lookup>(p, out.u);
+  const __m512i tab = LevelTable(m);
+  auto unpack = [zs, tab](const uint8_t* p, Super<8>& out) LOWBIT_GGML_VNNI {
+    RepackedCodes<Bits, Lookup>(p, out.u, tab);
     out.S = RepackedS<Bits, H>(p, zs);
     out.M = HasMin ? RepackedM<Bits, H>(p, out.S, zs) : _mm512_setzero_ps();
   };
@@ -1166,8 +1241,8 @@ LOWBIT_GGML_VNNI void RepackedRowsT(const WeightView& w, const GgmlActs* acts, i
   constexpr Fold kFold = H == RepackHeader::Zero && Bits == 4 ? Fold::Zero : HasMin ? Fold::Min : Fold::Centre;
   if (n_tok == 1) {
     if constexpr (kFold == Fold::Zero)
-      return GemvRepacked<8, Fold::Zero>(m, acts[0], r0, r1, y, [zs](const uint8_t* p, Super<8>& out) LOWBIT_GGML_VNNI {
-        RepackedCodes<4, false>(p, out.u);
+      return GemvRepacked<8, Fold::Zero>(m, acts[0], r0, r1, y, [zs, tab](const uint8_t* p, Super<8>& out) LOWBIT_GGML_VNNI {
+        RepackedCodes<4, false>(p, out.u, tab);
         out.S = RepackedS<4, H>(p, zs);
         out.C = RepackedZeros<4>(p, zs);
       });
@@ -1183,14 +1258,15 @@ LOWBIT_GGML_VNNI void RepackedRowsT(const WeightView& w, const GgmlActs* acts, i
         w, acts, n_tok, r0, r1, y, ldy, [&](int64_t r, int64_t sc, Super<8>& out) LOWBIT_GGML_VNNI { unpack(m.super(r, sc), out); });
 }
 
-// Decode and batches on repacked Q2_K / Q3_K / Q6_K: the 16-value-unit kernels (four code vectors per 256 values).
+// Decode and batches on repacked Q2_K / Q3_K / Q6_K / IQ2_XS / IQ2_S / IQ1_M: the 16-value-unit kernels (four code vectors per 256 values).
 template <int Bits>
 LOWBIT_GGML_VNNI void RepackedK16RowsT(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1,
                                        float* y, int64_t ldy) {
   const RepackedMatrix& m = *w.repacked;
   constexpr bool has_min = Bits == 2;
   CheckRepacked(w, acts, n_tok, r0);
-  auto unpack = [](const uint8_t* p, Super<4>& out) LOWBIT_GGML_VNNI { RepackedK16<Bits>(p, out); };
+  const __m512i tab = LevelTable(m);
+  auto unpack = [tab](const uint8_t* p, Super<4>& out) LOWBIT_GGML_VNNI { RepackedK16<Bits>(p, out, tab); };
   if (n_tok == 1) return GemvRepacked<4, has_min ? Fold::Min : Fold::Centre>(m, acts[0], r0, r1, y, unpack);
   BatchTiles<4, has_min ? Fold::Min : Fold::Centre>(w, acts, n_tok, r0, r1, y, ldy,
                          [&](int64_t r, int64_t sc, Super<4>& out) LOWBIT_GGML_VNNI { unpack(m.super(r, sc), out); });
@@ -1204,13 +1280,14 @@ LOWBIT_GGML_VNNI void GemmRepackedAvx(const WeightView& w, const GgmlActs* acts,
   if (m.unit == 16)
     return m.bits == 2   ? RepackedK16RowsT<2>(w, acts, n_tok, r0, r1, y, ldy)   // Q2_K
            : m.bits == 3 ? RepackedK16RowsT<3>(w, acts, n_tok, r0, r1, y, ldy)   // Q3_K
+           : m.bits == 4 ? RepackedK16RowsT<4>(w, acts, n_tok, r0, r1, y, ldy)   // IQ2_XS, IQ2_S, IQ1_M
                          : RepackedK16RowsT<6>(w, acts, n_tok, r0, r1, y, ldy);  // Q6_K
   if (m.bits == 8)
     return m.has_min ? RepackedRowsT<8, false, true, H::Zero>(w, acts, n_tok, r0, r1, y, ldy)        // int8
                      : RepackedRowsT<8, false, false, H::Half>(w, acts, n_tok, r0, r1, y, ldy);      // Q8_0
   if (m.lookup)
     return m.header == H::Half ? RepackedRowsT<4, true, false, H::Half>(w, acts, n_tok, r0, r1, y, ldy)  // IQ4_NL
-                               : RepackedRowsT<4, true, false, H::Scaled>(w, acts, n_tok, r0, r1, y, ldy);  // IQ4_XS
+                               : RepackedRowsT<4, true, false, H::Scaled>(w, acts, n_tok, r0, r1, y, ldy);  // IQ4_XS, IQ*
   if (!m.has_min) return RepackedRowsT<4, false, false, H::Half>(w, acts, n_tok, r0, r1, y, ldy);  // Q4_0
   if (m.header == H::Half) return RepackedRowsT<4, false, true, H::Half>(w, acts, n_tok, r0, r1, y, ldy);  // Q4_1
   if (m.header == H::Scaled) return RepackedRowsT<4, false, true, H::Scaled>(w, acts, n_tok, r0, r1, y, ldy);  // Q4_K
@@ -1339,6 +1416,8 @@ LOWBIT_GGML_VNNI void RowsT(const WeightView& w, const GgmlActs* acts, int64_t n
 
 LOWBIT_GGML_VNNI void GemmGgmlRows(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1,
                                    float* y, int64_t ldy) {
+  // The i-quants run repacked here (RepackIq); unrepacked (LOWBIT_REPACK=0, a bare matmul) they take the reference.
+  if (formats::ggml_iq_level_set(w.dtype).count > 0) return RefRows(w, acts, n_tok, r0, r1, y, ldy);
   if (!VisitGgmlType(w.dtype, [&](auto t) { RowsT<decltype(t)::value>(w, acts, n_tok, r0, r1, y, ldy); }))
     fail("", "matmul", "no native kernel for type " + std::string(dtype_name(w.dtype)));
 }
@@ -1378,6 +1457,24 @@ template <DType T>
 constexpr bool kPortable = T == DType::Q8_0 || T == DType::Q4_0 || T == DType::Q4_1 || T == DType::Q5_0 ||
                            T == DType::Q5_1 || T == DType::IQ4_NL || T == DType::Q2_K || T == DType::Q3_K ||
                            T == DType::Q4_K || T == DType::Q5_K || T == DType::Q6_K || T == DType::IQ4_XS;
+template <DType T>
+constexpr bool kIq = T == DType::IQ2_XXS || T == DType::IQ2_XS || T == DType::IQ2_S || T == DType::IQ3_XXS ||
+                     T == DType::IQ3_S || T == DType::IQ1_S || T == DType::IQ1_M;
+// Calls f(std::integral_constant<DType, T>{}) for an i-quant t; false for any other type.
+template <class F>
+bool VisitIqType(DType t, const F& f) {
+  switch (t) {
+#define LOWBIT_IQ_CASE(T) \
+  case DType::T:          \
+    f(std::integral_constant<DType, DType::T>{}); \
+    return true;
+    LOWBIT_IQ_CASE(IQ2_XXS) LOWBIT_IQ_CASE(IQ2_XS) LOWBIT_IQ_CASE(IQ2_S) LOWBIT_IQ_CASE(IQ3_XXS)
+    LOWBIT_IQ_CASE(IQ3_S) LOWBIT_IQ_CASE(IQ1_S) LOWBIT_IQ_CASE(IQ1_M)
+#undef LOWBIT_IQ_CASE
+    default:
+      return false;
+  }
+}
 template <DType T>
 constexpr bool kSmall = T == DType::Q8_0 || T == DType::Q4_0 || T == DType::Q4_1 || T == DType::Q5_0 ||
                         T == DType::Q5_1 || T == DType::IQ4_NL;  // 32-value blocks
@@ -1452,12 +1549,15 @@ HWY_INLINE VI8 Iq4(VU8 idx) {
   return hn::TableLookupBytes(hn::Load(DI8(), kLev), hn::BitCast(DI8(), idx));
 }
 
-// The 16 centred codes u - c of group G (values 16 G .. 16 G + 15) of the chunk at p, as int8.
+// The 16 centred codes u - c of group G (values 16 G .. 16 G + 15) of the chunk at p, as int8. (The i-quants: p is
+// the block's IqBlockLevels::level, decoded once per block by RowDot.)
 template <DType T, int G>
 HWY_INLINE VI8 Codes(const uint8_t* HWY_RESTRICT p) {
   const DU8 du8;
   const DI8 di8;
-  if constexpr (kSmall<T>) {  // block G / 2: low nibbles (G even) or high nibbles (G odd) of its 16 code bytes
+  if constexpr (kIq<T>) {
+    return hn::LoadU(di8, reinterpret_cast<const int8_t*>(p) + 16 * G);
+  } else if constexpr (kSmall<T>) {  // block G / 2: low nibbles (G even) or high nibbles (G odd) of its 16 code bytes
     constexpr int hdr = T == DType::Q4_1 || T == DType::Q5_1 ? 4 : 2;
     const uint8_t* b = p + (G / 2) * kBlockBytes<T>;
     if constexpr (T == DType::Q8_0) {
@@ -1510,7 +1610,8 @@ HWY_INLINE VI8 Codes(const uint8_t* HWY_RESTRICT p) {
 
 // Types whose two groups of each 32 values share one scale (and min): a unit is 32 values, else 16.
 template <DType T>
-constexpr bool kUnit32 = kSmall<T> || T == DType::Q4_K || T == DType::Q5_K || T == DType::IQ4_XS;
+constexpr bool kUnit32 = kSmall<T> || T == DType::Q4_K || T == DType::Q5_K || T == DType::IQ4_XS ||
+                         (kIq<T> && B::traits(T).scale_group == 32);
 template <DType T>
 constexpr int kUnits = kUnit32<T> ? 8 : 16;
 
@@ -1641,8 +1742,16 @@ HWY_NOINLINE float RowDot(const uint8_t* HWY_RESTRICT row, int64_t nblocks, cons
   for (int64_t ch = 0; ch < nchunks; ++ch) {
     const uint8_t* p = row + ch * cb;
     hwy::Prefetch(p + 2048);
-    Headers<T>(p, a.dg.data() + 16 * ch, a.ag.data() + 16 * ch, sc, off);
-    ScaleUnits<T, 0>(p, q16 + 256 * ch, sc, acc);
+    if constexpr (kIq<T>) {  // grids and signs decoded to levels by the scalar decoder, the products in SIMD
+      formats::IqBlockLevels L;
+      formats::ggml_iq_block_levels(T, reinterpret_cast<const std::byte*>(p), L);
+      constexpr int per = kUnit32<T> ? 2 : 1;
+      for (int u = 0; u < kUnits<T>; ++u) sc[u] = L.step * static_cast<float>(L.scale[per * u]) * a.dg[16 * ch];
+      ScaleUnits<T, 0>(reinterpret_cast<const uint8_t*>(L.level), q16 + 256 * ch, sc, acc);
+    } else {
+      Headers<T>(p, a.dg.data() + 16 * ch, a.ag.data() + 16 * ch, sc, off);
+      ScaleUnits<T, 0>(p, q16 + 256 * ch, sc, acc);
+    }
   }
   float s = hn::GetLane(hn::SumOfLanes(df, hn::Sub(acc, off)));
   if (nchunks * per_chunk < nblocks)
@@ -1666,8 +1775,8 @@ void RowsPortable(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int6
 
 void GemmGgmlRows(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1, float* y,
                   int64_t ldy) {
-  if (!VisitGgmlType(w.dtype, [&](auto t) { RowsPortable<decltype(t)::value>(w, acts, n_tok, r0, r1, y, ldy); }))
-    RefRows(w, acts, n_tok, r0, r1, y, ldy);
+  auto rows = [&](auto t) { RowsPortable<decltype(t)::value>(w, acts, n_tok, r0, r1, y, ldy); };
+  if (!VisitGgmlType(w.dtype, rows) && !VisitIqType(w.dtype, rows)) RefRows(w, acts, n_tok, r0, r1, y, ldy);
 }
 
 #else  // the scalar target: the reference
@@ -1732,6 +1841,15 @@ void QuantizeActsBatch(DType wt, const float* x, int64_t n, detail::GgmlActs& a)
   detail::quantize_acts_ggml(wt, x, n, a);
 }
 
+bool BatchesReadBatchedActs(DType t) {
+#if LOWBIT_AVX512_VNNI_PATH
+  return formats::ggml_iq_level_set(t).count == 0;  // GemmGgmlRows: unrepacked i-quants take RefRows
+#else
+  (void)t;
+  return true;  // QuantizeActsBatch is the decode layout here
+#endif
+}
+
 // Which of the three GemmGgmlRows above this target compiled.
 const char* GgmlKernelPath() {
 #if LOWBIT_AVX512_VNNI_PATH
@@ -1771,6 +1889,8 @@ HWY_EXPORT(QuantizeActsBatch);
 void quantize_acts_batched(DType wtype, const float* x, int64_t n, GgmlActs& a) {
   HWY_DYNAMIC_DISPATCH(QuantizeActsBatch)(wtype, x, n, a);
 }
+HWY_EXPORT(BatchesReadBatchedActs);
+bool ggml_batches_read_batched_acts(DType t) { return HWY_DYNAMIC_DISPATCH(BatchesReadBatchedActs)(t); }
 HWY_EXPORT(GemmGgmlRows);
 void gemm_ggml_rows(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1, float* y,
                     int64_t ldy) {

@@ -97,6 +97,10 @@ void matmul_ggml(const WeightView& w, const float* x, int64_t n_tokens, float* y
   detail::GgmlActs* const a = acts.data();
   if (!batch) {
     detail::quantize_acts_ggml(w.dtype, x, w.cols, a[0]);
+  } else if (!detail::ggml_batches_read_batched_acts(w.dtype)) {
+    detail::quantize_acts_ggml(w.dtype, x, w.cols, a[0]);
+#pragma omp parallel for schedule(static) num_threads(num_threads()) if (num_threads() > 1 && n_tokens >= 8)
+    for (int64_t t = 1; t < n_tokens; ++t) detail::quantize_acts_ggml(w.dtype, x + t * w.cols, w.cols, a[t]);
   } else {
     detail::quantize_acts_batched(w.dtype, x, w.cols, a[0]);
 #pragma omp parallel for schedule(static) num_threads(num_threads()) if (num_threads() > 1 && n_tokens >= 8)
