@@ -730,8 +730,13 @@ LOWBIT_GGML_VNNI RepackedMatrix RepackShape(const WeightView& w) {
     switch (w.dtype) {
       case DType::Q4_0: case DType::Q4_1: case DType::Q4_K: m.bits = 4; break;
       case DType::IQ4_NL: case DType::IQ4_XS: m.bits = 4, m.lookup = true; break;
-      case DType::IQ2_XXS: case DType::IQ3_XXS: case DType::IQ3_S: case DType::IQ1_S: m.bits = 4, m.lookup = true; break;
-      case DType::IQ2_XS: case DType::IQ2_S: case DType::IQ1_M: m.bits = 4, m.lookup = true, m.unit = 16; break;
+      // The i-quants: 3-bit indices where the level set has at most 8 levels (IQ2, IQ1), else 4-bit (IQ3).
+      case DType::IQ2_XXS: case DType::IQ3_XXS: case DType::IQ3_S: case DType::IQ1_S:
+        m.bits = formats::ggml_iq_level_set(w.dtype).count <= 8 ? 3 : 4, m.lookup = true;
+        break;
+      case DType::IQ2_XS: case DType::IQ2_S: case DType::IQ1_M:
+        m.bits = formats::ggml_iq_level_set(w.dtype).count <= 8 ? 3 : 4, m.lookup = true, m.unit = 16;
+        break;
       case DType::Q8_0: m.bits = 8; break;
       case DType::Q2_K: m.bits = 2, m.unit = 16; break;
       case DType::Q3_K: m.bits = 3, m.unit = 16; break;
@@ -825,8 +830,9 @@ LOWBIT_GGML_VNNI void RepackK16(DType t, const uint8_t* blk, uint8_t* p) {
 }
 
 // The four code vectors and S, M of a repacked Q2_K (Bits 2) / Q3_K (3) / Q6_K (6) super-chunk.
-// Bits 4: the i-quants' level indices (tab: LevelTable), two vectors per 64 bytes.
-template <int Bits>
+// Lookup: the codes are indices into tab (LevelTable): the i-quants, 3 bits as Q3_K's or 4 bits (two vectors per
+// 64 bytes).
+template <int Bits, bool Lookup>
 LOWBIT_GGML_VNNI HWY_INLINE void RepackedK16(const uint8_t* p, Super<4>& out, __m512i tab) {
   if constexpr (Bits == 4) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
@@ -842,6 +848,7 @@ LOWBIT_GGML_VNNI HWY_INLINE void RepackedK16(const uint8_t* p, Super<4>& out, __
     out.M = _mm512_setzero_ps();
     return;
   }
+  static_assert(!Lookup || Bits == 3 || Bits == 4, "lookups: 3 or 4 bits");
   (void)tab;
   const __m512i m3 = _mm512_set1_epi8(3);
   const __m512i two = _mm512_loadu_si512(p + (Bits == 6 ? 128 : 0));
@@ -852,6 +859,7 @@ LOWBIT_GGML_VNNI HWY_INLINE void RepackedK16(const uint8_t* p, Super<4>& out, __
       uint64_t hb;
       std::memcpy(&hb, p + 64 + 8 * k, 8);
       out.u[k] = _mm512_or_si512(out.u[k], _mm512_maskz_set1_epi8(hb, 4));
+      if constexpr (Lookup) out.u[k] = _mm512_shuffle_epi8(tab, out.u[k]);
     }
     h = 96;
   } else if constexpr (Bits == 6) {
@@ -950,13 +958,31 @@ void RepackIq(const WeightView& w, const RepackedMatrix& m, const uint8_t* row, 
     const int units = 256 / m.unit;
     for (int u = 0; u < units; ++u) scale[units * b + u] = static_cast<int8_t>(L.scale[u * (m.unit / 16)]);
   }
-  // 64 bytes hold two vectors (low, high nibbles): k and k + 4 of eight (RepackedCodes), k and k + 1 of four
-  // (RepackedK16).
-  for (int n = 0; n < vecs / 2; ++n) {
-    const int lo = vecs == 8 ? n : 2 * n, hi = vecs == 8 ? n + 4 : 2 * n + 1;
-    for (int x = 0; x < 64; ++x) p[64 * n + x] = static_cast<uint8_t>(codes[lo][x] | (codes[hi][x] << 4));
+  uint8_t* h;
+  if (m.bits == 3) {
+    // Four vectors' low two bits per 64 bytes (vector 4 n + k in bits 2k, 2k + 1), then each vector's third bit as a
+    // 64-bit mask (RepackedCodes<3>, RepackedK16<3>: Q3_K's layout).
+    for (int n = 0; n < vecs / 4; ++n)
+      for (int x = 0; x < 64; ++x) {
+        uint8_t v = 0;
+        for (int k = 0; k < 4; ++k) v = static_cast<uint8_t>(v | ((codes[4 * n + k][x] & 3) << (2 * k)));
+        p[64 * n + x] = v;
+      }
+    for (int k = 0; k < vecs; ++k) {
+      uint64_t mask = 0;
+      for (int x = 0; x < 64; ++x) mask |= static_cast<uint64_t>((codes[k][x] >> 2) & 1) << x;
+      std::memcpy(p + 16 * vecs + 8 * k, &mask, 8);
+    }
+    h = p + 24 * vecs;
+  } else {
+    // 64 bytes hold two vectors (low, high nibbles): k and k + 4 of eight (RepackedCodes), k and k + 1 of four
+    // (RepackedK16).
+    for (int n = 0; n < vecs / 2; ++n) {
+      const int lo = vecs == 8 ? n : 2 * n, hi = vecs == 8 ? n + 4 : 2 * n + 1;
+      for (int x = 0; x < 64; ++x) p[64 * n + x] = static_cast<uint8_t>(codes[lo][x] | (codes[hi][x] << 4));
+    }
+    h = p + 32 * vecs;
   }
-  uint8_t* h = p + 32 * vecs;
   if (m.unit == 16) {
     std::memcpy(h, step, 4);
     std::memcpy(h + 4, scale, 16);
@@ -1066,6 +1092,18 @@ template <int Bits, bool Lookup>
 LOWBIT_GGML_VNNI HWY_INLINE void RepackedCodes(const uint8_t* p, __m512i* u, __m512i tab) {
   if constexpr (Bits == 8) {
     for (int k = 0; k < 8; ++k) u[k] = _mm512_loadu_si512(p + 64 * k);
+  } else if constexpr (Bits == 3) {  // vectors 4n + k: bits 2k of p[64 n ..], the third bit from masks at p + 128
+    static_assert(Lookup, "3-bit codes are the i-quants' indices");
+    const __m512i m3 = _mm512_set1_epi8(3);
+    for (int n = 0; n < 2; ++n) {
+      const __m512i two = _mm512_loadu_si512(p + 64 * n);
+      for (int k = 0; k < 4; ++k) {
+        uint64_t hb;
+        std::memcpy(&hb, p + 128 + 8 * (4 * n + k), 8);
+        const __m512i c = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(two, 2 * k), m3), _mm512_maskz_set1_epi8(hb, 4));
+        u[4 * n + k] = _mm512_shuffle_epi8(tab, c);
+      }
+    }
   } else {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     for (int k = 0; k < 4; ++k) {
@@ -1259,14 +1297,14 @@ LOWBIT_GGML_VNNI void RepackedRowsT(const WeightView& w, const GgmlActs* acts, i
 }
 
 // Decode and batches on repacked Q2_K / Q3_K / Q6_K / IQ2_XS / IQ2_S / IQ1_M: the 16-value-unit kernels (four code vectors per 256 values).
-template <int Bits>
+template <int Bits, bool Lookup = false>
 LOWBIT_GGML_VNNI void RepackedK16RowsT(const WeightView& w, const GgmlActs* acts, int64_t n_tok, int64_t r0, int64_t r1,
                                        float* y, int64_t ldy) {
   const RepackedMatrix& m = *w.repacked;
   constexpr bool has_min = Bits == 2;
   CheckRepacked(w, acts, n_tok, r0);
   const __m512i tab = LevelTable(m);
-  auto unpack = [tab](const uint8_t* p, Super<4>& out) LOWBIT_GGML_VNNI { RepackedK16<Bits>(p, out, tab); };
+  auto unpack = [tab](const uint8_t* p, Super<4>& out) LOWBIT_GGML_VNNI { RepackedK16<Bits, Lookup>(p, out, tab); };
   if (n_tok == 1) return GemvRepacked<4, has_min ? Fold::Min : Fold::Centre>(m, acts[0], r0, r1, y, unpack);
   BatchTiles<4, has_min ? Fold::Min : Fold::Centre>(w, acts, n_tok, r0, r1, y, ldy,
                          [&](int64_t r, int64_t sc, Super<4>& out) LOWBIT_GGML_VNNI { unpack(m.super(r, sc), out); });
@@ -1279,15 +1317,17 @@ LOWBIT_GGML_VNNI void GemmRepackedAvx(const WeightView& w, const GgmlActs* acts,
   using H = RepackHeader;
   if (m.unit == 16)
     return m.bits == 2   ? RepackedK16RowsT<2>(w, acts, n_tok, r0, r1, y, ldy)   // Q2_K
-           : m.bits == 3 ? RepackedK16RowsT<3>(w, acts, n_tok, r0, r1, y, ldy)   // Q3_K
-           : m.bits == 4 ? RepackedK16RowsT<4>(w, acts, n_tok, r0, r1, y, ldy)   // IQ2_XS, IQ2_S, IQ1_M
+           : m.bits == 3 ? (m.lookup ? RepackedK16RowsT<3, true>(w, acts, n_tok, r0, r1, y, ldy)  // IQ2_XS IQ2_S IQ1_M
+                                     : RepackedK16RowsT<3>(w, acts, n_tok, r0, r1, y, ldy))       // Q3_K
+           : m.bits == 4 ? RepackedK16RowsT<4, true>(w, acts, n_tok, r0, r1, y, ldy)  // (i-quants of 9-16 levels)
                          : RepackedK16RowsT<6>(w, acts, n_tok, r0, r1, y, ldy);  // Q6_K
   if (m.bits == 8)
     return m.has_min ? RepackedRowsT<8, false, true, H::Zero>(w, acts, n_tok, r0, r1, y, ldy)        // int8
                      : RepackedRowsT<8, false, false, H::Half>(w, acts, n_tok, r0, r1, y, ldy);      // Q8_0
+  if (m.lookup && m.bits == 3) return RepackedRowsT<3, true, false, H::Scaled>(w, acts, n_tok, r0, r1, y, ldy);  // IQ2_XXS IQ1_S
   if (m.lookup)
     return m.header == H::Half ? RepackedRowsT<4, true, false, H::Half>(w, acts, n_tok, r0, r1, y, ldy)  // IQ4_NL
-                               : RepackedRowsT<4, true, false, H::Scaled>(w, acts, n_tok, r0, r1, y, ldy);  // IQ4_XS, IQ*
+                               : RepackedRowsT<4, true, false, H::Scaled>(w, acts, n_tok, r0, r1, y, ldy);  // IQ4_XS IQ3_XXS IQ3_S
   if (!m.has_min) return RepackedRowsT<4, false, false, H::Half>(w, acts, n_tok, r0, r1, y, ldy);  // Q4_0
   if (m.header == H::Half) return RepackedRowsT<4, false, true, H::Half>(w, acts, n_tok, r0, r1, y, ldy);  // Q4_1
   if (m.header == H::Scaled) return RepackedRowsT<4, false, true, H::Scaled>(w, acts, n_tok, r0, r1, y, ldy);  // Q4_K
