@@ -808,6 +808,43 @@ class Iq1Format final : public IqFormatBase {
     }
   }
 
+  // GPTQ's vector step: the 8 weights of one grid point re-chosen at the block's fitted scales, minimising
+  // sum e (decoded - w)^2 over all 2048 grid points (each weight's three costs computed once, then 8 adds per
+  // point). An IQ1_M vector owns its delta sign and picks it too; IQ1_S's delta belongs to its 32-weight group and
+  // stays as fitted (the group's later vectors are re-chosen under it).
+  int vector_size() const override { return 8; }
+  void round_vector(std::span<const float> w, std::span<const float> importance, int first,
+                    BlockParams& p) const override {
+    check_params(p);
+    if (w.size() != 8 || first < 0 || first % 8 != 0 || first >= kSuper || (!importance.empty() && importance.size() != 8))
+      fail("", "format", name() + ": round_vector takes the 8 weights of one grid point");
+    const float dl = f16_to_f32(stored_d(p)) * static_cast<float>(2 * sub_scale(p, first / s_.group) + 1);
+    if (!(dl > 0)) return;  // a zero group decodes to zero whatever the codes: keep them
+    const bool own_delta = s_.dtype == DType::IQ1_M;
+    const bool group_minus = (p.codes[first / s_.group * s_.group] & 0x40) != 0;
+    float best = FLT_MAX;
+    int pick = 0;
+    bool pick_minus = group_minus;
+    for (int minus = 0; minus < 2; ++minus) {
+      if (!own_delta && (minus != 0) != group_minus) continue;
+      const float* xx = minus ? kXm : kXp;
+      float cost[8][3];
+      for (int i = 0; i < 8; ++i) {
+        const float e = importance.empty() ? 1.0f : std::max(0.0f, importance[i]);
+        for (int l = 0; l < 3; ++l) {
+          const float diff = dl * xx[l] - w[i];
+          cost[i][l] = e * diff * diff;
+        }
+      }
+      for (size_t j = 0; j < g_.q.size(); ++j) {
+        float err = 0;
+        for (int i = 0; i < 8; ++i) err += cost[i][(g_.q[j][i] - 1) / 2];
+        if (err < best) best = err, pick = static_cast<int>(j), pick_minus = minus != 0;
+      }
+    }
+    for (int i = 0; i < 8; ++i)
+      p.codes[first + i] = static_cast<uint8_t>((g_.q[pick][i] - 1) / 2 | (pick_minus ? 0x40 : 0));
+  }
 
  private:
   static constexpr float kXp[3] = {-1 + kIq1Delta, kIq1Delta, 1 + kIq1Delta};

@@ -6,6 +6,8 @@
 //    weights) and the centre/min terms (S_g * c + M_g) * da * A_g are one FMA per chunk. Block headers are read
 //    with scalar code (K types) or eight fp16 loads and one vcvtph2ps (32-value types).
 //    Batches of tokens: a register-tiled int8 GEMM over panels of unpacked rows (BatchRows).
+//    The i-quants have no unrepacked AVX3_DL kernel: they are repacked at load (RepackIq: 3- or 4-bit indices into
+//    their level set, looked up by vpshufb) and, unrepacked, take the reference.
 //  - other targets (AVX3, AVX2, SSE4, SSSE3, ...): portable Highway kernels, see "Portable SIMD path" below.
 //  - the scalar and EMU128 targets: the scalar reference (ggml_dot_ref.cpp).
 // Rows whose length is not a multiple of 256 (32-value types only) finish their last < 8 blocks with the reference.

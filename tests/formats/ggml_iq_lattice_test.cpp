@@ -246,3 +246,47 @@ TEST(GgmlIqLattice, RoundVectorIsTheWeightedOptimum) {
     }
   }
 }
+
+// IQ1's vector step against brute force over its 2048 grid points (and, for IQ1_M, both delta signs; IQ1_S keeps its
+// group's): no choice of codes decodes closer to the new weights under the importance.
+TEST(GgmlIqLattice, Iq1RoundVectorIsTheWeightedOptimum) {
+  for (DType t : {DType::IQ1_S, DType::IQ1_M}) {
+    const lf::GgmlFormat& f = lf::ggml_format(t);
+    ASSERT_EQ(f.vector_size(), 8) << f.name();
+    const int group = t == DType::IQ1_S ? 32 : 16;
+    for (int trial = 0; trial < 12; ++trial) {
+      const std::vector<float> w = gaussian(256, 60 + trial);
+      std::vector<float> imp0 = gaussian(256, 90 + trial);
+      for (float& x : imp0) x = x * x + 0.05f;
+      lf::BlockParams p = f.fit(w, imp0);
+      const int first = 8 * (trial % 32);
+      const bool group_minus = (p.codes[first / group * group] & 0x40) != 0;
+      std::vector<float> v = gaussian(8, 710 + trial, 1.3f);
+      std::vector<float> imp = gaussian(8, 810 + trial);
+      for (float& x : imp) x = x * x + 0.05f;
+      f.round_vector(v, imp, first, p);
+      auto err_of = [&](const float* values) {
+        double e = 0;
+        for (int i = 0; i < 8; ++i) e += imp[i] * (double(values[i]) - v[i]) * (double(values[i]) - v[i]);
+        return e;
+      };
+      float mine[8];
+      for (int i = 0; i < 8; ++i) mine[i] = f.round(0.0f, p, first + i);
+      // dl from weight 0: value = dl * (level + delta), level + delta never 0
+      const bool minus0 = (p.codes[first] & 0x40) != 0;
+      if (t == DType::IQ1_S) EXPECT_EQ(minus0, group_minus) << "iq1_s keeps its group's delta";
+      const float dl = mine[0] / (static_cast<float>((p.codes[first] & 3) - 1) + (minus0 ? -0.125f : 0.125f));
+      double best = 1e300;
+      for (uint64_t g : lf::ggml_iq1_grid())
+        for (int minus = 0; minus < 2; ++minus) {
+          if (t == DType::IQ1_S && (minus != 0) != group_minus) continue;
+          float vals[8];
+          for (int i = 0; i < 8; ++i)
+            vals[i] = dl * (static_cast<float>(static_cast<int8_t>(g >> (8 * i))) + (minus ? -0.125f : 0.125f));
+          best = std::min(best, err_of(vals));
+        }
+      EXPECT_LE(err_of(mine), best * (1 + 1e-5) + 1e-12) << f.name() << " trial " << trial;
+      ASSERT_NO_FATAL_FAILURE(check_round_is_decode_of_encode(f, w, p, trial, /*idempotent=*/false));
+    }
+  }
+}
