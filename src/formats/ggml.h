@@ -91,7 +91,8 @@ struct IqBlockLevels {
 // false if t is not an i-quant.
 bool ggml_iq_block_levels(DType t, const std::byte* block, IqBlockLevels& out);
 // Every level a block of t can hold, ascending (at most 16: IQ2 +-{8, 25, 43}, IQ3_XXS +-{4 .. 62},
-// IQ3_S +-{1 .. 15}, IQ1 {-9, -7, -1, 1, 7, 9}); count 0 for other types. The repacked kernels' 4-bit table.
+// IQ3_S +-{1 .. 15}, IQ1 {-9, -7, -1, 1, 7, 9}; all within [-63, 63]); count 0 for other types. The repacked
+// kernels' lookup table.
 struct IqLevelSet {
   int count = 0;
   int8_t level[16] = {};

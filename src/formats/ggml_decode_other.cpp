@@ -73,7 +73,10 @@ inline int8_t level_i8(uint64_t entry, int j) { return static_cast<int8_t>(level
 // 7 explicit sign bits -> 8 sign bits, the 8th making the number of set bits even.
 inline uint8_t expand_signs(uint32_t seven) {
   seven &= 127u;
-  return static_cast<uint8_t>(seven | ((std::popcount(seven) & 1u) << 7));
+  uint32_t parity = seven ^ (seven >> 4);  // folded by hand: std::popcount is a libgcc call without -mpopcnt
+  parity ^= parity >> 2;
+  parity ^= parity >> 1;
+  return static_cast<uint8_t>(seven | ((parity & 1u) << 7));
 }
 
 void decode_q8_1(const std::byte* b, float* y) {
@@ -338,6 +341,7 @@ const IqLevelSet& ggml_iq_level_set(DType t) {
     IqLevelSet s;
     for (int v = 0; v < 256; ++v)
       if (seen[v]) {
+        if (v - 128 < -63 || v - 128 > 63) fail("", "ggml_iq_level_set", "a level outside [-63, 63]");
         if (s.count == 16) fail("", "ggml_iq_level_set", std::string(dtype_name(type)) + " has more than 16 levels");
         s.level[s.count++] = static_cast<int8_t>(v - 128);
       }

@@ -940,11 +940,11 @@ bool ZeroHeader(const WeightView& w, const uint8_t* row, int64_t sc, uint8_t* h)
 }
 
 // Super-chunk sc of an i-quant row (m's layout: 512 values and a Scaled header, or unit 16's 256 values and K16)
-// repacked to p: each level's index in m.levels (inverse: level + 128 -> index), the blocks' steps and scales.
-void RepackIq(const WeightView& w, const RepackedMatrix& m, const uint8_t* row, int64_t sc, const uint8_t* inverse,
-              uint8_t* p) {
+// repacked to p: each level's index in m.levels (inverse[level + 64], 128 bytes), the blocks' steps and scales.
+LOWBIT_GGML_VNNI void RepackIq(const WeightView& w, const RepackedMatrix& m, const uint8_t* row, int64_t sc,
+                               const uint8_t* inverse, uint8_t* p) {
   const int blocks = m.unit == 16 ? 1 : 2, vecs = m.unit / 4;
-  alignas(64) uint8_t codes[8][64] = {};  // vector k, byte 4 j + i: code 4 k + i of unit j
+  alignas(64) int8_t level[512] = {};  // the super-chunk's levels in order; past the row 0 (index 0, at step 0)
   float step[4] = {0, 0, 0, 0};
   int8_t scale[16] = {};
   formats::IqBlockLevels L;
@@ -953,26 +953,31 @@ void RepackIq(const WeightView& w, const RepackedMatrix& m, const uint8_t* row, 
     if (block * 256 >= w.cols) break;  // past the row: zero steps (the padding's activations are zero too)
     formats::ggml_iq_block_levels(w.dtype, reinterpret_cast<const std::byte*>(row + block * B::traits(w.dtype).bytes), L);
     step[b] = L.step;
-    for (int v = 0; v < 256; ++v) {
-      const int j = (256 * b + v) / m.unit, i = v % m.unit;  // unit j, its value i
-      codes[i / 4][4 * j + i % 4] = inverse[static_cast<uint8_t>(L.level[v] + 128)];
-    }
+    std::memcpy(level + 256 * b, L.level, 256);
     const int units = 256 / m.unit;
     for (int u = 0; u < units; ++u) scale[units * b + u] = static_cast<int8_t>(L.scale[u * (m.unit / 16)]);
+  }
+  // Vector k, 32-bit lane j: values 4k .. 4k + 3 of unit j (the activations' qg layout), as level indices.
+  const __m512i inv_lo = _mm512_loadu_si512(inverse), inv_hi = _mm512_loadu_si512(inverse + 64);
+  const __m512i unit_starts = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                                 _mm512_set1_epi32(m.unit));
+  __m512i codes[8];
+  for (int k = 0; k < vecs; ++k) {
+    const __m512i v = _mm512_i32gather_epi32(unit_starts, level + 4 * k, 1);
+    codes[k] = _mm512_permutex2var_epi8(inv_lo, _mm512_add_epi8(v, _mm512_set1_epi8(64)), inv_hi);
   }
   uint8_t* h;
   if (m.bits == 3) {
     // Four vectors' low two bits per 64 bytes (vector 4 n + k in bits 2k, 2k + 1), then each vector's third bit as a
     // 64-bit mask (RepackedCodes<3>, RepackedK16<3>: Q3_K's layout).
-    for (int n = 0; n < vecs / 4; ++n)
-      for (int x = 0; x < 64; ++x) {
-        uint8_t v = 0;
-        for (int k = 0; k < 4; ++k) v = static_cast<uint8_t>(v | ((codes[4 * n + k][x] & 3) << (2 * k)));
-        p[64 * n + x] = v;
-      }
+    const __m512i m3 = _mm512_set1_epi8(3);
+    for (int n = 0; n < vecs / 4; ++n) {
+      __m512i two = _mm512_setzero_si512();
+      for (int k = 0; k < 4; ++k) two = _mm512_or_si512(two, _mm512_slli_epi16(_mm512_and_si512(codes[4 * n + k], m3), 2 * k));
+      _mm512_storeu_si512(p + 64 * n, two);
+    }
     for (int k = 0; k < vecs; ++k) {
-      uint64_t mask = 0;
-      for (int x = 0; x < 64; ++x) mask |= static_cast<uint64_t>((codes[k][x] >> 2) & 1) << x;
+      const uint64_t mask = _mm512_test_epi8_mask(codes[k], _mm512_set1_epi8(4));
       std::memcpy(p + 16 * vecs + 8 * k, &mask, 8);
     }
     h = p + 24 * vecs;
@@ -981,7 +986,7 @@ void RepackIq(const WeightView& w, const RepackedMatrix& m, const uint8_t* row, 
     // (RepackedK16).
     for (int n = 0; n < vecs / 2; ++n) {
       const int lo = vecs == 8 ? n : 2 * n, hi = vecs == 8 ? n + 4 : 2 * n + 1;
-      for (int x = 0; x < 64; ++x) p[64 * n + x] = static_cast<uint8_t>(codes[lo][x] | (codes[hi][x] << 4));
+      _mm512_storeu_si512(p + 64 * n, _mm512_or_si512(codes[lo], _mm512_slli_epi16(codes[hi], 4)));
     }
     h = p + 32 * vecs;
   }
@@ -1003,8 +1008,8 @@ LOWBIT_GGML_VNNI bool RepackRows(const WeightView& w, const RepackedMatrix& m, i
     }
   } inv;
   if (m.lookup && formats::ggml_iq_level_set(w.dtype).count > 0) {
-    uint8_t iq_inverse[256] = {};
-    for (int i = 0; i < 16; ++i) iq_inverse[static_cast<uint8_t>(m.levels[i] + 128)] = static_cast<uint8_t>(i);
+    alignas(64) uint8_t iq_inverse[128] = {};  // level + 64 -> index (the levels lie in [-62, 62])
+    for (int i = 0; i < formats::ggml_iq_level_set(w.dtype).count; ++i) iq_inverse[m.levels[i] + 64] = static_cast<uint8_t>(i);
     for (int64_t r = r0; r < r1; ++r)
       for (int64_t sc = 0; sc < m.supers; ++sc) RepackIq(w, m, RowBytes(w, r), sc, iq_inverse, const_cast<uint8_t*>(m.super(r, sc)));
   } else if (m.unit == 16) {
