@@ -304,6 +304,13 @@ class IqFormatBase : public GgmlFormat {
       fail("", "format", name() + ": encode got " + std::to_string(w.size()) + " weights for a block of 256");
     check_params(p);
   }
+  // round_vector's arguments: the 8 weights (and importances, if any) of the vector at `first`, and p's shape.
+  void check_vector_args(std::span<const float> w, std::span<const float> importance, int first,
+                         const BlockParams& p) const {
+    check_params(p);
+    if (w.size() != 8 || first < 0 || first % 8 != 0 || first >= kSuper || (!importance.empty() && importance.size() != 8))
+      fail("", "format", name() + ": round_vector takes the 8 weights of one vector (first a multiple of 8 below 256)");
+  }
   void check_params(const BlockParams& p) const {
     if (p.codes.size() != static_cast<size_t>(kSuper) ||
         p.sub_scales.size() != static_cast<size_t>(kSuper / group_))
@@ -460,9 +467,7 @@ class LatticeFormat final : public IqFormatBase {
   int vector_size() const override { return 8; }
   void round_vector(std::span<const float> w, std::span<const float> importance, int first,
                     BlockParams& p) const override {
-    check_params(p);
-    if (w.size() != 8 || first < 0 || first % 8 != 0 || first >= kSuper || (!importance.empty() && importance.size() != 8))
-      fail("", "format", name() + ": round_vector takes the 8 weights of one sign group");
+    check_vector_args(w, importance, first, p);
     const int ls = sub_scale(p, first / s_.group);
     const float d = f16_to_f32(stored_d(p));
     const float db = s_.db_mult > 0 ? d * (0.5f + static_cast<float>(ls)) * s_.db_mult : d * static_cast<float>(1 + 2 * ls);
@@ -815,9 +820,7 @@ class Iq1Format final : public IqFormatBase {
   int vector_size() const override { return 8; }
   void round_vector(std::span<const float> w, std::span<const float> importance, int first,
                     BlockParams& p) const override {
-    check_params(p);
-    if (w.size() != 8 || first < 0 || first % 8 != 0 || first >= kSuper || (!importance.empty() && importance.size() != 8))
-      fail("", "format", name() + ": round_vector takes the 8 weights of one grid point");
+    check_vector_args(w, importance, first, p);
     const float dl = f16_to_f32(stored_d(p)) * static_cast<float>(2 * sub_scale(p, first / s_.group) + 1);
     if (!(dl > 0)) return;  // a zero group decodes to zero whatever the codes: keep them
     const bool own_delta = s_.dtype == DType::IQ1_M;

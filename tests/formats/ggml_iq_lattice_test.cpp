@@ -209,6 +209,20 @@ TEST(GgmlIqLattice, BadParamsAreRefused) {
 // GPTQ's vector step: round_vector picks, at the block's scales, the grid point and signs of least weighted error
 // for 8 weights. Checked against brute force over every grid point and every allowed sign pattern (even parity where
 // the format has the rule), and the block still encodes what round returns.
+// 8 new weights (ones the fit never saw) with positive importances, and the importance-weighted squared error of
+// 8 decoded values from them.
+struct VectorTrial {
+  std::vector<float> v, imp;
+  explicit VectorTrial(int seed) : v(gaussian(8, 700 + seed, 1.3f)), imp(gaussian(8, 800 + seed)) {
+    for (float& x : imp) x = x * x + 0.05f;
+  }
+  double error(const float* values) const {
+    double e = 0;
+    for (int i = 0; i < 8; ++i) e += imp[i] * (double(values[i]) - v[i]) * (double(values[i]) - v[i]);
+    return e;
+  }
+};
+
 TEST(GgmlIqLattice, RoundVectorIsTheWeightedOptimum) {
   for (DType t : {DType::IQ2_XXS, DType::IQ2_XS, DType::IQ2_S}) {
     const lf::GgmlFormat& f = lf::ggml_format(t);
@@ -219,15 +233,9 @@ TEST(GgmlIqLattice, RoundVectorIsTheWeightedOptimum) {
       const std::vector<float> w = gaussian(256, 40 + trial);
       lf::BlockParams p = f.fit(w, {});
       const int first = 8 * (trial % 32);
-      std::vector<float> v = gaussian(8, 700 + trial, 1.3f);  // weights the fit never saw
-      std::vector<float> imp = gaussian(8, 800 + trial);
-      for (float& x : imp) x = x * x + 0.05f;
-      f.round_vector(v, imp, first, p);
-      auto err_of = [&](const float* values) {
-        double e = 0;
-        for (int i = 0; i < 8; ++i) e += imp[i] * (double(values[i]) - v[i]) * (double(values[i]) - v[i]);
-        return e;
-      };
+      const VectorTrial vt(trial);
+      f.round_vector(vt.v, vt.imp, first, p);
+      auto err_of = [&](const float* values) { return vt.error(values); };
       float mine[8];
       for (int i = 0; i < 8; ++i) mine[i] = f.round(0.0f, p, first + i);
       // db from the decoded magnitude of any weight: |value| = db * byte
@@ -261,15 +269,9 @@ TEST(GgmlIqLattice, Iq1RoundVectorIsTheWeightedOptimum) {
       lf::BlockParams p = f.fit(w, imp0);
       const int first = 8 * (trial % 32);
       const bool group_minus = (p.codes[first / group * group] & 0x40) != 0;
-      std::vector<float> v = gaussian(8, 710 + trial, 1.3f);
-      std::vector<float> imp = gaussian(8, 810 + trial);
-      for (float& x : imp) x = x * x + 0.05f;
-      f.round_vector(v, imp, first, p);
-      auto err_of = [&](const float* values) {
-        double e = 0;
-        for (int i = 0; i < 8; ++i) e += imp[i] * (double(values[i]) - v[i]) * (double(values[i]) - v[i]);
-        return e;
-      };
+      const VectorTrial vt(10 + trial);
+      f.round_vector(vt.v, vt.imp, first, p);
+      auto err_of = [&](const float* values) { return vt.error(values); };
       float mine[8];
       for (int i = 0; i < 8; ++i) mine[i] = f.round(0.0f, p, first + i);
       // dl from weight 0: value = dl * (level + delta), level + delta never 0
