@@ -70,6 +70,30 @@ TEST_P(LlamaCppReference, PerplexityWithinPointOnePercent) {
 INSTANTIATE_TEST_SUITE_P(Synth256, LlamaCppReference, ::testing::ValuesIn(kCases),
                          [](const ::testing::TestParamInfo<RefCase>& i) { return std::string(i.param.type); });
 
+// llama.cpp's own i-quant files (../shared/reference/imatrix: llama-quantize --imatrix), run on lowbit's i-quant
+// kernels (repacked level indices), against llama-perplexity of the July 2026 build (81ff7abe5, measured with -c
+// 128 -b 128 --chunks 20 -t 2 on the same text). Within 0.2%: the two llama.cpp builds themselves differ by up to
+// 0.12% on these files (the README's February 2025 figures: IQ1_M 680.1815, IQ3_S 745.3278, IQ2_XS 714.7923).
+const RefCase kIqCases[] = {
+    {"IQ1_S", 683.2259}, {"IQ1_M", 679.3895}, {"IQ2_XXS", 622.9814}, {"IQ2_XS", 714.2452},
+    {"IQ2_S", 723.4523}, {"IQ2_M", 680.5660}, {"IQ3_XXS", 754.1462}, {"IQ3_S", 746.1461},
+};
+
+class LlamaCppIqReference : public ::testing::TestWithParam<RefCase> {};
+
+TEST_P(LlamaCppIqReference, PerplexityWithinPointTwoPercent) {
+  const RefCase& c = GetParam();
+  const std::string rel = std::string("reference/imatrix/synth256-imat-") + c.type + ".gguf";
+  LOWBIT_REQUIRE_SHARED(rel);
+  LOWBIT_REQUIRE_SHARED(kText);
+  const double ppl = ppl_of(rel, 0);
+  std::printf("synth256-imat-%s: lowbit %.4f, llama.cpp %.4f (%+.4f%%)\n", c.type, ppl, c.ppl, 100.0 * (ppl / c.ppl - 1));
+  EXPECT_NEAR(ppl, c.ppl, c.ppl * 0.002) << c.type;
+}
+
+INSTANTIATE_TEST_SUITE_P(Synth256Imatrix, LlamaCppIqReference, ::testing::ValuesIn(kIqCases),
+                         [](const ::testing::TestParamInfo<RefCase>& i) { return std::string(i.param.type); });
+
 // The prefill path (a whole window per forward: the batched int8 GEMM, attention as GEMMs) against the decode path
 // (one token per forward: per-row kernels, attention row by row), over the same windows of ctx tokens: perplexity
 // within 0.1% and mean KL(decode || prefill) per position at most 1e-4 (issue 14's bounds). Logits are compared
@@ -121,6 +145,12 @@ TEST(PrefillPath, AgreesWithDecodeOnLlamaCppFiles) {
     LOWBIT_REQUIRE_SHARED(model_path(type));
     LOWBIT_REQUIRE_SHARED(kText);
     expect_paths_agree(test::shared(model_path(type)), std::string("synth256-") + type);
+  }
+  // The i-quants' repacked layouts: 3-bit indices in 32- (IQ1_S) and 16-value units (IQ2_XS), 4-bit (IQ3_XXS).
+  for (const char* type : {"IQ1_S", "IQ2_XS", "IQ3_XXS"}) {
+    const std::string rel = std::string("reference/imatrix/synth256-imat-") + type + ".gguf";
+    LOWBIT_REQUIRE_SHARED(rel);
+    expect_paths_agree(test::shared(rel), std::string("synth256-imat-") + type);
   }
 }
 
