@@ -28,7 +28,7 @@ struct RopeScaling {
 };
 
 struct ModelConfig {
-  std::string arch = "llama";  // llama, mistral, qwen2, ... (all run by the one Llama-family graph)
+  std::string arch = "llama";  // llama, mistral, qwen2, qwen3 (all run by the one Llama-family graph)
   std::string name;
   int n_vocab = 0;
   int dim = 0;          // hidden size
@@ -45,6 +45,7 @@ struct ModelConfig {
   RopeScaling rope_scaling;
   bool tied_embeddings = false;  // output head reuses token_embd
   bool qkv_bias = false;         // Qwen2
+  bool qk_norm = false;          // Qwen3: RMSNorm over each head of q and k (weights of head_dim) before RoPE
 };
 
 // One tensor, annotated with its shape (outermost dimension first, like numpy / PyTorch):

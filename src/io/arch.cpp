@@ -13,19 +13,24 @@ const ArchRoles& arch_roles(const ModelConfig&) {
     ArchRoles a;
     a.family = "llama";
     using K = TensorKind;
+    using P = Presence;
     a.block = {
         {"attn_norm", "weight", K::Norm, Dim::Model, Dim::Model},
-        {"attn_q", "weight", K::Linear, Dim::QHeads, Dim::Model, false, Site::AttnIn, true},
-        {"attn_k", "weight", K::Linear, Dim::KvHeads, Dim::Model, false, Site::AttnIn, true},
-        {"attn_v", "weight", K::Linear, Dim::KvHeads, Dim::Model, false, Site::AttnIn},
-        {"attn_q", "bias", K::Bias, Dim::QHeads, Dim::QHeads, true},
-        {"attn_k", "bias", K::Bias, Dim::KvHeads, Dim::KvHeads, true},
-        {"attn_v", "bias", K::Bias, Dim::KvHeads, Dim::KvHeads, true},
-        {"attn_output", "weight", K::Linear, Dim::Model, Dim::QHeads, false, Site::AttnOut},
+        {"attn_q", "weight", K::Linear, Dim::QHeads, Dim::Model, P::Always, Site::AttnIn, true},
+        {"attn_k", "weight", K::Linear, Dim::KvHeads, Dim::Model, P::Always, Site::AttnIn, true},
+        {"attn_v", "weight", K::Linear, Dim::KvHeads, Dim::Model, P::Always, Site::AttnIn},
+        {"attn_q", "bias", K::Bias, Dim::QHeads, Dim::QHeads, P::QkvBias},
+        {"attn_k", "bias", K::Bias, Dim::KvHeads, Dim::KvHeads, P::QkvBias},
+        {"attn_v", "bias", K::Bias, Dim::KvHeads, Dim::KvHeads, P::QkvBias},
+        // Per-head norms of q and k, after the projections (and biases), before RoPE: they act on outputs of
+        // attn_q / attn_k, so the input-side transforms (AWQ scales, the residual rotation) stay legal.
+        {"attn_q_norm", "weight", K::Norm, Dim::HeadDim, Dim::HeadDim, P::QkNorm},
+        {"attn_k_norm", "weight", K::Norm, Dim::HeadDim, Dim::HeadDim, P::QkNorm},
+        {"attn_output", "weight", K::Linear, Dim::Model, Dim::QHeads, P::Always, Site::AttnOut},
         {"ffn_norm", "weight", K::Norm, Dim::Model, Dim::Model},
-        {"ffn_gate", "weight", K::Linear, Dim::Ffn, Dim::Model, false, Site::FfnIn},
-        {"ffn_up", "weight", K::Linear, Dim::Ffn, Dim::Model, false, Site::FfnIn},
-        {"ffn_down", "weight", K::Linear, Dim::Model, Dim::Ffn, false, Site::FfnDownIn},
+        {"ffn_gate", "weight", K::Linear, Dim::Ffn, Dim::Model, P::Always, Site::FfnIn},
+        {"ffn_up", "weight", K::Linear, Dim::Ffn, Dim::Model, P::Always, Site::FfnIn},
+        {"ffn_down", "weight", K::Linear, Dim::Model, Dim::Ffn, P::Always, Site::FfnDownIn},
     };
     a.sites = {
         {Site::AttnIn, "attn_in", {"attn_q", "attn_k", "attn_v"}, Producer::Norm, "attn_norm", Dim::Model},
@@ -75,6 +80,7 @@ int64_t dim_size(const ModelConfig& c, Dim d) {
     case Dim::KvHeads: return static_cast<int64_t>(c.n_kv_heads) * c.head_dim;
     case Dim::Ffn: return c.ffn_dim;
     case Dim::Vocab: return c.n_vocab;
+    case Dim::HeadDim: return c.head_dim;
   }
   return 0;
 }
@@ -84,6 +90,13 @@ std::vector<int64_t> shape_of(const ModelConfig& c, const BlockTensorRole& r) {
   return {dim_size(c, r.rows)};
 }
 
-bool present(const ModelConfig& c, const BlockTensorRole& r) { return !r.bias_only_with_qkv_bias || c.qkv_bias; }
+bool present(const ModelConfig& c, const BlockTensorRole& r) {
+  switch (r.presence) {
+    case Presence::QkvBias: return c.qkv_bias;
+    case Presence::QkNorm: return c.qk_norm;
+    case Presence::Always: return true;
+  }
+  return true;
+}
 
 }  // namespace lowbit::io

@@ -22,7 +22,14 @@ namespace lowbit::io {
 enum class TensorKind { Linear, Norm, Bias };
 
 // Dimensions a shape is written in (resolved against a ModelConfig by shape_of).
-enum class Dim { Model, QHeads, KvHeads, Ffn, Vocab };
+enum class Dim { Model, QHeads, KvHeads, Ffn, Vocab, HeadDim };
+
+// Which configs have a tensor.
+enum class Presence {
+  Always,
+  QkvBias,  // ModelConfig::qkv_bias (Qwen2's q/k/v biases)
+  QkNorm,   // ModelConfig::qk_norm (Qwen3's per-head q/k norms)
+};
 
 // Which captured input of a block a linear reads (the order the graph produces them in).
 enum class Site : int { AttnIn = 0, AttnOut = 1, FfnIn = 2, FfnDownIn = 3 };
@@ -42,7 +49,7 @@ struct BlockTensorRole {
   std::string_view suffix; // "weight" or "bias"
   TensorKind kind;
   Dim rows, cols;          // shape {rows, cols}; 1-D tensors use rows only (cols ignored)
-  bool bias_only_with_qkv_bias = false;  // present only when ModelConfig::qkv_bias
+  Presence presence = Presence::Always;
   Site site = Site::AttnIn;              // Linear: the input it reads
   bool feeds_scores = false;             // q / k: its output only meets the others' through q.k scores, so its
                                          // error is not judged by its own output alone (AWQ's clip skips it)
@@ -75,7 +82,7 @@ struct ArchRoles {
   ArchTransforms transforms;
 };
 
-// The role table of the Llama-family graph (Llama 1/2/3, Mistral, Qwen2, SmolLM, TinyLlama).
+// The role table of the Llama-family graph (Llama 1/2/3, Mistral, Qwen2, Qwen3, SmolLM, TinyLlama).
 const ArchRoles& arch_roles(const ModelConfig& c);
 
 // A parsed block tensor name.
@@ -95,7 +102,7 @@ const BlockTensorRole* find_role(const ArchRoles& a, std::string_view role, std:
 int64_t dim_size(const ModelConfig& c, Dim d);
 // Expected shape of a block tensor under a config (outermost first).
 std::vector<int64_t> shape_of(const ModelConfig& c, const BlockTensorRole& r);
-// Whether the config has this tensor (q/k/v biases only with qkv_bias).
+// Whether the config has this tensor (Presence).
 bool present(const ModelConfig& c, const BlockTensorRole& r);
 
 }  // namespace lowbit::io

@@ -9,13 +9,13 @@
 namespace lowbit::io {
 
 std::string gguf_arch_of(const ModelConfig& c) {
-  if (c.arch == "qwen2") return "qwen2";
+  if (c.arch == "qwen2" || c.arch == "qwen3") return c.arch;
   if (c.arch == "llama" || c.arch == "mistral") return "llama";
-  fail(c.name, "architecture", "cannot write \"" + c.arch + "\" as GGUF (expected llama, mistral or qwen2)");
+  fail(c.name, "architecture", "cannot write \"" + c.arch + "\" as GGUF (expected llama, mistral, qwen2 or qwen3)");
 }
 
 RopeStyle gguf_rope_style(const std::string& gguf_arch) {
-  return gguf_arch == "qwen2" ? RopeStyle::HalfSplit : RopeStyle::Interleaved;
+  return gguf_arch == "qwen2" || gguf_arch == "qwen3" ? RopeStyle::HalfSplit : RopeStyle::Interleaved;
 }
 
 void set_config_metadata(GgufWriter& w, const ModelConfig& c) {

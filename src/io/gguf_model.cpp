@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "io/gguf.h"
+#include "io/gguf_metadata.h"
 #include "io/loaders.h"
 #include "io/packed.h"
 #include "lowbit/error.h"
@@ -130,11 +131,11 @@ std::shared_ptr<const ModelFile> load_gguf_model(const std::string& path) {
   c.arch = *arch;
   if (c.arch == "llama" || c.arch == "mistral") {
     c.rope_style = RopeStyle::Interleaved;  // the converter permuted Q/K rows for interleaved pairs
-  } else if (c.arch == "qwen2") {
-    c.rope_style = RopeStyle::HalfSplit;
+  } else if (c.arch == "qwen2" || c.arch == "qwen3") {
+    c.rope_style = gguf_rope_style(c.arch);
   } else {
     fail(path, "general.architecture",
-         "unsupported architecture \"" + c.arch + "\" (expected llama, mistral or qwen2)");
+         "unsupported architecture \"" + c.arch + "\" (expected llama, mistral, qwen2 or qwen3)");
   }
   c.name = f.get_string("general.name").value_or("");
   const std::string a = c.arch + ".";
@@ -185,6 +186,7 @@ std::shared_ptr<const ModelFile> load_gguf_model(const std::string& path) {
   if (m->find("rope_freqs.weight")) c.rope_scaling.type = "freq_factors";
   c.tied_embeddings = m->find("output.weight") == nullptr;
   c.qkv_bias = m->find("blk.0.attn_q.bias") != nullptr;
+  c.qk_norm = c.arch == "qwen3";  // llama.cpp's qwen3 graph always has them (validate_model checks each layer's)
   if (const TensorInfo* emb = m->find("token_embd.weight"); emb && emb->shape.size() == 2)
     c.n_vocab = static_cast<int>(emb->shape[0]);
 

@@ -86,10 +86,12 @@ void read_config(const ConfigReader& r, ModelConfig& c) {
       const std::string cls = (*a)[0].get<std::string>();
       if (cls.rfind("Mistral", 0) == 0) model_type = "mistral";
       if (cls.rfind("Qwen2", 0) == 0) model_type = "qwen2";
+      if (cls.rfind("Qwen3", 0) == 0) model_type = "qwen3";
     }
   }
-  if (*model_type != "llama" && *model_type != "mistral" && *model_type != "qwen2")
-    fail(r.file, "model_type", "unsupported model type \"" + *model_type + "\" (expected llama, mistral or qwen2)");
+  if (*model_type != "llama" && *model_type != "mistral" && *model_type != "qwen2" && *model_type != "qwen3")
+    fail(r.file, "model_type",
+         "unsupported model type \"" + *model_type + "\" (expected llama, mistral, qwen2 or qwen3)");
   c.arch = *model_type;
 
   c.dim = r.req_int("hidden_size", 1, kBig);
@@ -116,6 +118,7 @@ void read_config(const ConfigReader& r, ModelConfig& c) {
   // transformers' LlamaConfig, MistralConfig and Qwen2Config all default to untied embeddings.
   c.tied_embeddings = r.opt_bool("tie_word_embeddings").value_or(false);
   c.qkv_bias = c.arch == "qwen2" || r.opt_bool("attention_bias").value_or(false);
+  c.qk_norm = c.arch == "qwen3";  // Qwen3Attention's q_norm / k_norm (RMSNorm over head_dim)
 
   if (const json* rs = r.find("rope_scaling")) {
     if (!rs->is_object()) fail(r.file, "rope_scaling", "expected an object or null, found " + describe(*rs));
@@ -163,6 +166,7 @@ std::optional<std::string> canonical_name(const std::string& hf, int n_layers, c
       {"self_attn.q_proj", "attn_q"},     {"self_attn.k_proj", "attn_k"},   {"self_attn.v_proj", "attn_v"},
       {"self_attn.o_proj", "attn_output"}, {"mlp.gate_proj", "ffn_gate"},   {"mlp.up_proj", "ffn_up"},
       {"mlp.down_proj", "ffn_down"},       {"input_layernorm", "attn_norm"}, {"post_attention_layernorm", "ffn_norm"},
+      {"self_attn.q_norm", "attn_q_norm"}, {"self_attn.k_norm", "attn_k_norm"},
   };
   for (const auto& [from, to] : kMap) {
     for (const char* suffix : {".weight", ".bias"}) {

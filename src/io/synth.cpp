@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/half.h"
+#include "io/arch.h"
 #include "io/gguf_metadata.h"
 #include "io/gguf_writer.h"
 #include "lowbit/error.h"
@@ -21,6 +22,10 @@ const std::vector<SynthArch>& synth_archs() {
       {"llama-13b", "llama", 5120, 40, 40, 40, 13824, 32000, 4096, 1e-5f, 10000.0f, false, false},
       {"llama-70b", "llama", 8192, 80, 64, 8, 28672, 32000, 4096, 1e-5f, 10000.0f, false, false},
       {"qwen2-0.5b", "qwen2", 896, 24, 14, 2, 4864, 151936, 32768, 1e-6f, 1000000.0f, true, true},
+      // Qwen3: head_dim set apart from dim / heads (128 against 64 in the tiny one, as in the real 0.6B), q/k norms;
+      // the tiny one is 256 wide so every K-quant and i-quant block type applies.
+      {"qwen3-tiny", "qwen3", 256, 2, 4, 2, 512, 512, 256, 1e-6f, 1000000.0f, true, false, 128, true},
+      {"qwen3-0.6b", "qwen3", 1024, 28, 16, 8, 3072, 151936, 40960, 1e-6f, 1000000.0f, true, false, 128, true},
   };
   return kArchs;
 }
@@ -55,12 +60,12 @@ inline float normal_from(uint64_t r, float scale) {
 size_t elem_bytes(DType t) { return t == DType::F32 ? 4 : 2; }
 
 // Fills out[0..n) with elements first..first+n of a tensor's stream, converted to dtype.
-void fill(std::byte* out, DType dtype, uint64_t key, uint64_t first, size_t n, bool ones, float std) {
+void fill(std::byte* out, DType dtype, uint64_t key, uint64_t first, size_t n, bool ones, float std, float mean) {
   // (2s - 4*65535) has standard deviation 2 * 65536 / sqrt(3) (four uniforms of variance 65536^2 / 12).
   const float scale = std / (2.0f * 65536.0f / 1.7320508f);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) {
-    const float x = ones ? 1.0f : normal_from(mix64(key + (first + static_cast<uint64_t>(i) + 1) * kGolden), scale);
+    const float x = ones ? 1.0f : mean + normal_from(mix64(key + (first + static_cast<uint64_t>(i) + 1) * kGolden), scale);
     if (dtype == DType::F32) {
       std::memcpy(out + 4 * i, &x, 4);
     } else {
@@ -100,8 +105,7 @@ SynthResult write_synth_model(const SynthOptions& o) {
   if (o.layers < 0 || o.layers > 4096) fail("", "--layers", "expected 1..4096, got " + std::to_string(o.layers));
   if (o.layers > 0) a.n_layers = o.layers;
   if (o.out.empty()) fail("", "-o", "no output file given");
-  const int head_dim = a.dim / a.n_heads;
-  const int64_t q_dim = static_cast<int64_t>(a.n_heads) * head_dim, kv_dim = static_cast<int64_t>(a.n_kv_heads) * head_dim;
+  const int head_dim = a.head_dim > 0 ? a.head_dim : a.dim / a.n_heads;
 
   ModelConfig c;
   c.arch = a.gguf_arch;
@@ -114,6 +118,8 @@ SynthResult write_synth_model(const SynthOptions& o) {
   c.n_kv_heads = a.n_kv_heads;
   c.head_dim = c.rope_dim = head_dim;
   c.norm_eps = a.norm_eps;
+  c.qkv_bias = a.qkv_bias;
+  c.qk_norm = a.qk_norm;
   c.rope_theta = a.rope_theta;
   c.n_vocab = a.n_vocab;
   TokenizerSpec t;  // a SentencePiece-style vocabulary: <unk>, <s>, </s>, 256 byte tokens, then scored pieces
@@ -138,7 +144,7 @@ SynthResult write_synth_model(const SynthOptions& o) {
 
   SynthResult res;
   const uint64_t seed_key = mix64(o.seed ^ 0x6C6F77626974ull);  // "lowbit"
-  auto tensor = [&](const std::string& name, std::vector<int64_t> shape, bool ones) {
+  auto tensor = [&](const std::string& name, std::vector<int64_t> shape, bool ones, float std = 0.02f, float mean = 0.0f) {
     const uint64_t key = mix64(seed_key + (w.n_tensors() + 1) * kGolden);
     int64_t numel = 1;
     for (int64_t d : shape) numel *= d;
@@ -149,30 +155,23 @@ SynthResult write_synth_model(const SynthOptions& o) {
       std::vector<std::byte> buf(std::min<size_t>(kChunk, static_cast<size_t>(numel)) * elem_bytes(dt));
       for (uint64_t first = 0; first < static_cast<uint64_t>(numel); first += kChunk) {
         const size_t n = static_cast<size_t>(std::min<uint64_t>(kChunk, static_cast<uint64_t>(numel) - first));
-        fill(buf.data(), dt, key, first, n, ones, 0.02f);
+        fill(buf.data(), dt, key, first, n, ones, std, mean);
         sink(buf.data(), n * elem_bytes(dt));
       }
     });
   };
 
   tensor("token_embd.weight", {a.n_vocab, a.dim}, false);
-  for (int l = 0; l < a.n_layers; ++l) {
-    const std::string b = "blk." + std::to_string(l) + ".";
-    tensor(b + "attn_norm.weight", {a.dim}, true);
-    tensor(b + "attn_q.weight", {q_dim, a.dim}, false);
-    tensor(b + "attn_k.weight", {kv_dim, a.dim}, false);
-    tensor(b + "attn_v.weight", {kv_dim, a.dim}, false);
-    if (a.qkv_bias) {
-      tensor(b + "attn_q.bias", {q_dim}, false);
-      tensor(b + "attn_k.bias", {kv_dim}, false);
-      tensor(b + "attn_v.bias", {kv_dim}, false);
+  const ArchRoles& roles = arch_roles(c);
+  for (int l = 0; l < a.n_layers; ++l)
+    for (const BlockTensorRole& r : roles.block) {
+      if (!present(c, r)) continue;
+      const std::string name = block_tensor_name(l, r.role, r.suffix);
+      if (r.kind == TensorKind::Norm && r.rows == Dim::HeadDim)
+        tensor(name, shape_of(c, r), false, 0.25f, 1.0f);
+      else
+        tensor(name, shape_of(c, r), r.kind == TensorKind::Norm);
     }
-    tensor(b + "attn_output.weight", {a.dim, q_dim}, false);
-    tensor(b + "ffn_norm.weight", {a.dim}, true);
-    tensor(b + "ffn_gate.weight", {a.ffn_dim, a.dim}, false);
-    tensor(b + "ffn_up.weight", {a.ffn_dim, a.dim}, false);
-    tensor(b + "ffn_down.weight", {a.dim, a.ffn_dim}, false);
-  }
   tensor("output_norm.weight", {a.dim}, true);
   if (!a.tied) tensor("output.weight", {a.n_vocab, a.dim}, false);
 

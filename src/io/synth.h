@@ -17,9 +17,11 @@ struct SynthArch {
   int dim, n_layers, n_heads, n_kv_heads, ffn_dim, n_vocab, context;
   float norm_eps, rope_theta;
   bool tied, qkv_bias;
+  int head_dim = 0;      // 0: dim / heads
+  bool qk_norm = false;  // Qwen3's per-head q/k norms
 };
 
-// tiny, llama-1b, tinyllama-1.1b, llama-7b, llama-13b, llama-70b, qwen2-0.5b.
+// tiny, llama-1b, tinyllama-1.1b, llama-7b, llama-13b, llama-70b, qwen2-0.5b, qwen3-tiny, qwen3-0.6b.
 const std::vector<SynthArch>& synth_archs();
 // The named architecture, or a lowbit::Error listing the known names.
 const SynthArch& synth_arch(const std::string& name);
@@ -40,7 +42,9 @@ struct SynthResult {
 };
 
 // Weights: normal(0, 0.02) (Irwin-Hall approximation from a counter-based PRNG, so every element depends only on
-// seed, tensor and position: the same options give the same bytes); norm weights 1. Vocabulary: a synthetic SPM
+// seed, tensor and position: the same options give the same bytes); norm weights 1, except the per-head q/k norms:
+// 1 + normal(0, 0.25), so a graph that skipped their weights would show. The tensors are the role table's
+// (io/arch.h), in its order. Vocabulary: a synthetic SPM
 // "llama" vocab: <unk> <s> </s>, the 256 <0xXX> byte tokens, then filler pieces.
 SynthResult write_synth_model(const SynthOptions& opts);
 

@@ -77,7 +77,7 @@ struct Layer {
 
 // Row indices of the roles the graph computes with.
 struct RoleIndex {
-  size_t attn_norm, q, k, v, bq, bk, bv, o, ffn_norm, gate, up, down;
+  size_t attn_norm, q, k, v, bq, bk, bv, q_norm, k_norm, o, ffn_norm, gate, up, down;
   explicit RoleIndex(const io::ArchRoles& a) {
     auto at = [&](std::string_view role, std::string_view suffix) {
       const io::BlockTensorRole* r = io::find_role(a, role, suffix);
@@ -86,6 +86,7 @@ struct RoleIndex {
     };
     attn_norm = at("attn_norm", "weight"), q = at("attn_q", "weight"), k = at("attn_k", "weight");
     v = at("attn_v", "weight"), bq = at("attn_q", "bias"), bk = at("attn_k", "bias"), bv = at("attn_v", "bias");
+    q_norm = at("attn_q_norm", "weight"), k_norm = at("attn_k_norm", "weight");
     o = at("attn_output", "weight"), ffn_norm = at("ffn_norm", "weight"), gate = at("ffn_gate", "weight");
     up = at("ffn_up", "weight"), down = at("ffn_down", "weight");
   }
@@ -352,6 +353,14 @@ struct Model::Impl {
             ops::axpy(1.0f, L.vec[ri->bq].data(), q.data() + t * qd, static_cast<int64_t>(qd));
             ops::axpy(1.0f, L.vec[ri->bk].data(), k.data() + t * kvd, static_cast<int64_t>(kvd));
             ops::axpy(1.0f, L.vec[ri->bv].data(), v.data() + t * kvd, static_cast<int64_t>(kvd));
+          }
+          if (c.qk_norm) {  // Qwen3: each head of q and k RMS-normalised with its own weights, before RoPE
+            float* qt = q.data() + t * qd;
+            float* kt = k.data() + t * kvd;
+            for (int h = 0; h < c.n_heads; ++h)
+              ops::rmsnorm(qt + h * c.head_dim, qt + h * c.head_dim, L.vec[ri->q_norm].data(), c.head_dim, c.norm_eps);
+            for (int h = 0; h < c.n_kv_heads; ++h)
+              ops::rmsnorm(kt + h * c.head_dim, kt + h * c.head_dim, L.vec[ri->k_norm].data(), c.head_dim, c.norm_eps);
           }
           const int p = pos + t % len;
           ops::rope(q.data() + t * qd, c.n_heads, c.head_dim, c.rope_dim, p, inv_freq.data(), c.rope_style);

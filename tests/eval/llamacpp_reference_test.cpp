@@ -3,6 +3,7 @@
 // prefill and decode paths agree on them and on quantized fixture models.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -12,6 +13,8 @@
 #include <filesystem>
 #include <span>
 
+#include "core/checksum.h"
+#include "io/synth.h"
 #include "lowbit/kld.h"
 #include "lowbit/model.h"
 #include "lowbit/perplexity.h"
@@ -170,6 +173,69 @@ TEST(PrefillPath, AgreesWithDecodeOnQuantizedFixtureModels) {
       std::filesystem::remove(out);
     }
   }
+}
+
+// Qwen3 (per-head q/k RMSNorm before RoPE, head_dim 128 apart from dim / heads = 64, tied head): `lowbit synth
+// --arch qwen3-tiny` (seed 0, f32) against llama-perplexity of the July 2026 build (81ff7abe5: -c 128 -b 128
+// --chunks 20 -t 2 on wiki.test.raw gave 496.1796; on lowbit's gguf:Q4_K_M export of it 495.0920).
+double ppl_of_file(const std::string& path, const ModelConfig* override_config = nullptr) {
+  std::shared_ptr<const ModelFile> file = load_model(path);
+  if (override_config) {
+    auto changed = std::make_shared<ModelFile>(*file);
+    changed->config = *override_config;
+    file = changed;
+  }
+  auto tok = make_tokenizer(file->tokenizer);
+  Model model(file, 128);
+  PerplexityOptions o;
+  o.ctx = 128;
+  o.chunks = 20;
+  const std::vector<int32_t> tokens = tok->encode(test::read_file(test::shared(kText)), tok->add_bos());
+  return perplexity_tokens(model, tokens, tok->bos(), o).ppl;
+}
+
+TEST(Qwen3, SynthPerplexityMatchesLlamaCpp) {
+  LOWBIT_REQUIRE_SHARED(kText);
+  const std::string dir = std::filesystem::temp_directory_path().string();
+  const std::string f32 = dir + "/lowbit_qwen3_" + std::to_string(::getpid()) + ".gguf";
+  const std::string q4 = dir + "/lowbit_qwen3_q4km_" + std::to_string(::getpid()) + ".gguf";
+  io::SynthOptions so;
+  so.arch = "qwen3-tiny";
+  so.out = f32;
+  io::write_synth_model(so);
+  auto file = load_model(f32);
+  ASSERT_EQ(file->config.arch, "qwen3");
+  ASSERT_TRUE(file->config.qk_norm);
+  ASSERT_EQ(file->config.head_dim, 128);
+  const double ppl = ppl_of_file(f32);
+  std::printf("qwen3-tiny: lowbit %.4f, llama.cpp 496.1796 (%+.4f%%)\n", ppl, 100.0 * (ppl / 496.1796 - 1));
+  EXPECT_NEAR(ppl, 496.1796, 496.1796 * 0.002);
+  // The q/k norms are exercised: the same weights without them move the perplexity by far more than 1%.
+  ModelConfig off = file->config;
+  off.qk_norm = false;
+  const double ppl_off = ppl_of_file(f32, &off);
+  std::printf("qwen3-tiny without q/k norms: %.4f\n", ppl_off);
+  EXPECT_GT(std::fabs(ppl_off / ppl - 1), 0.01);
+  quant::QuantizeModelOptions qo;
+  qo.format = "gguf:Q4_K_M";
+  qo.keep.clear();  // as `lowbit quantize --format gguf:Q4_K_M`: the preset types the embedding and head too
+  quant::quantize_model(f32, q4, qo);
+  {
+    // Tensor for tensor what llama-quantize writes (81ff7abe5, `llama-quantize qwen3-tiny.gguf out.gguf Q4_K_M`):
+    // FNV-1a 64 over every tensor's bytes, in name order, recorded from its file.
+    auto qf = load_model(q4);
+    std::vector<const TensorInfo*> ts;
+    for (const TensorInfo& t : qf->tensors) ts.push_back(&t);
+    std::sort(ts.begin(), ts.end(), [](const TensorInfo* a, const TensorInfo* b) { return a->name < b->name; });
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const TensorInfo* t : ts) h = fnv1a64(t->data, t->nbytes, h);
+    EXPECT_EQ(hex64(h), "912bd82583b221a5");
+  }
+  const double ppl_q4 = ppl_of_file(q4);
+  std::printf("qwen3-tiny gguf:Q4_K_M: lowbit %.4f, llama.cpp 495.0920 (%+.4f%%)\n", ppl_q4, 100.0 * (ppl_q4 / 495.0920 - 1));
+  EXPECT_NEAR(ppl_q4, 495.0920, 495.0920 * 0.005);
+  std::filesystem::remove(f32);
+  std::filesystem::remove(q4);
 }
 
 }  // namespace

@@ -188,6 +188,32 @@ TEST_F(HfCrafted, HalfPrecisionAndQwen2Biases) {
   }
 }
 
+// Qwen3: per-head q/k norms (HF self_attn.q_norm / k_norm -> GGUF attn_q_norm / attn_k_norm) and a head_dim that is
+// not hidden_size / heads.
+TEST_F(HfCrafted, Qwen3QkNormsAndHeadDim) {
+  SmallHf s;
+  s.head_dim = 8;
+  s.qk_norm = true;
+  s.config["model_type"] = "qwen3";
+  s.config["architectures"] = {"Qwen3ForCausalLM"};
+  s.config["head_dim"] = 8;
+  s.write(dir_.string());
+  auto m = io::load_hf_model(dir_.string());
+  EXPECT_EQ(m->config.arch, "qwen3");
+  EXPECT_TRUE(m->config.qk_norm);
+  EXPECT_FALSE(m->config.qkv_bias);
+  EXPECT_EQ(m->config.head_dim, 8);
+  EXPECT_EQ(get(*m, "blk.1.attn_q_norm.weight").shape, std::vector<int64_t>{8});
+  EXPECT_EQ(get(*m, "blk.0.attn_k_norm.weight").shape, std::vector<int64_t>{8});
+  EXPECT_EQ(get(*m, "blk.0.attn_q.weight").shape, (std::vector<int64_t>{32, 16}));
+  EXPECT_EQ(get(*m, "blk.0.attn_output.weight").shape, (std::vector<int64_t>{16, 32}));
+  // Without the norms the checkpoint is incomplete for its architecture: one clear error naming the tensor.
+  SmallHf bare = s;
+  bare.qk_norm = false;
+  bare.write(dir_.string());
+  EXPECT_NE(error_of([&] { io::load_hf_model(dir_.string()); }).find("attn_q_norm"), std::string::npos);
+}
+
 TEST_F(HfCrafted, ShardedIndex) {
   SmallHf s;
   write_file(path("config.json"), s.config.dump());

@@ -68,6 +68,8 @@ struct SmallHf {
                  {"eos_token_id", 2}};
   std::string dtype = "F32";
   bool biases = false;
+  int head_dim = 4;       // config["head_dim"] must say so when it is not 16 / 4
+  bool qk_norm = false;   // Qwen3's self_attn.q_norm / k_norm (head_dim each)
 
   // The embedding and head have config["vocab_size"] rows (40 unless a test changes it).
   std::vector<StTensor> tensors() const {
@@ -84,15 +86,20 @@ struct SmallHf {
     for (int l = 0; l < 2; ++l) {
       const std::string p = "model.layers." + std::to_string(l) + ".";
       add(p + "input_layernorm.weight", {16});
-      add(p + "self_attn.q_proj.weight", {16, 16});
-      add(p + "self_attn.k_proj.weight", {8, 16});
-      add(p + "self_attn.v_proj.weight", {8, 16});
+      const int64_t qd = 4 * head_dim, kvd = 2 * head_dim;
+      add(p + "self_attn.q_proj.weight", {qd, 16});
+      add(p + "self_attn.k_proj.weight", {kvd, 16});
+      add(p + "self_attn.v_proj.weight", {kvd, 16});
       if (biases) {
-        add(p + "self_attn.q_proj.bias", {16});
-        add(p + "self_attn.k_proj.bias", {8});
-        add(p + "self_attn.v_proj.bias", {8});
+        add(p + "self_attn.q_proj.bias", {qd});
+        add(p + "self_attn.k_proj.bias", {kvd});
+        add(p + "self_attn.v_proj.bias", {kvd});
       }
-      add(p + "self_attn.o_proj.weight", {16, 16});
+      if (qk_norm) {
+        add(p + "self_attn.q_norm.weight", {head_dim});
+        add(p + "self_attn.k_norm.weight", {head_dim});
+      }
+      add(p + "self_attn.o_proj.weight", {16, qd});
       add(p + "post_attention_layernorm.weight", {16});
       add(p + "mlp.gate_proj.weight", {24, 16});
       add(p + "mlp.up_proj.weight", {24, 16});
