@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -40,24 +41,29 @@ const RefCase kCases[] = {
 
 std::string model_path(const char* type) { return std::string("reference/gguf/synth256-") + type + ".gguf"; }
 
-// The text tokenized once (every file carries the same tokenizer).
-const std::vector<int32_t>& text_tokens(const Tokenizer& tok) {
-  static const std::vector<int32_t> tokens = tok.encode(test::read_file(test::shared(kText)), tok.add_bos());
-  return tokens;
-}
-
-double ppl_of(const std::string& rel, int batch) {
-  auto file = load_model(test::shared(rel));
+// Perplexity (ctx 128, 20 chunks of kText, llama-perplexity's settings) of the model at path; `config` replaces its
+// config when given (a feature switched off). The text is tokenized once per vocabulary.
+double ppl_of_file(const std::string& path, const ModelConfig* config = nullptr) {
+  std::shared_ptr<const ModelFile> file = load_model(path);
+  if (config) {
+    auto changed = std::make_shared<ModelFile>(*file);
+    changed->config = *config;
+    file = changed;
+  }
   auto tok = make_tokenizer(file->tokenizer);
+  static std::map<std::vector<std::string>, std::vector<int32_t>> tokens_of;
+  auto it = tokens_of.find(file->tokenizer.tokens);
+  if (it == tokens_of.end())
+    it = tokens_of.emplace(file->tokenizer.tokens, tok->encode(test::read_file(test::shared(kText)), tok->add_bos())).first;
   Model model(file, 128);
   PerplexityOptions o;
   o.ctx = 128;
   o.chunks = 20;
-  o.batch = batch;
-  PerplexityResult r = perplexity_tokens(model, text_tokens(*tok), tok->bos(), o);
+  PerplexityResult r = perplexity_tokens(model, it->second, tok->bos(), o);
   EXPECT_EQ(r.scored, 20 * 63);
   return r.ppl;
 }
+double ppl_of(const std::string& rel) { return ppl_of_file(test::shared(rel)); }
 
 class LlamaCppReference : public ::testing::TestWithParam<RefCase> {};
 
@@ -65,7 +71,7 @@ TEST_P(LlamaCppReference, PerplexityWithinPointOnePercent) {
   const RefCase& c = GetParam();
   LOWBIT_REQUIRE_SHARED(model_path(c.type));
   LOWBIT_REQUIRE_SHARED(kText);
-  const double ppl = ppl_of(model_path(c.type), 0);
+  const double ppl = ppl_of(model_path(c.type));
   std::printf("synth256-%s: lowbit %.4f, llama.cpp %.4f (%+.4f%%)\n", c.type, ppl, c.ppl, 100.0 * (ppl / c.ppl - 1));
   EXPECT_NEAR(ppl, c.ppl, c.ppl * 0.001) << c.type;
 }
@@ -89,7 +95,7 @@ TEST_P(LlamaCppIqReference, PerplexityWithinPointTwoPercent) {
   const std::string rel = std::string("reference/imatrix/synth256-imat-") + c.type + ".gguf";
   LOWBIT_REQUIRE_SHARED(rel);
   LOWBIT_REQUIRE_SHARED(kText);
-  const double ppl = ppl_of(rel, 0);
+  const double ppl = ppl_of(rel);
   std::printf("synth256-imat-%s: lowbit %.4f, llama.cpp %.4f (%+.4f%%)\n", c.type, ppl, c.ppl, 100.0 * (ppl / c.ppl - 1));
   EXPECT_NEAR(ppl, c.ppl, c.ppl * 0.002) << c.type;
 }
@@ -178,22 +184,6 @@ TEST(PrefillPath, AgreesWithDecodeOnQuantizedFixtureModels) {
 // Qwen3 (per-head q/k RMSNorm before RoPE, head_dim 128 apart from dim / heads = 64, tied head): `lowbit synth
 // --arch qwen3-tiny` (seed 0, f32) against llama-perplexity of the July 2026 build (81ff7abe5: -c 128 -b 128
 // --chunks 20 -t 2 on wiki.test.raw gave 496.1796; on lowbit's gguf:Q4_K_M export of it 495.0920).
-double ppl_of_file(const std::string& path, const ModelConfig* override_config = nullptr) {
-  std::shared_ptr<const ModelFile> file = load_model(path);
-  if (override_config) {
-    auto changed = std::make_shared<ModelFile>(*file);
-    changed->config = *override_config;
-    file = changed;
-  }
-  auto tok = make_tokenizer(file->tokenizer);
-  Model model(file, 128);
-  PerplexityOptions o;
-  o.ctx = 128;
-  o.chunks = 20;
-  const std::vector<int32_t> tokens = tok->encode(test::read_file(test::shared(kText)), tok->add_bos());
-  return perplexity_tokens(model, tokens, tok->bos(), o).ppl;
-}
-
 TEST(Qwen3, SynthPerplexityMatchesLlamaCpp) {
   LOWBIT_REQUIRE_SHARED(kText);
   const std::string dir = std::filesystem::temp_directory_path().string();
