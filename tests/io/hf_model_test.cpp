@@ -1,10 +1,14 @@
 // Hugging Face directories (config.json + safetensors): the real TinyStories-656K against its GGUF conversion,
-// crafted small models (sharded, tied, Qwen2 biases, f16/bf16) and malformed input.
+// crafted small models (sharded, tied, Qwen2 biases, Qwen3 q/k norms, f16/bf16), malformed input and unknown
+// architectures (HF and GGUF).
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstring>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "io/gguf_writer.h"
 #include "io/loaders.h"
 #include "io/safetensors.h"
 #include "io/hf_testing.h"
@@ -212,6 +216,30 @@ TEST_F(HfCrafted, Qwen3QkNormsAndHeadDim) {
   bare.qk_norm = false;
   bare.write(dir_.string());
   EXPECT_NE(error_of([&] { io::load_hf_model(dir_.string()); }).find("attn_q_norm"), std::string::npos);
+}
+
+// An architecture lowbit does not run: one line naming the file, the key, the architecture and those it knows.
+TEST_F(HfCrafted, UnknownArchitectureNamesTheKnownOnes) {
+  SmallHf s;
+  s.config["model_type"] = "gemma2";
+  s.config["architectures"] = {"Gemma2ForCausalLM"};
+  s.write(dir_.string());
+  const std::string msg = error_of([&] { io::load_hf_model(dir_.string()); });
+  EXPECT_ERROR_NAMES(msg, "config.json", "model_type");
+  for (const char* known : {"\"gemma2\"", "llama", "mistral", "qwen2", "qwen3"}) EXPECT_NE(msg.find(known), std::string::npos) << msg;
+  EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+}
+
+TEST(GgufArchitecture, UnknownArchitectureNamesTheKnownOnes) {
+  const std::string p = (std::filesystem::temp_directory_path() / ("lowbit_arch_" + std::to_string(::getpid()) + ".gguf")).string();
+  io::GgufWriter w;
+  w.set_string("general.architecture", "gemma3");
+  w.write(p);
+  const std::string msg = error_of([&] { load_model(p); });
+  std::filesystem::remove(p);
+  EXPECT_ERROR_NAMES(msg, p, "general.architecture");
+  for (const char* known : {"\"gemma3\"", "llama", "mistral", "qwen2", "qwen3"}) EXPECT_NE(msg.find(known), std::string::npos) << msg;
+  EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
 }
 
 TEST_F(HfCrafted, ShardedIndex) {
