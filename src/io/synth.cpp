@@ -39,6 +39,24 @@ const SynthArch& synth_arch(const std::string& name) {
   fail("", "--arch", "unknown architecture \"" + name + "\" (known: " + known + ")");
 }
 
+const SynthArch& synth_arch(const std::string& gguf_arch, const std::string& size) {
+  std::string sizes;
+  for (const auto& a : synth_archs()) {
+    if (a.gguf_arch != gguf_arch) continue;
+    const std::string prefix = gguf_arch + "-";
+    const std::string own = a.name.rfind(prefix, 0) == 0 ? a.name.substr(prefix.size()) : a.name;
+    if (own == size) return a;
+    sizes += (sizes.empty() ? "" : ", ") + own;
+  }
+  if (sizes.empty()) {
+    std::string known;
+    for (const auto& a : synth_archs())
+      if (known.find(a.gguf_arch) == std::string::npos) known += (known.empty() ? "" : ", ") + a.gguf_arch;
+    fail("", "--arch", "unknown architecture \"" + gguf_arch + "\" (known: " + known + ")");
+  }
+  fail("", "--size", "no size \"" + size + "\" for " + gguf_arch + " (known: " + sizes + ")");
+}
+
 namespace {
 
 constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ull;

@@ -25,6 +25,9 @@ struct SynthArch {
 const std::vector<SynthArch>& synth_archs();
 // The named architecture, or a lowbit::Error listing the known names.
 const SynthArch& synth_arch(const std::string& name);
+// By llama.cpp's architecture string and a size: the entry "<arch>-<size>" (or named <size> itself: llama's
+// "tiny", "tinyllama-1.1b"), or a lowbit::Error listing that architecture's sizes.
+const SynthArch& synth_arch(const std::string& gguf_arch, const std::string& size);
 
 struct SynthOptions {
   std::string arch = "tiny";

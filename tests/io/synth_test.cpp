@@ -182,6 +182,21 @@ TEST_F(Synth, ArchTable) {
   EXPECT_NE(msg.find("llama-7b"), std::string::npos) << msg;
 }
 
+// --size: llama.cpp's architecture string and a size name the same entries; unknown ones list what there is.
+TEST(SynthArchTable, ArchAndSize) {
+  EXPECT_EQ(io::synth_arch("qwen3", "tiny").name, "qwen3-tiny");
+  EXPECT_EQ(io::synth_arch("qwen3", "0.6b").name, "qwen3-0.6b");
+  EXPECT_EQ(io::synth_arch("llama", "7b").name, "llama-7b");
+  EXPECT_EQ(io::synth_arch("llama", "tiny").name, "tiny");
+  EXPECT_EQ(io::synth_arch("qwen2", "0.5b").name, "qwen2-0.5b");
+  const std::string size_msg = error_of([] { io::synth_arch("qwen3", "8b"); });
+  EXPECT_NE(size_msg.find("--size"), std::string::npos) << size_msg;
+  EXPECT_NE(size_msg.find("tiny, 0.6b"), std::string::npos) << size_msg;
+  const std::string arch_msg = error_of([] { io::synth_arch("gemma2", "tiny"); });
+  EXPECT_NE(arch_msg.find("\"gemma2\""), std::string::npos) << arch_msg;
+  EXPECT_NE(arch_msg.find("llama, qwen2, qwen3"), std::string::npos) << arch_msg;
+}
+
 TEST_F(Synth, Qwen2ShapesOneLayer) {
   // Real qwen2-0.5b width (vocab 151936), one layer: biases, tied embeddings, qwen2 keys.
   auto m = load_model(make("q.gguf", DType::BF16, 3, 1, "qwen2-0.5b"));
