@@ -729,16 +729,13 @@ LOWBIT_GGML_VNNI RepackedMatrix RepackShape(const WeightView& w) {
     m.acts = DType::Q4_1, m.bits = f.bits(), m.has_min = true;
     m.zero_shift = f.block() == 32 ? 0 : f.block() == 64 ? 1 : 2;
   } else {
-    switch (w.dtype) {
+    // The i-quants (the types with a level set): 3-bit indices where it has at most 8 levels (IQ2, IQ1), else 4-bit
+    // (IQ3), in the type's scale units.
+    const int iq_levels = formats::ggml_iq_level_set(w.dtype).count;
+    if (iq_levels > 0) m.bits = iq_levels <= 8 ? 3 : 4, m.lookup = true, m.unit = B::traits(w.dtype).scale_group;
+    else switch (w.dtype) {
       case DType::Q4_0: case DType::Q4_1: case DType::Q4_K: m.bits = 4; break;
       case DType::IQ4_NL: case DType::IQ4_XS: m.bits = 4, m.lookup = true; break;
-      // The i-quants: 3-bit indices where the level set has at most 8 levels (IQ2, IQ1), else 4-bit (IQ3).
-      case DType::IQ2_XXS: case DType::IQ3_XXS: case DType::IQ3_S: case DType::IQ1_S:
-        m.bits = formats::ggml_iq_level_set(w.dtype).count <= 8 ? 3 : 4, m.lookup = true;
-        break;
-      case DType::IQ2_XS: case DType::IQ2_S: case DType::IQ1_M:
-        m.bits = formats::ggml_iq_level_set(w.dtype).count <= 8 ? 3 : 4, m.lookup = true, m.unit = 16;
-        break;
       case DType::Q8_0: m.bits = 8; break;
       case DType::Q2_K: m.bits = 2, m.unit = 16; break;
       case DType::Q3_K: m.bits = 3, m.unit = 16; break;
