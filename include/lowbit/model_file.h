@@ -28,7 +28,7 @@ struct RopeScaling {
 };
 
 struct ModelConfig {
-  std::string arch = "llama";  // llama, mistral, qwen2, qwen3 (all run by the one Llama-family graph)
+  std::string arch = "llama";  // an architecture descriptor's name (io/arch.h): llama, mistral, qwen2, qwen3, gemma2, gemma3
   std::string name;
   int n_vocab = 0;
   int dim = 0;          // hidden size
@@ -45,7 +45,22 @@ struct ModelConfig {
   RopeScaling rope_scaling;
   bool tied_embeddings = false;  // output head reuses token_embd
   bool qkv_bias = false;         // Qwen2
-  bool qk_norm = false;          // Qwen3: RMSNorm over each head of q and k (weights of head_dim) before RoPE
+  bool qk_norm = false;          // Qwen3, Gemma 3: RMSNorm over each head of q and k (weights of head_dim) before RoPE
+  // Gemma 2 / Gemma 3 (set by the loaders from the architecture descriptor and the file's keys):
+  bool post_norms = false;       // RMSNorm of the attention and FFN outputs before each residual add
+  bool embed_scale = false;      // token embeddings multiplied by sqrt(dim)
+  bool gelu = false;             // FFN gate: tanh-approximated GELU (GeGLU) instead of SiLU (SwiGLU)
+  float attn_softcap = 0.0f;     // attention scores become cap * tanh(score / cap); 0: none
+  float final_softcap = 0.0f;    // output logits likewise
+  float attn_scalar = 0.0f;      // scores scaled by 1 / sqrt(attn_scalar) (query_pre_attn_scalar); 0: head_dim
+  int sliding_window = 0;        // local layers attend to keys at positions > pos - sliding_window; 0: none
+  int swa_period = 0;            // with a window: layer l is local iff l % swa_period < swa_period - 1, every layer
+                                 // when 0 (llama.cpp's pattern: Gemma 2 alternates, 2; Gemma 3 5 local : 1 global, 6)
+  float rope_theta_local = 0.0f; // local layers' RoPE base, unscaled (Gemma 3); 0: the global base and scaling
+
+  bool is_local(int layer) const {
+    return sliding_window > 0 && (swa_period == 0 || layer % swa_period < swa_period - 1);
+  }
 };
 
 // One tensor, annotated with its shape (outermost dimension first, like numpy / PyTorch):

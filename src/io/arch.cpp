@@ -1,47 +1,185 @@
-// The role tables (see arch.h).
+// The architecture descriptors and their role tables (see arch.h).
 #include "io/arch.h"
 
 #include <charconv>
 
-#include "lowbit/model_file.h"
+#include "lowbit/error.h"
 
 namespace lowbit::io {
 
-const ArchRoles& arch_roles(const ModelConfig&) {
-  // One family today; the config will pick among tables once other graphs exist.
-  static const ArchRoles kLlama = [] {
-    ArchRoles a;
-    a.family = "llama";
-    using K = TensorKind;
-    using P = Presence;
-    a.block = {
-        {"attn_norm", "weight", K::Norm, Dim::Model, Dim::Model},
-        {"attn_q", "weight", K::Linear, Dim::QHeads, Dim::Model, P::Always, Site::AttnIn, true},
-        {"attn_k", "weight", K::Linear, Dim::KvHeads, Dim::Model, P::Always, Site::AttnIn, true},
-        {"attn_v", "weight", K::Linear, Dim::KvHeads, Dim::Model, P::Always, Site::AttnIn},
-        {"attn_q", "bias", K::Bias, Dim::QHeads, Dim::QHeads, P::QkvBias},
-        {"attn_k", "bias", K::Bias, Dim::KvHeads, Dim::KvHeads, P::QkvBias},
-        {"attn_v", "bias", K::Bias, Dim::KvHeads, Dim::KvHeads, P::QkvBias},
-        // Per-head norms of q and k, after the projections (and biases), before RoPE: they act on outputs of
-        // attn_q / attn_k, so the input-side transforms (AWQ scales, the residual rotation) stay legal.
-        {"attn_q_norm", "weight", K::Norm, Dim::HeadDim, Dim::HeadDim, P::QkNorm},
-        {"attn_k_norm", "weight", K::Norm, Dim::HeadDim, Dim::HeadDim, P::QkNorm},
-        {"attn_output", "weight", K::Linear, Dim::Model, Dim::QHeads, P::Always, Site::AttnOut},
-        {"ffn_norm", "weight", K::Norm, Dim::Model, Dim::Model},
-        {"ffn_gate", "weight", K::Linear, Dim::Ffn, Dim::Model, P::Always, Site::FfnIn},
-        {"ffn_up", "weight", K::Linear, Dim::Ffn, Dim::Model, P::Always, Site::FfnIn},
-        {"ffn_down", "weight", K::Linear, Dim::Model, Dim::Ffn, P::Always, Site::FfnDownIn},
-    };
-    a.sites = {
-        {Site::AttnIn, "attn_in", {"attn_q", "attn_k", "attn_v"}, Producer::Norm, "attn_norm", Dim::Model},
-        {Site::AttnOut, "attn_out", {"attn_output"}, Producer::HeadsOfValue, "attn_v", Dim::QHeads},
-        {Site::FfnIn, "ffn_in", {"ffn_gate", "ffn_up"}, Producer::Norm, "ffn_norm", Dim::Model},
-        {Site::FfnDownIn, "ffn_down_in", {"ffn_down"}, Producer::Elementwise, "ffn_up", Dim::Ffn},
-    };
-    return a;
-  }();
-  return kLlama;
+namespace {
+
+// The block of the one transformer graph (model/llama.cpp): every architecture's tensors are this table's rows,
+// each present or not by its Presence.
+std::vector<BlockTensorRole> block_roles() {
+  using K = TensorKind;
+  using P = Presence;
+  return {
+      {"attn_norm", "weight", K::Norm, Dim::Model, Dim::Model},
+      {"attn_q", "weight", K::Linear, Dim::QHeads, Dim::Model, P::Always, Site::AttnIn, true},
+      {"attn_k", "weight", K::Linear, Dim::KvHeads, Dim::Model, P::Always, Site::AttnIn, true},
+      {"attn_v", "weight", K::Linear, Dim::KvHeads, Dim::Model, P::Always, Site::AttnIn},
+      {"attn_q", "bias", K::Bias, Dim::QHeads, Dim::QHeads, P::QkvBias},
+      {"attn_k", "bias", K::Bias, Dim::KvHeads, Dim::KvHeads, P::QkvBias},
+      {"attn_v", "bias", K::Bias, Dim::KvHeads, Dim::KvHeads, P::QkvBias},
+      // Per-head norms of q and k, after the projections (and biases), before RoPE: they act on outputs of
+      // attn_q / attn_k, so the input-side transforms (AWQ scales, the residual rotation) stay legal.
+      {"attn_q_norm", "weight", K::Norm, Dim::HeadDim, Dim::HeadDim, P::QkNorm},
+      {"attn_k_norm", "weight", K::Norm, Dim::HeadDim, Dim::HeadDim, P::QkNorm},
+      {"attn_output", "weight", K::Linear, Dim::Model, Dim::QHeads, P::Always, Site::AttnOut},
+      // Gemma: the attention output is normed before the residual add (acts on attn_output's output).
+      {"post_attention_norm", "weight", K::Norm, Dim::Model, Dim::Model, P::PostNorm},
+      {"ffn_norm", "weight", K::Norm, Dim::Model, Dim::Model},
+      {"ffn_gate", "weight", K::Linear, Dim::Ffn, Dim::Model, P::Always, Site::FfnIn},
+      {"ffn_up", "weight", K::Linear, Dim::Ffn, Dim::Model, P::Always, Site::FfnIn},
+      {"ffn_down", "weight", K::Linear, Dim::Model, Dim::Ffn, P::Always, Site::FfnDownIn},
+      {"post_ffw_norm", "weight", K::Norm, Dim::Model, Dim::Model, P::PostNorm},
+  };
 }
+
+std::vector<SiteRole> site_roles() {
+  return {
+      {Site::AttnIn, "attn_in", {"attn_q", "attn_k", "attn_v"}, Producer::Norm, "attn_norm", Dim::Model},
+      {Site::AttnOut, "attn_out", {"attn_output"}, Producer::HeadsOfValue, "attn_v", Dim::QHeads},
+      {Site::FfnIn, "ffn_in", {"ffn_gate", "ffn_up"}, Producer::Norm, "ffn_norm", Dim::Model},
+      {Site::FfnDownIn, "ffn_down_in", {"ffn_down"}, Producer::Elementwise, "ffn_up", Dim::Ffn},
+  };
+}
+
+// Hugging Face's module names inside a decoder layer (LlamaDecoderLayer and its copies).
+const std::vector<std::pair<std::string_view, std::string_view>> kHfLlamaBlock = {
+    {"self_attn.q_proj", "attn_q"},      {"self_attn.k_proj", "attn_k"},   {"self_attn.v_proj", "attn_v"},
+    {"self_attn.o_proj", "attn_output"}, {"mlp.gate_proj", "ffn_gate"},    {"mlp.up_proj", "ffn_up"},
+    {"mlp.down_proj", "ffn_down"},       {"input_layernorm", "attn_norm"}, {"post_attention_layernorm", "ffn_norm"},
+    {"self_attn.q_norm", "attn_q_norm"}, {"self_attn.k_norm", "attn_k_norm"},
+};
+// Gemma2DecoderLayer / Gemma3DecoderLayer: four norms; "post_attention_layernorm" is the attention output's
+// post-norm there, not the FFN's pre-norm (llama.cpp's tensor_mapping.py maps it the same way).
+const std::vector<std::pair<std::string_view, std::string_view>> kHfGemmaBlock = {
+    {"self_attn.q_proj", "attn_q"},          {"self_attn.k_proj", "attn_k"},
+    {"self_attn.v_proj", "attn_v"},          {"self_attn.o_proj", "attn_output"},
+    {"mlp.gate_proj", "ffn_gate"},           {"mlp.up_proj", "ffn_up"},
+    {"mlp.down_proj", "ffn_down"},           {"input_layernorm", "attn_norm"},
+    {"post_attention_layernorm", "post_attention_norm"}, {"pre_feedforward_layernorm", "ffn_norm"},
+    {"post_feedforward_layernorm", "post_ffw_norm"},     {"self_attn.q_norm", "attn_q_norm"},
+    {"self_attn.k_norm", "attn_k_norm"},
+};
+
+std::vector<ArchDescriptor> make_descriptors() {
+  std::vector<ArchDescriptor> out;
+  auto add = [&](ArchDescriptor d) {
+    d.roles.family = d.name;
+    d.roles.block = block_roles();
+    d.roles.sites = site_roles();
+    if (d.gguf_name.empty()) d.gguf_name = d.name;
+    if (d.hf_prefixes.empty()) d.hf_prefixes = {"model."};
+    if (d.hf_block_names.empty()) d.hf_block_names = kHfLlamaBlock;
+    out.push_back(std::move(d));
+  };
+  {
+    ArchDescriptor d;
+    d.name = "llama";  // Llama 1/2/3, SmolLM, TinyLlama
+    d.hf_model_types = {"llama"};
+    d.hf_classes = {"Llama"};
+    d.gguf_rope = RopeStyle::Interleaved;
+    d.tokenizer = "spm";
+    add(d);
+    d.name = "mistral";
+    d.gguf_name = "llama";
+    d.hf_model_types = {"mistral"};
+    d.hf_classes = {"Mistral"};
+    add(d);
+  }
+  {
+    ArchDescriptor d;
+    d.name = "qwen2";  // q/k/v biases
+    d.hf_model_types = {"qwen2"};
+    d.hf_classes = {"Qwen2"};
+    d.tokenizer = "bpe";
+    add(d);
+    d.name = "qwen3";  // per-head q/k norms, no biases
+    d.hf_model_types = {"qwen3"};
+    d.hf_classes = {"Qwen3"};
+    d.qk_norm = true;
+    add(d);
+  }
+  {
+    ArchDescriptor d;
+    d.name = "gemma2";
+    d.hf_model_types = {"gemma2"};
+    d.hf_classes = {"Gemma2"};
+    d.hf_norm_offset = 1.0f;
+    d.hf_block_names = kHfGemmaBlock;
+    d.post_norms = d.embed_scale = d.gelu = true;
+    d.attn_softcap = 50.0f, d.final_softcap = 30.0f;  // llama.cpp's llama_hparams defaults
+    d.sliding_window = 4096, d.swa_period = 2;        // llama_model_gemma2::load_arch_hparams
+    d.tokenizer = "spm";
+    d.roles.transforms.rotate_residual = false;       // post-norms
+    add(d);
+    d.name = "gemma3";  // q/k norms instead of soft-capping; 5 local : 1 global layers with their own RoPE base
+    d.hf_model_types = {"gemma3_text", "gemma3"};
+    d.hf_classes = {"Gemma3"};
+    d.hf_prefixes = {"model.", "language_model.model.", "model.language_model."};
+    d.hf_ignored = {"vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector."};
+    d.qk_norm = true;
+    d.attn_softcap = 0.0f, d.final_softcap = 0.0f;
+    d.sliding_window = 0, d.swa_period = 6;           // llama_model_gemma3: a window only when the file has one
+    d.rope_theta_local = 10000.0f;                    // llama_hparams::rope_freq_base_train_swa's default
+    add(d);
+  }
+  return out;
+}
+
+}  // namespace
+
+const std::vector<ArchDescriptor>& arch_descriptors() {
+  static const std::vector<ArchDescriptor> kArchs = make_descriptors();
+  return kArchs;
+}
+
+const ArchDescriptor* find_arch(std::string_view name) {
+  for (const auto& d : arch_descriptors())
+    if (d.name == name) return &d;
+  return nullptr;
+}
+
+const ArchDescriptor* find_arch_hf(std::string_view model_type) {
+  for (const auto& d : arch_descriptors())
+    for (std::string_view t : d.hf_model_types)
+      if (t == model_type) return &d;
+  return nullptr;
+}
+
+std::string known_archs() {
+  std::string s;
+  for (const auto& d : arch_descriptors()) s += (s.empty() ? "" : ", ") + std::string(d.name);
+  return s;
+}
+
+const ArchDescriptor& arch_of(const ModelConfig& c) {
+  if (const ArchDescriptor* d = find_arch(c.arch)) return *d;
+  fail(c.name, "architecture", "unknown architecture \"" + c.arch + "\" (known: " + known_archs() + ")");
+}
+
+const ArchDescriptor& arch_named(std::string_view name) {
+  if (const ArchDescriptor* d = find_arch(name)) return *d;
+  fail("", "architecture", "unknown architecture \"" + std::string(name) + "\" (known: " + known_archs() + ")");
+}
+
+void apply_arch_features(const ArchDescriptor& d, ModelConfig& c) {
+  c.arch = std::string(d.name);
+  c.qk_norm = d.qk_norm;
+  c.post_norms = d.post_norms;
+  c.embed_scale = d.embed_scale;
+  c.gelu = d.gelu;
+  c.attn_softcap = d.attn_softcap;
+  c.final_softcap = d.final_softcap;
+  c.sliding_window = d.sliding_window;
+  c.swa_period = d.swa_period;
+  c.rope_theta_local = d.rope_theta_local;
+}
+
+const ArchRoles& arch_roles(const ModelConfig& c) { return arch_of(c).roles; }
 
 int layer_of_name(std::string_view name) {
   if (name.substr(0, 4) != "blk.") return -1;
@@ -94,6 +232,7 @@ bool present(const ModelConfig& c, const BlockTensorRole& r) {
   switch (r.presence) {
     case Presence::QkvBias: return c.qkv_bias;
     case Presence::QkNorm: return c.qk_norm;
+    case Presence::PostNorm: return c.post_norms;
     case Presence::Always: return true;
   }
   return true;

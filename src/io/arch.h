@@ -1,11 +1,12 @@
-// lowbit io (floor 2): the role table of an architecture -- the one place that knows which tensors a block has,
-// their shapes, which linear layers share one input, which RMSNorm precedes that input and which linear produces
-// it. io validation, the graph (model/llama.cpp: loading, replace_weight), the quantize pipeline and the
-// equivalence transforms (AWQ folds, rotations) all read it; nothing else spells out a block's tensor list.
-//
-// Room for the architectures to come is in the fields, not in new tables: fused weights (qkv, gate_up) are a
-// linear with `fused_parts`, post-norms a norm role with `after` set, Gemma's (1 + w) norms `norm_offset`, experts
-// a role with `experts` > 0; `transforms` says which equivalence transforms the graph allows.
+// lowbit io (floor 2): the architecture descriptors -- the one place that knows a graph. Each descriptor names the
+// architecture as llama.cpp's GGUF does and as Hugging Face configs do, says which features its graph has (q/k
+// norms, post-norms, soft-caps, sliding windows, GeGLU, scaled embeddings), how its files store norms and RoPE
+// pairs, which tokenizer its checkpoints ship and which equivalence transforms are legal; its role table says
+// which tensors a block has, their shapes, which linear layers share one input, which RMSNorm precedes that input
+// and which linear produces it. The loaders (GGUF, HF), validation, the GGUF writer, the graph (model/llama.cpp),
+// the quantize pipeline, the equivalence transforms (AWQ folds, rotations) and synth all read it; nothing else
+// spells out a block's tensor list or an architecture list. Adding an architecture is one descriptor here plus the
+// graph ops it truly needs.
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -13,9 +14,7 @@
 #include <string_view>
 #include <vector>
 
-namespace lowbit {
-struct ModelConfig;
-}
+#include "lowbit/model_file.h"
 
 namespace lowbit::io {
 
@@ -28,7 +27,8 @@ enum class Dim { Model, QHeads, KvHeads, Ffn, Vocab, HeadDim };
 enum class Presence {
   Always,
   QkvBias,  // ModelConfig::qkv_bias (Qwen2's q/k/v biases)
-  QkNorm,   // ModelConfig::qk_norm (Qwen3's per-head q/k norms)
+  QkNorm,   // ModelConfig::qk_norm (Qwen3's and Gemma 3's per-head q/k norms)
+  PostNorm, // ModelConfig::post_norms (Gemma's norms of the attention and FFN outputs)
 };
 
 // Which captured input of a block a linear reads (the order the graph produces them in).
@@ -65,7 +65,8 @@ struct SiteRole {
 };
 
 // Equivalence transforms the graph allows (a graph whose norms are not plain RMSNorm, or whose residual stream
-// is read by something other than these linears, would say no).
+// is read by something other than these linears, says no: Gemma's post-norms re-normalise what a block adds to the
+// stream, so a rotation of the stream cannot be folded through them).
 struct ArchTransforms {
   bool rotate_residual = true;  // QuaRot R1: RMSNorm weights foldable, the stream rotates through every block
   bool rotate_heads = true;     // R2: per-head rotation of value rows / attention-output columns
@@ -73,16 +74,52 @@ struct ArchTransforms {
 };
 
 struct ArchRoles {
-  std::string_view family;                 // "llama"
+  std::string_view family;                 // the descriptor's name ("gemma2")
   std::vector<BlockTensorRole> block;      // every tensor of a block, in graph order
   std::vector<SiteRole> sites;             // indexed by Site
   std::string_view token_embd = "token_embd.weight", output_norm = "output_norm.weight", output = "output.weight";
-  float norm_offset = 0.0f;                // a norm multiplies by (norm_offset + w); Gemma would say 1
   int experts = 0;                         // MoE: expert tensors per block (0: dense)
   ArchTransforms transforms;
 };
 
-// The role table of the Llama-family graph (Llama 1/2/3, Mistral, Qwen2, Qwen3, SmolLM, TinyLlama).
+struct ArchDescriptor {
+  std::string_view name;                        // llama.cpp's general.architecture ("gemma2"); synth --arch
+  std::string_view gguf_name;                   // what a GGUF export says (mistral is written as llama)
+  std::vector<std::string_view> hf_model_types; // config.json "model_type" values
+  std::vector<std::string_view> hf_classes;     // architectures[0] prefixes, for configs without model_type
+  std::vector<std::string_view> hf_prefixes;    // where the text model's tensors live ("model.", and
+                                                // "language_model.model." in Gemma 3's multimodal checkpoints)
+  std::vector<std::string_view> hf_ignored;     // tensor prefixes of other modalities (vision tower, projector)
+  // HF module under "<prefix>layers.<l>." -> block role (weight and bias suffixes follow).
+  std::vector<std::pair<std::string_view, std::string_view>> hf_block_names;
+  RopeStyle gguf_rope = RopeStyle::HalfSplit;   // pairing of the Q/K rows in GGUF (llama's converter permutes them)
+  float hf_norm_offset = 0.0f;                  // HF's RMSNorm multiplies by (offset + w): Gemma's 1. GGUF, and the
+                                                // graph, hold the whole factor (llama.cpp's converter adds the 1)
+  // Graph features every model of the architecture has (the loaders copy them into ModelConfig):
+  bool qk_norm = false, post_norms = false, embed_scale = false, gelu = false;
+  // llama.cpp's defaults where a GGUF lacks the key (0: the feature is off unless the file sets it):
+  float attn_softcap = 0.0f, final_softcap = 0.0f;
+  int sliding_window = 0, swa_period = 0;
+  float rope_theta_local = 0.0f;                // local layers' base when the file has no rope.freq_base_swa
+  std::string_view tokenizer;                   // what its checkpoints ship: "spm" or "bpe"
+  ArchRoles roles;
+};
+
+// Every architecture lowbit runs, in a fixed order (llama first).
+const std::vector<ArchDescriptor>& arch_descriptors();
+// By GGUF name, HF model_type, or nullptr.
+const ArchDescriptor* find_arch(std::string_view name);
+const ArchDescriptor* find_arch_hf(std::string_view model_type);
+// "llama, mistral, qwen2, ..." for messages.
+std::string known_archs();
+// The descriptor of a config's arch; a lowbit::Error naming it and the known ones if there is none.
+const ArchDescriptor& arch_of(const ModelConfig& c);
+// By name, or a lowbit::Error naming it and the known ones.
+const ArchDescriptor& arch_named(std::string_view name);
+// Copies the descriptor's always-on features and its llama.cpp defaults into c (loaders then apply the file's keys).
+void apply_arch_features(const ArchDescriptor& d, ModelConfig& c);
+
+// The role table of a config's architecture.
 const ArchRoles& arch_roles(const ModelConfig& c);
 
 // A parsed block tensor name.

@@ -3,19 +3,26 @@
 #include <fstream>
 #include <sstream>
 
+#include "io/arch.h"
 #include "lowbit/error.h"
 #include "tokenizer/hf_tokenizer.h"
 
 namespace lowbit::io {
 
 std::string gguf_arch_of(const ModelConfig& c) {
-  if (c.arch == "qwen2" || c.arch == "qwen3") return c.arch;
-  if (c.arch == "llama" || c.arch == "mistral") return "llama";
-  fail(c.name, "architecture", "cannot write \"" + c.arch + "\" as GGUF (expected llama, mistral, qwen2 or qwen3)");
+  const ArchDescriptor* d = find_arch(c.arch);
+  if (!d) fail(c.name, "architecture", "cannot write \"" + c.arch + "\" as GGUF (known: " + known_archs() + ")");
+  return std::string(d->gguf_name);
 }
 
 RopeStyle gguf_rope_style(const std::string& gguf_arch) {
-  return gguf_arch == "qwen2" || gguf_arch == "qwen3" ? RopeStyle::HalfSplit : RopeStyle::Interleaved;
+  const ArchDescriptor* d = find_arch(gguf_arch);
+  return d ? d->gguf_rope : RopeStyle::HalfSplit;
+}
+
+int gguf_attn_scalar(const ModelConfig& c) {
+  const bool is_27b = (c.arch == "gemma2" && c.n_layers == 46) || (c.arch == "gemma3" && c.n_layers == 62);
+  return is_27b ? c.dim / c.n_heads : c.head_dim;
 }
 
 void set_config_metadata(GgufWriter& w, const ModelConfig& c) {
@@ -42,6 +49,21 @@ void set_config_metadata(GgufWriter& w, const ModelConfig& c) {
     w.set_string(p + "rope.scaling.type", "linear");
     w.set_f32(p + "rope.scaling.factor", c.rope_scaling.factor);
   }
+  const ArchDescriptor& d = arch_of(c);
+  // Gemma's keys (llama.cpp reads each; its defaults differ from what a file may need, so all are written).
+  if (d.attn_softcap > 0) w.set_f32(p + "attn_logit_softcapping", c.attn_softcap);
+  if (d.post_norms) w.set_f32(p + "final_logit_softcapping", c.final_softcap);
+  if (d.swa_period > 0 && c.sliding_window > 0) {
+    u32("attention.sliding_window", c.sliding_window);
+    u32("attention.sliding_window_pattern", c.swa_period);
+    if (d.rope_theta_local > 0) w.set_f32(p + "rope.freq_base_swa", c.rope_theta_local);
+  }
+  if (d.attn_softcap == 0 && c.attn_softcap > 0)
+    fail(c.name, "attn_logit_softcapping", "llama.cpp's " + arch + " graph has no attention soft-cap");
+  if (c.attn_scalar > 0 && static_cast<int>(c.attn_scalar) != gguf_attn_scalar(c))
+    fail(c.name, "query_pre_attn_scalar",
+         std::to_string(c.attn_scalar) + " differs from the " + std::to_string(gguf_attn_scalar(c)) +
+             " llama.cpp derives for this shape (GGUF has no key for it)");
 }
 
 namespace {

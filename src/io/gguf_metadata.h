@@ -13,6 +13,10 @@ namespace lowbit::io {
 std::string gguf_arch_of(const ModelConfig& c);
 RopeStyle gguf_rope_style(const std::string& gguf_arch);
 
+// The attention scalar llama.cpp uses for a Gemma GGUF, which has no key for it: dim / heads for the 27B models
+// (told apart by their layer count: 46 for Gemma 2, 62 for Gemma 3), head_dim for the others.
+int gguf_attn_scalar(const ModelConfig& c);
+
 // Writes general.* and "<arch>.*" keys for c. Rope scaling "llama3" cannot be expressed as keys: the caller must
 // add the rope_freqs.weight tensor (see model/rope.h); "freq_factors" already has that tensor.
 void set_config_metadata(GgufWriter& w, const ModelConfig& c);

@@ -2,6 +2,7 @@
 // tensors as zero-copy views into the mapping.
 #include <algorithm>
 
+#include "io/arch.h"
 #include "io/gguf.h"
 #include "io/gguf_metadata.h"
 #include "io/loaders.h"
@@ -128,15 +129,11 @@ std::shared_ptr<const ModelFile> load_gguf_model(const std::string& path) {
   auto arch = f.get_string("general.architecture");
   if (!arch) fail(path, "general.architecture", "missing required metadata key");
   ModelConfig& c = m->config;
-  c.arch = *arch;
-  if (c.arch == "llama" || c.arch == "mistral") {
-    c.rope_style = RopeStyle::Interleaved;  // the converter permuted Q/K rows for interleaved pairs
-  } else if (c.arch == "qwen2" || c.arch == "qwen3") {
-    c.rope_style = gguf_rope_style(c.arch);
-  } else {
-    fail(path, "general.architecture",
-         "unsupported architecture \"" + c.arch + "\" (expected llama, mistral, qwen2 or qwen3)");
-  }
+  const ArchDescriptor* desc = find_arch(*arch);
+  if (!desc)
+    fail(path, "general.architecture", "unsupported architecture \"" + *arch + "\" (known: " + known_archs() + ")");
+  apply_arch_features(*desc, c);
+  c.rope_style = desc->gguf_rope;  // llama's converter permuted Q/K rows for interleaved pairs
   c.name = f.get_string("general.name").value_or("");
   const std::string a = c.arch + ".";
   constexpr int64_t kBig = 1 << 20;
@@ -170,6 +167,27 @@ std::shared_ptr<const ModelFile> load_gguf_model(const std::string& path) {
     c.rope_scaling.type = "linear";
     c.rope_scaling.factor = static_cast<float>(*fs);
   }
+  // Gemma: soft-caps, sliding window and its layer pattern, the local layers' RoPE base -- each key optional, with
+  // llama.cpp's defaults from the descriptor (Gemma 3 has a window only when the file names one).
+  if (desc->attn_softcap > 0)
+    c.attn_softcap = static_cast<float>(f.get_float(a + "attn_logit_softcapping").value_or(c.attn_softcap));
+  if (desc->post_norms)
+    c.final_softcap = static_cast<float>(f.get_float(a + "final_logit_softcapping").value_or(c.final_softcap));
+  if (!(c.attn_softcap >= 0)) fail(path, a + "attn_logit_softcapping", "expected a cap >= 0");
+  if (!(c.final_softcap >= 0)) fail(path, a + "final_logit_softcapping", "expected a cap >= 0");
+  if (desc->swa_period > 0) {
+    if (f.find(a + "attention.sliding_window"))
+      c.sliding_window = required_int(f, a + "attention.sliding_window", 0, 1 << 24);
+    if (f.find(a + "attention.sliding_window_pattern"))
+      c.swa_period = required_int(f, a + "attention.sliding_window_pattern", 0, 4096);
+    if (desc->rope_theta_local > 0) {
+      c.rope_theta_local = static_cast<float>(f.get_float(a + "rope.freq_base_swa").value_or(c.rope_theta_local));
+      if (!(c.rope_theta_local > 0)) fail(path, a + "rope.freq_base_swa", "expected a positive rope base");
+    }
+  }
+  // query_pre_attn_scalar has no GGUF key: llama.cpp takes dim / heads for the 27B models (by their layer count)
+  // and head_dim for the others (llama_model_gemma2/3::load_arch_hparams).
+  if (desc->post_norms) c.attn_scalar = static_cast<float>(gguf_attn_scalar(c));
 
   for (const auto& t : f.tensors()) {
     TensorInfo ti;
@@ -186,7 +204,6 @@ std::shared_ptr<const ModelFile> load_gguf_model(const std::string& path) {
   if (m->find("rope_freqs.weight")) c.rope_scaling.type = "freq_factors";
   c.tied_embeddings = m->find("output.weight") == nullptr;
   c.qkv_bias = m->find("blk.0.attn_q.bias") != nullptr;
-  c.qk_norm = c.arch == "qwen3";  // llama.cpp's qwen3 graph always has them (validate_model checks each layer's)
   if (const TensorInfo* emb = m->find("token_embd.weight"); emb && emb->shape.size() == 2)
     c.n_vocab = static_cast<int>(emb->shape[0]);
 

@@ -2,6 +2,7 @@
 // shards) for the tensors, renamed to the canonical GGUF names. No Q/K permutation: the graph rotates
 // half-split pairs (RopeStyle::HalfSplit), as HF Llama does.
 #include <algorithm>
+#include <cstring>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -10,6 +11,8 @@
 #include <optional>
 #include <sstream>
 
+#include "core/half.h"
+#include "io/arch.h"
 #include "io/loaders.h"
 #include "io/safetensors.h"
 #include "core/json_file.h"
@@ -76,24 +79,74 @@ struct ConfigReader {
   }
 };
 
-void read_config(const ConfigReader& r, ModelConfig& c) {
-  constexpr int64_t kBig = 1 << 20;
+// The architecture of a config.json: model_type, or for older configs the class in "architectures".
+const ArchDescriptor& hf_arch(const ConfigReader& r) {
   std::optional<std::string> model_type = r.opt_str(r.j, "model_type", "model_type");
   if (!model_type) {
-    // Older configs: infer from the architecture class.
     model_type = "llama";
     if (const json* a = r.find("architectures"); a && a->is_array() && !a->empty() && (*a)[0].is_string()) {
       const std::string cls = (*a)[0].get<std::string>();
-      if (cls.rfind("Mistral", 0) == 0) model_type = "mistral";
-      if (cls.rfind("Qwen2", 0) == 0) model_type = "qwen2";
-      if (cls.rfind("Qwen3", 0) == 0) model_type = "qwen3";
+      for (const ArchDescriptor& d : arch_descriptors())
+        for (std::string_view prefix : d.hf_classes)
+          if (cls.rfind(prefix, 0) == 0 && !d.hf_model_types.empty()) model_type = std::string(d.hf_model_types[0]);
     }
   }
-  if (*model_type != "llama" && *model_type != "mistral" && *model_type != "qwen2" && *model_type != "qwen3")
-    fail(r.file, "model_type",
-         "unsupported model type \"" + *model_type + "\" (expected llama, mistral, qwen2 or qwen3)");
-  c.arch = *model_type;
+  const ArchDescriptor* d = find_arch_hf(*model_type);
+  if (!d) {
+    std::string known;
+    for (const ArchDescriptor& a : arch_descriptors())
+      for (std::string_view t : a.hf_model_types) known += (known.empty() ? "" : ", ") + std::string(t);
+    fail(r.file, "model_type", "unsupported model type \"" + *model_type + "\" (expected " + known + ")");
+  }
+  return *d;
+}
 
+// Gemma's keys on top of the descriptor's features, with transformers' Gemma2Config / Gemma3TextConfig defaults.
+void read_gemma_config(const ConfigReader& r, const ArchDescriptor& d, ModelConfig& c) {
+  auto cap = [&](const char* key, float def) {  // null: no cap
+    auto it = r.j.find(key);
+    if (it == r.j.end()) return def;
+    if (it->is_null()) return 0.0f;
+    const double v = r.opt_num(r.j, key, key).value_or(0);
+    if (!(v >= 0)) fail(r.file, key, "expected a cap >= 0 or null");
+    return static_cast<float>(v);
+  };
+  const bool gemma2 = d.name == "gemma2";
+  c.attn_softcap = cap("attn_logit_softcapping", gemma2 ? 50.0f : 0.0f);
+  c.final_softcap = cap("final_logit_softcapping", gemma2 ? 30.0f : 0.0f);
+  if (!gemma2 && c.attn_softcap > 0)
+    fail(r.file, "attn_logit_softcapping", "Gemma 3 has no attention soft-cap (llama.cpp's graph has none)");
+  c.attn_scalar = static_cast<float>(r.opt_num(r.j, "query_pre_attn_scalar", "query_pre_attn_scalar").value_or(256));
+  if (!(c.attn_scalar > 0)) fail(r.file, "query_pre_attn_scalar", "expected a positive number");
+  c.sliding_window = static_cast<int>(r.opt_int("sliding_window", 1, 1 << 24).value_or(4096));
+  c.swa_period = gemma2 ? 2 : static_cast<int>(r.opt_int("sliding_window_pattern", 1, 4096).value_or(6));
+  if (const json* lt = r.find("layer_types")) {
+    // Newer configs list each layer; the period is where the first global layer ends it, and every layer must
+    // follow it (llama.cpp has no other pattern).
+    if (!lt->is_array() || static_cast<int>(lt->size()) != c.n_layers)
+      fail(r.file, "layer_types", "expected a list of num_hidden_layers entries, found " + describe(*lt));
+    int period = 0;
+    for (int l = 0; l < c.n_layers && period == 0; ++l)
+      if ((*lt)[l] == "full_attention") period = l + 1;
+    c.swa_period = period == 0 ? 0 : period;
+    for (int l = 0; l < c.n_layers; ++l) {
+      const json& v = (*lt)[l];
+      if (v != "sliding_attention" && v != "full_attention")
+        fail(r.file, "layer_types[" + std::to_string(l) + "]", "expected sliding_attention or full_attention, found " + describe(v));
+      if ((v == "sliding_attention") != c.is_local(l))
+        fail(r.file, "layer_types[" + std::to_string(l) + "]",
+             "breaks the every-" + std::to_string(period) + "th-layer-global pattern llama.cpp supports");
+    }
+  }
+  if (!gemma2) {
+    c.rope_theta_local = static_cast<float>(r.opt_num(r.j, "rope_local_base_freq", "rope_local_base_freq").value_or(10000));
+    if (!(c.rope_theta_local > 0)) fail(r.file, "rope_local_base_freq", "expected a positive number");
+  }
+}
+
+void read_config(const ConfigReader& r, const ArchDescriptor& d, ModelConfig& c) {
+  constexpr int64_t kBig = 1 << 20;
+  apply_arch_features(d, c);
   c.dim = r.req_int("hidden_size", 1, kBig);
   c.n_layers = r.req_int("num_hidden_layers", 1, 4096);
   c.n_heads = r.req_int("num_attention_heads", 1, 4096);
@@ -112,13 +165,13 @@ void read_config(const ConfigReader& r, ModelConfig& c) {
   c.context_length = static_cast<int>(r.opt_int("max_position_embeddings", 1, 1 << 24).value_or(2048));
   c.norm_eps = static_cast<float>(r.opt_num(r.j, "rms_norm_eps", "rms_norm_eps").value_or(1e-6));
   if (!(c.norm_eps > 0 && c.norm_eps < 1)) fail(r.file, "rms_norm_eps", "expected 0 < eps < 1");
-  c.rope_theta = static_cast<float>(r.opt_num(r.j, "rope_theta", "rope_theta").value_or(10000.0));
+  c.rope_theta = static_cast<float>(r.opt_num(r.j, "rope_theta", "rope_theta").value_or(d.name == "gemma3" ? 1e6 : 1e4));
   if (!(c.rope_theta > 0)) fail(r.file, "rope_theta", "expected a positive number");
   c.rope_style = RopeStyle::HalfSplit;
-  // transformers' LlamaConfig, MistralConfig and Qwen2Config all default to untied embeddings.
-  c.tied_embeddings = r.opt_bool("tie_word_embeddings").value_or(false);
+  // transformers' LlamaConfig, MistralConfig and Qwen2Config default to untied embeddings, Gemma's to tied ones.
+  c.tied_embeddings = r.opt_bool("tie_word_embeddings").value_or(d.hf_norm_offset != 0);
   c.qkv_bias = c.arch == "qwen2" || r.opt_bool("attention_bias").value_or(false);
-  c.qk_norm = c.arch == "qwen3";  // Qwen3Attention's q_norm / k_norm (RMSNorm over head_dim)
+  if (d.post_norms) read_gemma_config(r, d, c);
 
   if (const json* rs = r.find("rope_scaling")) {
     if (!rs->is_object()) fail(r.file, "rope_scaling", "expected an object or null, found " + describe(*rs));
@@ -149,35 +202,51 @@ void read_config(const ConfigReader& r, ModelConfig& c) {
   }
 }
 
-// HF parameter name -> canonical GGUF name. "" = ignore (buffers, not weights); nullopt = unknown.
-std::optional<std::string> canonical_name(const std::string& hf, int n_layers, const std::string& file) {
-  if (hf == "model.embed_tokens.weight") return "token_embd.weight";
-  if (hf == "model.norm.weight") return "output_norm.weight";
-  if (hf == "lm_head.weight") return "output.weight";
-  const std::string prefix = "model.layers.";
-  if (hf.rfind(prefix, 0) != 0) return std::nullopt;
-  size_t p = prefix.size(), q = p;
-  while (q < hf.size() && q - p < 6 && hf[q] >= '0' && hf[q] <= '9') ++q;
-  if (q == p || q >= hf.size() || hf[q] != '.') return std::nullopt;
-  const int layer = std::stoi(hf.substr(p, q - p));
-  const std::string rest = hf.substr(q + 1);
-  if (rest == "self_attn.rotary_emb.inv_freq") return "";
-  static const std::pair<const char*, const char*> kMap[] = {
-      {"self_attn.q_proj", "attn_q"},     {"self_attn.k_proj", "attn_k"},   {"self_attn.v_proj", "attn_v"},
-      {"self_attn.o_proj", "attn_output"}, {"mlp.gate_proj", "ffn_gate"},   {"mlp.up_proj", "ffn_up"},
-      {"mlp.down_proj", "ffn_down"},       {"input_layernorm", "attn_norm"}, {"post_attention_layernorm", "ffn_norm"},
-      {"self_attn.q_norm", "attn_q_norm"}, {"self_attn.k_norm", "attn_k_norm"},
-  };
-  for (const auto& [from, to] : kMap) {
-    for (const char* suffix : {".weight", ".bias"}) {
-      if (rest == std::string(from) + suffix) {
-        if (layer >= n_layers)
-          fail(file, hf, "layer " + std::to_string(layer) + " is beyond num_hidden_layers " + std::to_string(n_layers));
-        return "blk." + std::to_string(layer) + "." + to + suffix;
+// HF parameter name -> canonical GGUF name. "" = ignore (buffers, other modalities); nullopt = unknown.
+std::optional<std::string> canonical_name(const ArchDescriptor& d, const std::string& hf, int n_layers,
+                                          const std::string& file) {
+  for (std::string_view ignored : d.hf_ignored)
+    if (hf.rfind(ignored, 0) == 0) return "";
+  if (hf == "lm_head.weight" || hf == "language_model.lm_head.weight") return "output.weight";
+  for (std::string_view model_prefix : d.hf_prefixes) {
+    const std::string mp(model_prefix);
+    if (hf.rfind(mp, 0) != 0) continue;
+    const std::string in_model = hf.substr(mp.size());
+    if (in_model == "embed_tokens.weight") return "token_embd.weight";
+    if (in_model == "norm.weight") return "output_norm.weight";
+    const std::string prefix = "layers.";
+    if (in_model.rfind(prefix, 0) != 0) continue;
+    size_t p = prefix.size(), q = p;
+    while (q < in_model.size() && q - p < 6 && in_model[q] >= '0' && in_model[q] <= '9') ++q;
+    if (q == p || q >= in_model.size() || in_model[q] != '.') continue;
+    const int layer = std::stoi(in_model.substr(p, q - p));
+    const std::string rest = in_model.substr(q + 1);
+    if (rest == "self_attn.rotary_emb.inv_freq") return "";
+    for (const auto& [from, to] : d.hf_block_names) {
+      for (const char* suffix : {".weight", ".bias"}) {
+        if (rest == std::string(from) + suffix) {
+          if (layer >= n_layers)
+            fail(file, hf, "layer " + std::to_string(layer) + " is beyond num_hidden_layers " + std::to_string(n_layers));
+          return "blk." + std::to_string(layer) + "." + std::string(to) + suffix;
+        }
       }
     }
   }
   return std::nullopt;
+}
+
+// An f32 / f16 / bf16 vector widened to f32.
+void widen_vector_f32(const TensorInfo& t, float* out) {
+  const int64_t n = t.numel();
+  for (int64_t i = 0; i < n; ++i) {
+    if (t.dtype == DType::F32) {
+      std::memcpy(out + i, t.data + 4 * i, 4);
+    } else {
+      uint16_t h;
+      std::memcpy(&h, t.data + 2 * i, 2);
+      out[i] = t.dtype == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h);
+    }
+  }
 }
 
 std::string dir_name(const std::string& dir) {
@@ -198,9 +267,12 @@ std::shared_ptr<const ModelFile> load_hf_model(const std::string& dir) {
   if (!fs::exists(config_path)) fail(config_path, "", "missing: a Hugging Face model directory needs config.json");
   const json cj = read_json_file(config_path);
   if (!cj.is_object()) fail(config_path, "", std::string("expected a JSON object, found ") + cj.type_name());
-  const ConfigReader cfg{config_path, cj};
+  const ArchDescriptor& desc = hf_arch(ConfigReader{config_path, cj});
+  // Multimodal checkpoints (Gemma3ForConditionalGeneration) keep the language model's settings in text_config.
+  const bool nested = cj.contains("text_config") && cj["text_config"].is_object();
+  const ConfigReader cfg{nested ? config_path + ": text_config" : config_path, nested ? cj["text_config"] : cj};
   ModelConfig& c = m->config;
-  read_config(cfg, c);
+  read_config(cfg, desc, c);
   c.name = dir_name(dir);
   for (auto it = cj.begin(); it != cj.end(); ++it) {
     const json& v = it.value();
@@ -244,9 +316,8 @@ std::shared_ptr<const ModelFile> load_hf_model(const std::string& dir) {
         auto w = weight_map.find(st.name);
         if (w == weight_map.end() || w->second != name) continue;  // the index assigns it elsewhere (or nowhere)
       }
-      auto canon = canonical_name(st.name, c.n_layers, path);
-      if (!canon)
-        fail(path, "tensor '" + st.name + "'", "unexpected tensor (not part of a Llama/Mistral/Qwen2 model)");
+      auto canon = canonical_name(desc, st.name, c.n_layers, path);
+      if (!canon) fail(path, "tensor '" + st.name + "'", "unexpected tensor (not part of a " + c.arch + " model)");
       if (canon->empty()) continue;
       if (m->find(*canon)) fail(path, "tensor '" + st.name + "'", "appears twice (as " + *canon + ")");
       TensorInfo t;
@@ -270,8 +341,8 @@ std::shared_ptr<const ModelFile> load_hf_model(const std::string& dir) {
   if (!weight_map.empty()) {
     // Every tensor the index names must be in its shard.
     for (const auto& [tensor, shard] : weight_map) {
-      auto canon = canonical_name(tensor, c.n_layers, index_path);
-      if (!canon) fail(index_path, "weight_map." + tensor, "unexpected tensor (not part of a Llama/Mistral/Qwen2 model)");
+      auto canon = canonical_name(desc, tensor, c.n_layers, index_path);
+      if (!canon) fail(index_path, "weight_map." + tensor, "unexpected tensor (not part of a " + c.arch + " model)");
       if (!canon->empty() && !m->find(*canon))
         fail((fs::path(dir) / shard).string(), "tensor '" + tensor + "'", "named by the index but not in the shard");
     }
@@ -288,6 +359,26 @@ std::shared_ptr<const ModelFile> load_hf_model(const std::string& dir) {
     const ptrdiff_t emb = idx("token_embd.weight"), out = idx("output.weight");
     if (emb < 0 && out >= 0) m->tensors[out].name = "token_embd.weight";
     else if (emb >= 0 && out >= 0) m->tensors.erase(m->tensors.begin() + out);
+  }
+
+  // Gemma's RMSNorm multiplies by (1 + w) and its checkpoints store w: the model file holds the whole factor, as
+  // llama.cpp's converter writes it (Gemma2Model.modify_tensors adds 1 to every "norm.weight").
+  if (desc.hf_norm_offset != 0) {
+    const ArchRoles& roles = desc.roles;
+    for (TensorInfo& t : m->tensors) {
+      const auto ref = parse_block_tensor(roles, t.name);
+      if (t.name != roles.output_norm && !(ref && ref->role->kind == TensorKind::Norm)) continue;
+      if (t.dtype != DType::F32 && t.dtype != DType::F16 && t.dtype != DType::BF16)
+        fail(t.file, t.name, "expected an f32, f16 or bf16 norm weight");
+      auto buf = std::make_shared<std::vector<std::byte>>(static_cast<size_t>(t.numel()) * sizeof(float));
+      float* v = reinterpret_cast<float*>(buf->data());
+      widen_vector_f32(t, v);
+      for (int64_t i = 0; i < t.numel(); ++i) v[i] += desc.hf_norm_offset;
+      t.dtype = DType::F32;
+      t.data = buf->data();
+      t.nbytes = buf->size();
+      m->owned.push_back(std::move(buf));
+    }
   }
 
   // Tokenizer: tokenizer.json when the directory has one (else the model has none, and the verbs that need

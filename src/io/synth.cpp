@@ -24,8 +24,16 @@ const std::vector<SynthArch>& synth_archs() {
       {"qwen2-0.5b", "qwen2", 896, 24, 14, 2, 4864, 151936, 32768, 1e-6f, 1000000.0f, true, true},
       // Qwen3: head_dim set apart from dim / heads (128 against 64 in the tiny one, as in the real 0.6B), q/k norms;
       // the tiny one is 256 wide so every K-quant and i-quant block type applies.
-      {"qwen3-tiny", "qwen3", 256, 2, 4, 2, 512, 512, 256, 1e-6f, 1000000.0f, true, false, 128, true},
-      {"qwen3-0.6b", "qwen3", 1024, 28, 16, 8, 3072, 151936, 40960, 1e-6f, 1000000.0f, true, false, 128, true},
+      {"qwen3-tiny", "qwen3", 256, 2, 4, 2, 512, 512, 256, 1e-6f, 1000000.0f, true, false, 128},
+      {"qwen3-0.6b", "qwen3", 1024, 28, 16, 8, 3072, 151936, 40960, 1e-6f, 1000000.0f, true, false, 128},
+      // Gemma: the tiny ones exercise every feature at a perplexity context of 128 -- a window of 32, layers of
+      // both kinds, caps the logits of these weights reach (the real ones, 50 and 30, bind trained logits only);
+      // gemma3-tiny has 2 local : 1 global layers, a local RoPE base and the global layers' linear scaling.
+      {"gemma2-tiny", "gemma2", 256, 2, 4, 2, 512, 512, 256, 1e-6f, 10000.0f, true, false, 128, 32, 2, 5.0f, 4.0f, 0, 0.05f, 0.2f},
+      {"gemma2-2b", "gemma2", 2304, 26, 8, 4, 9216, 256000, 8192, 1e-6f, 10000.0f, true, false, 256, 4096, 2, 50.0f, 30.0f},
+      {"gemma3-tiny", "gemma3", 256, 3, 4, 2, 512, 512, 256, 1e-6f, 1000000.0f, true, false, 128, 32, 3, 0, 0, 8.0f, 0.05f},
+      {"gemma3-1b", "gemma3", 1152, 26, 4, 1, 6912, 262144, 32768, 1e-6f, 1000000.0f, true, false, 256, 512, 6},
+      {"gemma3-4b", "gemma3", 2560, 34, 8, 4, 10240, 262208, 131072, 1e-6f, 1000000.0f, true, false, 256, 1024, 6, 0, 0, 8.0f},
   };
   return kArchs;
 }
@@ -126,7 +134,12 @@ SynthResult write_synth_model(const SynthOptions& o) {
   const int head_dim = a.head_dim > 0 ? a.head_dim : a.dim / a.n_heads;
 
   ModelConfig c;
-  c.arch = a.gguf_arch;
+  apply_arch_features(arch_named(a.gguf_arch), c);
+  if (a.sliding_window > 0) c.sliding_window = a.sliding_window;
+  if (a.swa_period > 0) c.swa_period = a.swa_period;
+  if (a.attn_softcap > 0) c.attn_softcap = a.attn_softcap;
+  if (a.final_softcap > 0) c.final_softcap = a.final_softcap;
+  if (a.rope_linear > 0) c.rope_scaling.type = "linear", c.rope_scaling.factor = a.rope_linear;
   c.name = "lowbit-synth-" + a.name;
   c.context_length = a.context;
   c.dim = a.dim;
@@ -137,7 +150,6 @@ SynthResult write_synth_model(const SynthOptions& o) {
   c.head_dim = c.rope_dim = head_dim;
   c.norm_eps = a.norm_eps;
   c.qkv_bias = a.qkv_bias;
-  c.qk_norm = a.qk_norm;
   c.rope_theta = a.rope_theta;
   c.n_vocab = a.n_vocab;
   TokenizerSpec t;  // a SentencePiece-style vocabulary: <unk>, <s>, </s>, 256 byte tokens, then scored pieces
@@ -162,7 +174,7 @@ SynthResult write_synth_model(const SynthOptions& o) {
 
   SynthResult res;
   const uint64_t seed_key = mix64(o.seed ^ 0x6C6F77626974ull);  // "lowbit"
-  auto tensor = [&](const std::string& name, std::vector<int64_t> shape, bool ones, float std = 0.02f, float mean = 0.0f) {
+  auto tensor = [&](const std::string& name, std::vector<int64_t> shape, bool ones, float std, float mean = 0.0f) {
     const uint64_t key = mix64(seed_key + (w.n_tensors() + 1) * kGolden);
     int64_t numel = 1;
     for (int64_t d : shape) numel *= d;
@@ -179,7 +191,7 @@ SynthResult write_synth_model(const SynthOptions& o) {
     });
   };
 
-  tensor("token_embd.weight", {a.n_vocab, a.dim}, false);
+  tensor("token_embd.weight", {a.n_vocab, a.dim}, false, a.weight_std);
   const ArchRoles& roles = arch_roles(c);
   for (int l = 0; l < a.n_layers; ++l)
     for (const BlockTensorRole& r : roles.block) {
@@ -188,10 +200,11 @@ SynthResult write_synth_model(const SynthOptions& o) {
       if (r.kind == TensorKind::Norm && r.rows == Dim::HeadDim)
         tensor(name, shape_of(c, r), false, 0.25f, 1.0f);
       else
-        tensor(name, shape_of(c, r), r.kind == TensorKind::Norm);
+        tensor(name, shape_of(c, r), r.kind == TensorKind::Norm,
+               r.feeds_scores && a.qk_std > 0 ? a.qk_std : a.weight_std);
     }
-  tensor("output_norm.weight", {a.dim}, true);
-  if (!a.tied) tensor("output.weight", {a.n_vocab, a.dim}, false);
+  tensor("output_norm.weight", {a.dim}, true, 0.0f);
+  if (!a.tied) tensor("output.weight", {a.n_vocab, a.dim}, false, a.weight_std);
 
   w.write(o.out, o.progress);
   res.tensors = w.n_tensors();

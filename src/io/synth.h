@@ -18,10 +18,16 @@ struct SynthArch {
   float norm_eps, rope_theta;
   bool tied, qkv_bias;
   int head_dim = 0;      // 0: dim / heads
-  bool qk_norm = false;  // Qwen3's per-head q/k norms
+  // Settings of the architecture's features (io/arch.h says which it has; 0 keeps the descriptor's default):
+  int sliding_window = 0, swa_period = 0;
+  float attn_softcap = 0, final_softcap = 0;
+  float rope_linear = 0;  // the global layers' linear RoPE scaling factor (Gemma 3 4B+: 8)
+  float weight_std = 0.02f;
+  float qk_std = 0;       // attn_q / attn_k weights' std where it differs: larger attention scores (soft-caps bind)
 };
 
-// tiny, llama-1b, tinyllama-1.1b, llama-7b, llama-13b, llama-70b, qwen2-0.5b, qwen3-tiny, qwen3-0.6b.
+// tiny, llama-1b, tinyllama-1.1b, llama-7b, llama-13b, llama-70b, qwen2-0.5b, qwen3-tiny, qwen3-0.6b, gemma2-tiny,
+// gemma2-2b, gemma3-tiny, gemma3-1b, gemma3-4b.
 const std::vector<SynthArch>& synth_archs();
 // The named architecture, or a lowbit::Error listing the known names.
 const SynthArch& synth_arch(const std::string& name);
@@ -44,7 +50,7 @@ struct SynthResult {
   size_t tensors = 0;
 };
 
-// Weights: normal(0, 0.02) (Irwin-Hall approximation from a counter-based PRNG, so every element depends only on
+// Weights: normal(0, weight_std) (Irwin-Hall approximation from a counter-based PRNG, so every element depends only on
 // seed, tensor and position: the same options give the same bytes); norm weights 1, except the per-head q/k norms:
 // 1 + normal(0, 0.25), so a graph that skipped their weights would show. The tensors are the role table's
 // (io/arch.h), in its order. Vocabulary: a synthetic SPM

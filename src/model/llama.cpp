@@ -1,5 +1,7 @@
-// The Llama-family graph: embeddings -> n_layers x (RMSNorm, GQA attention with RoPE, RMSNorm, SwiGLU FFN)
-// -> RMSNorm -> output head. One implementation for Llama 1/2/3, Mistral, Qwen2 (q/k/v bias), SmolLM, TinyLlama.
+// The transformer graph: embeddings -> n_layers x (RMSNorm, GQA attention with RoPE, RMSNorm, gated FFN) ->
+// RMSNorm -> output head. One implementation for every architecture descriptor (io/arch.h): Llama 1/2/3, Mistral,
+// Qwen2 (q/k/v bias), Qwen3 (q/k norms), SmolLM, TinyLlama, Gemma 2 (soft-caps, post-norms, alternating sliding
+// window, GeGLU, scaled embeddings) and Gemma 3 (q/k norms, 5 local : 1 global layers with their own RoPE base).
 #include <cblas.h>
 #include <omp.h>
 
@@ -77,7 +79,7 @@ struct Layer {
 
 // Row indices of the roles the graph computes with.
 struct RoleIndex {
-  size_t attn_norm, q, k, v, bq, bk, bv, q_norm, k_norm, o, ffn_norm, gate, up, down;
+  size_t attn_norm, q, k, v, bq, bk, bv, q_norm, k_norm, o, attn_post_norm, ffn_norm, gate, up, down, ffn_post_norm;
   explicit RoleIndex(const io::ArchRoles& a) {
     auto at = [&](std::string_view role, std::string_view suffix) {
       const io::BlockTensorRole* r = io::find_role(a, role, suffix);
@@ -89,6 +91,7 @@ struct RoleIndex {
     q_norm = at("attn_q_norm", "weight"), k_norm = at("attn_k_norm", "weight");
     o = at("attn_output", "weight"), ffn_norm = at("ffn_norm", "weight"), gate = at("ffn_gate", "weight");
     up = at("ffn_up", "weight"), down = at("ffn_down", "weight");
+    attn_post_norm = at("post_attention_norm", "weight"), ffn_post_norm = at("post_ffw_norm", "weight");
   }
 };
 
@@ -103,6 +106,20 @@ struct Model::Impl {
   ops::WeightView tok_embd, output;
   std::vector<float> output_norm;
   std::vector<float> inv_freq;
+  std::vector<float> inv_freq_local;  // local (sliding-window) layers' frequencies where they have their own base
+  const float* freqs_of(int l) const {
+    return c.is_local(l) && !inv_freq_local.empty() ? inv_freq_local.data() : inv_freq.data();
+  }
+  // Attention score scale: 1 / sqrt(query_pre_attn_scalar), which is head_dim unless a Gemma config says otherwise.
+  float score_scale() const { return 1.0f / std::sqrt(c.attn_scalar > 0 ? c.attn_scalar : static_cast<float>(c.head_dim)); }
+  // Keys a query at position p of layer l sees: positions [first_key(l, p), p].
+  int first_key(int l, int p) const { return c.is_local(l) ? std::max(0, p - c.sliding_window + 1) : 0; }
+  // Gemma 2's attention soft-cap on a row of scores.
+  void softcap(float* s, int n, float cap) const {
+    if (cap <= 0) return;
+    const float inv = 1.0f / cap;
+    for (int i = 0; i < n; ++i) s[i] = cap * std::tanh(s[i] * inv);
+  }
   std::vector<Layer> layers;
   // KV cache: per layer, positions x kv_dim floats, grown on demand.
   std::vector<std::vector<float>> kcache, vcache;
@@ -220,7 +237,7 @@ struct Model::Impl {
     const int group = c.n_heads / c.n_kv_heads;
     const size_t qd = static_cast<size_t>(c.n_heads) * hd;
     const size_t kvd = static_cast<size_t>(c.n_kv_heads) * hd;
-    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    const float scale = score_scale();
     const float* K = kcache[l].data();
     const float* V = vcache[l].data();
     const int nthreads = num_threads();
@@ -234,14 +251,16 @@ struct Model::Impl {
       const int t = static_cast<int>(job / c.n_heads);
       const int h = static_cast<int>(job % c.n_heads);
       const int kvh = h / group;
-      const int len = pos + t + 1;  // causal: positions 0 .. pos+t
+      const int len = pos + t + 1;  // causal: positions first .. pos+t
+      const int first = first_key(l, pos + t);
       float* s = scores.data() + static_cast<size_t>(omp_get_thread_num()) * span;
       const float* qh = q.data() + t * qd + static_cast<size_t>(h) * hd;
-      for (int p = 0; p < len; ++p) s[p] = ops::dot(qh, K + p * kvd + static_cast<size_t>(kvh) * hd, hd) * scale;
-      ops::softmax(s, len);
+      for (int p = first; p < len; ++p) s[p] = ops::dot(qh, K + p * kvd + static_cast<size_t>(kvh) * hd, hd) * scale;
+      softcap(s + first, len - first, c.attn_softcap);
+      ops::softmax(s + first, len - first);
       float* out = att.data() + t * qd + static_cast<size_t>(h) * hd;
       std::fill(out, out + hd, 0.0f);
-      for (int p = 0; p < len; ++p) ops::axpy(s[p], V + p * kvd + static_cast<size_t>(kvh) * hd, out, hd);
+      for (int p = first; p < len; ++p) ops::axpy(s[p], V + p * kvd + static_cast<size_t>(kvh) * hd, out, hd);
     }
   }
 
@@ -252,12 +271,12 @@ struct Model::Impl {
   // h / (n_heads / n_kv_heads). One job per tile on an OpenMP team, each GEMM on its own thread (see
   // ops::BlasOnCallingThread); a job's result does not depend on the thread count. f16: llama.cpp's F16 KV cache
   // (the softmax weights rounded to f16 too; q / k / v are rounded by the caller).
-  void attention_gemm(int n_seq, int len, int pos, const float* K, const float* V, size_t seq_stride, bool f16) {
+  void attention_gemm(int l, int n_seq, int len, int pos, const float* K, const float* V, size_t seq_stride, bool f16) {
     const int hd = c.head_dim;
     const int group = c.n_heads / c.n_kv_heads;
     const size_t qd = static_cast<size_t>(c.n_heads) * hd;
     const size_t kvd = static_cast<size_t>(c.n_kv_heads) * hd;
-    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    const float scale = score_scale();
     const int nthreads = num_threads();
     const int tiles = (len + kAttnTile - 1) / kAttnTile;
     const size_t tile_scores = static_cast<size_t>(kAttnTile) * (pos + len);
@@ -277,10 +296,13 @@ struct Model::Impl {
                   static_cast<blasint>(qd), K + kv_off, static_cast<blasint>(kvd), 0.0f, S, span);
       for (int i = 0; i < rows; ++i) {
         float* row = S + static_cast<size_t>(i) * span;
-        const int visible = pos + t0 + i + 1;  // causal: keys 0 .. pos+t0+i
-        ops::softmax(row, visible);
+        const int visible = pos + t0 + i + 1;  // causal: keys first .. pos+t0+i (a sliding window starts later)
+        const int first = first_key(l, pos + t0 + i);
+        softcap(row + first, visible - first, c.attn_softcap);
+        ops::softmax(row + first, visible - first);
         if (f16)
-          for (int p = 0; p < visible; ++p) row[p] = f16_to_f32(f32_to_f16(row[p]));  // KQ to F16 for V KQ
+          for (int p = first; p < visible; ++p) row[p] = f16_to_f32(f32_to_f16(row[p]));  // KQ to F16 for V KQ
+        std::fill(row, row + first, 0.0f);
         std::fill(row + visible, row + span, 0.0f);
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, span, 1.0f, S, span, V + kv_off,
@@ -289,7 +311,7 @@ struct Model::Impl {
   }
 
   // The calibration path's attention (pos 0, each sequence's own keys and values in the scratch).
-  void attention_sequences(int n_seq, int len) {
+  void attention_sequences(int l, int n_seq, int len) {
     if (f16_attention) {  // llama.cpp: K and V in its F16 cache, Q converted to F16 for K Q
       auto to_f16 = [](float* a, size_t count) {
         for (size_t i = 0; i < count; ++i) a[i] = f16_to_f32(f32_to_f16(a[i]));
@@ -299,7 +321,7 @@ struct Model::Impl {
       to_f16(k.data(), rows * c.n_kv_heads * c.head_dim);
       to_f16(v.data(), rows * c.n_kv_heads * c.head_dim);
     }
-    attention_gemm(n_seq, len, 0, k.data(), v.data(), static_cast<size_t>(len), f16_attention);
+    attention_gemm(l, n_seq, len, 0, k.data(), v.data(), static_cast<size_t>(len), f16_attention);
   }
 
   // One transformer block on n_seq sequences of len hidden states each in x (rows in sequence order, positions
@@ -330,10 +352,13 @@ struct Model::Impl {
                      dim, c.norm_eps);
       });
     };
-    auto add_rows = [&]() {  // x += xb (the residual stream)
+    // x += xb (the residual stream); with post-norms (Gemma) xb is RMS-normalised by `post` first.
+    auto add_rows = [&](size_t post) {
       Timer tm(*this, "norm");
       for_rows(n, dim, [&](int t) {
-        ops::axpy(1.0f, xb.data() + static_cast<size_t>(t) * dim, x.data() + static_cast<size_t>(t) * dim, dim);
+        float* row = xb.data() + static_cast<size_t>(t) * dim;
+        if (c.post_norms) ops::rmsnorm(row, row, L.vec[post].data(), dim, c.norm_eps);
+        ops::axpy(1.0f, row, x.data() + static_cast<size_t>(t) * dim, dim);
       });
     };
     if (resume_after < kAttnOut) {
@@ -363,8 +388,8 @@ struct Model::Impl {
               ops::rmsnorm(kt + h * c.head_dim, kt + h * c.head_dim, L.vec[ri->k_norm].data(), c.head_dim, c.norm_eps);
           }
           const int p = pos + t % len;
-          ops::rope(q.data() + t * qd, c.n_heads, c.head_dim, c.rope_dim, p, inv_freq.data(), c.rope_style);
-          ops::rope(k.data() + t * kvd, c.n_kv_heads, c.head_dim, c.rope_dim, p, inv_freq.data(), c.rope_style);
+          ops::rope(q.data() + t * qd, c.n_heads, c.head_dim, c.rope_dim, p, freqs_of(l), c.rope_style);
+          ops::rope(k.data() + t * kvd, c.n_kv_heads, c.head_dim, c.rope_dim, p, freqs_of(l), c.rope_style);
         });
         if (use_cache) {
           std::memcpy(kcache[l].data() + static_cast<size_t>(pos) * kvd, k.data(), n * kvd * sizeof(float));
@@ -378,9 +403,9 @@ struct Model::Impl {
         if (use_cache && n == 1)
           attention_rows(l, n, pos);
         else if (use_cache)
-          attention_gemm(1, n, pos, kcache[l].data(), vcache[l].data(), 0, /*f16=*/false);
+          attention_gemm(l, 1, n, pos, kcache[l].data(), vcache[l].data(), 0, /*f16=*/false);
         else
-          attention_sequences(n_seq, len);
+          attention_sequences(l, n_seq, len);
       }
       cap(LinearInput::AttentionOutput, att.data(), static_cast<int64_t>(qd));
       if (stop_at == kAttnOut) return;
@@ -390,7 +415,7 @@ struct Model::Impl {
         Timer tm(*this, "matmul");
         ops::matmul(L.mat[ri->o], att.data(), n, xb.data());
       }
-      add_rows();
+      add_rows(ri->attn_post_norm);
     }
     if (resume_after < kFfnDown) {
       norm_rows(L.vec[ri->ffn_norm]);
@@ -404,7 +429,10 @@ struct Model::Impl {
       {
         Timer tm(*this, "silu");
         const size_t f = static_cast<size_t>(c.ffn_dim);
-        for_rows(n, c.ffn_dim, [&](int t) { ops::silu_mul(ffg.data() + t * f, ffu.data() + t * f, c.ffn_dim); });
+        for_rows(n, c.ffn_dim, [&](int t) {
+          if (c.gelu) ops::gelu_mul(ffg.data() + t * f, ffu.data() + t * f, c.ffn_dim);
+          else ops::silu_mul(ffg.data() + t * f, ffu.data() + t * f, c.ffn_dim);
+        });
       }
       cap(LinearInput::FfnDown, ffg.data(), c.ffn_dim);
       if (stop_at == kFfnDown) return;
@@ -413,7 +441,7 @@ struct Model::Impl {
       Timer tm(*this, "matmul");
       ops::matmul(L.mat[ri->down], ffg.data(), n, xb.data());
     }
-    add_rows();
+    add_rows(ri->ffn_post_norm);
   }
 
   void forward(std::span<const int32_t> tokens, int pos, float* logits, bool all_logits) {
@@ -430,7 +458,7 @@ struct Model::Impl {
     const int dim = c.dim;
     {
       Timer tm(*this, "embed");
-      for (int t = 0; t < n; ++t) ops::get_row(tok_embd, tokens[t], x.data() + static_cast<size_t>(t) * dim);
+      for (int t = 0; t < n; ++t) embed_row(tokens[t], x.data() + static_cast<size_t>(t) * dim);
     }
     for (int l = 0; l < c.n_layers; ++l) layer(l, 1, n, pos, /*use_cache=*/true, nullptr);
     const int first = all_logits ? 0 : n - 1;
@@ -444,7 +472,23 @@ struct Model::Impl {
     {
       Timer tm(*this, "output");
       ops::matmul(output, xb.data(), rows, logits);
+      final_softcap(logits, static_cast<int64_t>(rows) * c.n_vocab);
     }
+  }
+
+  // Row `token` of the embedding, times sqrt(dim) where the architecture scales it (Gemma; in f32 as llama.cpp).
+  void embed_row(int32_t token, float* out) const {
+    ops::get_row(tok_embd, token, out);
+    if (!c.embed_scale) return;
+    const float s = std::sqrt(static_cast<float>(c.dim));
+    for (int i = 0; i < c.dim; ++i) out[i] *= s;
+  }
+
+  // Gemma 2's final logit soft-cap.
+  void final_softcap(float* logits, int64_t count) const {
+    if (c.final_softcap <= 0) return;
+    const float cap = c.final_softcap, inv = 1.0f / cap;
+    for (int64_t i = 0; i < count; ++i) logits[i] = cap * std::tanh(logits[i] * inv);
   }
 };
 
@@ -459,6 +503,12 @@ Model::Model(std::shared_ptr<const ModelFile> file, int max_context) : impl_(std
   m.output = m.c.tied_embeddings ? m.tok_embd : ops::view_of(f.get("output.weight"));
   m.output_norm = to_f32(f.get("output_norm.weight"));
   m.inv_freq = rope_inv_freq(m.c, f);
+  if (m.c.rope_theta_local > 0 && m.c.sliding_window > 0) {  // Gemma 3's local layers: their own base, unscaled
+    ModelConfig local = m.c;
+    local.rope_theta = m.c.rope_theta_local;
+    local.rope_scaling = RopeScaling{};
+    m.inv_freq_local = rope_inv_freq(local, f);
+  }
   m.roles = &io::arch_roles(m.c);
   m.ri = std::make_unique<RoleIndex>(*m.roles);
   m.layers.resize(m.c.n_layers);
@@ -496,7 +546,7 @@ void Model::embed(std::span<const int32_t> tokens, float* x) {
   for (size_t t = 0; t < tokens.size(); ++t) {
     if (tokens[t] < 0 || tokens[t] >= m.c.n_vocab)
       fail(m.file->path, "token id", std::to_string(tokens[t]) + " is outside the vocabulary");
-    ops::get_row(m.tok_embd, tokens[t], x + t * static_cast<size_t>(m.c.dim));
+    m.embed_row(tokens[t], x + t * static_cast<size_t>(m.c.dim));
   }
 }
 
@@ -514,6 +564,7 @@ void Model::logits(const float* x, int64_t n, float* logits) {
     for (int64_t t = 0; t < rows; ++t)
       ops::rmsnorm(normed.data() + t * dim, x + (r0 + t) * dim, m.output_norm.data(), static_cast<int>(dim), m.c.norm_eps);
     ops::matmul(m.output, normed.data(), static_cast<int>(rows), logits + r0 * m.c.n_vocab);
+    m.final_softcap(logits + r0 * m.c.n_vocab, rows * m.c.n_vocab);
   }
 }
 

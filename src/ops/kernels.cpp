@@ -326,6 +326,23 @@ void SiluMul(float* HWY_RESTRICT gate, const float* HWY_RESTRICT up, int64_t n) 
   if (i < n) MapTail(df, gate + i, up + i, n - i, silu_mul);
 }
 
+// gate = gelu_tanh(gate) * up, with 0.5 x (1 + tanh(u)) written as x / (1 + exp(-2u)), u = sqrt(2/pi)(x + 0.044715 x^3).
+void GeluMul(float* HWY_RESTRICT gate, const float* HWY_RESTRICT up, int64_t n) {
+  const DF df;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  const VF one = hn::Set(df, 1.0f);
+  const VF hi = hn::Set(df, 100.0f);
+  const VF k1 = hn::Set(df, -2.0f * 0.7978845608028654f), k3 = hn::Set(df, -2.0f * 0.7978845608028654f * 0.044715f);
+  auto gelu_mul = [&](VF g, VF u) {
+    const VF g2 = hn::Mul(g, g);
+    const VF e = hn::Exp(df, hn::Min(hn::Mul(g, hn::MulAdd(k3, g2, k1)), hi));
+    return hn::Mul(hn::Div(g, hn::Add(one, e)), u);
+  };
+  int64_t i = 0;
+  for (; i + N <= n; i += N) hn::StoreU(gelu_mul(hn::LoadU(df, gate + i), hn::LoadU(df, up + i)), df, gate + i);
+  if (i < n) MapTail(df, gate + i, up + i, n - i, gelu_mul);
+}
+
 // ---- rope ------------------------------------------------------------------------------------------------
 void RopeTables(float* HWY_RESTRICT x, int n_heads, int head_dim, int rope_dim, const float* HWY_RESTRICT cos_t,
                 const float* HWY_RESTRICT sin_t, RopeStyle style) {
@@ -415,6 +432,7 @@ HWY_EXPORT(SubScaledF64);
 HWY_EXPORT(RmsNorm);
 HWY_EXPORT(Softmax);
 HWY_EXPORT(SiluMul);
+HWY_EXPORT(GeluMul);
 HWY_EXPORT(RopeTables);
 HWY_EXPORT(StreamSum);
 HWY_EXPORT(TargetId);
@@ -444,6 +462,7 @@ void rmsnorm(float* out, const float* x, const float* weight, int64_t n, float e
 }
 void softmax(float* x, int64_t n) { HWY_DYNAMIC_DISPATCH(Softmax)(x, n); }
 void silu_mul(float* gate, const float* up, int64_t n) { HWY_DYNAMIC_DISPATCH(SiluMul)(gate, up, n); }
+void gelu_mul(float* gate, const float* up, int64_t n) { HWY_DYNAMIC_DISPATCH(GeluMul)(gate, up, n); }
 const char* simd_target() { return hwy::TargetName(HWY_DYNAMIC_DISPATCH(TargetId)()); }
 
 namespace detail {

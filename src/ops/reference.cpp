@@ -105,6 +105,17 @@ void silu_mul_ref(float* gate, const float* up, int64_t n) {
   }
 }
 
+// PyTorch's gelu(approximate="tanh"), 0.5 g (1 + tanh(u)), in double; as g / (1 + exp(-2u)) (the same function)
+// where 1 + tanh(u) would cancel to nothing (u < -1).
+void gelu_mul_ref(float* gate, const float* up, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const double g = gate[i];
+    const double u = 0.7978845608028654 * (g + 0.044715 * g * g * g);
+    const double gelu = u > -1 ? 0.5 * g * (1.0 + std::tanh(u)) : g / (1.0 + std::exp(-2.0 * u));
+    gate[i] = static_cast<float>(gelu * up[i]);
+  }
+}
+
 float dot_ref(const float* a, const float* b, int64_t n) {
   double s = 0;
   for (int64_t i = 0; i < n; ++i) s += static_cast<double>(a[i]) * b[i];

@@ -21,6 +21,7 @@ void get_row_ref(const WeightView& w, int64_t r, float* out);
 void rmsnorm_ref(float* out, const float* x, const float* weight, int64_t n, float eps);
 void softmax_ref(float* x, int64_t n);
 void silu_mul_ref(float* gate, const float* up, int64_t n);
+void gelu_mul_ref(float* gate, const float* up, int64_t n);
 float dot_ref(const float* a, const float* b, int64_t n);
 void axpy_ref(float a, const float* x, float* y, int64_t n);
 // y[i] -= a * x[i] in double

@@ -181,52 +181,93 @@ TEST(PrefillPath, AgreesWithDecodeOnQuantizedFixtureModels) {
   }
 }
 
-// Qwen3 (per-head q/k RMSNorm before RoPE, head_dim 128 apart from dim / heads = 64, tied head): `lowbit synth
-// --arch qwen3-tiny` (seed 0, f32) against llama-perplexity of the July 2026 build (81ff7abe5: -c 128 -b 128
-// --chunks 20 -t 2 on wiki.test.raw gave 496.1796; on lowbit's gguf:Q4_K_M export of it 495.0920).
-TEST(Qwen3, SynthPerplexityMatchesLlamaCpp) {
+// The architectures beyond Llama on `lowbit synth --arch A --size tiny` models (seed 0, f32), against
+// llama-perplexity of the July 2026 build (81ff7abe5: `-c 128 -b 128 --chunks 20 -t 2` on wiki.test.raw), on the
+// synth file and on lowbit's gguf:Q4_K_M export of it; the export's tensors are byte for byte what
+// `llama-quantize A.gguf out.gguf Q4_K_M` writes (FNV-1a 64 over every tensor's bytes in name order, recorded from
+// llama-quantize's file). Each special feature switched off moves lowbit's perplexity by more than 1%, so the
+// agreement proves the features are computed, not skipped.
+struct FeatureOff {
+  const char* name;
+  void (*off)(ModelConfig&);
+  double min_move = 0.01;  // relative perplexity change it must cause
+};
+struct ArchCase {
+  const char* synth;
+  const char* arch;
+  double llama_ppl, llama_q4_ppl;
+  const char* q4_tensors_fnv;
+  std::vector<FeatureOff> features;
+};
+
+const ArchCase kArchCases[] = {
+    {"qwen3-tiny", "qwen3", 496.1796, 495.0920, "912bd82583b221a5",
+     {{"q/k norms", [](ModelConfig& c) { c.qk_norm = false; }}}},
+    {"gemma2-tiny", "gemma2", 671.6390, 662.4821, "7854bc1969e8bc13",
+     {{"attention soft-cap", [](ModelConfig& c) { c.attn_softcap = 0; }},
+      {"final soft-cap", [](ModelConfig& c) { c.final_softcap = 0; }},
+      {"sliding window", [](ModelConfig& c) { c.sliding_window = 0; }},
+      {"post-norms", [](ModelConfig& c) { c.post_norms = false; }},
+      {"GeGLU (SwiGLU instead)", [](ModelConfig& c) { c.gelu = false; }},
+      {"embedding scale", [](ModelConfig& c) { c.embed_scale = false; }}}},
+    {"gemma3-tiny", "gemma3", 679.7122, 677.0447, "58c05c1e9386ec70",
+     {{"q/k norms", [](ModelConfig& c) { c.qk_norm = false; }},
+      {"sliding window", [](ModelConfig& c) { c.sliding_window = 0; }},
+      {"post-norms", [](ModelConfig& c) { c.post_norms = false; }},
+      {"local RoPE base", [](ModelConfig& c) { c.rope_theta_local = 0; }},
+      // One global layer of three, theta 1e6: the scaling moves 0.7%, still 3000x the 0.0002% agreement above.
+      {"global RoPE scaling", [](ModelConfig& c) { c.rope_scaling = RopeScaling{}; }, 0.003}}},
+};
+
+class ArchReference : public ::testing::TestWithParam<ArchCase> {};
+
+TEST_P(ArchReference, SynthPerplexityMatchesLlamaCpp) {
+  const ArchCase& k = GetParam();
   LOWBIT_REQUIRE_SHARED(kText);
   const std::string dir = std::filesystem::temp_directory_path().string();
-  const std::string f32 = dir + "/lowbit_qwen3_" + std::to_string(::getpid()) + ".gguf";
-  const std::string q4 = dir + "/lowbit_qwen3_q4km_" + std::to_string(::getpid()) + ".gguf";
+  const std::string f32 = dir + "/lowbit_" + k.synth + "_" + std::to_string(::getpid()) + ".gguf";
+  const std::string q4 = dir + "/lowbit_" + k.synth + "_q4km_" + std::to_string(::getpid()) + ".gguf";
   io::SynthOptions so;
-  so.arch = "qwen3-tiny";
+  so.arch = k.synth;
   so.out = f32;
   io::write_synth_model(so);
   auto file = load_model(f32);
-  ASSERT_EQ(file->config.arch, "qwen3");
-  ASSERT_TRUE(file->config.qk_norm);
-  ASSERT_EQ(file->config.head_dim, 128);
+  ASSERT_EQ(file->config.arch, k.arch);
+  // The decode path (sliding window and soft-cap over the KV cache, token by token) against the prefill GEMMs.
+  expect_paths_agree(f32, k.synth);
   const double ppl = ppl_of_file(f32);
-  std::printf("qwen3-tiny: lowbit %.4f, llama.cpp 496.1796 (%+.4f%%)\n", ppl, 100.0 * (ppl / 496.1796 - 1));
-  EXPECT_NEAR(ppl, 496.1796, 496.1796 * 0.002);
-  // The q/k norms are exercised: the same weights without them move the perplexity by far more than 1%.
-  ModelConfig off = file->config;
-  off.qk_norm = false;
-  const double ppl_off = ppl_of_file(f32, &off);
-  std::printf("qwen3-tiny without q/k norms: %.4f\n", ppl_off);
-  EXPECT_GT(std::fabs(ppl_off / ppl - 1), 0.01);
+  std::printf("%s: lowbit %.4f, llama.cpp %.4f (%+.4f%%)\n", k.synth, ppl, k.llama_ppl, 100.0 * (ppl / k.llama_ppl - 1));
+  EXPECT_NEAR(ppl, k.llama_ppl, k.llama_ppl * 0.002);
+  for (const FeatureOff& f : k.features) {
+    ModelConfig off = file->config;
+    f.off(off);
+    const double ppl_off = ppl_of_file(f32, &off);
+    std::printf("%s without %s: %.4f (%+.2f%%)\n", k.synth, f.name, ppl_off, 100.0 * (ppl_off / ppl - 1));
+    EXPECT_GT(std::fabs(ppl_off / ppl - 1), f.min_move) << f.name << " is not exercised";
+  }
   quant::QuantizeModelOptions qo;
   qo.format = "gguf:Q4_K_M";
   qo.keep.clear();  // as `lowbit quantize --format gguf:Q4_K_M`: the preset types the embedding and head too
   quant::quantize_model(f32, q4, qo);
   {
-    // Tensor for tensor what llama-quantize writes (81ff7abe5, `llama-quantize qwen3-tiny.gguf out.gguf Q4_K_M`):
-    // FNV-1a 64 over every tensor's bytes, in name order, recorded from its file.
     auto qf = load_model(q4);
     std::vector<const TensorInfo*> ts;
     for (const TensorInfo& t : qf->tensors) ts.push_back(&t);
     std::sort(ts.begin(), ts.end(), [](const TensorInfo* a, const TensorInfo* b) { return a->name < b->name; });
     uint64_t h = 0xcbf29ce484222325ull;
     for (const TensorInfo* t : ts) h = fnv1a64(t->data, t->nbytes, h);
-    EXPECT_EQ(hex64(h), "912bd82583b221a5");
+    EXPECT_EQ(hex64(h), k.q4_tensors_fnv) << "the per-tensor types or bytes differ from llama-quantize's";
   }
   const double ppl_q4 = ppl_of_file(q4);
-  std::printf("qwen3-tiny gguf:Q4_K_M: lowbit %.4f, llama.cpp 495.0920 (%+.4f%%)\n", ppl_q4, 100.0 * (ppl_q4 / 495.0920 - 1));
-  EXPECT_NEAR(ppl_q4, 495.0920, 495.0920 * 0.005);
+  std::printf("%s gguf:Q4_K_M: lowbit %.4f, llama.cpp %.4f (%+.4f%%)\n", k.synth, ppl_q4, k.llama_q4_ppl,
+              100.0 * (ppl_q4 / k.llama_q4_ppl - 1));
+  EXPECT_NEAR(ppl_q4, k.llama_q4_ppl, k.llama_q4_ppl * 0.005);
   std::filesystem::remove(f32);
   std::filesystem::remove(q4);
 }
+
+INSTANTIATE_TEST_SUITE_P(Synth, ArchReference, ::testing::ValuesIn(kArchCases),
+                         [](const auto& info) { return std::string(info.param.arch); });
 
 }  // namespace
 }  // namespace lowbit

@@ -221,24 +221,24 @@ TEST_F(HfCrafted, Qwen3QkNormsAndHeadDim) {
 // An architecture lowbit does not run: one line naming the file, the key, the architecture and those it knows.
 TEST_F(HfCrafted, UnknownArchitectureNamesTheKnownOnes) {
   SmallHf s;
-  s.config["model_type"] = "gemma2";
-  s.config["architectures"] = {"Gemma2ForCausalLM"};
+  s.config["model_type"] = "falcon";
+  s.config["architectures"] = {"FalconForCausalLM"};
   s.write(dir_.string());
   const std::string msg = error_of([&] { io::load_hf_model(dir_.string()); });
   EXPECT_ERROR_NAMES(msg, "config.json", "model_type");
-  for (const char* known : {"\"gemma2\"", "llama", "mistral", "qwen2", "qwen3"}) EXPECT_NE(msg.find(known), std::string::npos) << msg;
+  for (const char* known : {"\"falcon\"", "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text"}) EXPECT_NE(msg.find(known), std::string::npos) << msg;
   EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
 }
 
 TEST(GgufArchitecture, UnknownArchitectureNamesTheKnownOnes) {
   const std::string p = (std::filesystem::temp_directory_path() / ("lowbit_arch_" + std::to_string(::getpid()) + ".gguf")).string();
   io::GgufWriter w;
-  w.set_string("general.architecture", "gemma3");
+  w.set_string("general.architecture", "falcon");
   w.write(p);
   const std::string msg = error_of([&] { load_model(p); });
   std::filesystem::remove(p);
   EXPECT_ERROR_NAMES(msg, p, "general.architecture");
-  for (const char* known : {"\"gemma3\"", "llama", "mistral", "qwen2", "qwen3"}) EXPECT_NE(msg.find(known), std::string::npos) << msg;
+  for (const char* known : {"\"falcon\"", "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3"}) EXPECT_NE(msg.find(known), std::string::npos) << msg;
   EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
 }
 

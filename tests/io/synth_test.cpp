@@ -192,9 +192,11 @@ TEST(SynthArchTable, ArchAndSize) {
   const std::string size_msg = error_of([] { io::synth_arch("qwen3", "8b"); });
   EXPECT_NE(size_msg.find("--size"), std::string::npos) << size_msg;
   EXPECT_NE(size_msg.find("tiny, 0.6b"), std::string::npos) << size_msg;
-  const std::string arch_msg = error_of([] { io::synth_arch("gemma2", "tiny"); });
-  EXPECT_NE(arch_msg.find("\"gemma2\""), std::string::npos) << arch_msg;
-  EXPECT_NE(arch_msg.find("llama, qwen2, qwen3"), std::string::npos) << arch_msg;
+  EXPECT_EQ(io::synth_arch("gemma2", "tiny").name, "gemma2-tiny");
+  EXPECT_EQ(io::synth_arch("gemma3", "4b").name, "gemma3-4b");
+  const std::string arch_msg = error_of([] { io::synth_arch("falcon", "tiny"); });
+  EXPECT_NE(arch_msg.find("\"falcon\""), std::string::npos) << arch_msg;
+  EXPECT_NE(arch_msg.find("llama, qwen2, qwen3, gemma2, gemma3"), std::string::npos) << arch_msg;
 }
 
 TEST_F(Synth, Qwen2ShapesOneLayer) {

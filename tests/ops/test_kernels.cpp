@@ -113,6 +113,27 @@ TEST_P(Kernels, SiluMul) {
   }
 }
 
+// gelu_mul (tanh approximation) against PyTorch's formula in double: the exp form is the same function.
+TEST_P(Kernels, GeluMul) {
+  for (int64_t n : kSizes) {
+    auto g = random_floats(static_cast<size_t>(n), 10, -12, 12), g_ref = g;
+    const auto up = random_floats(static_cast<size_t>(n), 11, -2, 2);
+    gelu_mul(g.data(), up.data(), n);
+    gelu_mul_ref(g_ref.data(), up.data(), n);
+    for (int64_t i = 0; i < n; ++i)
+      // Relative 4e-6 where it matters; far down the left tail (|gelu| < 1e-12) the f32 exponent's rounding
+      // grows the relative error with |u|.
+      ASSERT_NEAR(g[i], g_ref[i], 4e-6f * std::fabs(g_ref[i]) + 1e-12f) << "n=" << n << " i=" << i;
+  }
+  std::vector<float> e = {-200.0f, -9.0f, 0.0f, 1.0f, 200.0f}, up(5, 2.0f);
+  gelu_mul(e.data(), up.data(), 5);
+  EXPECT_NEAR(e[0], 0.0f, 1e-30f);
+  EXPECT_NEAR(e[1], 0.0f, 1e-20f);
+  EXPECT_EQ(e[2], 0.0f);
+  EXPECT_NEAR(e[3], 2 * 0.8411920071f, 1e-6f);  // torch.nn.functional.gelu(torch.tensor(1.), approximate="tanh")
+  EXPECT_FLOAT_EQ(e[4], 400.0f);
+}
+
 TEST_P(Kernels, SiluMulExtremes) {
   std::vector<float> g = {-200.0f, -90.0f, 0.0f, 90.0f, 200.0f}, up(5, 1.5f);
   silu_mul(g.data(), up.data(), 5);

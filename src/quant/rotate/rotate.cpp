@@ -105,9 +105,10 @@ std::shared_ptr<const ModelFile> rotate_model(const ModelFile& src, const Rotate
   const ModelConfig& c = src.config;
   const io::ArchRoles& roles = io::arch_roles(c);
   if ((o.residual && !roles.transforms.rotate_residual) || (o.heads && !roles.transforms.rotate_heads))
-    fail(src.path, "--method rotate", "the " + std::string(roles.family) + " graph does not allow this rotation");
-  if (roles.norm_offset != 0.0f)
-    fail(src.path, "--method rotate", "norms with an offset are not foldable yet");
+    fail(src.path, "--method rotate", "the " + std::string(roles.family) + " graph does not allow this rotation" +
+                                               (o.residual && !roles.transforms.rotate_residual
+                                                    ? " (its post-norms re-normalise what each block adds to the residual stream)"
+                                                    : ""));
   auto out = std::make_shared<ModelFile>();
   out->path = src.path;
   out->format = src.format;
