@@ -197,20 +197,21 @@ struct ArchCase {
   const char* arch;
   double llama_ppl, llama_q4_ppl;
   const char* q4_tensors_fnv;
+  const char* q3_tensors_fnv;  // gguf:Q3_K_M against `llama-quantize A.gguf out.gguf Q3_K_M`: the most per-tensor rules
   std::vector<FeatureOff> features;
 };
 
 const ArchCase kArchCases[] = {
-    {"qwen3-tiny", "qwen3", 496.1796, 495.0920, "912bd82583b221a5",
+    {"qwen3-tiny", "qwen3", 496.1796, 495.0920, "912bd82583b221a5", "12ba1dfe9df90d67",
      {{"q/k norms", [](ModelConfig& c) { c.qk_norm = false; }}}},
-    {"gemma2-tiny", "gemma2", 671.6390, 662.4821, "7854bc1969e8bc13",
+    {"gemma2-tiny", "gemma2", 671.6390, 662.4821, "7854bc1969e8bc13", "1f90455fde747b3f",
      {{"attention soft-cap", [](ModelConfig& c) { c.attn_softcap = 0; }},
       {"final soft-cap", [](ModelConfig& c) { c.final_softcap = 0; }},
       {"sliding window", [](ModelConfig& c) { c.sliding_window = 0; }},
       {"post-norms", [](ModelConfig& c) { c.post_norms = false; }},
       {"GeGLU (SwiGLU instead)", [](ModelConfig& c) { c.gelu = false; }},
       {"embedding scale", [](ModelConfig& c) { c.embed_scale = false; }}}},
-    {"gemma3-tiny", "gemma3", 679.7122, 677.0447, "58c05c1e9386ec70",
+    {"gemma3-tiny", "gemma3", 679.7122, 677.0447, "58c05c1e9386ec70", "8c11a7ff18cd9e4c",
      {{"q/k norms", [](ModelConfig& c) { c.qk_norm = false; }},
       {"sliding window", [](ModelConfig& c) { c.sliding_window = 0; }},
       {"post-norms", [](ModelConfig& c) { c.post_norms = false; }},
@@ -245,19 +246,23 @@ TEST_P(ArchReference, SynthPerplexityMatchesLlamaCpp) {
     std::printf("%s without %s: %.4f (%+.2f%%)\n", k.synth, f.name, ppl_off, 100.0 * (ppl_off / ppl - 1));
     EXPECT_GT(std::fabs(ppl_off / ppl - 1), f.min_move) << f.name << " is not exercised";
   }
-  quant::QuantizeModelOptions qo;
-  qo.format = "gguf:Q4_K_M";
-  qo.keep.clear();  // as `lowbit quantize --format gguf:Q4_K_M`: the preset types the embedding and head too
-  quant::quantize_model(f32, q4, qo);
-  {
-    auto qf = load_model(q4);
+  auto tensors_fnv = [](const std::string& path) {
+    auto qf = load_model(path);
     std::vector<const TensorInfo*> ts;
     for (const TensorInfo& t : qf->tensors) ts.push_back(&t);
     std::sort(ts.begin(), ts.end(), [](const TensorInfo* a, const TensorInfo* b) { return a->name < b->name; });
     uint64_t h = 0xcbf29ce484222325ull;
     for (const TensorInfo* t : ts) h = fnv1a64(t->data, t->nbytes, h);
-    EXPECT_EQ(hex64(h), k.q4_tensors_fnv) << "the per-tensor types or bytes differ from llama-quantize's";
-  }
+    return hex64(h);
+  };
+  quant::QuantizeModelOptions qo;
+  qo.keep.clear();  // as `lowbit quantize --format gguf:...`: the preset types the embedding and head too
+  qo.format = "gguf:Q3_K_M";
+  quant::quantize_model(f32, q4, qo);
+  EXPECT_EQ(tensors_fnv(q4), k.q3_tensors_fnv) << "Q3_K_M: the per-tensor types or bytes differ from llama-quantize's";
+  qo.format = "gguf:Q4_K_M";
+  quant::quantize_model(f32, q4, qo);
+  EXPECT_EQ(tensors_fnv(q4), k.q4_tensors_fnv) << "Q4_K_M: the per-tensor types or bytes differ from llama-quantize's";
   const double ppl_q4 = ppl_of_file(q4);
   std::printf("%s gguf:Q4_K_M: lowbit %.4f, llama.cpp %.4f (%+.4f%%)\n", k.synth, ppl_q4, k.llama_q4_ppl,
               100.0 * (ppl_q4 / k.llama_q4_ppl - 1));

@@ -282,6 +282,45 @@ TEST(QuantizeModel, CalibratedGptqBeatsRtn) {
   EXPECT_LT(kld["gptq4"], kld["gptq"]);
 }
 
+// Every architecture beyond Llama (the tiny synth models, every feature on): GPTQ and the default calibrated
+// pipeline run through its graph (captures at each site, post-norms, soft-caps, windows) and beat RTN's KLD.
+TEST(QuantizeModel, GptqAndTheDefaultPipelineRunOnEveryArchitecture) {
+  LOWBIT_REQUIRE_SHARED("data/wikitext-2/valid.txt");
+  LOWBIT_REQUIRE_SHARED("data/wikitext-2-raw/wiki.test.raw");
+  for (const char* arch : {"qwen3-tiny", "gemma2-tiny", "gemma3-tiny"}) {
+    const std::string src = tmp(std::string(arch) + ".gguf");
+    io::SynthOptions so;
+    so.arch = arch;
+    so.out = src;
+    io::write_synth_model(so);
+    auto base_file = load_model(src);
+    auto tok = make_tokenizer(base_file->tokenizer);
+    const auto windows = valid_windows(*tok, 16, 128, 100000);
+    const auto eval_tokens = tok->encode(test::read_file(test::shared("data/wikitext-2-raw/wiki.test.raw")).substr(0, 60000), true);
+    Model base(base_file, 128);
+    EvalOptions eo;
+    eo.ctx = 128;
+    eo.chunks = 8;
+    std::map<std::string, double> kld;
+    for (const std::string method : {"rtn", "gptq", ""}) {
+      QuantizeModelOptions o;
+      o.method = method;
+      o.format = "int3g64a";
+      o.calib = windows;
+      o.calib_source = "valid.txt";
+      const std::string out = tmp(std::string(arch) + "_" + method + ".gguf");
+      quantize_model(src, out, o);
+      Model qm(load_model(out), 128);
+      kld[method] = evaluate_pair(qm, base, eval_tokens, tok->bos(), eo).kld_mean;
+      fs::remove(out);
+    }
+    std::printf("%s int3g64a KLD: rtn %.4f, gptq %.4f, default %.4f\n", arch, kld["rtn"], kld["gptq"], kld[""]);
+    EXPECT_LT(kld["gptq"], 0.7 * kld["rtn"]) << arch;
+    EXPECT_LT(kld[""], 0.7 * kld["rtn"]) << arch;
+    fs::remove(src);
+  }
+}
+
 // GPTQ's output error ||WX - QX|| on the captured calibration inputs is below RTN's for every quantized linear of
 // every fixture model (both calibrated on the same windows, each block fed by the already quantized blocks).
 TEST(QuantizeModel, GptqBeatsRtnOnEveryLinearOfEveryFixture) {

@@ -1,0 +1,346 @@
+// Gemma 2 and Gemma 3 from their Hugging Face form, checked against the published modeling code's equations
+// (transformers' modeling_gemma2.py / modeling_gemma3.py), written out below as a naive double-precision forward
+// over the checkpoint's own tensor names and config keys -- nothing of lowbit's loaders, name tables or graph:
+//   Gemma{2,3}RMSNorm: x * rsqrt(mean(x^2) + eps) * (1 + w)  (the checkpoint stores w)
+//   embeddings * hidden_size ** 0.5; scores * query_pre_attn_scalar ** -0.5; Gemma 2: tanh soft-caps on the scores
+//   (attn_logit_softcapping) and the logits (final_logit_softcapping); sliding layers mask keys with q - k >= window
+//   (Gemma 2: even layers; Gemma 3: (layer + 1) % sliding_window_pattern != 0); Gemma 3: q_norm / k_norm per head,
+//   local layers' rotary base rope_local_base_freq, unscaled, global layers' rope_theta with rope_scaling;
+//   input_layernorm -> attention -> post_attention_layernorm -> + residual -> pre_feedforward_layernorm ->
+//   down(gelu_tanh(gate) * up) -> post_feedforward_layernorm -> + residual; rotate_half RoPE.
+// lowbit reading that directory must give the reference's logits, and its GGUF export the same logits again (1e-5).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <random>
+
+#include "io/hf_testing.h"
+#include "lowbit/error.h"
+#include "lowbit/model.h"
+#include "quant/quantize_model.h"
+#include "quant/rotate/rotate.h"
+
+namespace lowbit {
+namespace {
+
+using testing::json;
+using testing::StTensor;
+
+struct HfGemma {
+  bool gemma3 = false;
+  int dim = 64, layers = 2, heads = 4, kv = 2, head_dim = 32, ffn = 96, vocab = 50, window = 6, pattern = 3;
+  double eps = 1e-6, attn_cap = 3.0, final_cap = 2.0, theta = 10000, local_theta = 100, linear = 4, scalar = 24;
+  std::map<std::string, std::vector<float>> w;      // HF names -> values (row-major, torch's {out, in})
+  std::map<std::string, std::vector<int64_t>> shape;
+
+  json config() const {
+    json c = {{"hidden_size", dim}, {"num_hidden_layers", layers}, {"num_attention_heads", heads},
+              {"num_key_value_heads", kv}, {"head_dim", head_dim}, {"intermediate_size", ffn},
+              {"vocab_size", vocab}, {"rms_norm_eps", eps}, {"rope_theta", theta},
+              {"max_position_embeddings", 256}, {"sliding_window", window}, {"query_pre_attn_scalar", scalar},
+              {"hidden_activation", "gelu_pytorch_tanh"}, {"tie_word_embeddings", true}};
+    if (gemma3) {
+      c["model_type"] = "gemma3_text";
+      c["architectures"] = {"Gemma3ForCausalLM"};
+      c["sliding_window_pattern"] = pattern;
+      c["rope_local_base_freq"] = local_theta;
+      c["rope_scaling"] = {{"rope_type", "linear"}, {"factor", linear}};
+      c["final_logit_softcapping"] = nullptr;
+      c["attn_logit_softcapping"] = nullptr;
+    } else {
+      c["model_type"] = "gemma2";
+      c["architectures"] = {"Gemma2ForCausalLM"};
+      c["attn_logit_softcapping"] = attn_cap;
+      c["final_logit_softcapping"] = final_cap;
+    }
+    return c;
+  }
+
+  void build(uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    auto add = [&](const std::string& name, std::vector<int64_t> s, float std, float mean = 0) {
+      int64_t n = 1;
+      for (int64_t d : s) n *= d;
+      std::vector<float>& v = w[name];
+      v.resize(static_cast<size_t>(n));
+      for (float& x : v) x = mean + std * nd(rng);
+      shape[name] = s;
+    };
+    add("model.embed_tokens.weight", {vocab, dim}, 0.3f);
+    const int64_t qd = heads * head_dim, kvd = kv * head_dim;
+    for (int l = 0; l < layers; ++l) {
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      // Norm weights around 0: the checkpoint's w, used as (1 + w).
+      for (const char* n : {"input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+                            "post_feedforward_layernorm"})
+        add(p + n + ".weight", {dim}, 0.3f);
+      add(p + "self_attn.q_proj.weight", {qd, dim}, 0.4f);
+      add(p + "self_attn.k_proj.weight", {kvd, dim}, 0.4f);
+      add(p + "self_attn.v_proj.weight", {kvd, dim}, 0.2f);
+      add(p + "self_attn.o_proj.weight", {dim, qd}, 0.2f);
+      if (gemma3) {
+        add(p + "self_attn.q_norm.weight", {head_dim}, 0.3f);
+        add(p + "self_attn.k_norm.weight", {head_dim}, 0.3f);
+      }
+      add(p + "mlp.gate_proj.weight", {ffn, dim}, 0.2f);
+      add(p + "mlp.up_proj.weight", {ffn, dim}, 0.2f);
+      add(p + "mlp.down_proj.weight", {dim, ffn}, 0.2f);
+    }
+    add("model.norm.weight", {dim}, 0.3f);
+  }
+
+  // Gemma3ForConditionalGeneration's layout: the text model under language_model.model., its config under
+  // text_config, a vision tower beside it.
+  void write(const std::string& dir, bool multimodal = false) const {
+    std::vector<StTensor> ts;
+    for (const auto& [name, v] : w) {
+      StTensor t{multimodal ? "language_model." + name : name, "F32", shape.at(name), {}};
+      t.bytes.resize(v.size() * 4);
+      std::memcpy(t.bytes.data(), v.data(), t.bytes.size());
+      ts.push_back(std::move(t));
+    }
+    json c = config();
+    if (multimodal) {
+      ts.push_back({"vision_tower.vision_model.post_layernorm.weight", "F32", {8}, std::vector<uint8_t>(32, 0)});
+      ts.push_back({"multi_modal_projector.mm_soft_emb_norm.weight", "F32", {8}, std::vector<uint8_t>(32, 0)});
+      c = {{"model_type", "gemma3"}, {"architectures", {"Gemma3ForConditionalGeneration"}}, {"text_config", c},
+           {"vision_config", {{"hidden_size", 8}}}};
+      c["text_config"].erase("architectures");
+    }
+    testing::write_file(dir + "/config.json", c.dump(2));
+    testing::write_file(dir + "/model.safetensors", testing::make_safetensors(ts));
+  }
+
+  // --- the reference forward (double), every position from scratch ---
+  std::vector<double> linear_of(const std::string& name, const std::vector<double>& x) const {
+    const auto& W = w.at(name);
+    const int64_t rows = shape.at(name)[0], cols = shape.at(name)[1];
+    std::vector<double> y(static_cast<size_t>(rows));
+    for (int64_t r = 0; r < rows; ++r) {
+      double s = 0;
+      for (int64_t c = 0; c < cols; ++c) s += static_cast<double>(W[r * cols + c]) * x[c];
+      y[r] = s;
+    }
+    return y;
+  }
+  std::vector<double> gemma_norm(const std::vector<double>& x, const std::string& name, size_t off = 0,
+                                 size_t n = 0) const {
+    if (n == 0) n = x.size();
+    const auto& g = w.at(name);
+    double ss = 0;
+    for (size_t i = 0; i < n; ++i) ss += x[off + i] * x[off + i];
+    const double inv = 1.0 / std::sqrt(ss / n + eps);
+    std::vector<double> y = x;
+    for (size_t i = 0; i < n; ++i) y[off + i] = x[off + i] * inv * (1.0 + g[i]);
+    return y;
+  }
+  bool sliding(int l) const { return gemma3 ? (l + 1) % pattern != 0 : l % 2 == 0; }
+  void rotate_half(std::vector<double>& v, size_t off, int pos, double base, double factor) const {
+    const int half = head_dim / 2;
+    for (int i = 0; i < half; ++i) {
+      const double inv_freq = std::pow(base, -2.0 * i / head_dim) / factor;
+      const double a = v[off + i], b = v[off + i + half], cs = std::cos(pos * inv_freq), sn = std::sin(pos * inv_freq);
+      v[off + i] = a * cs - b * sn;
+      v[off + i + half] = b * cs + a * sn;
+    }
+  }
+
+  std::vector<std::vector<double>> logits(const std::vector<int32_t>& tokens) const {
+    const size_t n = tokens.size();
+    std::vector<std::vector<double>> h(n, std::vector<double>(static_cast<size_t>(dim)));
+    for (size_t t = 0; t < n; ++t)
+      for (int i = 0; i < dim; ++i) h[t][i] = w.at("model.embed_tokens.weight")[tokens[t] * dim + i] * std::sqrt(double(dim));
+    const int group = heads / kv;
+    for (int l = 0; l < layers; ++l) {
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      const double base = gemma3 && sliding(l) ? local_theta : theta;
+      const double factor = gemma3 && !sliding(l) ? linear : 1.0;
+      std::vector<std::vector<double>> q(n), k(n), v(n);
+      for (size_t t = 0; t < n; ++t) {
+        const auto x = gemma_norm(h[t], p + "input_layernorm.weight");
+        q[t] = linear_of(p + "self_attn.q_proj.weight", x);
+        k[t] = linear_of(p + "self_attn.k_proj.weight", x);
+        v[t] = linear_of(p + "self_attn.v_proj.weight", x);
+        for (int hh = 0; hh < heads; ++hh) {
+          if (gemma3) q[t] = gemma_norm(q[t], p + "self_attn.q_norm.weight", hh * head_dim, head_dim);
+          rotate_half(q[t], hh * head_dim, static_cast<int>(t), base, factor);
+        }
+        for (int hh = 0; hh < kv; ++hh) {
+          if (gemma3) k[t] = gemma_norm(k[t], p + "self_attn.k_norm.weight", hh * head_dim, head_dim);
+          rotate_half(k[t], hh * head_dim, static_cast<int>(t), base, factor);
+        }
+      }
+      for (size_t t = 0; t < n; ++t) {
+        std::vector<double> att(static_cast<size_t>(heads * head_dim), 0.0);
+        for (int hh = 0; hh < heads; ++hh) {
+          const int kh = hh / group;
+          std::vector<double> s(t + 1, -INFINITY);
+          double mx = -INFINITY;
+          for (size_t j = 0; j <= t; ++j) {
+            if (sliding(l) && static_cast<int>(t - j) >= window) continue;
+            double d = 0;
+            for (int i = 0; i < head_dim; ++i) d += q[t][hh * head_dim + i] * k[j][kh * head_dim + i];
+            d *= std::pow(scalar, -0.5);
+            if (!gemma3) d = std::tanh(d / attn_cap) * attn_cap;
+            s[j] = d;
+            mx = std::max(mx, d);
+          }
+          double z = 0;
+          for (double& e : s) z += (e = std::exp(e - mx));
+          for (size_t j = 0; j <= t; ++j)
+            for (int i = 0; i < head_dim; ++i) att[hh * head_dim + i] += s[j] / z * v[j][kh * head_dim + i];
+        }
+        const auto o = gemma_norm(linear_of(p + "self_attn.o_proj.weight", att), p + "post_attention_layernorm.weight");
+        for (int i = 0; i < dim; ++i) h[t][i] += o[i];
+      }
+      for (size_t t = 0; t < n; ++t) {
+        const auto x = gemma_norm(h[t], p + "pre_feedforward_layernorm.weight");
+        auto g = linear_of(p + "mlp.gate_proj.weight", x);
+        const auto u = linear_of(p + "mlp.up_proj.weight", x);
+        for (size_t i = 0; i < g.size(); ++i)
+          g[i] = 0.5 * g[i] * (1 + std::tanh(std::sqrt(2 / M_PI) * (g[i] + 0.044715 * std::pow(g[i], 3)))) * u[i];
+        const auto f = gemma_norm(linear_of(p + "mlp.down_proj.weight", g), p + "post_feedforward_layernorm.weight");
+        for (int i = 0; i < dim; ++i) h[t][i] += f[i];
+      }
+    }
+    std::vector<std::vector<double>> out(n);
+    for (size_t t = 0; t < n; ++t) {
+      out[t] = linear_of("model.embed_tokens.weight", gemma_norm(h[t], "model.norm.weight"));  // tied head
+      if (!gemma3)
+        for (double& x : out[t]) x = std::tanh(x / final_cap) * final_cap;
+    }
+    return out;
+  }
+};
+
+std::vector<float> lowbit_logits(const std::string& path, const std::vector<int32_t>& tokens, int vocab) {
+  Model m(load_model(path), 64);
+  std::vector<float> out(tokens.size() * static_cast<size_t>(vocab));
+  m.forward(tokens, 0, out.data(), /*all_logits=*/true);
+  return out;
+}
+
+class GemmaHf : public ::testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() / ("lowbit_gemma_hf_" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::filesystem::path dir_;
+};
+
+TEST_P(GemmaHf, LogitsFollowTheModelingCodeAndSurviveGgufExport) {
+  HfGemma g;
+  g.gemma3 = GetParam();
+  g.layers = g.gemma3 ? 3 : 2;  // Gemma 3: two local layers, then a global one
+  g.build(g.gemma3 ? 3 : 2);
+  const std::string hf = (dir_ / "hf").string();
+  std::filesystem::create_directories(hf);
+  g.write(hf);
+  std::vector<int32_t> tokens;
+  for (int t = 0; t < 20; ++t) tokens.push_back((t * 7 + 3) % g.vocab);  // 20 positions, window 6
+
+  auto file = load_model(hf);
+  const ModelConfig& c = file->config;
+  EXPECT_EQ(c.arch, g.gemma3 ? "gemma3" : "gemma2");
+  EXPECT_TRUE(c.post_norms && c.embed_scale && c.gelu && c.tied_embeddings);
+  EXPECT_EQ(c.qk_norm, g.gemma3);
+  EXPECT_EQ(c.sliding_window, g.window);
+  EXPECT_FLOAT_EQ(c.attn_scalar, static_cast<float>(g.scalar));
+
+  const auto ref = g.logits(tokens);
+  const auto got = lowbit_logits(hf, tokens, g.vocab);
+  double max_ref = 0, max_err = 0;
+  for (size_t t = 0; t < tokens.size(); ++t)
+    for (int i = 0; i < g.vocab; ++i) {
+      max_ref = std::max(max_ref, std::fabs(ref[t][i]));
+      max_err = std::max(max_err, std::fabs(ref[t][i] - got[t * g.vocab + i]));
+    }
+  std::printf("%s HF: max |logit| %.3f, max error against the modeling-code reference %.3g\n",
+              g.gemma3 ? "gemma3" : "gemma2", max_ref, max_err);
+  EXPECT_LT(max_err, 2e-5 * max_ref);
+
+  // Each convention matters at this size: the reference with one of them dropped is far off.
+  HfGemma no_offset = g;
+  for (auto& [name, v] : no_offset.w)
+    if (name.find("norm") != std::string::npos)
+      for (float& x : v) x -= 1.0f;  // (1 + (w - 1)) = w: what a loader that forgot the 1 would compute
+  const auto wrong = no_offset.logits(tokens);
+  double wrong_err = 0;
+  for (size_t t = 0; t < tokens.size(); ++t)
+    for (int i = 0; i < g.vocab; ++i) wrong_err = std::max(wrong_err, std::fabs(wrong[t][i] - got[t * g.vocab + i]));
+  EXPECT_GT(wrong_err, 1e3 * max_err) << "the (1 + w) convention is not exercised";
+
+  // GGUF has no key for query_pre_attn_scalar and llama.cpp derives it from the shape (head_dim here, 32): a
+  // checkpoint with another value cannot be exported faithfully, and says so.
+  const std::string gguf = (dir_ / "out.gguf").string();
+  quant::QuantizeModelOptions qo;
+  qo.keep = {"weight"};  // every tensor kept, in f32: the unquantized GGUF export
+  qo.keep_dtype = DType::F32;
+  std::string refusal;
+  try {
+    quant::quantize_model(hf, gguf, qo);
+  } catch (const Error& e) {
+    refusal = e.what();
+  }
+  EXPECT_NE(refusal.find("query_pre_attn_scalar"), std::string::npos) << refusal;
+  EXPECT_FALSE(std::filesystem::exists(gguf));
+
+  // With llama.cpp's value the GGUF export (norms holding 1 + w) gives the same logits.
+  HfGemma g32 = g;
+  g32.scalar = g.head_dim;
+  const std::string hf32 = (dir_ / "hf32").string();
+  std::filesystem::create_directories(hf32);
+  g32.write(hf32);
+  const auto got32 = lowbit_logits(hf32, tokens, g.vocab);
+  quant::quantize_model(hf32, gguf, qo);
+  const auto from_gguf = lowbit_logits(gguf, tokens, g.vocab);
+  double gguf_err = 0;
+  for (size_t i = 0; i < got32.size(); ++i) gguf_err = std::max(gguf_err, std::fabs(double(from_gguf[i]) - got32[i]));
+  std::printf("HF against GGUF form: max difference %.3g\n", gguf_err);
+  EXPECT_LE(gguf_err, 1e-5 * max_ref) << "HF and GGUF forms differ";
+  auto gf = load_model(gguf);
+  EXPECT_EQ(gf->config.arch, c.arch);
+  EXPECT_EQ(gf->config.sliding_window, c.sliding_window);
+  EXPECT_EQ(gf->config.swa_period, c.swa_period);
+  EXPECT_FLOAT_EQ(gf->config.final_softcap, c.final_softcap);
+
+  if (g.gemma3) {
+    // The multimodal checkpoint: the same text model under language_model.model., config under text_config.
+    const std::string mm = (dir_ / "mm").string();
+    std::filesystem::create_directories(mm);
+    g.write(mm, /*multimodal=*/true);
+    EXPECT_EQ(lowbit_logits(mm, tokens, g.vocab), got);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Arch, GemmaHf, ::testing::Bool(),
+                         [](const auto& info) { return std::string(info.param ? "Gemma3" : "Gemma2"); });
+
+// A rotation of the residual stream cannot be folded through Gemma's post-norms: one clear error.
+TEST(GemmaTransforms, ResidualRotationIsRefused) {
+  HfGemma g;
+  g.build(5);
+  const auto dir = std::filesystem::temp_directory_path() / ("lowbit_gemma_rot_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  g.write(dir.string());
+  auto file = load_model(dir.string());
+  std::string msg;
+  try {
+    quant::rotate_model(*file, quant::RotateOptions{});
+  } catch (const Error& e) {
+    msg = e.what();
+  }
+  std::filesystem::remove_all(dir);
+  EXPECT_NE(msg.find("post-norms"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+}
+
+}  // namespace
+}  // namespace lowbit
