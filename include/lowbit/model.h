@@ -13,8 +13,9 @@
 namespace lowbit {
 
 // Inverse frequencies theta_i of the rotary embedding (rope_dim / 2 values) with the config's scaling applied
-// ("freq_factors" reads the file's rope_freqs.weight).
-std::vector<float> rope_inv_freq(const ModelConfig& c, const ModelFile& f);
+// ("freq_factors" reads the file's rope_freqs.weight; "longrope" its rope_factors_long.weight where `context`, the
+// context the model runs with, exceeds the original one, else rope_factors_short.weight -- llama.cpp's rule).
+std::vector<float> rope_inv_freq(const ModelConfig& c, const ModelFile& f, int context = 0);
 
 // Which linear layers read a captured input: Attention feeds attn_q/k/v, AttentionOutput feeds attn_output,
 // Ffn feeds ffn_gate/ffn_up, FfnDown feeds ffn_down. The values are the sites of the role table (io/arch.h).

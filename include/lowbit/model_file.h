@@ -19,12 +19,15 @@ namespace lowbit {
 enum class RopeStyle { Interleaved, HalfSplit };
 
 struct RopeScaling {
-  // "none" | "linear" | "llama3" (HF config) | "freq_factors" (GGUF: divisors in tensor rope_freqs.weight)
+  // "none" | "linear" | "llama3" (HF config) | "freq_factors" (GGUF: divisors in tensor rope_freqs.weight) |
+  // "longrope" (Phi-3: divisors in rope_factors_long.weight / rope_factors_short.weight, the long ones where the
+  // context exceeds original_context -- llama.cpp's choice by context size, not HF's by current length)
   std::string type = "none";
   float factor = 1.0f;
   float low_freq_factor = 1.0f;    // llama3
   float high_freq_factor = 4.0f;   // llama3
-  int original_context = 8192;     // llama3: original_max_position_embeddings
+  int original_context = 8192;     // llama3, longrope: original_max_position_embeddings
+  float attn_factor = 1.0f;        // longrope: cos and sin (so q and k) multiplied by it
 };
 
 struct ModelConfig {
@@ -46,6 +49,8 @@ struct ModelConfig {
   bool tied_embeddings = false;  // output head reuses token_embd
   bool qkv_bias = false;         // Qwen2
   bool qk_norm = false;          // Qwen3, Gemma 3: RMSNorm over each head of q and k (weights of head_dim) before RoPE
+  bool fused_qkv = false;        // Phi-3: one attn_qkv matrix, rows q | k | v
+  bool fused_gate_up = false;    // Phi-3: ffn_up holds gate | up (2 * ffn_dim rows)
   // Gemma 2 / Gemma 3 (set by the loaders from the architecture descriptor and the file's keys):
   bool post_norms = false;       // RMSNorm of the attention and FFN outputs before each residual add
   bool embed_scale = false;      // token embeddings multiplied by sqrt(dim)

@@ -16,9 +16,10 @@ std::vector<BlockTensorRole> block_roles() {
   using P = Presence;
   return {
       {"attn_norm", "weight", K::Norm, Dim::Model, Dim::Model},
-      {"attn_q", "weight", K::Linear, Dim::QHeads, Dim::Model, P::Always, Site::AttnIn, true},
-      {"attn_k", "weight", K::Linear, Dim::KvHeads, Dim::Model, P::Always, Site::AttnIn, true},
-      {"attn_v", "weight", K::Linear, Dim::KvHeads, Dim::Model, P::Always, Site::AttnIn},
+      {"attn_q", "weight", K::Linear, Dim::QHeads, Dim::Model, P::SplitQkv, Site::AttnIn, true},
+      {"attn_k", "weight", K::Linear, Dim::KvHeads, Dim::Model, P::SplitQkv, Site::AttnIn, true},
+      {"attn_v", "weight", K::Linear, Dim::KvHeads, Dim::Model, P::SplitQkv, Site::AttnIn},
+      {"attn_qkv", "weight", K::Linear, Dim::Qkv, Dim::Model, P::FusedQkv, Site::AttnIn},
       {"attn_q", "bias", K::Bias, Dim::QHeads, Dim::QHeads, P::QkvBias},
       {"attn_k", "bias", K::Bias, Dim::KvHeads, Dim::KvHeads, P::QkvBias},
       {"attn_v", "bias", K::Bias, Dim::KvHeads, Dim::KvHeads, P::QkvBias},
@@ -30,8 +31,8 @@ std::vector<BlockTensorRole> block_roles() {
       // Gemma: the attention output is normed before the residual add (acts on attn_output's output).
       {"post_attention_norm", "weight", K::Norm, Dim::Model, Dim::Model, P::PostNorm},
       {"ffn_norm", "weight", K::Norm, Dim::Model, Dim::Model},
-      {"ffn_gate", "weight", K::Linear, Dim::Ffn, Dim::Model, P::Always, Site::FfnIn},
-      {"ffn_up", "weight", K::Linear, Dim::Ffn, Dim::Model, P::Always, Site::FfnIn},
+      {"ffn_gate", "weight", K::Linear, Dim::Ffn, Dim::Model, P::SplitGateUp, Site::FfnIn},
+      {"ffn_up", "weight", K::Linear, Dim::FfnUp, Dim::Model, P::Always, Site::FfnIn},
       {"ffn_down", "weight", K::Linear, Dim::Model, Dim::Ffn, P::Always, Site::FfnDownIn},
       {"post_ffw_norm", "weight", K::Norm, Dim::Model, Dim::Model, P::PostNorm},
   };
@@ -64,13 +65,18 @@ const std::vector<std::pair<std::string_view, std::string_view>> kHfGemmaBlock =
     {"post_feedforward_layernorm", "post_ffw_norm"},     {"self_attn.q_norm", "attn_q_norm"},
     {"self_attn.k_norm", "attn_k_norm"},
 };
+// Phi3DecoderLayer: fused qkv_proj and gate_up_proj.
+const std::vector<std::pair<std::string_view, std::string_view>> kHfPhi3Block = {
+    {"self_attn.qkv_proj", "attn_qkv"}, {"self_attn.o_proj", "attn_output"},  {"mlp.gate_up_proj", "ffn_up"},
+    {"mlp.down_proj", "ffn_down"},      {"input_layernorm", "attn_norm"},      {"post_attention_layernorm", "ffn_norm"},
+};
 
 std::vector<ArchDescriptor> make_descriptors() {
   std::vector<ArchDescriptor> out;
   auto add = [&](ArchDescriptor d) {
     d.roles.family = d.name;
     d.roles.block = block_roles();
-    d.roles.sites = site_roles();
+    if (d.roles.sites.empty()) d.roles.sites = site_roles();
     if (d.gguf_name.empty()) d.gguf_name = d.name;
     if (d.hf_prefixes.empty()) d.hf_prefixes = {"model."};
     if (d.hf_block_names.empty()) d.hf_block_names = kHfLlamaBlock;
@@ -127,6 +133,23 @@ std::vector<ArchDescriptor> make_descriptors() {
     d.rope_theta_local = 10000.0f;                    // llama_hparams::rope_freq_base_train_swa's default
     add(d);
   }
+  {
+    ArchDescriptor d;
+    d.name = "phi3";  // fused qkv and gate_up; LongRoPE (llama.cpp disables its sliding window, and so do we)
+    d.hf_model_types = {"phi3"};
+    d.hf_classes = {"Phi3"};
+    d.hf_block_names = kHfPhi3Block;
+    d.fused_qkv = d.fused_gate_up = true;
+    d.tokenizer = "spm";
+    d.roles.sites = {
+        {Site::AttnIn, "attn_in", {"attn_qkv"}, Producer::Norm, "attn_norm", Dim::Model},
+        {Site::AttnOut, "attn_out", {"attn_output"}, Producer::HeadsOfValue, "attn_qkv", Dim::QHeads, false},
+        {Site::FfnIn, "ffn_in", {"ffn_up"}, Producer::Norm, "ffn_norm", Dim::Model},
+        {Site::FfnDownIn, "ffn_down_in", {"ffn_down"}, Producer::Elementwise, "ffn_up", Dim::Ffn, false},
+    };
+    d.roles.transforms.rotate_heads = false;  // the value rows are a slice of attn_qkv
+    add(d);
+  }
   return out;
 }
 
@@ -169,6 +192,8 @@ const ArchDescriptor& arch_named(std::string_view name) {
 void apply_arch_features(const ArchDescriptor& d, ModelConfig& c) {
   c.arch = std::string(d.name);
   c.qk_norm = d.qk_norm;
+  c.fused_qkv = d.fused_qkv;
+  c.fused_gate_up = d.fused_gate_up;
   c.post_norms = d.post_norms;
   c.embed_scale = d.embed_scale;
   c.gelu = d.gelu;
@@ -219,6 +244,8 @@ int64_t dim_size(const ModelConfig& c, Dim d) {
     case Dim::Ffn: return c.ffn_dim;
     case Dim::Vocab: return c.n_vocab;
     case Dim::HeadDim: return c.head_dim;
+    case Dim::Qkv: return static_cast<int64_t>(c.n_heads + 2 * c.n_kv_heads) * c.head_dim;
+    case Dim::FfnUp: return static_cast<int64_t>(c.ffn_dim) * (c.fused_gate_up ? 2 : 1);
   }
   return 0;
 }
@@ -233,6 +260,9 @@ bool present(const ModelConfig& c, const BlockTensorRole& r) {
     case Presence::QkvBias: return c.qkv_bias;
     case Presence::QkNorm: return c.qk_norm;
     case Presence::PostNorm: return c.post_norms;
+    case Presence::FusedQkv: return c.fused_qkv;
+    case Presence::SplitQkv: return !c.fused_qkv;
+    case Presence::SplitGateUp: return !c.fused_gate_up;
     case Presence::Always: return true;
   }
   return true;

@@ -21,7 +21,11 @@ namespace lowbit::io {
 enum class TensorKind { Linear, Norm, Bias };
 
 // Dimensions a shape is written in (resolved against a ModelConfig by shape_of).
-enum class Dim { Model, QHeads, KvHeads, Ffn, Vocab, HeadDim };
+enum class Dim {
+  Model, QHeads, KvHeads, Ffn, Vocab, HeadDim,
+  Qkv,    // q, k and v rows of a fused attn_qkv
+  FfnUp,  // ffn_up's rows: ffn_dim, or 2 * ffn_dim when it holds gate | up (Phi-3)
+};
 
 // Which configs have a tensor.
 enum class Presence {
@@ -29,6 +33,9 @@ enum class Presence {
   QkvBias,  // ModelConfig::qkv_bias (Qwen2's q/k/v biases)
   QkNorm,   // ModelConfig::qk_norm (Qwen3's and Gemma 3's per-head q/k norms)
   PostNorm, // ModelConfig::post_norms (Gemma's norms of the attention and FFN outputs)
+  FusedQkv, // ModelConfig::fused_qkv (Phi-3's attn_qkv)
+  SplitQkv, // !fused_qkv: attn_q, attn_k, attn_v
+  SplitGateUp, // !fused_gate_up: ffn_gate apart from ffn_up
 };
 
 // Which captured input of a block a linear reads (the order the graph produces them in).
@@ -62,6 +69,8 @@ struct SiteRole {
   Producer producer;
   std::string_view producer_role;        // the norm or linear the scales fold into ("attn_norm", "attn_v", "ffn_up")
   Dim width;                             // channels of the input
+  bool scalable = true;                  // AWQ may fold scales here (false: the producer is a slice of a fused
+                                         // matrix, Phi-3's v rows in attn_qkv or up rows in ffn_up)
 };
 
 // Equivalence transforms the graph allows (a graph whose norms are not plain RMSNorm, or whose residual stream
@@ -70,7 +79,6 @@ struct SiteRole {
 struct ArchTransforms {
   bool rotate_residual = true;  // QuaRot R1: RMSNorm weights foldable, the stream rotates through every block
   bool rotate_heads = true;     // R2: per-head rotation of value rows / attention-output columns
-  bool scale_sites = true;      // AWQ: per-channel scales folded into norms and producers
 };
 
 struct ArchRoles {
@@ -96,7 +104,7 @@ struct ArchDescriptor {
   float hf_norm_offset = 0.0f;                  // HF's RMSNorm multiplies by (offset + w): Gemma's 1. GGUF, and the
                                                 // graph, hold the whole factor (llama.cpp's converter adds the 1)
   // Graph features every model of the architecture has (the loaders copy them into ModelConfig):
-  bool qk_norm = false, post_norms = false, embed_scale = false, gelu = false;
+  bool qk_norm = false, post_norms = false, embed_scale = false, gelu = false, fused_qkv = false, fused_gate_up = false;
   // llama.cpp's defaults where a GGUF lacks the key (0: the feature is off unless the file sets it):
   float attn_softcap = 0.0f, final_softcap = 0.0f;
   int sliding_window = 0, swa_period = 0;

@@ -49,6 +49,10 @@ void set_config_metadata(GgufWriter& w, const ModelConfig& c) {
     w.set_string(p + "rope.scaling.type", "linear");
     w.set_f32(p + "rope.scaling.factor", c.rope_scaling.factor);
   }
+  if (c.rope_scaling.type == "longrope") {  // the factor tensors travel with the model's tensors
+    u32("rope.scaling.original_context_length", c.rope_scaling.original_context);
+    w.set_f32(p + "rope.scaling.attn_factor", c.rope_scaling.attn_factor);
+  }
   const ArchDescriptor& d = arch_of(c);
   // Gemma's keys (llama.cpp reads each; its defaults differ from what a file may need, so all are written).
   if (d.attn_softcap > 0) w.set_f32(p + "attn_logit_softcapping", c.attn_softcap);

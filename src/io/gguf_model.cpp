@@ -200,8 +200,17 @@ std::shared_ptr<const ModelFile> load_gguf_model(const std::string& path) {
     ti.file_offset = f.data_offset() + t.offset;
     m->tensors.push_back(std::move(ti));
   }
-  // llama3-style scaling is stored by the converter as per-frequency divisors in rope_freqs.weight.
+  // llama3-style scaling is stored by the converter as per-frequency divisors in rope_freqs.weight; Phi-3's
+  // LongRoPE as two sets of them, with the original context and an attention factor as keys.
   if (m->find("rope_freqs.weight")) c.rope_scaling.type = "freq_factors";
+  if (m->find("rope_factors_long.weight") || m->find("rope_factors_short.weight")) {
+    c.rope_scaling.type = "longrope";
+    c.rope_scaling.original_context = f.find(a + "rope.scaling.original_context_length")
+                                          ? required_int(f, a + "rope.scaling.original_context_length", 1, 1 << 24)
+                                          : c.context_length;
+    c.rope_scaling.attn_factor = static_cast<float>(f.get_float(a + "rope.scaling.attn_factor").value_or(1.0));
+    if (!(c.rope_scaling.attn_factor > 0)) fail(path, a + "rope.scaling.attn_factor", "expected a positive factor");
+  }
   c.tied_embeddings = m->find("output.weight") == nullptr;
   c.qkv_bias = m->find("blk.0.attn_q.bias") != nullptr;
   if (const TensorInfo* emb = m->find("token_embd.weight"); emb && emb->shape.size() == 2)

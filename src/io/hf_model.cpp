@@ -2,6 +2,7 @@
 // shards) for the tensors, renamed to the canonical GGUF names. No Q/K permutation: the graph rotates
 // half-split pairs (RopeStyle::HalfSplit), as HF Llama does.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <cstdint>
 #include <filesystem>
@@ -144,7 +145,25 @@ void read_gemma_config(const ConfigReader& r, const ArchDescriptor& d, ModelConf
   }
 }
 
-void read_config(const ConfigReader& r, const ArchDescriptor& d, ModelConfig& c) {
+// What a config says that becomes tensors rather than keys: LongRoPE's factor lists.
+struct HfRopeFactors {
+  std::vector<float> long_factors, short_factors;
+};
+
+std::vector<float> factor_list(const ConfigReader& r, const json& rs, const char* key, int n) {
+  const std::string field = std::string("rope_scaling.") + key;
+  auto it = rs.find(key);
+  if (it == rs.end() || !it->is_array() || static_cast<int>(it->size()) != n)
+    fail(r.file, field, "expected a list of " + std::to_string(n) + " numbers (rotary dimensions / 2)");
+  std::vector<float> v;
+  for (const json& x : *it) {
+    if (!x.is_number() || !(x.get<double>() > 0)) fail(r.file, field, "expected positive numbers, found " + describe(x));
+    v.push_back(x.get<float>());
+  }
+  return v;
+}
+
+void read_config(const ConfigReader& r, const ArchDescriptor& d, ModelConfig& c, HfRopeFactors& factors) {
   constexpr int64_t kBig = 1 << 20;
   apply_arch_features(d, c);
   c.dim = r.req_int("hidden_size", 1, kBig);
@@ -162,6 +181,11 @@ void read_config(const ConfigReader& r, const ArchDescriptor& d, ModelConfig& c)
     c.head_dim = c.dim / c.n_heads;
   }
   c.rope_dim = c.head_dim;
+  if (auto prf = r.opt_num(r.j, "partial_rotary_factor", "partial_rotary_factor")) {
+    // llama.cpp's converter: int(factor * hidden_size) // heads
+    if (!(*prf > 0 && *prf <= 1)) fail(r.file, "partial_rotary_factor", "expected 0 < factor <= 1");
+    c.rope_dim = static_cast<int>(*prf * c.dim) / c.n_heads;
+  }
   c.context_length = static_cast<int>(r.opt_int("max_position_embeddings", 1, 1 << 24).value_or(2048));
   c.norm_eps = static_cast<float>(r.opt_num(r.j, "rms_norm_eps", "rms_norm_eps").value_or(1e-6));
   if (!(c.norm_eps > 0 && c.norm_eps < 1)) fail(r.file, "rms_norm_eps", "expected 0 < eps < 1");
@@ -190,6 +214,18 @@ void read_config(const ConfigReader& r, const ArchDescriptor& d, ModelConfig& c)
     } else if (*type == "linear") {
       c.rope_scaling.type = "linear";
       c.rope_scaling.factor = static_cast<float>(num("factor", true, 1));
+    } else if (*type == "longrope" || *type == "su") {
+      // Phi-3: per-dimension divisors for short and long contexts and an attention factor of
+      // sqrt(1 + ln(scale) / ln(original)) for scale = max_position_embeddings / original (llama.cpp's converter).
+      c.rope_scaling.type = "longrope";
+      c.rope_scaling.original_context = static_cast<int>(
+          r.opt_int("original_max_position_embeddings", 1, 1 << 24).value_or(c.context_length));
+      factors.long_factors = factor_list(r, *rs, "long_factor", c.rope_dim / 2);
+      factors.short_factors = factor_list(r, *rs, "short_factor", c.rope_dim / 2);
+      const double scale = static_cast<double>(c.context_length) / c.rope_scaling.original_context;
+      c.rope_scaling.attn_factor = static_cast<float>(
+          scale > 1 ? std::sqrt(1 + std::log(scale) / std::log(static_cast<double>(c.rope_scaling.original_context))) : 1.0);
+      if (auto af = r.opt_num(*rs, "attention_factor", "rope_scaling.attention_factor")) c.rope_scaling.attn_factor = static_cast<float>(*af);
     } else if (*type == "llama3") {
       c.rope_scaling.type = "llama3";
       c.rope_scaling.factor = static_cast<float>(num("factor", true, 1));
@@ -197,7 +233,7 @@ void read_config(const ConfigReader& r, const ArchDescriptor& d, ModelConfig& c)
       c.rope_scaling.high_freq_factor = static_cast<float>(num("high_freq_factor", false, 4));
       c.rope_scaling.original_context = static_cast<int>(num("original_max_position_embeddings", false, 8192));
     } else {
-      fail(r.file, "rope_scaling.type", "unsupported rope scaling \"" + *type + "\" (expected linear or llama3)");
+      fail(r.file, "rope_scaling.type", "unsupported rope scaling \"" + *type + "\" (expected linear, llama3 or longrope)");
     }
   }
 }
@@ -272,7 +308,8 @@ std::shared_ptr<const ModelFile> load_hf_model(const std::string& dir) {
   const bool nested = cj.contains("text_config") && cj["text_config"].is_object();
   const ConfigReader cfg{nested ? config_path + ": text_config" : config_path, nested ? cj["text_config"] : cj};
   ModelConfig& c = m->config;
-  read_config(cfg, desc, c);
+  HfRopeFactors rope_factors;
+  read_config(cfg, desc, c, rope_factors);
   c.name = dir_name(dir);
   for (auto it = cj.begin(); it != cj.end(); ++it) {
     const json& v = it.value();
@@ -359,6 +396,23 @@ std::shared_ptr<const ModelFile> load_hf_model(const std::string& dir) {
     const ptrdiff_t emb = idx("token_embd.weight"), out = idx("output.weight");
     if (emb < 0 && out >= 0) m->tensors[out].name = "token_embd.weight";
     else if (emb >= 0 && out >= 0) m->tensors.erase(m->tensors.begin() + out);
+  }
+
+  // LongRoPE's factors as the tensors llama.cpp's converter writes (rope_factors_long / _short.weight).
+  for (const auto& [name, v] : {std::pair{"rope_factors_long.weight", &rope_factors.long_factors},
+                                std::pair{"rope_factors_short.weight", &rope_factors.short_factors}}) {
+    if (v->empty()) continue;
+    auto buf = std::make_shared<std::vector<std::byte>>(v->size() * sizeof(float));
+    std::memcpy(buf->data(), v->data(), buf->size());
+    TensorInfo t;
+    t.name = name;
+    t.dtype = DType::F32;
+    t.shape = {static_cast<int64_t>(v->size())};
+    t.data = buf->data();
+    t.nbytes = buf->size();
+    t.file = config_path;
+    m->tensors.push_back(std::move(t));
+    m->owned.push_back(std::move(buf));
   }
 
   // Gemma's RMSNorm multiplies by (1 + w) and its checkpoints store w: the model file holds the whole factor, as

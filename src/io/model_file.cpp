@@ -120,6 +120,10 @@ void validate_model(const ModelFile& m) {
     for (const BlockTensorRole& r : roles.block)
       if (present(c, r)) expect(block_tensor_name(l, r.role, r.suffix), shape_of(c, r));
   if (c.rope_scaling.type == "freq_factors") expect("rope_freqs.weight", {c.rope_dim / 2});
+  if (c.rope_scaling.type == "longrope") {
+    expect("rope_factors_long.weight", {c.rope_dim / 2});
+    expect("rope_factors_short.weight", {c.rope_dim / 2});
+  }
 }
 
 }  // namespace io

@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "core/half.h"
@@ -34,6 +35,10 @@ const std::vector<SynthArch>& synth_archs() {
       {"gemma3-tiny", "gemma3", 256, 3, 4, 2, 512, 512, 256, 1e-6f, 1000000.0f, true, false, 128, 32, 3, 0, 0, 8.0f, 0.05f},
       {"gemma3-1b", "gemma3", 1152, 26, 4, 1, 6912, 262144, 32768, 1e-6f, 1000000.0f, true, false, 256, 512, 6},
       {"gemma3-4b", "gemma3", 2560, 34, 8, 4, 10240, 262208, 131072, 1e-6f, 1000000.0f, true, false, 256, 1024, 6, 0, 0, 8.0f},
+      // Phi-3: fused attn_qkv and gate | up; the tiny one has GQA and LongRoPE from an original context of 64, so a
+      // perplexity context of 128 runs on the long factors (llama.cpp's choice by context size).
+      {"phi3-tiny", "phi3", 256, 2, 4, 2, 512, 512, 256, 1e-5f, 10000.0f, false, false, 0, 0, 0, 0, 0, 0, 0.05f, 0, 64},
+      {"phi3-mini", "phi3", 3072, 32, 32, 32, 8192, 32064, 4096, 1e-5f, 10000.0f, false, false},
   };
   return kArchs;
 }
@@ -152,6 +157,12 @@ SynthResult write_synth_model(const SynthOptions& o) {
   c.qkv_bias = a.qkv_bias;
   c.rope_theta = a.rope_theta;
   c.n_vocab = a.n_vocab;
+  if (a.longrope_original > 0) {  // llama.cpp's converter: attn_factor = sqrt(1 + ln(scale) / ln(original))
+    c.rope_scaling.type = "longrope";
+    c.rope_scaling.original_context = a.longrope_original;
+    const double scale = static_cast<double>(a.context) / a.longrope_original;
+    c.rope_scaling.attn_factor = static_cast<float>(std::sqrt(1 + std::log(scale) / std::log(double(a.longrope_original))));
+  }
   TokenizerSpec t;  // a SentencePiece-style vocabulary: <unk>, <s>, </s>, 256 byte tokens, then scored pieces
   t.model = "llama";
   t.pre = "default";
@@ -163,6 +174,10 @@ SynthResult write_synth_model(const SynthOptions& o) {
   for (int i = 3; i < 259; ++i) t.types[static_cast<size_t>(i)] = 6;
   for (size_t i = 259; i < t.tokens.size(); ++i) t.scores[i] = -static_cast<float>(i - 259);
   t.bos = 1, t.eos = 2, t.unk = 0;
+  if (a.gguf_arch == "phi3") {  // llama.cpp looks this control token up in every vocabulary of a model named phi3
+    t.tokens.back() = "<|endoftext|>";
+    t.types.back() = 3;
+  }
 
   GgufWriter w;
   set_config_metadata(w, c);
@@ -191,6 +206,10 @@ SynthResult write_synth_model(const SynthOptions& o) {
     });
   };
 
+  if (a.longrope_original > 0) {  // divisors of the frequencies: long ones ~4 (stretch), short ones ~1.1
+    tensor("rope_factors_long.weight", {head_dim / 2}, false, 1.0f, 4.0f);
+    tensor("rope_factors_short.weight", {head_dim / 2}, false, 0.05f, 1.1f);
+  }
   tensor("token_embd.weight", {a.n_vocab, a.dim}, false, a.weight_std);
   const ArchRoles& roles = arch_roles(c);
   for (int l = 0; l < a.n_layers; ++l)

@@ -24,10 +24,11 @@ struct SynthArch {
   float rope_linear = 0;  // the global layers' linear RoPE scaling factor (Gemma 3 4B+: 8)
   float weight_std = 0.02f;
   float qk_std = 0;       // attn_q / attn_k weights' std where it differs: larger attention scores (soft-caps bind)
+  int longrope_original = 0;  // > 0: Phi-3's LongRoPE from this original context (factor tensors written)
 };
 
 // tiny, llama-1b, tinyllama-1.1b, llama-7b, llama-13b, llama-70b, qwen2-0.5b, qwen3-tiny, qwen3-0.6b, gemma2-tiny,
-// gemma2-2b, gemma3-tiny, gemma3-1b, gemma3-4b.
+// gemma2-2b, gemma3-tiny, gemma3-1b, gemma3-4b, phi3-tiny, phi3-mini.
 const std::vector<SynthArch>& synth_archs();
 // The named architecture, or a lowbit::Error listing the known names.
 const SynthArch& synth_arch(const std::string& name);

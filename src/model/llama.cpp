@@ -40,7 +40,7 @@ std::vector<float> to_f32(const TensorInfo& t) {
 
 }  // namespace
 
-std::vector<float> rope_inv_freq(const ModelConfig& c, const ModelFile& f) {
+std::vector<float> rope_inv_freq(const ModelConfig& c, const ModelFile& f, int context) {
   const int half = c.rope_dim / 2;
   std::vector<float> inv(half);
   for (int i = 0; i < half; ++i)
@@ -61,8 +61,11 @@ std::vector<float> rope_inv_freq(const ModelConfig& c, const ModelFile& f) {
         v = static_cast<float>((1 - smooth) * v / s.factor + smooth * v);
       }
     }
-  } else if (s.type == "freq_factors") {
-    std::vector<float> ff = to_f32(f.get("rope_freqs.weight"));
+  } else if (s.type == "freq_factors" || s.type == "longrope") {
+    const bool long_factors = (context > 0 ? context : c.context_length) > s.original_context;
+    std::vector<float> ff = to_f32(f.get(s.type == "freq_factors" ? "rope_freqs.weight"
+                                         : long_factors          ? "rope_factors_long.weight"
+                                                                 : "rope_factors_short.weight"));
     for (int i = 0; i < half; ++i) inv[i] /= ff[i];
   }
   return inv;
@@ -73,13 +76,25 @@ namespace {
 // A block's tensors, indexed by their row in the architecture's role table (io/arch.h): matrices are views into
 // the model file (or a replacement), norms and biases are widened to f32.
 struct Layer {
-  std::vector<ops::WeightView> mat;      // [roles.block.size()], set for Linear roles
+  std::vector<ops::WeightView> mat;      // [roles.block.size()], set for Linear roles present in the file
   std::vector<std::vector<float>> vec;   // [roles.block.size()], set for Norm / Bias roles present in the file
+  // The matrices the graph multiplies by: mat's, or row slices of a fused one (Phi-3's attn_qkv -> q | k | v,
+  // ffn_up -> gate | up). Repacked for the kernels at load.
+  ops::WeightView q, k, v, o, gate, up, down;
 };
+
+// Rows [r0, r0 + n) of w: a view of the same bytes (every format stores whole rows).
+ops::WeightView row_slice(const ops::WeightView& w, int64_t r0, int64_t n) {
+  ops::WeightView s = w;
+  s.data = w.data + static_cast<size_t>(r0) * w.row_bytes;
+  s.rows = n;
+  s.repacked = nullptr;
+  return s;
+}
 
 // Row indices of the roles the graph computes with.
 struct RoleIndex {
-  size_t attn_norm, q, k, v, bq, bk, bv, q_norm, k_norm, o, attn_post_norm, ffn_norm, gate, up, down, ffn_post_norm;
+  size_t attn_norm, q, k, v, qkv, bq, bk, bv, q_norm, k_norm, o, attn_post_norm, ffn_norm, gate, up, down, ffn_post_norm;
   explicit RoleIndex(const io::ArchRoles& a) {
     auto at = [&](std::string_view role, std::string_view suffix) {
       const io::BlockTensorRole* r = io::find_role(a, role, suffix);
@@ -92,6 +107,7 @@ struct RoleIndex {
     o = at("attn_output", "weight"), ffn_norm = at("ffn_norm", "weight"), gate = at("ffn_gate", "weight");
     up = at("ffn_up", "weight"), down = at("ffn_down", "weight");
     attn_post_norm = at("post_attention_norm", "weight"), ffn_post_norm = at("post_ffw_norm", "weight");
+    qkv = at("attn_qkv", "weight");
   }
 };
 
@@ -111,7 +127,11 @@ struct Model::Impl {
     return c.is_local(l) && !inv_freq_local.empty() ? inv_freq_local.data() : inv_freq.data();
   }
   // Attention score scale: 1 / sqrt(query_pre_attn_scalar), which is head_dim unless a Gemma config says otherwise.
-  float score_scale() const { return 1.0f / std::sqrt(c.attn_scalar > 0 ? c.attn_scalar : static_cast<float>(c.head_dim)); }
+  // LongRoPE's attention factor multiplies cos and sin, so q and k: the scores by its square.
+  float score_scale() const {
+    const float af = c.rope_scaling.attn_factor;
+    return af * af / std::sqrt(c.attn_scalar > 0 ? c.attn_scalar : static_cast<float>(c.head_dim));
+  }
   // Keys a query at position p of layer l sees: positions [first_key(l, p), p].
   int first_key(int l, int p) const { return c.is_local(l) ? std::max(0, p - c.sliding_window + 1) : 0; }
   // Gemma 2's attention soft-cap on a row of scores.
@@ -150,7 +170,7 @@ struct Model::Impl {
       repacks.push_back(std::move(r));
     };
     for (Layer& L : layers)
-      for (ops::WeightView& w : L.mat) one(w);
+      for (ops::WeightView* w : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) one(*w);
     one(output);  // a view of its own even when tied to the embedding (get_row reads tok_embd's data)
     repack_stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
@@ -367,9 +387,9 @@ struct Model::Impl {
         Timer tm(*this, "matmul");
         cap(LinearInput::Attention, xb.data(), dim);
         if (stop_at == kAttn) return;
-        ops::matmul(L.mat[ri->q], xb.data(), n, q.data());
-        ops::matmul(L.mat[ri->k], xb.data(), n, k.data());
-        ops::matmul(L.mat[ri->v], xb.data(), n, v.data());
+        ops::matmul(L.q, xb.data(), n, q.data());
+        ops::matmul(L.k, xb.data(), n, k.data());
+        ops::matmul(L.v, xb.data(), n, v.data());
       }
       {
         Timer tm(*this, "rope");
@@ -413,7 +433,7 @@ struct Model::Impl {
     if (resume_after < kFfn) {
       {
         Timer tm(*this, "matmul");
-        ops::matmul(L.mat[ri->o], att.data(), n, xb.data());
+        ops::matmul(L.o, att.data(), n, xb.data());
       }
       add_rows(ri->attn_post_norm);
     }
@@ -423,8 +443,8 @@ struct Model::Impl {
         Timer tm(*this, "matmul");
         cap(LinearInput::Ffn, xb.data(), dim);
         if (stop_at == kFfn) return;
-        ops::matmul(L.mat[ri->gate], xb.data(), n, ffg.data());
-        ops::matmul(L.mat[ri->up], xb.data(), n, ffu.data());
+        ops::matmul(L.gate, xb.data(), n, ffg.data());
+        ops::matmul(L.up, xb.data(), n, ffu.data());
       }
       {
         Timer tm(*this, "silu");
@@ -439,7 +459,7 @@ struct Model::Impl {
     }
     {
       Timer tm(*this, "matmul");
-      ops::matmul(L.mat[ri->down], ffg.data(), n, xb.data());
+      ops::matmul(L.down, ffg.data(), n, xb.data());
     }
     add_rows(ri->ffn_post_norm);
   }
@@ -476,6 +496,25 @@ struct Model::Impl {
     }
   }
 
+  // The views the graph multiplies by, from the file's matrices (slices of the fused ones).
+  void compute_views(Layer& L) const {
+    const int64_t qd = static_cast<int64_t>(c.n_heads) * c.head_dim, kvd = static_cast<int64_t>(c.n_kv_heads) * c.head_dim;
+    if (c.fused_qkv) {
+      L.q = row_slice(L.mat[ri->qkv], 0, qd);
+      L.k = row_slice(L.mat[ri->qkv], qd, kvd);
+      L.v = row_slice(L.mat[ri->qkv], qd + kvd, kvd);
+    } else {
+      L.q = L.mat[ri->q], L.k = L.mat[ri->k], L.v = L.mat[ri->v];
+    }
+    if (c.fused_gate_up) {
+      L.gate = row_slice(L.mat[ri->up], 0, c.ffn_dim);
+      L.up = row_slice(L.mat[ri->up], c.ffn_dim, c.ffn_dim);
+    } else {
+      L.gate = L.mat[ri->gate], L.up = L.mat[ri->up];
+    }
+    L.o = L.mat[ri->o], L.down = L.mat[ri->down];
+  }
+
   // Row `token` of the embedding, times sqrt(dim) where the architecture scales it (Gemma; in f32 as llama.cpp).
   void embed_row(int32_t token, float* out) const {
     ops::get_row(tok_embd, token, out);
@@ -502,7 +541,7 @@ Model::Model(std::shared_ptr<const ModelFile> file, int max_context) : impl_(std
   m.tok_embd = ops::view_of(f.get("token_embd.weight"));
   m.output = m.c.tied_embeddings ? m.tok_embd : ops::view_of(f.get("output.weight"));
   m.output_norm = to_f32(f.get("output_norm.weight"));
-  m.inv_freq = rope_inv_freq(m.c, f);
+  m.inv_freq = rope_inv_freq(m.c, f, m.max_ctx);
   if (m.c.rope_theta_local > 0 && m.c.sliding_window > 0) {  // Gemma 3's local layers: their own base, unscaled
     ModelConfig local = m.c;
     local.rope_theta = m.c.rope_theta_local;
@@ -523,6 +562,7 @@ Model::Model(std::shared_ptr<const ModelFile> file, int max_context) : impl_(std
       if (block[i].kind == io::TensorKind::Linear) L.mat[i] = ops::view_of(t);
       else L.vec[i] = to_f32(t);
     }
+    m.compute_views(L);
   }
   m.kcache.resize(m.c.n_layers);
   m.vcache.resize(m.c.n_layers);
@@ -659,7 +699,10 @@ void Model::replace_weight(const TensorInfo& t) {
   if (auto ref = io::parse_block_tensor(*m.roles, n); ref && ref->layer < m.c.n_layers && io::present(m.c, *ref->role)) {
     Layer& L = m.layers[ref->layer];
     const size_t i = static_cast<size_t>(ref->role - m.roles->block.data());
-    if (ref->role->kind == io::TensorKind::Linear) return set(L.mat[i]);
+    if (ref->role->kind == io::TensorKind::Linear) {
+      set(L.mat[i]);
+      return m.compute_views(L);
+    }
     if (t.shape != io::shape_of(m.c, *ref->role))
       fail(t.file, n, "shape " + t.shape_str() + " does not match the model's vector");
     L.vec[i] = to_f32(t);
@@ -675,8 +718,8 @@ uint64_t Model::weight_bytes_per_token() const {
   };
   uint64_t total = bytes(m.output) + m.tok_embd.row_bytes;
   for (const Layer& L : m.layers)
-    for (const ops::WeightView& w : L.mat)
-      if (w.rows > 0) total += bytes(w);
+    for (const ops::WeightView* w : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down})
+      if (w->rows > 0) total += bytes(*w);
   return total;
 }
 

@@ -85,6 +85,8 @@ DType preset_tensor_type(const GgufPreset& p, const std::string& name, int64_t c
     else
       layer = -1;
   }
+  // llama.cpp (81ff7abe5) files a fused attn_qkv under attn_v's rules (category_is_attn_v).
+  if (r == "attn_qkv") r = "attn_v";
   const int n = m.n_layers;
   const bool is_output = name == "output.weight" || (m.tied_embeddings && name == "token_embd.weight");
   // The very-low-bit presets' rules: IQ2_S / IQ2_M move up to IQ3_S where the others take Q2_K.

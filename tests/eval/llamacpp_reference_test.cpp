@@ -218,6 +218,10 @@ const ArchCase kArchCases[] = {
       {"local RoPE base", [](ModelConfig& c) { c.rope_theta_local = 0; }},
       // One global layer of three, theta 1e6: the scaling moves 0.7%, still 3000x the 0.0002% agreement above.
       {"global RoPE scaling", [](ModelConfig& c) { c.rope_scaling = RopeScaling{}; }, 0.003}}},
+    // Phi-3: fused attn_qkv / gate|up, LongRoPE (ctx 128 > the original 64: the long factors, as llama.cpp picks).
+    {"phi3-tiny", "phi3", 691.2620, 690.2397, "08fddbd613990b01", "8704bc2b340111e6",
+     {{"LongRoPE's long factors (short ones instead)", [](ModelConfig& c) { c.rope_scaling.original_context = 1 << 20; }},
+      {"LongRoPE's attention factor", [](ModelConfig& c) { c.rope_scaling.attn_factor = 1.0f; }}}},
 };
 
 class ArchReference : public ::testing::TestWithParam<ArchCase> {};

@@ -97,6 +97,7 @@ class Awq final : public BlockTransform {
 
  private:
   void scale_site(BlockWork& w, const io::SiteRole& site, const ModelConfig& c) const {
+    if (!site.scalable) return;  // the producer is a slice of a fused matrix (Phi-3): nothing to fold into
     SiteStats& st = w.sites[static_cast<int>(site.site)];
     const int64_t n = io::dim_size(c, site.width);
     if (st.hessian.cols != n || static_cast<int64_t>(st.mean_abs.size()) != n)

@@ -1,4 +1,4 @@
-// Gemma 2 and Gemma 3 from their Hugging Face form, checked against the published modeling code's equations
+// Gemma 2, Gemma 3 and Phi-3 from their Hugging Face form, checked against the published modeling code's equations
 // (transformers' modeling_gemma2.py / modeling_gemma3.py), written out below as a naive double-precision forward
 // over the checkpoint's own tensor names and config keys -- nothing of lowbit's loaders, name tables or graph:
 //   Gemma{2,3}RMSNorm: x * rsqrt(mean(x^2) + eps) * (1 + w)  (the checkpoint stores w)
@@ -8,6 +8,8 @@
 //   local layers' rotary base rope_local_base_freq, unscaled, global layers' rope_theta with rope_scaling;
 //   input_layernorm -> attention -> post_attention_layernorm -> + residual -> pre_feedforward_layernorm ->
 //   down(gelu_tanh(gate) * up) -> post_feedforward_layernorm -> + residual; rotate_half RoPE.
+// Phi-3 (modeling_phi3.py): qkv_proj rows q | k | v, gate_up_proj rows gate | up (up * silu(gate)), LongRoPE
+// inv_freq = 1 / (ext_factors * base^(2i/d)) with cos and sin times the attention factor.
 // lowbit reading that directory must give the reference's logits, and its GGUF export the same logits again (1e-5).
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -322,6 +324,207 @@ TEST_P(GemmaHf, LogitsFollowTheModelingCodeAndSurviveGgufExport) {
 
 INSTANTIATE_TEST_SUITE_P(Arch, GemmaHf, ::testing::Bool(),
                          [](const auto& info) { return std::string(info.param ? "Gemma3" : "Gemma2"); });
+
+// Phi-3: dim 64, 2 layers, 4 heads, 2 kv heads (GQA inside the fused qkv), ffn 96, LongRoPE from an original
+// context of 16 up to 64.
+struct HfPhi3 {
+  int dim = 64, layers = 2, heads = 4, kv = 2, head_dim = 16, ffn = 96, vocab = 50, original = 16, max_pos = 64;
+  double eps = 1e-5, theta = 10000;
+  std::vector<float> long_f, short_f;
+  std::map<std::string, std::vector<float>> w;
+  std::map<std::string, std::vector<int64_t>> shape;
+
+  void build(uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    auto add = [&](const std::string& name, std::vector<int64_t> s, float std, float mean = 0) {
+      int64_t n = 1;
+      for (int64_t d : s) n *= d;
+      std::vector<float>& v = w[name];
+      v.resize(static_cast<size_t>(n));
+      for (float& x : v) x = mean + std * nd(rng);
+      shape[name] = s;
+    };
+    add("model.embed_tokens.weight", {vocab, dim}, 1.0f);
+    for (int l = 0; l < layers; ++l) {
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      add(p + "input_layernorm.weight", {dim}, 0.2f, 1.0f);
+      add(p + "post_attention_layernorm.weight", {dim}, 0.2f, 1.0f);
+      add(p + "self_attn.qkv_proj.weight", {(heads + 2 * kv) * head_dim, dim}, 0.4f);
+      add(p + "self_attn.o_proj.weight", {dim, heads * head_dim}, 0.2f);
+      add(p + "mlp.gate_up_proj.weight", {2 * ffn, dim}, 0.2f);
+      add(p + "mlp.down_proj.weight", {dim, ffn}, 0.2f);
+    }
+    add("model.norm.weight", {dim}, 0.2f, 1.0f);
+    add("lm_head.weight", {vocab, dim}, 0.3f);
+    for (int i = 0; i < head_dim / 2; ++i) {
+      long_f.push_back(1.0f + 0.5f * i);
+      short_f.push_back(1.0f + 0.05f * i);
+    }
+  }
+  json config() const {
+    return {{"model_type", "phi3"}, {"architectures", {"Phi3ForCausalLM"}}, {"hidden_size", dim},
+            {"num_hidden_layers", layers}, {"num_attention_heads", heads}, {"num_key_value_heads", kv},
+            {"intermediate_size", ffn}, {"vocab_size", vocab}, {"rms_norm_eps", eps}, {"rope_theta", theta},
+            {"max_position_embeddings", max_pos}, {"original_max_position_embeddings", original},
+            {"rope_scaling", {{"type", "longrope"}, {"long_factor", long_f}, {"short_factor", short_f}}},
+            {"sliding_window", 2047}, {"tie_word_embeddings", false}, {"hidden_act", "silu"}};
+  }
+  void write(const std::string& dir) const {
+    std::vector<StTensor> ts;
+    for (const auto& [name, v] : w) {
+      StTensor t{name, "F32", shape.at(name), {}};
+      t.bytes.resize(v.size() * 4);
+      std::memcpy(t.bytes.data(), v.data(), t.bytes.size());
+      ts.push_back(std::move(t));
+    }
+    testing::write_file(dir + "/config.json", config().dump(2));
+    testing::write_file(dir + "/model.safetensors", testing::make_safetensors(ts));
+  }
+
+  std::vector<double> linear_of(const std::string& name, const std::vector<double>& x) const {
+    const auto& W = w.at(name);
+    const int64_t rows = shape.at(name)[0], cols = shape.at(name)[1];
+    std::vector<double> y(static_cast<size_t>(rows));
+    for (int64_t r = 0; r < rows; ++r) {
+      double s = 0;
+      for (int64_t c = 0; c < cols; ++c) s += static_cast<double>(W[r * cols + c]) * x[c];
+      y[r] = s;
+    }
+    return y;
+  }
+  std::vector<double> norm(const std::vector<double>& x, const std::string& name) const {
+    double ss = 0;
+    for (double v : x) ss += v * v;
+    const double inv = 1.0 / std::sqrt(ss / x.size() + eps);
+    std::vector<double> y(x.size());
+    for (size_t i = 0; i < x.size(); ++i) y[i] = x[i] * inv * w.at(name)[i];
+    return y;
+  }
+  // Phi3LongRoPEScaledRotaryEmbedding with the factor list given (HF picks it by the current length).
+  void rope(double* v, int pos, const std::vector<float>& ext) const {
+    const double scale = static_cast<double>(max_pos) / original;
+    const double af = std::sqrt(1 + std::log(scale) / std::log(static_cast<double>(original)));
+    const int half = head_dim / 2;
+    for (int i = 0; i < half; ++i) {
+      const double inv_freq = 1.0 / (ext[i] * std::pow(theta, 2.0 * i / head_dim));
+      const double cs = std::cos(pos * inv_freq) * af, sn = std::sin(pos * inv_freq) * af;
+      const double a = v[i], b = v[i + half];
+      v[i] = a * cs - b * sn;
+      v[i + half] = b * cs + a * sn;
+    }
+  }
+  std::vector<std::vector<double>> logits(const std::vector<int32_t>& tokens, const std::vector<float>& ext) const {
+    const size_t n = tokens.size();
+    const int qd = heads * head_dim, kvd = kv * head_dim, group = heads / kv;
+    std::vector<std::vector<double>> h(n, std::vector<double>(static_cast<size_t>(dim)));
+    for (size_t t = 0; t < n; ++t)
+      for (int i = 0; i < dim; ++i) h[t][i] = w.at("model.embed_tokens.weight")[tokens[t] * dim + i];
+    for (int l = 0; l < layers; ++l) {
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      std::vector<std::vector<double>> qkv(n);
+      for (size_t t = 0; t < n; ++t) {
+        qkv[t] = linear_of(p + "self_attn.qkv_proj.weight", norm(h[t], p + "input_layernorm.weight"));
+        for (int hh = 0; hh < heads; ++hh) rope(qkv[t].data() + hh * head_dim, static_cast<int>(t), ext);
+        for (int hh = 0; hh < kv; ++hh) rope(qkv[t].data() + qd + hh * head_dim, static_cast<int>(t), ext);
+      }
+      for (size_t t = 0; t < n; ++t) {
+        std::vector<double> att(static_cast<size_t>(qd), 0.0);
+        for (int hh = 0; hh < heads; ++hh) {
+          const int kh = hh / group;
+          std::vector<double> s(t + 1);
+          double mx = -INFINITY, z = 0;
+          for (size_t j = 0; j <= t; ++j) {
+            double d = 0;
+            for (int i = 0; i < head_dim; ++i) d += qkv[t][hh * head_dim + i] * qkv[j][qd + kh * head_dim + i];
+            s[j] = d / std::sqrt(double(head_dim));
+            mx = std::max(mx, s[j]);
+          }
+          for (double& e : s) z += (e = std::exp(e - mx));
+          for (size_t j = 0; j <= t; ++j)
+            for (int i = 0; i < head_dim; ++i) att[hh * head_dim + i] += s[j] / z * qkv[j][qd + kvd + kh * head_dim + i];
+        }
+        const auto o = linear_of(p + "self_attn.o_proj.weight", att);
+        for (int i = 0; i < dim; ++i) h[t][i] += o[i];
+      }
+      for (size_t t = 0; t < n; ++t) {
+        const auto gu = linear_of(p + "mlp.gate_up_proj.weight", norm(h[t], p + "post_attention_layernorm.weight"));
+        std::vector<double> a(static_cast<size_t>(ffn));
+        for (int i = 0; i < ffn; ++i) a[i] = gu[ffn + i] * (gu[i] / (1 + std::exp(-gu[i])));  // up * silu(gate)
+        const auto f = linear_of(p + "mlp.down_proj.weight", a);
+        for (int i = 0; i < dim; ++i) h[t][i] += f[i];
+      }
+    }
+    std::vector<std::vector<double>> out(n);
+    for (size_t t = 0; t < n; ++t) out[t] = linear_of("lm_head.weight", norm(h[t], "model.norm.weight"));
+    return out;
+  }
+};
+
+double max_abs_diff(const std::vector<std::vector<double>>& ref, const std::vector<float>& got, int vocab,
+                    double* max_ref = nullptr) {
+  double err = 0, mr = 0;
+  for (size_t t = 0; t < ref.size(); ++t)
+    for (int i = 0; i < vocab; ++i) {
+      mr = std::max(mr, std::fabs(ref[t][i]));
+      err = std::max(err, std::fabs(ref[t][i] - got[t * vocab + i]));
+    }
+  if (max_ref) *max_ref = mr;
+  return err;
+}
+
+std::vector<float> lowbit_logits_ctx(const std::string& path, const std::vector<int32_t>& tokens, int vocab, int ctx) {
+  Model m(load_model(path), ctx);
+  std::vector<float> out(tokens.size() * static_cast<size_t>(vocab));
+  m.forward(tokens, 0, out.data(), /*all_logits=*/true);
+  return out;
+}
+
+// HF picks LongRoPE's factors by the current length (long past the original context), llama.cpp and lowbit by the
+// context the model is created with. The two agree where both pick the same set: a context of 64 (> 16) against
+// HF's long factors, and 16 tokens in a context of 16 against its short ones.
+TEST(Phi3Hf, LogitsFollowTheModelingCodeAndSurviveGgufExport) {
+  HfPhi3 g;
+  g.build(7);
+  const auto dir = std::filesystem::temp_directory_path() / ("lowbit_phi3_hf_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir / "hf");
+  const std::string hf = (dir / "hf").string();
+  g.write(hf);
+  auto file = load_model(hf);
+  EXPECT_EQ(file->config.arch, "phi3");
+  EXPECT_TRUE(file->config.fused_qkv && file->config.fused_gate_up);
+  EXPECT_EQ(file->config.rope_scaling.type, "longrope");
+  std::vector<int32_t> tokens;
+  for (int t = 0; t < 20; ++t) tokens.push_back((t * 11 + 5) % g.vocab);
+
+  double max_ref = 0;
+  const auto got_long = lowbit_logits_ctx(hf, tokens, g.vocab, 64);
+  const double err_long = max_abs_diff(g.logits(tokens, g.long_f), got_long, g.vocab, &max_ref);
+  const std::vector<int32_t> first16(tokens.begin(), tokens.begin() + 16);
+  const auto got_short = lowbit_logits_ctx(hf, first16, g.vocab, 16);
+  const double err_short = max_abs_diff(g.logits(first16, g.short_f), got_short, g.vocab);
+  std::printf("phi3 HF: max |logit| %.3f, max error against the modeling-code reference %.3g (long), %.3g (short)\n",
+              max_ref, err_long, err_short);
+  EXPECT_LT(err_long, 2e-5 * max_ref);
+  EXPECT_LT(err_short, 2e-5 * max_ref);
+  EXPECT_GT(max_abs_diff(g.logits(tokens, g.short_f), got_long, g.vocab), 1e3 * err_long) << "factors not exercised";
+
+  const std::string gguf = (dir / "out.gguf").string();
+  quant::QuantizeModelOptions qo;
+  qo.keep = {"weight"};
+  qo.keep_dtype = DType::F32;
+  quant::quantize_model(hf, gguf, qo);
+  const auto from_gguf = lowbit_logits_ctx(gguf, tokens, g.vocab, 64);
+  double gguf_err = 0;
+  for (size_t i = 0; i < got_long.size(); ++i) gguf_err = std::max(gguf_err, std::fabs(double(from_gguf[i]) - got_long[i]));
+  EXPECT_LE(gguf_err, 1e-5 * max_ref) << "HF and GGUF forms differ";
+  auto gf = load_model(gguf);
+  EXPECT_EQ(gf->config.rope_scaling.type, "longrope");
+  EXPECT_EQ(gf->config.rope_scaling.original_context, g.original);
+  EXPECT_NE(gf->find("blk.1.attn_qkv.weight"), nullptr);
+  EXPECT_EQ(gf->find("blk.1.ffn_gate.weight"), nullptr);
+  std::filesystem::remove_all(dir);
+}
 
 // A rotation of the residual stream cannot be folded through Gemma's post-norms: one clear error.
 TEST(GemmaTransforms, ResidualRotationIsRefused) {
