@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include "io/arch.h"
 #include "lowbit/error.h"
 #include "quant/awq/awq.h"
 #include "quant/rotate/rotate.h"
@@ -17,7 +18,9 @@ namespace {
 std::shared_ptr<const ModelFile> rotate_entry(const ModelFile& m, const QuantOptions& q) {
   RotateOptions ro;
   ro.seed = q.rotate_seed;
-  ro.heads = q.rotate_heads;
+  // R2 where the graph allows it: Phi-3's value rows are a slice of attn_qkv, so it gets R1 alone. R1 itself is
+  // never dropped silently (Gemma's post-norms refuse it with an error).
+  ro.heads = q.rotate_heads && io::arch_of(m.config).roles.transforms.rotate_heads;
   return rotate_model(m, ro);
 }
 }  // namespace

@@ -287,7 +287,7 @@ TEST(QuantizeModel, CalibratedGptqBeatsRtn) {
 TEST(QuantizeModel, GptqAndTheDefaultPipelineRunOnEveryArchitecture) {
   LOWBIT_REQUIRE_SHARED("data/wikitext-2/valid.txt");
   LOWBIT_REQUIRE_SHARED("data/wikitext-2-raw/wiki.test.raw");
-  for (const char* arch : {"qwen3-tiny", "gemma2-tiny", "gemma3-tiny"}) {
+  for (const char* arch : {"qwen3-tiny", "gemma2-tiny", "gemma3-tiny", "phi3-tiny"}) {
     const std::string src = tmp(std::string(arch) + ".gguf");
     io::SynthOptions so;
     so.arch = arch;
@@ -302,7 +302,10 @@ TEST(QuantizeModel, GptqAndTheDefaultPipelineRunOnEveryArchitecture) {
     eo.ctx = 128;
     eo.chunks = 8;
     std::map<std::string, double> kld;
-    for (const std::string method : {"rtn", "gptq", ""}) {
+    // Phi-3 also runs AWQ (scales at its two norm-fed sites) and a rotation (R1 only: its value rows are fused).
+    const bool phi3 = std::string(arch) == "phi3-tiny";
+    for (const std::string method : phi3 ? std::vector<std::string>{"rtn", "gptq", "", "awq+gptq", "rotate+gptq"}
+                                         : std::vector<std::string>{"rtn", "gptq", ""}) {
       QuantizeModelOptions o;
       o.method = method;
       o.format = "int3g64a";
@@ -317,6 +320,11 @@ TEST(QuantizeModel, GptqAndTheDefaultPipelineRunOnEveryArchitecture) {
     std::printf("%s int3g64a KLD: rtn %.4f, gptq %.4f, default %.4f\n", arch, kld["rtn"], kld["gptq"], kld[""]);
     EXPECT_LT(kld["gptq"], 0.7 * kld["rtn"]) << arch;
     EXPECT_LT(kld[""], 0.7 * kld["rtn"]) << arch;
+    if (phi3) {
+      std::printf("%s int3g64a KLD: awq+gptq %.4f, rotate+gptq %.4f\n", arch, kld["awq+gptq"], kld["rotate+gptq"]);
+      EXPECT_LT(kld["awq+gptq"], 0.7 * kld["rtn"]);
+      EXPECT_LT(kld["rotate+gptq"], 0.7 * kld["rtn"]);
+    }
     fs::remove(src);
   }
 }
