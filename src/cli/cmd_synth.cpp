@@ -50,7 +50,7 @@ void add_synth(CLI::App& app) {
   for (const auto& s : io::synth_archs()) archs += (archs.empty() ? "" : ", ") + s.name;
   auto* cmd = app.add_subcommand("synth", "Write a GGUF model with real shapes and seeded random weights");
   cmd->add_option("--arch", a->arch, "architecture: " + archs)->capture_default_str();
-  cmd->add_option("--size", a->size, "with --arch as llama.cpp's architecture string (llama, qwen2, qwen3): tiny, 0.6b, ...");
+  cmd->add_option("--size", a->size, "with --arch as llama.cpp's architecture string (llama, qwen2, qwen3, gemma2, gemma3, phi3): tiny, 1b, ...");
   cmd->add_option("--dtype", a->dtype, "weight type: f32, f16 or bf16")->capture_default_str();
   cmd->add_option("-o,--output", a->out, "the .gguf file to write")->required();
   cmd->add_option("--seed", a->seed, "random seed")->capture_default_str();

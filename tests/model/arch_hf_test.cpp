@@ -526,6 +526,49 @@ TEST(Phi3Hf, LogitsFollowTheModelingCodeAndSurviveGgufExport) {
   std::filesystem::remove_all(dir);
 }
 
+std::string load_error(const std::string& dir) {
+  try {
+    load_model(dir);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// Configs llama.cpp cannot run as written: one line naming config.json and the key.
+TEST(ArchHfErrors, LayerTypesAndLongRopeFactors) {
+  const auto dir = std::filesystem::temp_directory_path() / ("lowbit_arch_err_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  {
+    HfGemma g;
+    g.gemma3 = true;
+    g.layers = 3;
+    g.build(1);
+    g.write(dir.string());
+    json c = g.config();
+    c["layer_types"] = {"sliding_attention", "full_attention", "full_attention"};  // period 2, then a global layer
+    testing::write_file((dir / "config.json").string(), c.dump());
+    const std::string msg = load_error(dir.string());
+    EXPECT_NE(msg.find("config.json"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("layer_types[2]"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+    c["layer_types"] = {"sliding_attention", "sliding_attention", "full_attention"};  // the pattern of 3: loads
+    testing::write_file((dir / "config.json").string(), c.dump());
+    EXPECT_EQ(load_error(dir.string()), "");
+  }
+  {
+    HfPhi3 p;
+    p.build(2);
+    p.long_f.pop_back();
+    p.write(dir.string());
+    const std::string msg = load_error(dir.string());
+    EXPECT_NE(msg.find("rope_scaling.long_factor"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("8 numbers"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  }
+  std::filesystem::remove_all(dir);
+}
+
 // A rotation of the residual stream cannot be folded through Gemma's post-norms: one clear error.
 TEST(GemmaTransforms, ResidualRotationIsRefused) {
   HfGemma g;
