@@ -32,12 +32,49 @@ namespace {
 using testing::json;
 using testing::StTensor;
 
-struct HfGemma {
+// A random HF checkpoint in memory: tensors by their HF names (row-major, torch's {out, in}), written as one
+// safetensors file, and y = W x over them for the references below.
+struct HfCheckpoint {
+  std::map<std::string, std::vector<float>> w;
+  std::map<std::string, std::vector<int64_t>> shape;
+  std::mt19937 rng;
+
+  void add(const std::string& name, std::vector<int64_t> s, float std, float mean = 0) {
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    int64_t n = 1;
+    for (int64_t d : s) n *= d;
+    std::vector<float>& v = w[name];
+    v.resize(static_cast<size_t>(n));
+    for (float& x : v) x = mean + std * nd(rng);
+    shape[name] = s;
+  }
+  std::vector<StTensor> tensors(const std::string& prefix = "") const {
+    std::vector<StTensor> ts;
+    for (const auto& [name, v] : w) {
+      StTensor t{prefix + name, "F32", shape.at(name), {}};
+      t.bytes.resize(v.size() * 4);
+      std::memcpy(t.bytes.data(), v.data(), t.bytes.size());
+      ts.push_back(std::move(t));
+    }
+    return ts;
+  }
+  std::vector<double> linear_of(const std::string& name, const std::vector<double>& x) const {
+    const auto& W = w.at(name);
+    const int64_t rows = shape.at(name)[0], cols = shape.at(name)[1];
+    std::vector<double> y(static_cast<size_t>(rows));
+    for (int64_t r = 0; r < rows; ++r) {
+      double s = 0;
+      for (int64_t c = 0; c < cols; ++c) s += static_cast<double>(W[r * cols + c]) * x[c];
+      y[r] = s;
+    }
+    return y;
+  }
+};
+
+struct HfGemma : HfCheckpoint {
   bool gemma3 = false;
   int dim = 64, layers = 2, heads = 4, kv = 2, head_dim = 32, ffn = 96, vocab = 50, window = 6, pattern = 3;
   double eps = 1e-6, attn_cap = 3.0, final_cap = 2.0, theta = 10000, local_theta = 100, linear = 4, scalar = 24;
-  std::map<std::string, std::vector<float>> w;      // HF names -> values (row-major, torch's {out, in})
-  std::map<std::string, std::vector<int64_t>> shape;
 
   json config() const {
     json c = {{"hidden_size", dim}, {"num_hidden_layers", layers}, {"num_attention_heads", heads},
@@ -63,16 +100,7 @@ struct HfGemma {
   }
 
   void build(uint32_t seed) {
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> nd(0.0f, 1.0f);
-    auto add = [&](const std::string& name, std::vector<int64_t> s, float std, float mean = 0) {
-      int64_t n = 1;
-      for (int64_t d : s) n *= d;
-      std::vector<float>& v = w[name];
-      v.resize(static_cast<size_t>(n));
-      for (float& x : v) x = mean + std * nd(rng);
-      shape[name] = s;
-    };
+    rng.seed(seed);
     add("model.embed_tokens.weight", {vocab, dim}, 0.3f);
     const int64_t qd = heads * head_dim, kvd = kv * head_dim;
     for (int l = 0; l < layers; ++l) {
@@ -99,13 +127,7 @@ struct HfGemma {
   // Gemma3ForConditionalGeneration's layout: the text model under language_model.model., its config under
   // text_config, a vision tower beside it.
   void write(const std::string& dir, bool multimodal = false) const {
-    std::vector<StTensor> ts;
-    for (const auto& [name, v] : w) {
-      StTensor t{multimodal ? "language_model." + name : name, "F32", shape.at(name), {}};
-      t.bytes.resize(v.size() * 4);
-      std::memcpy(t.bytes.data(), v.data(), t.bytes.size());
-      ts.push_back(std::move(t));
-    }
+    std::vector<StTensor> ts = tensors(multimodal ? "language_model." : "");
     json c = config();
     if (multimodal) {
       ts.push_back({"vision_tower.vision_model.post_layernorm.weight", "F32", {8}, std::vector<uint8_t>(32, 0)});
@@ -119,17 +141,6 @@ struct HfGemma {
   }
 
   // --- the reference forward (double), every position from scratch ---
-  std::vector<double> linear_of(const std::string& name, const std::vector<double>& x) const {
-    const auto& W = w.at(name);
-    const int64_t rows = shape.at(name)[0], cols = shape.at(name)[1];
-    std::vector<double> y(static_cast<size_t>(rows));
-    for (int64_t r = 0; r < rows; ++r) {
-      double s = 0;
-      for (int64_t c = 0; c < cols; ++c) s += static_cast<double>(W[r * cols + c]) * x[c];
-      y[r] = s;
-    }
-    return y;
-  }
   std::vector<double> gemma_norm(const std::vector<double>& x, const std::string& name, size_t off = 0,
                                  size_t n = 0) const {
     if (n == 0) n = x.size();
@@ -327,24 +338,13 @@ INSTANTIATE_TEST_SUITE_P(Arch, GemmaHf, ::testing::Bool(),
 
 // Phi-3: dim 64, 2 layers, 4 heads, 2 kv heads (GQA inside the fused qkv), ffn 96, LongRoPE from an original
 // context of 16 up to 64.
-struct HfPhi3 {
+struct HfPhi3 : HfCheckpoint {
   int dim = 64, layers = 2, heads = 4, kv = 2, head_dim = 16, ffn = 96, vocab = 50, original = 16, max_pos = 64;
   double eps = 1e-5, theta = 10000;
   std::vector<float> long_f, short_f;
-  std::map<std::string, std::vector<float>> w;
-  std::map<std::string, std::vector<int64_t>> shape;
 
   void build(uint32_t seed) {
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> nd(0.0f, 1.0f);
-    auto add = [&](const std::string& name, std::vector<int64_t> s, float std, float mean = 0) {
-      int64_t n = 1;
-      for (int64_t d : s) n *= d;
-      std::vector<float>& v = w[name];
-      v.resize(static_cast<size_t>(n));
-      for (float& x : v) x = mean + std * nd(rng);
-      shape[name] = s;
-    };
+    rng.seed(seed);
     add("model.embed_tokens.weight", {vocab, dim}, 1.0f);
     for (int l = 0; l < layers; ++l) {
       const std::string p = "model.layers." + std::to_string(l) + ".";
@@ -371,28 +371,10 @@ struct HfPhi3 {
             {"sliding_window", 2047}, {"tie_word_embeddings", false}, {"hidden_act", "silu"}};
   }
   void write(const std::string& dir) const {
-    std::vector<StTensor> ts;
-    for (const auto& [name, v] : w) {
-      StTensor t{name, "F32", shape.at(name), {}};
-      t.bytes.resize(v.size() * 4);
-      std::memcpy(t.bytes.data(), v.data(), t.bytes.size());
-      ts.push_back(std::move(t));
-    }
     testing::write_file(dir + "/config.json", config().dump(2));
-    testing::write_file(dir + "/model.safetensors", testing::make_safetensors(ts));
+    testing::write_file(dir + "/model.safetensors", testing::make_safetensors(tensors()));
   }
 
-  std::vector<double> linear_of(const std::string& name, const std::vector<double>& x) const {
-    const auto& W = w.at(name);
-    const int64_t rows = shape.at(name)[0], cols = shape.at(name)[1];
-    std::vector<double> y(static_cast<size_t>(rows));
-    for (int64_t r = 0; r < rows; ++r) {
-      double s = 0;
-      for (int64_t c = 0; c < cols; ++c) s += static_cast<double>(W[r * cols + c]) * x[c];
-      y[r] = s;
-    }
-    return y;
-  }
   std::vector<double> norm(const std::vector<double>& x, const std::string& name) const {
     double ss = 0;
     for (double v : x) ss += v * v;
