@@ -48,7 +48,19 @@ void inspect(const InspectArgs& a) {
                          {"rope_scaling", c.rope_scaling.type},
                          {"rope_scaling_factor", c.rope_scaling.factor},
                          {"tied_embeddings", c.tied_embeddings},
-                         {"qkv_bias", c.qkv_bias}};
+                         {"qkv_bias", c.qkv_bias},
+                         {"qk_norm", c.qk_norm},
+                         {"post_norms", c.post_norms},
+                         {"embed_scale", c.embed_scale},
+                         {"ffn_activation", c.gelu ? "gelu_tanh" : "silu"},
+                         {"attn_softcap", c.attn_softcap},
+                         {"final_softcap", c.final_softcap},
+                         {"attn_scalar", c.attn_scalar > 0 ? c.attn_scalar : static_cast<float>(c.head_dim)},
+                         {"sliding_window", c.sliding_window},
+                         {"swa_period", c.swa_period},
+                         {"rope_theta_local", c.rope_theta_local},
+                         {"fused_qkv", c.fused_qkv},
+                         {"fused_gate_up", c.fused_gate_up}};
     j["tokenizer"] = {{"model", f.tokenizer.model}, {"description", tok_desc}, {"n_tokens", f.tokenizer.tokens.size()},
                       {"bos", f.tokenizer.bos}, {"eos", f.tokenizer.eos}, {"add_bos", f.tokenizer.add_bos}};
     nlohmann::json ts = nlohmann::json::array();
@@ -75,8 +87,16 @@ void inspect(const InspectArgs& a) {
   std::printf("  rms eps %g, rope theta %g, rope dims %d (%s), rope scaling %s", c.norm_eps, c.rope_theta, c.rope_dim,
               rope_style_name(c.rope_style), c.rope_scaling.type.c_str());
   if (c.rope_scaling.type == "linear" || c.rope_scaling.type == "llama3") std::printf(" x%g", c.rope_scaling.factor);
-  std::printf("\n  output head %s, q/k/v bias %s\n", c.tied_embeddings ? "tied to token_embd" : "separate",
-              c.qkv_bias ? "yes" : "no");
+  std::printf("\n  output head %s, q/k/v bias %s, q/k norms %s, ffn %s\n",
+              c.tied_embeddings ? "tied to token_embd" : "separate", c.qkv_bias ? "yes" : "no",
+              c.qk_norm ? "yes" : "no", c.gelu ? "GeGLU (tanh)" : "SwiGLU");
+  if (c.post_norms || c.embed_scale || c.attn_softcap > 0 || c.final_softcap > 0 || c.sliding_window > 0)
+    std::printf("  post-norms %s, embeddings x sqrt(dim) %s, soft-caps %g / %g, sliding window %d (period %d, "
+                "local rope theta %g)\n",
+                c.post_norms ? "yes" : "no", c.embed_scale ? "yes" : "no", c.attn_softcap, c.final_softcap,
+                c.sliding_window, c.swa_period, c.rope_theta_local);
+  if (c.fused_qkv || c.fused_gate_up)
+    std::printf("  fused: %s%s\n", c.fused_qkv ? "attn_qkv " : "", c.fused_gate_up ? "ffn_up (gate | up)" : "");
   std::printf("tokenizer:    %s\n", tok_desc.c_str());
   if (a.metadata) {
     std::printf("metadata (%zu):\n", f.metadata.size());
