@@ -51,6 +51,12 @@ struct ModelConfig {
   bool qk_norm = false;          // Qwen3, Gemma 3: RMSNorm over each head of q and k (weights of head_dim) before RoPE
   bool fused_qkv = false;        // Phi-3: one attn_qkv matrix, rows q | k | v
   bool fused_gate_up = false;    // Phi-3: ffn_up holds gate | up (2 * ffn_dim rows)
+  // Mixture of experts (Mixtral, Qwen2-MoE, Qwen3-MoE): a router (ffn_gate_inp) scores n_experts SwiGLU experts per
+  // token, the n_experts_used best run and their outputs are summed with the softmax weights.
+  int n_experts = 0, n_experts_used = 0;
+  int expert_ffn_dim = 0;        // each expert's hidden size (Mixtral: ffn_dim)
+  int shared_ffn_dim = 0;        // Qwen2-MoE's shared expert, gated by sigmoid(ffn_gate_inp_shexp . x); 0: none
+  bool experts_renorm = true;    // the chosen weights renormalised to sum 1 (Mixtral, Qwen3-MoE; not Qwen2-MoE)
   // Gemma 2 / Gemma 3 (set by the loaders from the architecture descriptor and the file's keys):
   bool post_norms = false;       // RMSNorm of the attention and FFN outputs before each residual add
   bool embed_scale = false;      // token embeddings multiplied by sqrt(dim)

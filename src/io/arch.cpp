@@ -32,8 +32,18 @@ std::vector<BlockTensorRole> block_roles() {
       {"post_attention_norm", "weight", K::Norm, Dim::Model, Dim::Model, P::PostNorm},
       {"ffn_norm", "weight", K::Norm, Dim::Model, Dim::Model},
       {"ffn_gate", "weight", K::Linear, Dim::Ffn, Dim::Model, P::SplitGateUp, Site::FfnIn},
-      {"ffn_up", "weight", K::Linear, Dim::FfnUp, Dim::Model, P::Always, Site::FfnIn},
-      {"ffn_down", "weight", K::Linear, Dim::Model, Dim::Ffn, P::Always, Site::FfnDownIn},
+      {"ffn_up", "weight", K::Linear, Dim::FfnUp, Dim::Model, P::Dense, Site::FfnIn},
+      {"ffn_down", "weight", K::Linear, Dim::Model, Dim::Ffn, P::Dense, Site::FfnDownIn},
+      // MoE: the router (kept in float, as llama-quantize keeps it), the experts merged into 3-D tensors as
+      // llama.cpp stores them, Qwen2-MoE's shared expert and its sigmoid gate (a vector over the FFN input).
+      {"ffn_gate_inp", "weight", K::Linear, Dim::Experts, Dim::Model, P::Moe, Site::FfnIn, false, false, false},
+      {"ffn_gate_exps", "weight", K::Linear, Dim::ExpertFfn, Dim::Model, P::Moe, Site::FfnIn, false, true},
+      {"ffn_up_exps", "weight", K::Linear, Dim::ExpertFfn, Dim::Model, P::Moe, Site::FfnIn, false, true},
+      {"ffn_down_exps", "weight", K::Linear, Dim::Model, Dim::ExpertFfn, P::Moe, Site::FfnDownIn, false, true},
+      {"ffn_gate_inp_shexp", "weight", K::Bias, Dim::Model, Dim::Model, P::Shared},
+      {"ffn_gate_shexp", "weight", K::Linear, Dim::SharedFfn, Dim::Model, P::Shared, Site::FfnIn},
+      {"ffn_up_shexp", "weight", K::Linear, Dim::SharedFfn, Dim::Model, P::Shared, Site::FfnIn},
+      {"ffn_down_shexp", "weight", K::Linear, Dim::Model, Dim::SharedFfn, P::Shared, Site::FfnDownIn},
       {"post_ffw_norm", "weight", K::Norm, Dim::Model, Dim::Model, P::PostNorm},
   };
 }
@@ -77,6 +87,15 @@ std::vector<ArchDescriptor> make_descriptors() {
     d.roles.family = d.name;
     d.roles.block = block_roles();
     if (d.roles.sites.empty()) d.roles.sites = site_roles();
+    // The MoE form: the same attention sites; the FFN's are per expert, so no transform folds through them yet.
+    d.moe_roles = d.roles;
+    d.moe_roles.sites = {d.roles.sites[0], d.roles.sites[1],
+                         {Site::FfnIn, "ffn_in", {"ffn_gate_inp", "ffn_gate_exps", "ffn_up_exps"}, Producer::Norm,
+                          "ffn_norm", Dim::Model, false},
+                         {Site::FfnDownIn, "ffn_down_in", {"ffn_down_exps"}, Producer::Elementwise, "ffn_up_exps",
+                          Dim::ExpertFfn, false}};
+    d.moe_roles.moe = true;
+    d.moe_roles.transforms = {false, false};
     if (d.gguf_name.empty()) d.gguf_name = d.name;
     if (d.hf_prefixes.empty()) d.hf_prefixes = {"model."};
     if (d.hf_block_names.empty()) d.hf_block_names = kHfLlamaBlock;
@@ -107,6 +126,21 @@ std::vector<ArchDescriptor> make_descriptors() {
     d.hf_model_types = {"qwen3"};
     d.hf_classes = {"Qwen3"};
     d.qk_norm = true;
+    add(d);
+    d.name = "qwen3moe";  // Qwen3's attention, a sparse FFN with renormalised top-k
+    d.hf_model_types = {"qwen3_moe"};
+    d.hf_classes = {"Qwen3Moe"};
+    d.moe_required = true;
+    add(d);
+  }
+  {
+    ArchDescriptor d;
+    d.name = "qwen2moe";  // Qwen2's attention (q/k/v biases), top-k without renormalisation, a shared expert
+    d.hf_model_types = {"qwen2_moe"};
+    d.hf_classes = {"Qwen2Moe"};
+    d.tokenizer = "bpe";
+    d.moe_required = d.moe_shared = true;
+    d.moe_renorm = false;
     add(d);
   }
   {
@@ -204,7 +238,10 @@ void apply_arch_features(const ArchDescriptor& d, ModelConfig& c) {
   c.rope_theta_local = d.rope_theta_local;
 }
 
-const ArchRoles& arch_roles(const ModelConfig& c) { return arch_of(c).roles; }
+const ArchRoles& arch_roles(const ModelConfig& c) {
+  const ArchDescriptor& d = arch_of(c);
+  return c.n_experts > 0 ? d.moe_roles : d.roles;
+}
 
 int layer_of_name(std::string_view name) {
   if (name.substr(0, 4) != "blk.") return -1;
@@ -246,11 +283,15 @@ int64_t dim_size(const ModelConfig& c, Dim d) {
     case Dim::HeadDim: return c.head_dim;
     case Dim::Qkv: return static_cast<int64_t>(c.n_heads + 2 * c.n_kv_heads) * c.head_dim;
     case Dim::FfnUp: return static_cast<int64_t>(c.ffn_dim) * (c.fused_gate_up ? 2 : 1);
+    case Dim::Experts: return c.n_experts;
+    case Dim::ExpertFfn: return c.expert_ffn_dim;
+    case Dim::SharedFfn: return c.shared_ffn_dim;
   }
   return 0;
 }
 
 std::vector<int64_t> shape_of(const ModelConfig& c, const BlockTensorRole& r) {
+  if (r.kind == TensorKind::Linear && r.per_expert) return {c.n_experts, dim_size(c, r.rows), dim_size(c, r.cols)};
   if (r.kind == TensorKind::Linear) return {dim_size(c, r.rows), dim_size(c, r.cols)};
   return {dim_size(c, r.rows)};
 }
@@ -262,7 +303,10 @@ bool present(const ModelConfig& c, const BlockTensorRole& r) {
     case Presence::PostNorm: return c.post_norms;
     case Presence::FusedQkv: return c.fused_qkv;
     case Presence::SplitQkv: return !c.fused_qkv;
-    case Presence::SplitGateUp: return !c.fused_gate_up;
+    case Presence::SplitGateUp: return !c.fused_gate_up && c.n_experts == 0;
+    case Presence::Dense: return c.n_experts == 0;
+    case Presence::Moe: return c.n_experts > 0;
+    case Presence::Shared: return c.n_experts > 0 && c.shared_ffn_dim > 0;
     case Presence::Always: return true;
   }
   return true;

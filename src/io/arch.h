@@ -25,6 +25,7 @@ enum class Dim {
   Model, QHeads, KvHeads, Ffn, Vocab, HeadDim,
   Qkv,    // q, k and v rows of a fused attn_qkv
   FfnUp,  // ffn_up's rows: ffn_dim, or 2 * ffn_dim when it holds gate | up (Phi-3)
+  Experts, ExpertFfn, SharedFfn,  // MoE: router rows, each expert's and the shared expert's hidden size
 };
 
 // Which configs have a tensor.
@@ -35,7 +36,10 @@ enum class Presence {
   PostNorm, // ModelConfig::post_norms (Gemma's norms of the attention and FFN outputs)
   FusedQkv, // ModelConfig::fused_qkv (Phi-3's attn_qkv)
   SplitQkv, // !fused_qkv: attn_q, attn_k, attn_v
-  SplitGateUp, // !fused_gate_up: ffn_gate apart from ffn_up
+  SplitGateUp, // dense and !fused_gate_up: ffn_gate apart from ffn_up
+  Dense,    // n_experts == 0: the dense FFN
+  Moe,      // n_experts > 0: router and experts
+  Shared,   // shared_ffn_dim > 0: Qwen2-MoE's shared expert
 };
 
 // Which captured input of a block a linear reads (the order the graph produces them in).
@@ -60,6 +64,8 @@ struct BlockTensorRole {
   Site site = Site::AttnIn;              // Linear: the input it reads
   bool feeds_scores = false;             // q / k: its output only meets the others' through q.k scores, so its
                                          // error is not judged by its own output alone (AWQ's clip skips it)
+  bool per_expert = false;               // 3-D {n_experts, rows, cols}: llama.cpp's merged *_exps tensors
+  bool quantized = true;                 // false: kept in float as llama-quantize keeps it (the router)
 };
 
 struct SiteRole {
@@ -86,7 +92,7 @@ struct ArchRoles {
   std::vector<BlockTensorRole> block;      // every tensor of a block, in graph order
   std::vector<SiteRole> sites;             // indexed by Site
   std::string_view token_embd = "token_embd.weight", output_norm = "output_norm.weight", output = "output.weight";
-  int experts = 0;                         // MoE: expert tensors per block (0: dense)
+  bool moe = false;                        // the sparse-FFN form (router, merged experts)
   ArchTransforms transforms;
 };
 
@@ -111,6 +117,10 @@ struct ArchDescriptor {
   float rope_theta_local = 0.0f;                // local layers' base when the file has no rope.freq_base_swa
   std::string_view tokenizer;                   // what its checkpoints ship: "spm" or "bpe"
   ArchRoles roles;
+  ArchRoles moe_roles;                          // the same graph with a sparse FFN (configs with n_experts > 0)
+  bool moe_renorm = true;                       // MoE: top-k weights renormalised (Qwen2-MoE: false)
+  bool moe_required = false;                    // every model of it has experts (qwen2moe, qwen3moe)
+  bool moe_shared = false;                      // and a shared expert (qwen2moe)
 };
 
 // Every architecture lowbit runs, in a fixed order (llama first).
@@ -127,7 +137,7 @@ const ArchDescriptor& arch_named(std::string_view name);
 // Copies the descriptor's always-on features and its llama.cpp defaults into c (loaders then apply the file's keys).
 void apply_arch_features(const ArchDescriptor& d, ModelConfig& c);
 
-// The role table of a config's architecture.
+// The role table of a config's architecture (its MoE form when the config has experts).
 const ArchRoles& arch_roles(const ModelConfig& c);
 
 // A parsed block tensor name.

@@ -54,6 +54,12 @@ void set_config_metadata(GgufWriter& w, const ModelConfig& c) {
     w.set_f32(p + "rope.scaling.attn_factor", c.rope_scaling.attn_factor);
   }
   const ArchDescriptor& d = arch_of(c);
+  if (c.n_experts > 0) {
+    u32("expert_count", c.n_experts);
+    u32("expert_used_count", c.n_experts_used);
+    if (d.moe_required) u32("expert_feed_forward_length", c.expert_ffn_dim);
+    if (c.shared_ffn_dim > 0) u32("expert_shared_feed_forward_length", c.shared_ffn_dim);
+  }
   // Gemma's keys (llama.cpp reads each; its defaults differ from what a file may need, so all are written).
   if (d.attn_softcap > 0) w.set_f32(p + "attn_logit_softcapping", c.attn_softcap);
   if (d.post_norms) w.set_f32(p + "final_logit_softcapping", c.final_softcap);

@@ -167,6 +167,21 @@ std::shared_ptr<const ModelFile> load_gguf_model(const std::string& path) {
     c.rope_scaling.type = "linear";
     c.rope_scaling.factor = static_cast<float>(*fs);
   }
+  // Mixture of experts: Mixtral is llama with expert counts; qwen2moe / qwen3moe always have experts.
+  if (f.find(a + "expert_count") || desc->moe_required) {
+    c.n_experts = required_int(f, a + "expert_count", desc->moe_required ? 1 : 0, 4096);
+  }
+  if (c.n_experts > 0) {
+    c.n_experts_used = required_int(f, a + "expert_used_count", 1, c.n_experts);
+    c.expert_ffn_dim = f.find(a + "expert_feed_forward_length")
+                           ? required_int(f, a + "expert_feed_forward_length", 1, 4 * kBig)
+                           : c.ffn_dim;
+    if (desc->moe_shared)
+      c.shared_ffn_dim = f.find(a + "expert_shared_feed_forward_length")
+                             ? required_int(f, a + "expert_shared_feed_forward_length", 1, 4 * kBig)
+                             : c.ffn_dim;
+    c.experts_renorm = desc->moe_renorm;
+  }
   // Gemma: soft-caps, sliding window and its layer pattern, the local layers' RoPE base -- each key optional, with
   // llama.cpp's defaults from the descriptor (Gemma 3 has a window only when the file names one).
   if (desc->attn_softcap > 0)

@@ -23,11 +23,15 @@ void annotate_packed_tensors(ModelFile& m, const GgufFile& f) {
     }
     const std::string skey = packed_shape_key(t.name);
     auto shape = f.get_numbers(skey);
-    if (!shape || shape->size() != 2) fail(f.path(), skey, "expected [rows, cols] for packed tensor '" + t.name + "'");
-    const double rows_d = (*shape)[0], cols_d = (*shape)[1];
-    if (!(rows_d >= 1 && cols_d >= 1 && rows_d < 1e9 && cols_d < 1e9))
-      fail(f.path(), skey, "absurd shape for packed tensor '" + t.name + "'");
-    const int64_t rows = static_cast<int64_t>(rows_d), cols = static_cast<int64_t>(cols_d);
+    // [rows, cols], or [experts, rows, cols] for merged MoE experts (stored as experts * rows rows)
+    if (!shape || (shape->size() != 2 && shape->size() != 3))
+      fail(f.path(), skey, "expected [rows, cols] or [experts, rows, cols] for packed tensor '" + t.name + "'");
+    for (double d : *shape)
+      if (!(d >= 1 && d < 1e9)) fail(f.path(), skey, "absurd shape for packed tensor '" + t.name + "'");
+    const bool merged = shape->size() == 3;
+    const int64_t experts = merged ? static_cast<int64_t>((*shape)[0]) : 1;
+    const int64_t rows = experts * static_cast<int64_t>((*shape)[merged ? 1 : 0]);
+    const int64_t cols = static_cast<int64_t>(shape->back());
     const size_t rb = formats::row_bytes(*fmt, cols);
     if (t.dtype != DType::I8 || t.shape.size() != 2 || t.shape[0] != rows || t.shape[1] != static_cast<int64_t>(rb))
       fail(f.path(), "tensor '" + t.name + "'",
@@ -35,7 +39,7 @@ void annotate_packed_tensors(ModelFile& m, const GgufFile& f) {
                std::string(dtype_name(t.dtype)) + " " + t.shape_str());
     t.packed = *fname;  // the bytes stay as stored: the ops layer computes on them (ops::view_of)
     t.stored_bytes = t.nbytes;
-    t.shape = {rows, cols};
+    t.shape = merged ? std::vector<int64_t>{experts, rows / experts, cols} : std::vector<int64_t>{rows, cols};
   }
 }
 

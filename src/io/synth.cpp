@@ -39,6 +39,19 @@ const std::vector<SynthArch>& synth_archs() {
       // perplexity context of 128 runs on the long factors (llama.cpp's choice by context size).
       {"phi3-tiny", "phi3", 256, 2, 4, 2, 512, 512, 256, 1e-5f, 10000.0f, false, false, 0, 0, 0, 0, 0, 0, 0.05f, 0, 64},
       {"phi3-mini", "phi3", 3072, 32, 32, 32, 8192, 32064, 4096, 1e-5f, 10000.0f, false, false},
+      // Mixture of experts; Mixtral is written as llama.cpp writes it (llama with expert counts).
+      {"mixtral-tiny", "llama", 256, 2, 4, 2, 256, 512, 256, 1e-5f, 1000000.0f, false, false, 0, 0, 0, 0, 0, 0,
+       0.06f, 0, 0, 8, 2, 256, 0, "mixtral"},
+      {"mixtral-8x7b", "llama", 4096, 32, 32, 8, 14336, 32000, 32768, 1e-5f, 1000000.0f, false, false, 0, 0, 0, 0, 0,
+       0, 0.02f, 0, 0, 8, 2, 14336, 0, "mixtral"},
+      {"qwen2moe-tiny", "qwen2moe", 256, 2, 4, 2, 512, 512, 256, 1e-6f, 1000000.0f, false, true, 0, 0, 0, 0, 0, 0,
+       0.06f, 0, 0, 8, 4, 256, 512},
+      {"qwen2moe-a2.7b", "qwen2moe", 2048, 24, 16, 16, 5632, 151936, 8192, 1e-6f, 1000000.0f, false, true, 0, 0, 0, 0,
+       0, 0, 0.02f, 0, 0, 60, 4, 1408, 5632},
+      {"qwen3moe-tiny", "qwen3moe", 256, 2, 4, 2, 512, 512, 256, 1e-6f, 1000000.0f, false, false, 128, 0, 0, 0, 0, 0,
+       0.06f, 0, 0, 8, 2, 256},
+      {"qwen3moe-30b-a3b", "qwen3moe", 2048, 48, 32, 4, 6144, 151936, 40960, 1e-6f, 1000000.0f, false, false, 128, 0,
+       0, 0, 0, 0, 0.02f, 0, 0, 128, 8, 768},
   };
   return kArchs;
 }
@@ -55,7 +68,8 @@ const SynthArch& synth_arch(const std::string& name) {
 const SynthArch& synth_arch(const std::string& gguf_arch, const std::string& size) {
   std::string sizes;
   for (const auto& a : synth_archs()) {
-    if (a.gguf_arch != gguf_arch) continue;
+    const std::string& family = a.family.empty() ? a.gguf_arch : a.family;
+    if (family != gguf_arch) continue;
     const std::string prefix = gguf_arch + "-";
     const std::string own = a.name.rfind(prefix, 0) == 0 ? a.name.substr(prefix.size()) : a.name;
     if (own == size) return a;
@@ -63,8 +77,10 @@ const SynthArch& synth_arch(const std::string& gguf_arch, const std::string& siz
   }
   if (sizes.empty()) {
     std::string known;
-    for (const auto& a : synth_archs())
-      if (known.find(a.gguf_arch) == std::string::npos) known += (known.empty() ? "" : ", ") + a.gguf_arch;
+    for (const auto& a : synth_archs()) {
+      const std::string& family = a.family.empty() ? a.gguf_arch : a.family;
+      if (known.find(family) == std::string::npos) known += (known.empty() ? "" : ", ") + family;
+    }
     fail("", "--arch", "unknown architecture \"" + gguf_arch + "\" (known: " + known + ")");
   }
   fail("", "--size", "no size \"" + size + "\" for " + gguf_arch + " (known: " + sizes + ")");
@@ -155,6 +171,11 @@ SynthResult write_synth_model(const SynthOptions& o) {
   c.head_dim = c.rope_dim = head_dim;
   c.norm_eps = a.norm_eps;
   c.qkv_bias = a.qkv_bias;
+  c.n_experts = a.n_experts;
+  c.n_experts_used = a.n_experts_used;
+  c.expert_ffn_dim = a.expert_ffn;
+  c.shared_ffn_dim = a.shared_ffn;
+  c.experts_renorm = arch_named(a.gguf_arch).moe_renorm;
   c.rope_theta = a.rope_theta;
   c.n_vocab = a.n_vocab;
   if (a.longrope_original > 0) {  // llama.cpp's converter: attn_factor = sqrt(1 + ln(scale) / ln(original))
@@ -220,7 +241,9 @@ SynthResult write_synth_model(const SynthOptions& o) {
         tensor(name, shape_of(c, r), false, 0.25f, 1.0f);
       else
         tensor(name, shape_of(c, r), r.kind == TensorKind::Norm,
-               r.feeds_scores && a.qk_std > 0 ? a.qk_std : a.weight_std);
+               r.feeds_scores && a.qk_std > 0                  ? a.qk_std
+               : r.role == "ffn_gate_inp" && a.router_std > 0 ? a.router_std
+                                                               : a.weight_std);
     }
   tensor("output_norm.weight", {a.dim}, true, 0.0f);
   if (!a.tied) tensor("output.weight", {a.n_vocab, a.dim}, false, a.weight_std);

@@ -25,10 +25,15 @@ struct SynthArch {
   float weight_std = 0.02f;
   float qk_std = 0;       // attn_q / attn_k weights' std where it differs: larger attention scores (soft-caps bind)
   int longrope_original = 0;  // > 0: Phi-3's LongRoPE from this original context (factor tensors written)
+  // MoE: experts, used per token, each expert's and the shared expert's hidden size (Mixtral: ffn_dim)
+  int n_experts = 0, n_experts_used = 0, expert_ffn = 0, shared_ffn = 0;
+  std::string family;     // the --arch name when it is not gguf_arch (mixtral: written as llama)
+  float router_std = 0;   // the router's weights' std where it differs (sharper routing: the choice matters)
 };
 
 // tiny, llama-1b, tinyllama-1.1b, llama-7b, llama-13b, llama-70b, qwen2-0.5b, qwen3-tiny, qwen3-0.6b, gemma2-tiny,
-// gemma2-2b, gemma3-tiny, gemma3-1b, gemma3-4b, phi3-tiny, phi3-mini.
+// gemma2-2b, gemma3-tiny, gemma3-1b, gemma3-4b, phi3-tiny, phi3-mini, mixtral-tiny, mixtral-8x7b, qwen2moe-tiny,
+// qwen2moe-a2.7b, qwen3moe-tiny, qwen3moe-30b-a3b.
 const std::vector<SynthArch>& synth_archs();
 // The named architecture, or a lowbit::Error listing the known names.
 const SynthArch& synth_arch(const std::string& name);

@@ -81,7 +81,12 @@ struct Layer {
   // The matrices the graph multiplies by: mat's, or row slices of a fused one (Phi-3's attn_qkv -> q | k | v,
   // ffn_up -> gate | up). Repacked for the kernels at load.
   ops::WeightView q, k, v, o, gate, up, down;
+  // MoE: the router (n_experts rows), each expert's matrices (row slices of the merged 3-D tensors) and the shared
+  // expert's (gate, up, down in the dense views above).
+  ops::WeightView router;
+  std::vector<ops::WeightView> gate_e, up_e, down_e;  // [n_experts]
 };
+
 
 // Rows [r0, r0 + n) of w: a view of the same bytes (every format stores whole rows).
 ops::WeightView row_slice(const ops::WeightView& w, int64_t r0, int64_t n) {
@@ -95,6 +100,7 @@ ops::WeightView row_slice(const ops::WeightView& w, int64_t r0, int64_t n) {
 // Row indices of the roles the graph computes with.
 struct RoleIndex {
   size_t attn_norm, q, k, v, qkv, bq, bk, bv, q_norm, k_norm, o, attn_post_norm, ffn_norm, gate, up, down, ffn_post_norm;
+  size_t router, gate_exps, up_exps, down_exps, shexp_gate, gate_shexp, up_shexp, down_shexp;
   explicit RoleIndex(const io::ArchRoles& a) {
     auto at = [&](std::string_view role, std::string_view suffix) {
       const io::BlockTensorRole* r = io::find_role(a, role, suffix);
@@ -108,6 +114,10 @@ struct RoleIndex {
     up = at("ffn_up", "weight"), down = at("ffn_down", "weight");
     attn_post_norm = at("post_attention_norm", "weight"), ffn_post_norm = at("post_ffw_norm", "weight");
     qkv = at("attn_qkv", "weight");
+    router = at("ffn_gate_inp", "weight"), gate_exps = at("ffn_gate_exps", "weight");
+    up_exps = at("ffn_up_exps", "weight"), down_exps = at("ffn_down_exps", "weight");
+    shexp_gate = at("ffn_gate_inp_shexp", "weight"), gate_shexp = at("ffn_gate_shexp", "weight");
+    up_shexp = at("ffn_up_shexp", "weight"), down_shexp = at("ffn_down_shexp", "weight");
   }
 };
 
@@ -171,6 +181,9 @@ struct Model::Impl {
     };
     for (Layer& L : layers)
       for (ops::WeightView* w : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) one(*w);
+    for (Layer& L : layers)
+      for (auto* set : {&L.gate_e, &L.up_e, &L.down_e})
+        for (ops::WeightView& w : *set) one(w);
     one(output);  // a view of its own even when tied to the embedding (get_row reads tok_embd's data)
     repack_stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
@@ -437,6 +450,14 @@ struct Model::Impl {
       }
       add_rows(ri->attn_post_norm);
     }
+    if (resume_after < kFfnDown && c.n_experts > 0) {  // the sparse FFN: no per-site captures past its input
+      norm_rows(L.vec[ri->ffn_norm]);
+      cap(LinearInput::Ffn, xb.data(), dim);
+      if (stop_at == kFfn) return;
+      moe_ffn(L, n);
+      add_rows(ri->ffn_post_norm);
+      return;
+    }
     if (resume_after < kFfnDown) {
       norm_rows(L.vec[ri->ffn_norm]);
       {
@@ -496,6 +517,62 @@ struct Model::Impl {
     }
   }
 
+  // The sparse FFN on the n normed rows in xb, its output into xb: per token the router's softmax over the experts,
+  // the n_experts_used largest (renormalised to sum 1 where the architecture does, llama.cpp's clamp of the sum
+  // at 6.1e-5 included); per expert one batch of the tokens that chose it (gate, up, SwiGLU, down), added with
+  // their weights; Qwen2-MoE's shared expert on every token, scaled by sigmoid(ffn_gate_inp_shexp . x).
+  void moe_ffn(const Layer& L, int n) {
+    Timer tm(*this, "moe");
+    const int E = c.n_experts, K = c.n_experts_used, dim = c.dim;
+    const int64_t f = c.expert_ffn_dim;
+    std::vector<float> probs(static_cast<size_t>(n) * E);  // [n, E]
+    ops::matmul(L.router, xb.data(), n, probs.data());
+    std::vector<std::vector<std::pair<int, float>>> routed(E);  // expert -> (token, weight)
+    std::vector<int> order(E);
+    for (int t = 0; t < n; ++t) {
+      float* p = probs.data() + static_cast<size_t>(t) * E;
+      ops::softmax(p, E);
+      for (int e = 0; e < E; ++e) order[e] = e;
+      std::partial_sort(order.begin(), order.begin() + K, order.end(), [&](int a, int b) { return p[a] > p[b]; });
+      float sum = 0;
+      for (int j = 0; j < K; ++j) sum += p[order[j]];
+      const float scale = c.experts_renorm ? 1.0f / std::max(sum, 6.103515625e-5f) : 1.0f;
+      for (int j = 0; j < K; ++j) routed[order[j]].push_back({t, p[order[j]] * scale});
+    }
+    std::vector<float> out(static_cast<size_t>(n) * dim, 0.0f), xs, g, u, y;
+    for (int e = 0; e < E; ++e) {
+      const auto& toks = routed[e];
+      const int m = static_cast<int>(toks.size());
+      if (m == 0) continue;
+      xs.resize(static_cast<size_t>(m) * dim), g.resize(static_cast<size_t>(m) * f), u.resize(g.size());
+      y.resize(static_cast<size_t>(m) * dim);
+      for (int i = 0; i < m; ++i)
+        std::memcpy(xs.data() + static_cast<size_t>(i) * dim, xb.data() + static_cast<size_t>(toks[i].first) * dim,
+                    dim * sizeof(float));
+      ops::matmul(L.gate_e[e], xs.data(), m, g.data());
+      ops::matmul(L.up_e[e], xs.data(), m, u.data());
+      for (int i = 0; i < m; ++i) ops::silu_mul(g.data() + static_cast<size_t>(i) * f, u.data() + static_cast<size_t>(i) * f, f);
+      ops::matmul(L.down_e[e], g.data(), m, y.data());
+      for (int i = 0; i < m; ++i)
+        ops::axpy(toks[i].second, y.data() + static_cast<size_t>(i) * dim,
+                  out.data() + static_cast<size_t>(toks[i].first) * dim, dim);
+    }
+    if (c.shared_ffn_dim > 0) {
+      const int64_t fs = c.shared_ffn_dim;
+      g.resize(static_cast<size_t>(n) * fs), u.resize(g.size()), y.resize(static_cast<size_t>(n) * dim);
+      ops::matmul(L.gate, xb.data(), n, g.data());
+      ops::matmul(L.up, xb.data(), n, u.data());
+      for (int t = 0; t < n; ++t) ops::silu_mul(g.data() + static_cast<size_t>(t) * fs, u.data() + static_cast<size_t>(t) * fs, fs);
+      ops::matmul(L.down, g.data(), n, y.data());
+      for (int t = 0; t < n; ++t) {
+        const float z = ops::dot(L.vec[ri->shexp_gate].data(), xb.data() + static_cast<size_t>(t) * dim, dim);
+        ops::axpy(1.0f / (1.0f + std::exp(-z)), y.data() + static_cast<size_t>(t) * dim,
+                  out.data() + static_cast<size_t>(t) * dim, dim);
+      }
+    }
+    std::memcpy(xb.data(), out.data(), out.size() * sizeof(float));
+  }
+
   // The views the graph multiplies by, from the file's matrices (slices of the fused ones).
   void compute_views(Layer& L) const {
     const int64_t qd = static_cast<int64_t>(c.n_heads) * c.head_dim, kvd = static_cast<int64_t>(c.n_kv_heads) * c.head_dim;
@@ -506,13 +583,27 @@ struct Model::Impl {
     } else {
       L.q = L.mat[ri->q], L.k = L.mat[ri->k], L.v = L.mat[ri->v];
     }
+    L.o = L.mat[ri->o];
+    if (c.n_experts > 0) {
+      L.router = L.mat[ri->router];
+      const int64_t f = c.expert_ffn_dim;
+      L.gate_e.resize(c.n_experts), L.up_e.resize(c.n_experts), L.down_e.resize(c.n_experts);
+      for (int e = 0; e < c.n_experts; ++e) {
+        L.gate_e[e] = row_slice(L.mat[ri->gate_exps], e * f, f);
+        L.up_e[e] = row_slice(L.mat[ri->up_exps], e * f, f);
+        L.down_e[e] = row_slice(L.mat[ri->down_exps], e * static_cast<int64_t>(c.dim), c.dim);
+      }
+      // the shared expert, if any, in the dense slots
+      L.gate = L.mat[ri->gate_shexp], L.up = L.mat[ri->up_shexp], L.down = L.mat[ri->down_shexp];
+      return;
+    }
     if (c.fused_gate_up) {
       L.gate = row_slice(L.mat[ri->up], 0, c.ffn_dim);
       L.up = row_slice(L.mat[ri->up], c.ffn_dim, c.ffn_dim);
     } else {
       L.gate = L.mat[ri->gate], L.up = L.mat[ri->up];
     }
-    L.o = L.mat[ri->o], L.down = L.mat[ri->down];
+    L.down = L.mat[ri->down];
   }
 
   // Row `token` of the embedding, times sqrt(dim) where the architecture scales it (Gemma; in f32 as llama.cpp).
@@ -717,9 +808,18 @@ uint64_t Model::weight_bytes_per_token() const {
     return w.repacked ? static_cast<uint64_t>(ops::repacked_bytes(*w.repacked)) : static_cast<uint64_t>(w.rows) * w.row_bytes;
   };
   uint64_t total = bytes(m.output) + m.tok_embd.row_bytes;
-  for (const Layer& L : m.layers)
+  for (const Layer& L : m.layers) {
     for (const ops::WeightView* w : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down})
       if (w->rows > 0) total += bytes(*w);
+    // MoE: the router and the experts a token uses (on average n_experts_used of n_experts)
+    if (m.c.n_experts > 0) {
+      total += bytes(L.router);
+      uint64_t experts = 0;
+      for (const auto* set : {&L.gate_e, &L.up_e, &L.down_e})
+        for (const ops::WeightView& w : *set) experts += bytes(w);
+      total += experts * static_cast<uint64_t>(m.c.n_experts_used) / static_cast<uint64_t>(m.c.n_experts);
+    }
+  }
   return total;
 }
 

@@ -169,6 +169,11 @@ void widen_rows(const WeightView& w, int64_t r0, int64_t n, float* out) {
 }  // namespace
 
 WeightView view_of(const TensorInfo& t) {
+  if (t.shape.size() == 3) {  // merged experts {experts, rows, cols}: experts * rows rows (every format stores rows)
+    TensorInfo flat = t;
+    flat.shape = {t.shape[0] * t.shape[1], t.shape[2]};
+    return view_of(flat);
+  }
   if (!t.packed.empty()) {
     const formats::IntNFormat* f = nullptr;
     try {

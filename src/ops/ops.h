@@ -27,7 +27,8 @@ struct WeightView {
   // reads it instead of data (get_row still decodes data). Owned by whoever made it (the Model).
   const struct RepackedMatrix* repacked = nullptr;
 };
-WeightView view_of(const TensorInfo& t);  // checks the dtype is supported and the tensor is 2-D
+// Checks the dtype is supported and the tensor is 2-D, or 3-D {experts, rows, cols} (then experts * rows rows).
+WeightView view_of(const TensorInfo& t);
 
 // Weights repacked at load for the kernels of this CPU: 4-bit codes (8-bit for Q8_0 / int8) in the int8 GEMM's unit
 // layout (ops/ggml_dot.h), every 16 units' scales (and mins) as f32 beside their codes, each row a whole number

@@ -85,8 +85,11 @@ DType preset_tensor_type(const GgufPreset& p, const std::string& name, int64_t c
     else
       layer = -1;
   }
-  // llama.cpp (81ff7abe5) files a fused attn_qkv under attn_v's rules (category_is_attn_v).
+  // llama.cpp (81ff7abe5) sorts tensors into categories by substring: a fused attn_qkv falls under attn_v's rules
+  // (category_is_attn_v), the experts' and shared expert's ffn_down_exps / ffn_down_shexp under ffn_down's (the
+  // layer parsed from the name, as its layer_info does for MoE).
   if (r == "attn_qkv") r = "attn_v";
+  if (r.rfind("ffn_down", 0) == 0) r = "ffn_down";
   const int n = m.n_layers;
   const bool is_output = name == "output.weight" || (m.tied_embeddings && name == "token_embd.weight");
   // The very-low-bit presets' rules: IQ2_S / IQ2_M move up to IQ3_S where the others take Q2_K.
@@ -101,10 +104,21 @@ DType preset_tensor_type(const GgufPreset& p, const std::string& name, int64_t c
     if (ft == "IQ2_XXS" || ft == "IQ2_XS" || ft == "IQ1_S" || ft == "IQ1_M") t = DType::Q2_K;
     else if (s_or_m || ft == "IQ3_XXS") t = DType::IQ3_S;
   } else if (low) {
-    if (r == "attn_v") t = m.n_gqa >= 4 ? DType::Q4_K : s_or_m ? DType::IQ3_S : DType::Q2_K;
+    if (r == "attn_v") t = m.n_gqa >= 4 || m.n_experts >= 4 ? DType::Q4_K : s_or_m ? DType::IQ3_S : DType::Q2_K;
+    else if (r == "attn_k" && m.n_experts == 8) t = DType::Q4_K;
     else if (r == "ffn_down" && layer < n / 8) t = s_or_m ? DType::IQ3_S : DType::Q2_K;
+    else if (r == "attn_output" && m.n_experts == 8) t = DType::Q5_K;
     else if (r == "attn_output" && (ft == "IQ1_S" || ft == "IQ1_M")) t = DType::IQ2_XXS;
     else if (r == "attn_output" && s_or_m) t = DType::IQ3_S;
+  } else if (r == "attn_v" && m.n_experts == 8) {
+    t = DType::Q8_0;  // "for the 8-expert model, bumping this to Q8_0 trades just ~128MB"
+  } else if (r == "attn_k" && m.n_experts == 8) {
+    t = DType::Q8_0;
+  } else if (r == "attn_output" && m.n_experts == 8) {
+    static const char* kQ5K[] = {"Q2_K", "IQ3_XS", "IQ3_XXS", "Q3_K_S", "Q3_K_M", "IQ4_NL", "Q4_K_S", "Q4_K_M",
+                                 "IQ3_S", "IQ3_M", "IQ4_XS"};
+    for (const char* f : kQ5K)
+      if (ft == f) t = DType::Q5_K;
   } else if (r == "attn_v") {
     if (ft == "Q2_K") t = m.n_gqa >= 4 ? DType::Q4_K : DType::Q3_K;
     else if (ft == "Q2_K_S" && m.n_gqa >= 4) t = DType::Q4_K;

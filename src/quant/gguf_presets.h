@@ -32,6 +32,7 @@ struct PresetModelInfo {
   bool tied_embeddings = false;
   bool is_70b = false;         // llama.cpp's LLM_TYPE_70B: 80 layers with grouped-query attention
   bool has_imatrix = false;    // the linears get importance data (llama-quantize --imatrix): some rules differ
+  int n_experts = 0;           // MoE: 8 experts (Mixtral-8x) move attn_v / attn_k to Q8_0, attn_output to Q5_K
 };
 
 // The type llama-quantize gives tensor `name` (a 2-D weight with `cols` values per row) under preset p; with

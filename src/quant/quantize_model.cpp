@@ -40,7 +40,7 @@ namespace lowbit::quant {
 namespace {
 
 bool is_matrix_weight(const TensorInfo& t) {
-  return t.shape.size() == 2 && t.name.size() > 7 && t.name.compare(t.name.size() - 7, 7, ".weight") == 0;
+  return (t.shape.size() == 2 || t.shape.size() == 3) && t.name.size() > 7 && t.name.compare(t.name.size() - 7, 7, ".weight") == 0;
 }
 
 // A pattern matches whole dot-separated parts of a name: "attn_v" matches "blk.3.attn_v.weight", "blk.3" matches
@@ -268,7 +268,7 @@ class CalibratedRun {
       auto it = index_.find({l, static_cast<int>(r)});
       if (it == index_.end()) continue;
       const TensorInfo& t = file_->tensors[it->second];
-      if (t.shape.size() == 2) {
+      if (t.shape.size() >= 2) {
         w.values[r] = widen(t);
       } else {
         w.values[r].resize(static_cast<size_t>(t.numel()));
@@ -576,6 +576,11 @@ void open_source(Job& job, io::GgufWriter& w) {
   model = load_model(src);
   for (const auto& t : model->tensors)
     if (!t.packed.empty()) fail(src, "tensor '" + t.name + "'", "is already quantized (" + t.packed + ")");
+  // Calibrated quantization needs each expert's statistics from the tokens routed to it, which the pipeline does not
+  // collect yet (issue 17): refuse rather than calibrate the experts on the wrong inputs.
+  if (model->config.n_experts > 0 && (calibrated || !method.model_transforms.empty() || !method.block_transforms.empty()))
+    fail(src, "--calib", "mixture-of-experts models are quantized without calibration for now (rtn, gguf: presets); "
+                         "per-expert calibration is not implemented yet");
   const ModelConfig src_cfg = model->config;
   if (model->format == "gguf") {  // every key carries over
     auto gguf = io::GgufFile::open(src);
@@ -703,8 +708,9 @@ void plan_tensors(Job& job, io::GgufWriter& w) {
       fail(src, "tensor '" + t.name + "'", t.shape_str() + " does not match the config's heads x head_dim (" +
                                                std::to_string(p.perm->size()) + " rows)");
     std::string fname = o.format;
-    if (preset && t.shape.size() == 2) {
+    if (preset && t.shape.size() >= 2) {
       PresetModelInfo mi;
+      mi.n_experts = cfg.n_experts;
       mi.n_layers = cfg.n_layers;
       mi.n_gqa = cfg.n_kv_heads > 0 ? cfg.n_heads / cfg.n_kv_heads : 1;
       mi.tied_embeddings = cfg.tied_embeddings;
@@ -718,7 +724,7 @@ void plan_tensors(Job& job, io::GgufWriter& w) {
     // Explicit types (llama-quantize's order: the embedding's and the head's own options first, then the first
     // --tensor-type pattern that matches, which --pure ignores as llama-quantize does).
     bool explicit_type = false;
-    if (t.shape.size() == 2) {
+    if (t.shape.size() >= 2) {
       if (auto planned = o.planned_types.find(t.name); planned != o.planned_types.end()) {
         fname = planned->second;
         explicit_type = true;
@@ -738,7 +744,7 @@ void plan_tensors(Job& job, io::GgufWriter& w) {
       }
     }
     // A llama.cpp type needs whole blocks per row: llama-quantize's fallback otherwise (F16: kept).
-    if (auto gt = dtype_from_name(fname); gt && formats::ggml_encodable(*gt) && t.shape.size() == 2) {
+    if (auto gt = dtype_from_name(fname); gt && formats::ggml_encodable(*gt) && t.shape.size() >= 2) {
       const DType fb = fallback_type(*gt, t.cols());
       if (fb != *gt) {
         r.note = std::to_string(t.cols()) + " values per row do not fill " + fname + " blocks: " +
@@ -748,7 +754,9 @@ void plan_tensors(Job& job, io::GgufWriter& w) {
     }
     const bool float_src = t.dtype == DType::F32 || t.dtype == DType::F16 || t.dtype == DType::BF16;
     const bool requant = o.allow_requantize && dtype_info(t.dtype).block > 1 && formats::ggml_decodable(t.dtype);
-    p.keep = !is_matrix_weight(t) || (!float_src && !requant);
+    // The MoE router stays in float, as llama-quantize keeps ffn_gate_inp.
+    const bool never_quantized = ref && !ref->role->quantized;
+    p.keep = !is_matrix_weight(t) || (!float_src && !requant) || never_quantized;
     if (is_matrix_weight(t) && !float_src && !requant)
       r.note = "already " + std::string(dtype_name(t.dtype)) + ": copied (--allow-requantize quantizes it again)";
     for (const auto& k : o.keep)
@@ -777,7 +785,7 @@ void plan_tensors(Job& job, io::GgufWriter& w) {
     }
     if (p.keep) {
       const DType want = o.transforms_only ? DType::F32 : as_float && explicit_type ? *as_float : to_f16 ? DType::F16 : o.keep_dtype;
-      const bool convert = t.shape.size() == 2 && t.dtype != want &&
+      const bool convert = !never_quantized && t.shape.size() >= 2 && t.dtype != want &&
                            (t.dtype == DType::F32 || t.dtype == DType::F16 || t.dtype == DType::BF16);
       p.keep_dtype = convert ? want : t.dtype;
       // Norms and biases a transform may edit keep the precision of the edit.
@@ -928,12 +936,13 @@ void write_tensors(Job& job, io::GgufWriter& w, const std::string& out) {
     const bool native = p.ggml != DType::F32;  // a llama.cpp type: stored as itself, readable by llama.cpp
     if (!native) {
       w.set_string(io::packed_format_key(t.name), p.fmt->name());
-      w.set(io::packed_shape_key(t.name), io::GgufWriter::array(io::GgufType::U64, {rows, cols}));
+      std::vector<int64_t> logical = t.shape;  // [rows, cols] or [experts, rows, cols]
+      w.set(io::packed_shape_key(t.name), io::GgufWriter::array(io::GgufType::U64, logical));
     }
     TensorReport* r = &rep.tensors[i];
     const Quantizer* alone = calibrated ? rtn.get() : solver.get();
     w.add_tensor(t.name, native ? p.ggml : DType::I8,
-                 native ? std::vector<int64_t>{rows, cols} : std::vector<int64_t>{rows, static_cast<int64_t>(rb)},
+                 native ? t.shape : std::vector<int64_t>{rows, static_cast<int64_t>(rb)},
                  [tp, &p, i, r, rb, alone, &run, &tick, &model, &src, &store](const io::GgufWriter::Sink& sink) {
                    std::vector<std::byte> bytes;
                    if (p.calibrated_linear) {

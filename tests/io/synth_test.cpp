@@ -8,6 +8,7 @@
 
 #include "core/half.h"
 #include "io/gguf.h"
+#include "io/gguf_writer.h"
 #include "io/synth.h"
 #include "io_testing.h"
 #include "lowbit/model_file.h"
@@ -210,6 +211,52 @@ TEST_F(Synth, Qwen2ShapesOneLayer) {
   EXPECT_FLOAT_EQ(m->config.rope_theta, 1e6f);
   EXPECT_EQ(m->get("blk.0.attn_k.bias").shape, (std::vector<int64_t>{128}));
   EXPECT_EQ(m->tokenizer.tokens.size(), 151936u);
+}
+
+// MoE: merged 3-D expert tensors, the router, Qwen2-MoE's shared expert; an expert count or top-k that does not
+// match the tensors is one line naming the key or tensor.
+TEST_F(Synth, MoeShapesAndMismatchedExpertCounts) {
+  auto m = load_model(make("moe.gguf", DType::F32, 1, 1, "qwen2moe-tiny"));
+  EXPECT_EQ(m->config.arch, "qwen2moe");
+  EXPECT_EQ(m->config.n_experts, 8);
+  EXPECT_EQ(m->config.n_experts_used, 4);
+  EXPECT_FALSE(m->config.experts_renorm);
+  EXPECT_EQ(m->config.shared_ffn_dim, 512);
+  EXPECT_EQ(m->get("blk.0.ffn_gate_exps.weight").shape, (std::vector<int64_t>{8, 256, 256}));
+  EXPECT_EQ(m->get("blk.0.ffn_down_exps.weight").shape, (std::vector<int64_t>{8, 256, 256}));
+  EXPECT_EQ(m->get("blk.0.ffn_gate_inp.weight").shape, (std::vector<int64_t>{8, 256}));
+  EXPECT_EQ(m->get("blk.0.ffn_gate_inp_shexp.weight").shape, (std::vector<int64_t>{256}));
+  EXPECT_EQ(m->find("blk.0.ffn_gate.weight"), nullptr);
+  auto mix = load_model(make("mix.gguf", DType::F32, 1, 1, "mixtral-tiny"));
+  EXPECT_EQ(mix->config.arch, "llama");
+  EXPECT_EQ(mix->config.n_experts, 8);
+  EXPECT_EQ(mix->config.expert_ffn_dim, mix->config.ffn_dim);
+  EXPECT_TRUE(mix->config.experts_renorm);
+
+  // The same file with its keys changed: expert_count 4 against 8 experts' tensors, top-k 9 of 8.
+  auto rewrite = [&](const std::string& key, uint32_t value) {
+    auto g = io::GgufFile::open(path("moe.gguf"));
+    io::GgufWriter w;
+    for (const auto& [k, v] : g->kv())
+      if (k == key) w.set_u32(k, value);
+      else w.set(k, v);
+    for (const io::GgufTensor& t : g->tensors()) {
+      std::vector<int64_t> shape(t.ne.rbegin(), t.ne.rend());
+      const std::byte* d = g->tensor_data(t);
+      w.add_tensor(t.name, t.dtype, shape, std::vector<std::byte>(d, d + t.nbytes));
+    }
+    const std::string out = path("bad.gguf");
+    w.write(out);
+    return error_of([&] { load_model(out); });
+  };
+  const std::string count_msg = rewrite("qwen2moe.expert_count", 4);
+  EXPECT_NE(count_msg.find("ffn_gate_inp.weight"), std::string::npos) << count_msg;
+  EXPECT_NE(count_msg.find("expected [4, 256]"), std::string::npos) << count_msg;
+  EXPECT_EQ(count_msg.find('\n'), std::string::npos) << count_msg;
+  const std::string topk_msg = rewrite("qwen2moe.expert_used_count", 9);
+  EXPECT_NE(topk_msg.find("qwen2moe.expert_used_count"), std::string::npos) << topk_msg;
+  EXPECT_NE(topk_msg.find("[1, 8]"), std::string::npos) << topk_msg;
+  EXPECT_EQ(topk_msg.find('\n'), std::string::npos) << topk_msg;
 }
 
 TEST_F(Synth, RejectsBadOptions) {

@@ -206,8 +206,13 @@ TEST(WeightView, ViewOf) {
   EXPECT_NE(q.find("model.gguf"), std::string::npos) << q;
   const std::string one_d = error_of(make_tensor(DType::F32, {24}, 96, buf.data()));
   EXPECT_NE(one_d.find("2-D"), std::string::npos) << one_d;
-  const std::string three_d = error_of(make_tensor(DType::F32, {2, 3, 4}, 96, buf.data()));
-  EXPECT_NE(three_d.find("2-D"), std::string::npos) << three_d;
+  // 3-D: merged MoE experts {experts, rows, cols}, viewed as experts * rows rows; 4-D is an error.
+  const WeightView experts = view_of(make_tensor(DType::F32, {2, 3, 4}, 96, buf.data()));
+  EXPECT_EQ(experts.rows, 6);
+  EXPECT_EQ(experts.cols, 4);
+  EXPECT_EQ(experts.row_bytes, 16u);
+  const std::string four_d = error_of(make_tensor(DType::F32, {2, 3, 2, 2}, 96, buf.data()));
+  EXPECT_NE(four_d.find("2-D"), std::string::npos) << four_d;
   const std::string small = error_of(make_tensor(DType::F32, {6, 8}, 100, buf.data()));
   EXPECT_NE(small.find("needs 192"), std::string::npos) << small;
 }

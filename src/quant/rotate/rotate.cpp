@@ -181,7 +181,7 @@ std::shared_ptr<const ModelFile> rotate_model(const ModelFile& src, const Rotate
       }
     }
     for (const io::BlockTensorRole& r : roles.block)  // linears writing the stream
-      if (r.kind == io::TensorKind::Linear && r.rows == io::Dim::Model) writes_stream(T(r.role));
+      if (r.kind == io::TensorKind::Linear && r.rows == io::Dim::Model && io::present(c, r)) writes_stream(T(r.role));
   }
   if (o.residual) {
     reads_stream(w[head], w[out_norm]);
