@@ -228,6 +228,7 @@ void apply_arch_features(const ArchDescriptor& d, ModelConfig& c) {
   c.qk_norm = d.qk_norm;
   c.fused_qkv = d.fused_qkv;
   c.fused_gate_up = d.fused_gate_up;
+  c.experts_renorm = d.moe_renorm;
   c.post_norms = d.post_norms;
   c.embed_scale = d.embed_scale;
   c.gelu = d.gelu;

@@ -180,7 +180,6 @@ std::shared_ptr<const ModelFile> load_gguf_model(const std::string& path) {
       c.shared_ffn_dim = f.find(a + "expert_shared_feed_forward_length")
                              ? required_int(f, a + "expert_shared_feed_forward_length", 1, 4 * kBig)
                              : c.ffn_dim;
-    c.experts_renorm = desc->moe_renorm;
   }
   // Gemma: soft-caps, sliding window and its layer pattern, the local layers' RoPE base -- each key optional, with
   // llama.cpp's defaults from the descriptor (Gemma 3 has a window only when the file names one).

@@ -102,7 +102,9 @@ const ArchDescriptor& hf_arch(const ConfigReader& r) {
   return *d;
 }
 
-// Gemma's keys on top of the descriptor's features, with transformers' Gemma2Config / Gemma3TextConfig defaults.
+// Gemma's keys on top of the descriptor's features. transformers' Gemma2Config / Gemma3TextConfig defaults are
+// llama.cpp's (the descriptor's, which apply_arch_features already set) except the window: 4096 in both configs,
+// where a Gemma 3 GGUF without the key has none.
 void read_gemma_config(const ConfigReader& r, const ArchDescriptor& d, ModelConfig& c) {
   auto cap = [&](const char* key, float def) {  // null: no cap
     auto it = r.j.find(key);
@@ -113,14 +115,15 @@ void read_gemma_config(const ConfigReader& r, const ArchDescriptor& d, ModelConf
     return static_cast<float>(v);
   };
   const bool gemma2 = d.name == "gemma2";
-  c.attn_softcap = cap("attn_logit_softcapping", gemma2 ? 50.0f : 0.0f);
-  c.final_softcap = cap("final_logit_softcapping", gemma2 ? 30.0f : 0.0f);
+  c.attn_softcap = cap("attn_logit_softcapping", d.attn_softcap);
+  c.final_softcap = cap("final_logit_softcapping", d.final_softcap);
   if (!gemma2 && c.attn_softcap > 0)
     fail(r.file, "attn_logit_softcapping", "Gemma 3 has no attention soft-cap (llama.cpp's graph has none)");
   c.attn_scalar = static_cast<float>(r.opt_num(r.j, "query_pre_attn_scalar", "query_pre_attn_scalar").value_or(256));
   if (!(c.attn_scalar > 0)) fail(r.file, "query_pre_attn_scalar", "expected a positive number");
   c.sliding_window = static_cast<int>(r.opt_int("sliding_window", 1, 1 << 24).value_or(4096));
-  c.swa_period = gemma2 ? 2 : static_cast<int>(r.opt_int("sliding_window_pattern", 1, 4096).value_or(6));
+  c.swa_period = gemma2 ? d.swa_period
+                        : static_cast<int>(r.opt_int("sliding_window_pattern", 1, 4096).value_or(d.swa_period));
   if (const json* lt = r.find("layer_types")) {
     // Newer configs list each layer; the period is where the first global layer ends it, and every layer must
     // follow it (llama.cpp has no other pattern).
@@ -140,7 +143,7 @@ void read_gemma_config(const ConfigReader& r, const ArchDescriptor& d, ModelConf
     }
   }
   if (!gemma2) {
-    c.rope_theta_local = static_cast<float>(r.opt_num(r.j, "rope_local_base_freq", "rope_local_base_freq").value_or(10000));
+    c.rope_theta_local = static_cast<float>(r.opt_num(r.j, "rope_local_base_freq", "rope_local_base_freq").value_or(d.rope_theta_local));
     if (!(c.rope_theta_local > 0)) fail(r.file, "rope_local_base_freq", "expected a positive number");
   }
 }

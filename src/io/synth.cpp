@@ -175,7 +175,6 @@ SynthResult write_synth_model(const SynthOptions& o) {
   c.n_experts_used = a.n_experts_used;
   c.expert_ffn_dim = a.expert_ffn;
   c.shared_ffn_dim = a.shared_ffn;
-  c.experts_renorm = arch_named(a.gguf_arch).moe_renorm;
   c.rope_theta = a.rope_theta;
   c.n_vocab = a.n_vocab;
   if (a.longrope_original > 0) {  // llama.cpp's converter: attn_factor = sqrt(1 + ln(scale) / ln(original))
